@@ -1,0 +1,72 @@
+// LoRA adapters as data: the settings (one source of truth for their defaults), the A and B
+// matrices keyed by the weight they adapt, and merging them into base weights. The
+// TensorFlow.js trainer applies them unmerged; the ONNX exporter merges them.
+import type { Float32Tensor, LinearModule, WeightMap } from "./weights.ts";
+import { linearShape, linearWeightName } from "./weights.ts";
+import type { ModelConfig } from "./config.ts";
+
+export interface LoraSettings {
+  rank: number;
+  alpha: number;
+  dropout: number;
+  targetModules: LinearModule[];
+}
+
+/** The method's reference settings (see METHOD.md, stage 2). */
+export const DEFAULT_LORA: Readonly<LoraSettings> = Object.freeze({
+  rank: 8,
+  alpha: 16,
+  dropout: 0.05,
+  targetModules: ["q_proj", "v_proj"] as LinearModule[],
+});
+
+export interface LoraPair {
+  /** [rank, in_features] */
+  a: Float32Tensor;
+  /** [out_features, rank] */
+  b: Float32Tensor;
+}
+
+export interface LoraAdapter {
+  settings: LoraSettings;
+  /** Keyed by the adapted weight's name, e.g. `model.layers.0.self_attn.q_proj.weight`. */
+  pairs: Map<string, LoraPair>;
+}
+
+/** The effective weight is W + (alpha / rank) * B A. */
+export const loraScale = (s: LoraSettings) => s.alpha / s.rank;
+
+/** Every (layer, module) an adapter with these settings covers on this model. */
+export function loraTargets(config: ModelConfig, settings: LoraSettings): { layer: number; module: LinearModule; name: string; shape: [number, number] }[] {
+  const out = [];
+  for (let layer = 0; layer < config.numLayers; layer++) {
+    for (const module of settings.targetModules) {
+      out.push({ layer, module, name: linearWeightName(layer, module), shape: linearShape(config, module) });
+    }
+  }
+  return out;
+}
+
+/** Returns a new weight map with each adapted weight replaced by W + scale * B A. */
+export function mergeLora(weights: WeightMap, adapter: LoraAdapter): WeightMap {
+  const merged: WeightMap = new Map(weights);
+  const scale = loraScale(adapter.settings);
+  for (const [name, { a, b }] of adapter.pairs) {
+    const base = weights.get(name);
+    if (!base) throw new Error(`LoRA adapter targets ${name}, which the model does not have`);
+    const [out, inFeatures] = base.shape;
+    const rank = a.shape[0];
+    const data = Float32Array.from(base.data);
+    for (let o = 0; o < out; o++) {
+      for (let r = 0; r < rank; r++) {
+        const coef = scale * b.data[o * rank + r];
+        if (coef === 0) continue;
+        const row = o * inFeatures;
+        const aRow = r * inFeatures;
+        for (let i = 0; i < inFeatures; i++) data[row + i] += coef * a.data[aRow + i];
+      }
+    }
+    merged.set(name, { shape: base.shape, data });
+  }
+  return merged;
+}

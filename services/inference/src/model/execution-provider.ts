@@ -1,0 +1,99 @@
+// Opens an ONNX Runtime session on the execution provider the configuration asks for.
+// "auto" uses CUDA where its provider libraries are installed (onnxruntime-node installed
+// with ONNXRUNTIME_NODE_INSTALL=cuda12) and falls back to CPU otherwise, saying so through
+// the caller's logger; "cuda" insists and fails with the reason.
+import { existsSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import * as ort from "onnxruntime-node";
+import { ModelFormatError } from "../../../../core/model/errors.ts";
+
+export const EXECUTION_PROVIDER_CHOICES = ["cpu", "cuda", "auto"] as const;
+export type ExecutionProviderChoice = (typeof EXECUTION_PROVIDER_CHOICES)[number];
+export type ExecutionProvider = "cpu" | "cuda";
+
+export interface OrtSessionOptions {
+  executionProvider?: ExecutionProviderChoice;
+  /** Threads inside one operator; ONNX Runtime's default (all cores) when absent. */
+  threads?: number;
+  /** Receives one line saying which provider runs, and why CUDA was not used under "auto". */
+  log?: (message: string) => void;
+}
+
+/** The configuration asked for CUDA and ONNX Runtime could not provide it. */
+export class ExecutionProviderError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ExecutionProviderError";
+  }
+}
+
+/** Where onnxruntime-node keeps its native libraries for this platform. */
+function bindingDir(): string {
+  const entry = createRequire(import.meta.url).resolve("onnxruntime-node");
+  return join(dirname(entry), "..", "bin", "napi-v6", process.platform, process.arch);
+}
+
+/** True when the CUDA provider library sits beside the binding (it is not bundled by default). */
+export function cudaProviderInstalled(): boolean {
+  const dir = bindingDir();
+  const file = process.platform === "win32" ? "onnxruntime_providers_cuda.dll" : "libonnxruntime_providers_cuda.so";
+  return existsSync(join(dir, file));
+}
+
+function sessionOptions(provider: ExecutionProvider, threads: number | undefined): ort.InferenceSession.SessionOptions {
+  if (threads !== undefined && !(Number.isInteger(threads) && threads > 0)) {
+    throw new ExecutionProviderError(`threads must be a positive integer, got ${threads}`);
+  }
+  return {
+    executionProviders: [provider],
+    graphOptimizationLevel: "all",
+    ...(threads === undefined ? {} : { intraOpNumThreads: threads, interOpNumThreads: 1 }),
+  };
+}
+
+const ortCreate = (model: string | Uint8Array, options: ort.InferenceSession.SessionOptions) =>
+  typeof model === "string" ? ort.InferenceSession.create(model, options) : ort.InferenceSession.create(model, options);
+
+async function create(model: string | Uint8Array, options: ort.InferenceSession.SessionOptions, source: string): Promise<ort.InferenceSession> {
+  try {
+    return await ortCreate(model, options);
+  } catch (err) {
+    throw new ModelFormatError(source, `ONNX Runtime cannot load the model: ${(err as Error).message}`);
+  }
+}
+
+/** Opens `model` (a path, or the bytes of a model with inline weights). */
+export async function openOrtSession(
+  model: string | Uint8Array,
+  options: OrtSessionOptions = {},
+): Promise<{ session: ort.InferenceSession; provider: ExecutionProvider }> {
+  const choice = options.executionProvider ?? "auto";
+  if (!(EXECUTION_PROVIDER_CHOICES as readonly string[]).includes(choice)) {
+    throw new ExecutionProviderError(`execution provider must be one of ${EXECUTION_PROVIDER_CHOICES.join(", ")}, got ${JSON.stringify(choice)}`);
+  }
+  const log = options.log ?? (() => {});
+  const source = typeof model === "string" ? model : "<in-memory model>";
+  if (typeof model === "string" && !existsSync(model)) throw new ModelFormatError(model, "no such ONNX model file");
+
+  if (choice !== "cpu") {
+    const installed = cudaProviderInstalled();
+    if (installed) {
+      try {
+        const session = await ortCreate(model, sessionOptions("cuda", options.threads));
+        log(`onnxruntime: CUDA execution provider for ${source}`);
+        return { session, provider: "cuda" };
+      } catch (err) {
+        if (choice === "cuda") throw new ExecutionProviderError(`CUDA execution provider failed for ${source}: ${(err as Error).message}`);
+        log(`onnxruntime: CUDA execution provider failed (${(err as Error).message}); falling back to CPU for ${source}`);
+      }
+    } else if (choice === "cuda") {
+      throw new ExecutionProviderError("CUDA execution provider is not installed: reinstall onnxruntime-node with ONNXRUNTIME_NODE_INSTALL=cuda12");
+    } else {
+      log(`onnxruntime: CUDA provider not installed; CPU execution provider for ${source}`);
+    }
+  }
+  const session = await create(model, sessionOptions("cpu", options.threads), source);
+  if (choice === "cpu") log(`onnxruntime: CPU execution provider for ${source}`);
+  return { session, provider: "cpu" };
+}

@@ -1,0 +1,24 @@
+// The `lightreasoner` command line: one binary, one subcommand per job. Each subcommand
+// lives in cli/commands/ and only parses flags before calling into core/ and services/.
+import { Command, CommanderError } from "commander";
+import { registerInitModel } from "./commands/init-model.ts";
+import { registerExportOnnx } from "./commands/export-onnx.ts";
+
+const program = new Command()
+  .name("lightreasoner")
+  .description("A small model teaches a large one to reason: LightReasoner as an inference + trainer service pair.")
+  .showHelpAfterError()
+  .exitOverride();
+
+registerInitModel(program);
+registerExportOnnx(program);
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  if (err instanceof CommanderError) process.exit(err.exitCode);
+  // Expected failures (bad files, bad flags) print one line; anything else keeps its stack.
+  const known = err instanceof Error && err.name !== "Error" && err.name !== "TypeError";
+  console.error(`lightreasoner: ${known ? (err as Error).message : (err as Error)?.stack ?? String(err)}`);
+  process.exit(1);
+}

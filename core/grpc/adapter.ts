@@ -1,0 +1,10 @@
+// The protobuf-es <-> grpc-js adapter: generated service descriptors (core/gen) served and
+// called through @grpc/grpc-js with typed messages only. Application code imports from here.
+export { serviceDefinition, methodDefinition, methodPath, ERROR_FIELD_METADATA_KEY } from "./definition.ts";
+export type { MethodShape } from "./definition.ts";
+export { addService } from "./server.ts";
+export type { CallContext, Send, ServiceHandlers, MethodHandler, UnaryHandler, ServerStreamingHandler, ClientStreamingHandler, BidiStreamingHandler, ErrorLogger } from "./server.ts";
+export { createClient, toGrpcError } from "./client.ts";
+export type { CallOptions, ClientOptions, ServiceClient, ClientMethod, ClientStreamingCall, BidiStreamingCall } from "./client.ts";
+export { GrpcError, Status, invalidArgument, toGrpcStatus } from "./errors.ts";
+export type { GrpcStatus } from "./errors.ts";

@@ -1,0 +1,45 @@
+// A protobuf-es service descriptor seen as a grpc-js service definition: the method paths,
+// which side streams, and (de)serialisation through toBinary/fromBinary, so no message ever
+// needs a hand-written serializer.
+import type { DescMessage, DescMethod, DescService } from "@bufbuild/protobuf";
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import type { GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
+import type { MethodDefinition, ServiceDefinition } from "@grpc/grpc-js";
+
+/** What the adapter needs to know about one method of a generated service. */
+export type MethodShape = GenServiceMethods[string];
+
+/** Trailing-metadata key carrying the request field an error is about (see errors.ts). */
+export const ERROR_FIELD_METADATA_KEY = "lightreasoner-error-field";
+
+/** The HTTP/2 path of a method, e.g. `/lightreasoner.v1.InferenceService/Generate`. */
+export const methodPath = (method: DescMethod) => `/${method.parent.typeName}/${method.name}`;
+
+const asBuffer = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+
+function codec(schema: DescMessage) {
+  return {
+    serialize: (message: unknown) => asBuffer(toBinary(schema, message as never)),
+    deserialize: (bytes: Buffer) => fromBinary(schema, bytes),
+  };
+}
+
+export function methodDefinition(method: DescMethod): MethodDefinition<unknown, unknown> {
+  const request = codec(method.input);
+  const response = codec(method.output);
+  return {
+    path: methodPath(method),
+    requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
+    responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
+    requestSerialize: request.serialize,
+    requestDeserialize: request.deserialize,
+    responseSerialize: response.serialize,
+    responseDeserialize: response.deserialize,
+    originalName: method.localName,
+  };
+}
+
+/** The grpc-js definition of a whole service, keyed by the methods' proto names. */
+export function serviceDefinition(service: DescService): ServiceDefinition {
+  return Object.fromEntries(service.methods.map((method) => [method.name, methodDefinition(method)]));
+}

@@ -1,0 +1,56 @@
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import type { RunReport } from "./run-report.ts";
+import { writeRunReport } from "./run-report.ts";
+
+export function sampleReport(): RunReport {
+  const method = {
+    accuracyAfter: 0.46,
+    accuracyAfterCi95: [0.43, 0.49] as [number, number],
+    accuracyDeltaCi95: [0.02, 0.06] as [number, number],
+    problemsSampled: 200,
+    tunedTokens: 900,
+    optimizerSteps: 40,
+    wallSeconds: 60,
+    stageSeconds: { sampling: 20, training: 40 },
+    loss: [
+      { step: 1, loss: 1.2 },
+      { step: 20, loss: 0.8 },
+      { step: 40, loss: 0.6 },
+    ],
+  };
+  return {
+    createdAt: "2026-11-29T07:00:00Z",
+    expert: { name: "expert <b>", fingerprint: "ab", accuracyBefore: 0.42, accuracyBeforeCi95: [0.39, 0.45], accuracyAfter: 0.46, accuracyAfterCi95: [0.43, 0.49], accuracyDeltaCi95: [0.02, 0.06] },
+    amateur: { name: "amateur", accuracy: 0.12, accuracyCi95: [0.1, 0.14] },
+    evalProblems: 1000,
+    lightreasoner: { ...method, stepsSeen: 6000, stepsSelected: 900, adapterVersions: ["abc"] },
+    sft: { ...method, accuracyAfter: 0.47, tunedTokens: 30000, wallSeconds: 400, trajectoriesKept: 90 },
+    settings: { beta: 0.4, alpha: 0.2 },
+    tfjsBackend: "wasm",
+    klValues: [0.01, 0.2, 0.5, 1.3, 0.05, 0.45],
+    examples: [{ question: "Tom has 3 < 4 apples?", correct: true, tokens: [{ text: "3 + 4", kl: 0.9, selected: true }, { text: " = 7", kl: 0.1, selected: false }] }],
+  };
+}
+
+describe("run report", () => {
+  it("writes report.json as given and a self-contained, escaped report.html", () => {
+    const dir = mkdtempSync(join(tmpdir(), "lr-report-"));
+    try {
+      const report = sampleReport();
+      const { json, html } = writeRunReport(dir, report);
+      expect(JSON.parse(readFileSync(json, "utf8"))).toEqual(report);
+      const page = readFileSync(html, "utf8");
+      expect(page).not.toMatch(/<script|https?:\/\//);
+      expect(page).toContain("expert &#60;b&#62;");
+      expect(page).toContain("Tom has 3 &#60; 4 apples?");
+      expect(page.match(/<svg/g)?.length).toBe(4); // accuracy, efficiency, KL histogram, loss
+      expect(page).toContain('class="sel"');
+      expect(page).toContain("β = 0.4");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,0 +1,84 @@
+// What a LightReasoner round reports: the numbers a reader compares (accuracy before and
+// after, LightReasoner beside the SFT baseline, samples and tuned tokens, time per stage)
+// and the material the HTML report draws (KL values, example trajectories, loss curves).
+// report.json is this object as is; report.html is drawn from it and nothing else.
+import { writeFileSync, mkdirSync, renameSync } from "node:fs";
+import { join } from "node:path";
+import { renderReportHtml } from "./report-html.ts";
+
+export interface AccuracyWithInterval {
+  /** Fraction correct in [0, 1]. */
+  accuracy: number;
+  /** 95% Wilson interval of the accuracy. */
+  ci95: [number, number];
+}
+
+export interface TrajectoryToken {
+  text: string;
+  kl: number;
+  selected: boolean;
+}
+
+export interface ExampleTrajectory {
+  question: string;
+  correct: boolean | null;
+  tokens: TrajectoryToken[];
+}
+
+export interface LossPoint {
+  step: number;
+  loss: number;
+}
+
+export interface MethodResult {
+  accuracyAfter: number;
+  accuracyAfterCi95: [number, number];
+  /** Paired 95% interval of (after - before) on the same evaluation problems. */
+  accuracyDeltaCi95: [number, number];
+  problemsSampled: number;
+  tunedTokens: number;
+  optimizerSteps: number;
+  /** Sampling + training wall time, the cost the paper compares. */
+  wallSeconds: number;
+  stageSeconds: Record<string, number>;
+  loss: LossPoint[];
+}
+
+export interface RunReport {
+  createdAt: string;
+  expert: {
+    name: string;
+    fingerprint: string;
+    accuracyBefore: number;
+    accuracyBeforeCi95: [number, number];
+    /** After LightReasoner training. */
+    accuracyAfter: number;
+    accuracyAfterCi95: [number, number];
+    accuracyDeltaCi95: [number, number];
+  };
+  amateur: { name: string; accuracy: number; accuracyCi95: [number, number] };
+  evalProblems: number;
+  lightreasoner: MethodResult & {
+    stepsSeen: number;
+    stepsSelected: number;
+    adapterVersions: string[];
+  };
+  sft: MethodResult & { trajectoriesKept: number } | null;
+  settings: Record<string, number | string | boolean>;
+  tfjsBackend: string;
+  /** KL of every step seen, for the distribution plot (capped by the writer). */
+  klValues: number[];
+  examples: ExampleTrajectory[];
+}
+
+/** Writes report.json and report.html into `dir` (each via a temporary file, then renamed). */
+export function writeRunReport(dir: string, report: RunReport): { json: string; html: string } {
+  mkdirSync(dir, { recursive: true });
+  const json = join(dir, "report.json");
+  const html = join(dir, "report.html");
+  writeFileSync(`${json}.tmp`, `${JSON.stringify(report, null, 2)}\n`);
+  renameSync(`${json}.tmp`, json);
+  writeFileSync(`${html}.tmp`, renderReportHtml(report));
+  renameSync(`${html}.tmp`, html);
+  return { json, html };
+}

@@ -308,8 +308,9 @@ export type TopTokens = Message<"lightreasoner.v1.TopTokens"> & {
   logProbs: number[];
 
   /**
-   * Probability mass of all tokens not listed, 1 - sum(exp(log_probs)) in float64,
-   * clamped to [0, 1].
+   * Probability mass of all tokens not listed: the sum of their probabilities, added up
+   * directly in float64 (not as 1 - sum(exp(log_probs)), which loses the small masses to
+   * rounding), clamped to [0, 1].
    *
    * @generated from field: double omitted_mass = 3;
    */

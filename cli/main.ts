@@ -3,6 +3,7 @@
 import { Command, CommanderError } from "commander";
 import { registerInitModel } from "./commands/init-model.ts";
 import { registerExportOnnx } from "./commands/export-onnx.ts";
+import { registerServe } from "./commands/serve-inference.ts";
 
 const program = new Command()
   .name("lightreasoner")
@@ -12,6 +13,7 @@ const program = new Command()
 
 registerInitModel(program);
 registerExportOnnx(program);
+registerServe(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -1,0 +1,98 @@
+// `lightreasoner serve inference`: runs the inference service (expert + amateur in lockstep,
+// adapters, metrics) until SIGTERM or SIGINT, then shuts down gracefully. `serve` is the
+// parent of every long-running service; `serve trainer` joins it the same way.
+import { Command, InvalidArgumentError, Option } from "commander";
+import { pino } from "pino";
+import { DEFAULT_GRPC_PORT, DEFAULT_METRICS_PORT, startInferenceServer } from "../../services/inference/src/main.ts";
+import { EXECUTION_PROVIDER_CHOICES } from "../../services/inference/src/model/execution-provider.ts";
+import type { ExecutionProviderChoice } from "../../services/inference/src/model/execution-provider.ts";
+import { DEFAULT_LIMITS } from "../../services/inference/src/server/limits.ts";
+import { parseIntegerOption } from "../options.ts";
+
+interface ServeInferenceFlags {
+  expert: string;
+  amateur: string;
+  host: string;
+  port: number;
+  metricsPort: number;
+  executionProvider: ExecutionProviderChoice;
+  threads?: number;
+  maxBatchSize?: number;
+  maxStreams?: number;
+  maxNewTokens?: number;
+  maxPromptTokens?: number;
+  adapterDir: string[];
+  shutdownDeadlineMs: number;
+  logLevel: string;
+}
+
+function parsePort(flag: string) {
+  return (value: string): number => {
+    const n = parseIntegerOption(flag)(value);
+    if (n < 0 || n > 65535) throw new InvalidArgumentError(`${flag} must be in [0, 65535], got ${n}`);
+    return n;
+  };
+}
+
+const collect = (value: string, previous: string[]) => [...previous, value];
+
+/** The limit's documented default, for --help (one source of truth: server/limits.ts). */
+const defaultLimit = (name: keyof typeof DEFAULT_LIMITS) => DEFAULT_LIMITS[name];
+
+/** Adds `serve inference` under `serve` (created if missing); returns `serve` for other services to join. */
+export function registerServe(program: Command): Command {
+  const serve = program.commands.find((c) => c.name() === "serve") ?? program.command("serve").description("run a long-lived service");
+  serve
+    .command("inference")
+    .description("serve the expert/amateur pair over gRPC: trajectories with both distributions, generation, scoring, hot LoRA adapters")
+    .requiredOption("--expert <dir>", "expert model directory (Hugging Face safetensors, or model.onnx with tokenizer)")
+    .requiredOption("--amateur <dir>", "amateur model directory; must share the expert's tokenizer")
+    .option("--host <host>", "interface to listen on", "0.0.0.0")
+    .option("--port <port>", "gRPC port (0: any free port, printed at start)", parsePort("--port"), DEFAULT_GRPC_PORT)
+    .option("--metrics-port <port>", "Prometheus /metrics port (0: any free port)", parsePort("--metrics-port"), DEFAULT_METRICS_PORT)
+    .addOption(new Option("--execution-provider <provider>", "ONNX Runtime execution provider").choices(EXECUTION_PROVIDER_CHOICES).default("auto"))
+    .option("--threads <n>", "ONNX Runtime threads per session (default: ONNX Runtime's choice)", parseIntegerOption("--threads"))
+    .option("--max-batch-size <n>", `sequences per batched forward pass (default ${defaultLimit("maxBatchSize")})`, parseIntegerOption("--max-batch-size"))
+    .option("--max-streams <n>", `concurrent calls that run the models (default ${defaultLimit("maxStreams")})`, parseIntegerOption("--max-streams"))
+    .option("--max-new-tokens <n>", `largest max_new_tokens a request may ask for (default ${defaultLimit("maxNewTokens")})`, parseIntegerOption("--max-new-tokens"))
+    .option("--max-prompt-tokens <n>", `most prompt tokens accepted (default ${defaultLimit("maxPromptTokens")})`, parseIntegerOption("--max-prompt-tokens"))
+    .option("--adapter-dir <dir>", "directory LoadAdapter may read adapters from (repeatable)", collect, [])
+    .option("--shutdown-deadline-ms <ms>", "on SIGTERM, how long running streams may take to finish", parseIntegerOption("--shutdown-deadline-ms"), 10_000)
+    .option("--log-level <level>", "pino log level (trace, debug, info, warn, error)", "info")
+    .action(async (flags: ServeInferenceFlags) => {
+      const logger = pino({ name: "lightreasoner-inference", level: flags.logLevel });
+      const maxDefaultNew = defaultLimit("defaultMaxNewTokens");
+      const server = await startInferenceServer({
+        expertDir: flags.expert,
+        amateurDir: flags.amateur,
+        host: flags.host,
+        port: flags.port,
+        metricsPort: flags.metricsPort,
+        executionProvider: flags.executionProvider,
+        threads: flags.threads,
+        limits: {
+          maxBatchSize: flags.maxBatchSize,
+          maxStreams: flags.maxStreams,
+          maxNewTokens: flags.maxNewTokens,
+          maxPromptTokens: flags.maxPromptTokens,
+          // A lower --max-new-tokens also lowers the default a request gets.
+          defaultMaxNewTokens: flags.maxNewTokens !== undefined ? Math.min(maxDefaultNew, flags.maxNewTokens) : undefined,
+        },
+        adapterDirs: flags.adapterDir,
+        logger,
+        shutdownDeadlineMs: flags.shutdownDeadlineMs,
+      });
+      await new Promise<void>((resolve) => {
+        const stop = (signal: string) => {
+          logger.info({ signal }, "signal received");
+          server.close().then(resolve, (err: unknown) => {
+            logger.error({ err }, "shutdown failed");
+            resolve();
+          });
+        };
+        process.once("SIGTERM", () => stop("SIGTERM"));
+        process.once("SIGINT", () => stop("SIGINT"));
+      });
+    });
+  return serve;
+}

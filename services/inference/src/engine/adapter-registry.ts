@@ -1,0 +1,323 @@
+// Hot LoRA adapters for the expert. Each adapter gets a version derived from its content;
+// activating one swaps the session that NEW requests lease in one assignment, while requests
+// already running keep the lease they started with, so their session is released only when
+// the last of them finishes. The base expert (version "") is always there for rollback.
+import { createHash } from "node:crypto";
+import { existsSync, readFileSync, realpathSync, statSync } from "node:fs";
+import { isAbsolute, join, relative, resolve } from "node:path";
+import type { ModelConfig } from "../../../../core/model/config.ts";
+import type { LoraAdapter } from "../../../../core/model/lora.ts";
+import { mergeLora } from "../../../../core/model/lora.ts";
+import { LINEAR_MODULES } from "../../../../core/model/weights.ts";
+import { ModelFormatError, UnsupportedModelError } from "../../../../core/model/errors.ts";
+import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, parsePeftAdapter, parsePeftConfig } from "../../../../core/formats/peft.ts";
+import { parseSafetensors } from "../../../../core/formats/safetensors.ts";
+import { CausalLmSession } from "../model/session.ts";
+import { buildOnnxModel } from "../model/export.ts";
+import type { OrtSessionOptions } from "../model/execution-provider.ts";
+import { CapacityError, InvalidRequestError, NotFoundError, PermissionDeniedError, PreconditionError } from "./errors.ts";
+import type { ServedModel } from "./served-model.ts";
+
+/** The version of the unadapted expert, as the contract spells it. */
+export const BASE_VERSION = "";
+
+export interface AdapterInfo {
+  version: string;
+  rank: number;
+  loraAlpha: number;
+  targetModules: string[];
+  baseModelNameOrPath: string;
+  sizeBytes: number;
+  /** The directory it was read from, or "upload". */
+  source: string;
+  loadedAtMs: number;
+  active: boolean;
+  /** Requests currently running on this version. */
+  requestsInFlight: number;
+}
+
+interface Entry {
+  version: string;
+  adapter: LoraAdapter | null;
+  info: Omit<AdapterInfo, "active" | "requestsInFlight">;
+  /** Open while active or in use; inactive idle adapters give their session back. */
+  session: CausalLmSession | null;
+  opening: Promise<CausalLmSession> | null;
+  inUse: number;
+}
+
+/** A lease on the expert session of one version; release() when the request ends (extra calls are ignored). */
+export interface ExpertLease {
+  version: string;
+  session: CausalLmSession;
+  release(): void;
+}
+
+/** Request fields an adapter's two files came in, so errors name what the client sent. */
+export interface AdapterFields {
+  config: string;
+  weights: string;
+}
+
+export interface LoadResult {
+  info: AdapterInfo;
+  alreadyLoaded: boolean;
+}
+
+/** Called after every change of the active version (metrics, logs). */
+export type ActiveVersionListener = (version: string, previous: string) => void;
+
+export class AdapterRegistry {
+  private readonly base: Entry;
+  private readonly entries = new Map<string, Entry>();
+  private readonly loading = new Map<string, Promise<Entry>>();
+  private current: Entry;
+  private readonly listeners: ActiveVersionListener[] = [];
+
+  constructor(
+    private readonly expert: ServedModel,
+    private readonly sessionOptions: OrtSessionOptions,
+    /** Directories from which load-by-path is allowed; none means load-by-path is off. */
+    private readonly allowedDirs: string[] = [],
+    /** Largest adapter_model.safetensors accepted, in bytes. */
+    readonly maxAdapterBytes = Number.MAX_SAFE_INTEGER,
+  ) {
+    const info = { version: BASE_VERSION, rank: 0, loraAlpha: 0, targetModules: [], baseModelNameOrPath: "", sizeBytes: 0, source: expert.dir, loadedAtMs: Date.now() };
+    this.base = { version: BASE_VERSION, adapter: null, info, session: expert.session, opening: null, inUse: 0 };
+    this.current = this.base;
+  }
+
+  /** The version new requests use ("" for the base expert). */
+  get activeVersion(): string {
+    return this.current.version;
+  }
+
+  onActiveVersion(listener: ActiveVersionListener): void {
+    this.listeners.push(listener);
+  }
+
+  /** Validates and registers an adapter given as its two PEFT files. */
+  async load(configJson: string, safetensors: Uint8Array, options: { source: string; activate: boolean; fields: AdapterFields }): Promise<LoadResult> {
+    const base = this.expert.weights;
+    if (!base) {
+      throw new PreconditionError(`the expert (${this.expert.dir}) is served from an ONNX file without Hugging Face weights, so LoRA adapters cannot be merged into it`);
+    }
+    if (safetensors.byteLength > this.maxAdapterBytes) {
+      throw new CapacityError(`${options.fields.weights}: ${safetensors.byteLength} bytes is above the limit of ${this.maxAdapterBytes}`, options.fields.weights);
+    }
+    const adapter = parseAdapter(configJson, safetensors, base.config, options.source, options.fields);
+    const version = adapterVersion(adapter);
+    let entry = this.entries.get(version);
+    const alreadyLoaded = entry !== undefined;
+    if (!entry) {
+      let pending = this.loading.get(version);
+      if (!pending) {
+        const info = {
+          version,
+          rank: adapter.settings.rank,
+          loraAlpha: adapter.settings.alpha,
+          targetModules: [...adapter.settings.targetModules],
+          baseModelNameOrPath: baseModelOf(configJson),
+          sizeBytes: safetensors.byteLength,
+          source: options.source,
+          loadedAtMs: Date.now(),
+        };
+        // Only an adapter about to be activated needs its merged session now; the others open on activation.
+        const session = options.activate ? this.openMerged(adapter) : Promise.resolve(null);
+        pending = session.then((opened) => ({ version, adapter, info, session: opened, opening: null, inUse: 0 }));
+        this.loading.set(version, pending);
+        pending.then(
+          (loaded) => {
+            this.loading.delete(version);
+            this.entries.set(version, loaded);
+          },
+          () => this.loading.delete(version),
+        );
+      }
+      entry = await pending;
+    }
+    if (options.activate) await this.activate(version);
+    return { info: this.describe(entry), alreadyLoaded };
+  }
+
+  /** Loads `<dir>/adapter_config.json` + `adapter_model.safetensors` from inside an allowed directory. */
+  async loadFromDirectory(dir: string, activate: boolean): Promise<LoadResult> {
+    const field = "directory";
+    if (dir === "") throw new InvalidRequestError(field, "must name an adapter directory");
+    if (!isAbsolute(dir)) throw new InvalidRequestError(field, `${JSON.stringify(dir)} must be an absolute path`);
+    if (this.allowedDirs.length === 0) throw new PermissionDeniedError(`${field}: loading adapters by path is disabled (start the server with --adapter-dir)`, field);
+    // An allowed directory counts as written and with its links resolved.
+    const allowed = [...new Set(this.allowedDirs.flatMap((d) => [resolve(d), realpathOrSelf(resolve(d))]))];
+    const inside = (path: string) => allowed.some((root) => {
+      const rel = relative(root, path);
+      return rel === "" || (!rel.startsWith("..") && !isAbsolute(rel));
+    });
+    const wanted = resolve(dir);
+    const refuse = () => new PermissionDeniedError(`${field}: ${dir} is outside the allowed adapter directories (${this.allowedDirs.join(", ")})`, field);
+    // The path as written is checked before anything is looked up, so nothing is said about what exists elsewhere;
+    // after resolving links it is checked again, so a link cannot lead out.
+    if (!inside(wanted)) throw refuse();
+    if (!existsSync(wanted)) throw new NotFoundError(`${field}: ${dir} does not exist`, field);
+    const real = realpathSync(wanted);
+    if (!inside(real)) throw refuse();
+    if (!statSync(real).isDirectory()) throw new InvalidRequestError(field, `${dir} is not a directory`);
+    const configPath = join(real, ADAPTER_CONFIG_FILE);
+    const weightsPath = join(real, ADAPTER_WEIGHTS_FILE);
+    for (const path of [configPath, weightsPath]) if (!existsSync(path)) throw new NotFoundError(`${field}: ${path} does not exist`, field);
+    const size = statSync(weightsPath).size;
+    if (size > this.maxAdapterBytes) throw new CapacityError(`${field}: ${weightsPath} has ${size} bytes, above the limit of ${this.maxAdapterBytes}`, field);
+    return this.load(readFileSync(configPath, "utf8"), new Uint8Array(readFileSync(weightsPath)), { source: dir, activate, fields: { config: field, weights: field } });
+  }
+
+  /** New requests use `version` from now on; returns the version they used before. */
+  async activate(version: string): Promise<string> {
+    const entry = version === BASE_VERSION ? this.base : this.entries.get(version);
+    if (!entry) throw new NotFoundError(`version: adapter ${version} is not loaded (loaded: ${this.knownVersions()})`, "version");
+    if (entry !== this.base) await this.sessionOf(entry);
+    const previous = this.current;
+    this.current = entry;
+    if (previous !== entry) {
+      this.releaseIfIdle(previous);
+      for (const listener of this.listeners) listener(entry.version, previous.version);
+    }
+    return previous.version;
+  }
+
+  rollback(): Promise<string> {
+    return this.activate(BASE_VERSION);
+  }
+
+  /** Forgets a loaded, inactive adapter; requests still running on it keep its session until they end. */
+  unload(version: string): void {
+    const entry = this.entries.get(version);
+    if (!entry) throw new NotFoundError(`version: adapter ${version} is not loaded (loaded: ${this.knownVersions()})`, "version");
+    if (entry === this.current) throw new PreconditionError(`version: adapter ${version} is active; activate another version or roll back to the base expert first`, "version");
+    this.entries.delete(version);
+    this.releaseIfIdle(entry);
+  }
+
+  /** Loaded adapters, oldest first (the base expert is not listed). */
+  list(): AdapterInfo[] {
+    return [...this.entries.values()].map((entry) => this.describe(entry));
+  }
+
+  /** The active version's session, held until the lease is released. */
+  lease(): ExpertLease {
+    const entry = this.current;
+    entry.inUse++;
+    let released = false;
+    return {
+      version: entry.version,
+      session: entry.session!,
+      release: () => {
+        if (released) return;
+        released = true;
+        entry.inUse--;
+        this.releaseIfIdle(entry);
+      },
+    };
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled([...this.loading.values()]);
+    for (const entry of this.entries.values()) {
+      const session = entry.session;
+      entry.session = null;
+      await session?.release();
+    }
+  }
+
+  private describe(entry: Entry): AdapterInfo {
+    return { ...entry.info, active: entry === this.current, requestsInFlight: entry.inUse };
+  }
+
+  private knownVersions(): string {
+    return this.entries.size === 0 ? "none" : [...this.entries.keys()].join(", ");
+  }
+
+  private async sessionOf(entry: Entry): Promise<CausalLmSession> {
+    if (entry.session) return entry.session;
+    entry.opening ??= this.openMerged(entry.adapter!).finally(() => (entry.opening = null));
+    entry.session = await entry.opening;
+    return entry.session;
+  }
+
+  private async openMerged(adapter: LoraAdapter): Promise<CausalLmSession> {
+    const base = this.expert.weights!;
+    return CausalLmSession.open(buildOnnxModel(base.config, mergeLora(base.weights, adapter)), this.sessionOptions);
+  }
+
+  /** An adapter nobody runs on and new requests do not use gives back its session (its weights stay). */
+  private releaseIfIdle(entry: Entry): void {
+    if (entry === this.base || entry === this.current || entry.inUse > 0 || !entry.session) return;
+    const session = entry.session;
+    entry.session = null;
+    void session.release();
+  }
+}
+
+function realpathOrSelf(path: string): string {
+  try {
+    return realpathSync(path);
+  } catch {
+    return path;
+  }
+}
+
+function baseModelOf(configJson: string): string {
+  const value = (JSON.parse(configJson) as Record<string, unknown>).base_model_name_or_path;
+  return typeof value === "string" ? value : "";
+}
+
+/**
+ * Reads a PEFT adapter, telling apart a malformed one (INVALID_ARGUMENT: bad JSON, bad r or
+ * alpha, an unreadable safetensors file, stray tensors) from a well-formed one that does not
+ * fit the expert (FAILED_PRECONDITION: modules, layers or shapes the expert does not have).
+ */
+function parseAdapter(configJson: string, safetensors: Uint8Array, config: ModelConfig, source: string, fields: AdapterFields): LoraAdapter {
+  const invalid = (field: string, err: unknown) => new InvalidRequestError(field, (err as Error).message);
+  const unfit = (field: string, err: unknown) => new PreconditionError(`${field}: the adapter does not fit the expert: ${(err as Error).message}`, field);
+  let json: unknown;
+  try {
+    json = JSON.parse(configJson);
+  } catch (err) {
+    throw new InvalidRequestError(fields.config, `adapter_config.json is not valid JSON: ${(err as Error).message}`);
+  }
+  if (typeof json !== "object" || json === null || Array.isArray(json)) throw new InvalidRequestError(fields.config, "adapter_config.json must be a JSON object");
+  try {
+    parsePeftConfig(configJson, config, join(source, ADAPTER_CONFIG_FILE));
+  } catch (err) {
+    if (err instanceof UnsupportedModelError) throw unfit(fields.config, err);
+    if (err instanceof ModelFormatError && /is not a linear module|matches no linear module/.test(err.problem)) throw unfit(fields.config, err);
+    throw invalid(fields.config, err);
+  }
+  try {
+    parseSafetensors(safetensors, join(source, ADAPTER_WEIGHTS_FILE));
+  } catch (err) {
+    throw invalid(fields.weights, err);
+  }
+  try {
+    return parsePeftAdapter(configJson, safetensors, config, source);
+  } catch (err) {
+    if (err instanceof ModelFormatError && /unexpected tensor|must be 2-D/.test(err.problem)) throw invalid(fields.weights, err);
+    throw unfit(fields.weights, err);
+  }
+}
+
+/**
+ * sha256 over what the adapter does to the expert: rank, alpha, target modules and every
+ * lora_A / lora_B as float32, in a fixed order. The same adapter gets the same version
+ * whether uploaded or read from a directory, whatever the JSON's spacing or the tensors'
+ * storage dtype and order. Sixteen hex digits keep logs and metric labels readable.
+ */
+export function adapterVersion(adapter: LoraAdapter): string {
+  const { rank, alpha, targetModules } = adapter.settings;
+  const modules = LINEAR_MODULES.filter((m) => targetModules.includes(m));
+  const hash = createHash("sha256").update(`lightreasoner-lora-v1\n${JSON.stringify({ rank, alpha, modules })}\n`);
+  for (const name of [...adapter.pairs.keys()].sort()) {
+    const { a, b } = adapter.pairs.get(name)!;
+    hash.update(`${name}\n${a.shape.join("x")}\n`).update(new Uint8Array(a.data.buffer, a.data.byteOffset, a.data.byteLength));
+    hash.update(`${b.shape.join("x")}\n`).update(new Uint8Array(b.data.buffer, b.data.byteOffset, b.data.byteLength));
+  }
+  return hash.digest("hex").slice(0, 16);
+}

@@ -1,0 +1,294 @@
+// Continuous batching for the expert/amateur pair. Each tick the scheduler admits waiting
+// sequences up to the batch limit, runs ONE batched expert step per adapter session in use
+// and ONE batched amateur step over every ready sequence (prefills and decodes together),
+// lets each sequence pick its token with its own sampler, and retires the finished ones.
+// New sequences join and finished ones leave between ticks, never inside one. A sequence
+// whose reader is behind sits out ticks (paused) until its sink resumes it, so nothing
+// is produced faster than it is consumed.
+import type { TextTokenizer } from "../../../../core/formats/tokenizer.ts";
+import type { KvCache } from "../model/kv-cache.ts";
+import type { CausalLmSession, StepResult } from "../model/session.ts";
+import type { AdapterRegistry } from "./adapter-registry.ts";
+import { CapacityError, InvalidRequestError, ShuttingDownError } from "./errors.ts";
+import type { FinishReason, SequenceRequest, SequenceSink, StepEvent } from "./sequence.ts";
+import { Sequence } from "./sequence.ts";
+
+export interface SchedulerLimits {
+  /** Sequences computed together in one forward pass. */
+  maxBatchSize: number;
+  /** Sequences admitted or waiting at once; beyond it submit() refuses. */
+  maxSequences: number;
+  /** Most tokens (prompt + completion) a sequence may reach: the smaller model context. */
+  maxContextTokens: number;
+}
+
+export type ModelRole = "expert" | "amateur";
+
+/** Hooks for metrics; every one is optional and must not throw. */
+export interface SchedulerObserver {
+  batchRan?(model: ModelRole, batchSize: number, seconds: number): void;
+  sequenceAdmitted?(queueWaitSeconds: number): void;
+  firstStep?(seconds: number): void;
+  sequenceFinished?(reason: FinishReason): void;
+}
+
+export interface SequenceHandle {
+  /** Stops the sequence at the next step boundary; it finishes as "cancelled". */
+  cancel(): void;
+  /** The sink caught up after onStep returned false. */
+  resume(): void;
+}
+
+export interface SchedulerLoad {
+  /** Sequences holding a batch slot (paused ones included). */
+  running: number;
+  /** Running sequences sitting out ticks because their reader is behind. */
+  paused: number;
+  /** Sequences waiting for a batch slot. */
+  waiting: number;
+}
+
+export class Scheduler {
+  private readonly waiting: Sequence[] = [];
+  private readonly running: Sequence[] = [];
+  private wake: (() => void) | null = null;
+  private accepting = true;
+  private stopped = false;
+  private readonly loopDone: Promise<void>;
+
+  constructor(
+    private readonly adapters: AdapterRegistry,
+    private readonly amateur: CausalLmSession,
+    private readonly tokenizer: TextTokenizer,
+    readonly limits: SchedulerLimits,
+    private readonly observer: SchedulerObserver = {},
+  ) {
+    this.loopDone = this.loop();
+  }
+
+  get load(): SchedulerLoad {
+    return { running: this.running.length, paused: this.running.filter((s) => s.paused).length, waiting: this.waiting.length };
+  }
+
+  /** Queues a sequence; its sink hears onStart at admission, onStep per token and onFinish once. */
+  submit(request: SequenceRequest, sink: SequenceSink): SequenceHandle {
+    if (!this.accepting) throw new ShuttingDownError();
+    if (request.promptIds.length === 0) throw new InvalidRequestError("prompt", "encodes to no tokens");
+    if (request.promptIds.length >= this.limits.maxContextTokens) {
+      throw new InvalidRequestError("prompt", `has ${request.promptIds.length} tokens; the models' context of ${this.limits.maxContextTokens} leaves no room for a completion`);
+    }
+    if (this.running.length + this.waiting.length >= this.limits.maxSequences) {
+      throw new CapacityError(`too many concurrent sequences (limit ${this.limits.maxSequences}); retry later`);
+    }
+    const sequence = new Sequence(request, sink, this.tokenizer.streamDecoder({ skipSpecialTokens: request.skipSpecialTokens }));
+    this.waiting.push(sequence);
+    this.poke();
+    return {
+      cancel: () => {
+        sequence.cancelled = true;
+        this.poke();
+      },
+      resume: () => {
+        sequence.paused = false;
+        this.poke();
+      },
+    };
+  }
+
+  /** Stops admitting; running sequences get until the deadline to finish, then are cancelled. */
+  async shutdown(deadlineMs: number): Promise<void> {
+    this.accepting = false;
+    const until = Date.now() + deadlineMs;
+    while (this.running.length + this.waiting.length > 0 && Date.now() < until) await sleep(Math.min(20, Math.max(1, until - Date.now())));
+    for (const s of [...this.running, ...this.waiting]) s.cancelled = true;
+    this.stopped = true;
+    this.poke();
+    await this.loopDone;
+  }
+
+  private poke(): void {
+    const wake = this.wake;
+    this.wake = null;
+    wake?.();
+  }
+
+  private async loop(): Promise<void> {
+    for (;;) {
+      this.retireCancelled();
+      if (this.stopped && this.running.length === 0 && this.waiting.length === 0) return;
+      this.admit();
+      const ready = this.running.filter((s) => !s.paused);
+      if (ready.length === 0) {
+        await new Promise<void>((resolve) => (this.wake = resolve));
+        continue;
+      }
+      try {
+        await this.tick(ready);
+      } catch (err) {
+        // Not expected (tick isolates its failures), but the loop must outlive anything.
+        for (const s of ready) this.finish(s, "error", err as Error);
+      }
+      // Let gRPC writes, cancellations and new calls in between ticks.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+  }
+
+  private admit(): void {
+    while (this.waiting.length > 0 && this.running.length < this.limits.maxBatchSize) {
+      const s = this.waiting.shift()!;
+      s.admittedAt = performance.now();
+      if (s.needsExpert) {
+        s.lease = this.adapters.lease();
+        s.expertCache = s.lease.session.newCache();
+      }
+      if (s.needsAmateur) s.amateurCache = this.amateur.newCache();
+      this.running.push(s);
+      this.observer.sequenceAdmitted?.((s.admittedAt - s.submittedAt) / 1000);
+      this.notify(s, () => s.sink.onStart?.({ adapterVersion: this.versionOf(s), seed: s.request.seed }));
+    }
+  }
+
+  /**
+   * One batched expert call per adapter session in use and one amateur call, each split in
+   * two: sequences in prefill (empty cache, the whole prompt) and sequences decoding (one
+   * token after their cache). Kept apart because graphs exported by other tools (ONNX
+   * Runtime GenAI's GroupQueryAttention) accept either a prompt with no past or one token
+   * after a past, never a mix, and because a decode padded to a prompt's length wastes work.
+   */
+  private async tick(ready: Sequence[]): Promise<void> {
+    const expertBatches: Batch[] = [];
+    const sessions = new Map<CausalLmSession, Sequence[]>();
+    for (const s of ready) {
+      if (!s.needsExpert) continue;
+      const group = sessions.get(s.lease!.session) ?? [];
+      group.push(s);
+      sessions.set(s.lease!.session, group);
+    }
+    for (const [session, group] of sessions) expertBatches.push(...byPhase(group, (s) => s.expertCache!).map((batch) => ({ session, batch, cacheOf: (s: Sequence) => s.expertCache! })));
+    const amateurBatches = byPhase(ready.filter((s) => s.needsAmateur), (s) => s.amateurCache!).map((batch) => ({ session: this.amateur, batch, cacheOf: (s: Sequence) => s.amateurCache! }));
+    const expertResults = new Map<Sequence, StepResult>();
+    const amateurResults = new Map<Sequence, StepResult>();
+    const failed = new Map<Sequence, Error>();
+    // The two models run side by side; each model's batches one after the other.
+    await Promise.all([this.runAll("expert", expertBatches, expertResults, failed), this.runAll("amateur", amateurBatches, amateurResults, failed)]);
+    for (const s of ready) {
+      const error = failed.get(s);
+      try {
+        if (error) this.finish(s, "error", error);
+        else this.advance(s, expertResults.get(s)?.logProbs, amateurResults.get(s)?.logProbs);
+      } catch (err) {
+        // One sequence's failure (a sink that throws, NaN logits) ends only that sequence.
+        this.finish(s, "error", err as Error);
+      }
+    }
+  }
+
+  /** Runs one model's batches; a batch that fails fails only its own sequences. */
+  private async runAll(model: ModelRole, batches: Batch[], results: Map<Sequence, StepResult>, failed: Map<Sequence, Error>): Promise<void> {
+    for (const { session, batch, cacheOf } of batches) {
+      const started = performance.now();
+      try {
+        const out = await session.step(batch.map((s) => ({ cache: cacheOf(s), tokens: s.pending })));
+        this.observer.batchRan?.(model, batch.length, (performance.now() - started) / 1000);
+        batch.forEach((s, i) => results.set(s, out[i]));
+      } catch (err) {
+        for (const s of batch) failed.set(s, err as Error);
+      }
+    }
+  }
+
+  private advance(s: Sequence, logpExpert: Float32Array | undefined, logpAmateur: Float32Array | undefined): void {
+    if (s.finished) return;
+    // A sequence cancelled while the step ran does not emit the step's token.
+    if (s.cancelled) return this.finish(s, "cancelled");
+    const tokenId = s.choose(logpExpert, logpAmateur);
+    const step = s.completion.length;
+    s.completion.push(tokenId);
+    s.pending = [tokenId];
+    const text = s.decoder.push(tokenId);
+    s.completionText += text;
+    if (step === 0) {
+      s.firstStepAt = performance.now();
+      this.observer.firstStep?.((s.firstStepAt - s.submittedAt) / 1000);
+    }
+    const event: StepEvent = {
+      step,
+      position: s.request.promptIds.length + step,
+      tokenId,
+      text,
+      logpExpert: s.request.mode === "amateur" ? undefined : logpExpert,
+      logpAmateur: s.request.mode === "expert" ? undefined : logpAmateur,
+      adapterVersion: this.versionOf(s),
+    };
+    if (!s.sink.onStep(event)) s.paused = true;
+
+    const stop = s.request.stopStrings.find((stopString) => s.completionText.includes(stopString));
+    if (this.tokenizer.eosTokenIds.includes(tokenId)) this.finish(s, "eos");
+    else if (stop !== undefined) this.finish(s, "stop", undefined, stop);
+    else if (s.completion.length >= s.request.maxNewTokens) this.finish(s, "length");
+    else if (s.request.promptIds.length + s.completion.length >= this.limits.maxContextTokens) this.finish(s, "context");
+  }
+
+  private retireCancelled(): void {
+    for (const s of [...this.running, ...this.waiting]) if (s.cancelled && !s.finished) this.finish(s, "cancelled");
+  }
+
+  private finish(s: Sequence, reason: FinishReason, error?: Error, stopString?: string): void {
+    if (s.finished) return;
+    s.finished = true;
+    for (const list of [this.running, this.waiting]) {
+      const i = list.indexOf(s);
+      if (i >= 0) list.splice(i, 1);
+    }
+    const now = performance.now();
+    const version = this.versionOf(s);
+    s.lease?.release();
+    s.expertCache = null;
+    s.amateurCache = null;
+    this.observer.sequenceFinished?.(reason);
+    this.notify(s, () =>
+      s.sink.onFinish({
+        reason,
+        error,
+        stopString,
+        promptTokens: s.request.promptIds.length,
+        completionTokens: s.completion.length,
+        completionText: s.completionText,
+        queueWaitMs: (s.admittedAt || now) - s.submittedAt,
+        timeToFirstStepMs: s.firstStepAt ? s.firstStepAt - s.submittedAt : now - s.submittedAt,
+        totalMs: now - s.submittedAt,
+        adapterVersion: version,
+      }),
+    );
+    this.poke();
+  }
+
+  /** Sink callbacks run the caller's code; one that throws must not stop the loop for everyone. */
+  private notify(s: Sequence, call: () => void): void {
+    try {
+      call();
+    } catch (err) {
+      if (!s.finished) this.finish(s, "error", err as Error);
+    }
+  }
+
+  /** The adapter version a sequence's expert runs on ("" for the base model or amateur-only). */
+  private versionOf(s: Sequence): string {
+    return s.lease?.version ?? "";
+  }
+}
+
+interface Batch {
+  session: CausalLmSession;
+  batch: Sequence[];
+  cacheOf: (s: Sequence) => KvCache;
+}
+
+/** The prefilling sequences and the decoding ones, as separate non-empty batches. */
+function byPhase(sequences: Sequence[], cacheOf: (s: Sequence) => KvCache): Sequence[][] {
+  const prefill = sequences.filter((s) => cacheOf(s).length === 0);
+  const decode = sequences.filter((s) => cacheOf(s).length > 0);
+  return [prefill, decode].filter((batch) => batch.length > 0);
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

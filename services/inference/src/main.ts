@@ -1,0 +1,152 @@
+// Starts the inference service: opens the expert/amateur pair (refusing a mismatched one),
+// wires the scheduler, adapter registry and metrics, serves InferenceService and
+// AdapterService with health and reflection on one gRPC port and Prometheus metrics on
+// another, and shuts all of it down gracefully. Used by `lightreasoner serve inference`
+// and by the tests, which start several servers in one process.
+import * as grpc from "@grpc/grpc-js";
+import { pino } from "pino";
+import type { Logger } from "pino";
+import { addService } from "../../../core/grpc/adapter.ts";
+import { addHealthAndReflection } from "../../../core/grpc/operability.ts";
+import { AdapterService } from "../../../core/gen/lightreasoner/v1/adapter_pb.ts";
+import { InferenceService } from "../../../core/gen/lightreasoner/v1/inference_pb.ts";
+import { AdapterRegistry } from "./engine/adapter-registry.ts";
+import { openModelPair } from "./engine/model-pair.ts";
+import { Scheduler } from "./engine/scheduler.ts";
+import type { ExecutionProviderChoice } from "./model/execution-provider.ts";
+import { InferenceMetrics, serveMetrics } from "./metrics.ts";
+import type { MetricsEndpoint } from "./metrics.ts";
+import { adapterHandlers } from "./server/adapter-service.ts";
+import { CallSlots, instrumented } from "./server/calls.ts";
+import type { ServingContext } from "./server/context.ts";
+import { inferenceHandlers } from "./server/inference-service.ts";
+import { resolveLimits } from "./server/limits.ts";
+import type { ServerLimits } from "./server/limits.ts";
+
+export interface InferenceServerOptions {
+  expertDir: string;
+  amateurDir: string;
+  /** Interface to listen on (default 0.0.0.0); the metrics port listens on the same one. */
+  host?: string;
+  /** gRPC port; 0 lets the OS pick one (default 50051). */
+  port?: number;
+  /** Prometheus port; 0 lets the OS pick one (default 9464). */
+  metricsPort?: number;
+  executionProvider?: ExecutionProviderChoice;
+  /** ONNX Runtime intra-op threads per session (default: ONNX Runtime's choice). */
+  threads?: number;
+  limits?: Partial<ServerLimits>;
+  /** Directories LoadAdapter may read from; none disables loading by path. */
+  adapterDirs?: string[];
+  logger?: Logger;
+  /** Most milliseconds a SIGTERM-style close waits for running streams by default. */
+  shutdownDeadlineMs?: number;
+}
+
+export interface InferenceServer {
+  /** "host:port" of the gRPC endpoint, as a client dials it. */
+  address: string;
+  port: number;
+  metricsPort: number;
+  limits: ServerLimits;
+  /**
+   * Stops accepting calls, reports NOT_SERVING, lets running streams finish until the
+   * deadline, cancels the rest, and releases every model session. Safe to call twice.
+   */
+  close(deadlineMs?: number): Promise<void>;
+}
+
+export const DEFAULT_GRPC_PORT = 50051;
+export const DEFAULT_METRICS_PORT = 9464;
+const DEFAULT_SHUTDOWN_DEADLINE_MS = 10_000;
+/** Room above one 1 MiB adapter chunk (and a long prompt) for the rest of a message. */
+const MAX_MESSAGE_BYTES = 8 * 1024 * 1024;
+
+export async function startInferenceServer(options: InferenceServerOptions): Promise<InferenceServer> {
+  const logger = options.logger ?? pino({ name: "lightreasoner-inference" });
+  const limits = resolveLimits(options.limits);
+  const host = options.host ?? "0.0.0.0";
+  const sessionOptions = { executionProvider: options.executionProvider ?? "auto", threads: options.threads, log: (message: string) => logger.info(message) };
+
+  const pair = await openModelPair(options.expertDir, options.amateurDir, sessionOptions);
+  logger.info({ expert: pair.expert.dir, amateur: pair.amateur.dir, vocabSize: pair.expert.vocabSize }, "expert and amateur share one tokenizer");
+  const adapters = new AdapterRegistry(pair.expert, sessionOptions, options.adapterDirs ?? [], limits.maxAdapterBytes);
+  const maxContextTokens = Math.min(pair.expert.description.maxContextTokens, pair.amateur.description.maxContextTokens);
+  let scheduler: Scheduler | undefined;
+  const metrics = new InferenceMetrics(() => scheduler?.load ?? { running: 0, paused: 0, waiting: 0 });
+  scheduler = new Scheduler(adapters, pair.amateur.session, pair.expert.tokenizer, {
+    maxBatchSize: limits.maxBatchSize,
+    maxSequences: Math.max(limits.maxBatchSize, limits.maxStreams * limits.maxTrajectoriesPerStream),
+    maxContextTokens,
+  }, metrics.observer());
+  adapters.onActiveVersion((version, previous) => {
+    metrics.setAdapterVersion(version);
+    logger.info({ version: version || "base", previous: previous || "base" }, "active adapter changed");
+  });
+
+  const draining = new AbortController();
+  const ctx: ServingContext = {
+    pair,
+    vocabSize: pair.expert.vocabSize,
+    maxContextTokens,
+    scheduler,
+    adapters,
+    limits,
+    metrics,
+    logger,
+    slots: new CallSlots(limits.maxStreams, (active) => metrics.activeStreams.set(active)),
+    draining: draining.signal,
+  };
+
+  const server = new grpc.Server({ "grpc.max_receive_message_length": MAX_MESSAGE_BYTES, "grpc.max_send_message_length": MAX_MESSAGE_BYTES });
+  const errorLogger = { error: (details: Record<string, unknown>, message: string) => logger.error(details, message) };
+  addService(server, InferenceService, instrumented(InferenceService, inferenceHandlers(ctx), metrics, logger), errorLogger);
+  addService(server, AdapterService, instrumented(AdapterService, adapterHandlers(ctx), metrics, logger), errorLogger);
+  const health = addHealthAndReflection(server, [InferenceService, AdapterService]);
+
+  let port: number;
+  let metricsEndpoint: MetricsEndpoint;
+  try {
+    port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync(`${host}:${options.port ?? DEFAULT_GRPC_PORT}`, grpc.ServerCredentials.createInsecure(), (err, bound) => (err ? reject(err) : resolve(bound))),
+    );
+    metricsEndpoint = await serveMetrics(metrics.registry, host, options.metricsPort ?? DEFAULT_METRICS_PORT);
+  } catch (err) {
+    server.forceShutdown();
+    await scheduler.shutdown(0);
+    await adapters.close();
+    await Promise.all([pair.expert.session.release(), pair.amateur.session.release()]);
+    throw err;
+  }
+  const dialHost = host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host.includes(":") ? `[${host}]` : host;
+  logger.info({ host, port, metricsPort: metricsEndpoint.port, limits, executionProvider: pair.expert.session.provider }, `inference server listening on ${host}:${port} (metrics on :${metricsEndpoint.port}/metrics)`);
+
+  let closing: Promise<void> | null = null;
+  const close = async (deadlineMs: number) => {
+    logger.info({ deadlineMs, ...scheduler.load }, "shutting down: NOT_SERVING, no new requests, running streams get until the deadline");
+    // Health says NOT_SERVING and handlers refuse new work while the running streams finish.
+    draining.abort();
+    for (const service of ["", InferenceService.typeName, AdapterService.typeName]) health.setStatus(service, "NOT_SERVING");
+    await scheduler.shutdown(deadlineMs);
+    // Every sequence has finished or been cancelled; the calls get a moment to say so.
+    const callsDone = new Promise<"done">((resolve) => server.tryShutdown(() => resolve("done")));
+    const grace = new Promise<"late">((resolve) => setTimeout(() => resolve("late"), 1000).unref());
+    if ((await Promise.race([callsDone, grace])) === "late") {
+      logger.warn("calls still open after the deadline; closing them");
+      server.forceShutdown();
+    }
+    await metricsEndpoint.close();
+    metrics.registry.clear();
+    await adapters.close();
+    await Promise.all([pair.expert.session.release(), pair.amateur.session.release()]);
+    logger.info("inference server stopped");
+  };
+
+  return {
+    address: `${dialHost}:${port}`,
+    port,
+    metricsPort: metricsEndpoint.port,
+    limits,
+    close: (deadlineMs = options.shutdownDeadlineMs ?? DEFAULT_SHUTDOWN_DEADLINE_MS) => (closing ??= close(deadlineMs)),
+  };
+}

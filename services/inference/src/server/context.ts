@@ -1,0 +1,55 @@
+// Everything a handler needs from the running server, passed in one object so handlers stay
+// plain functions of (request, context) and tests can build servers side by side.
+import type { Logger } from "pino";
+import type { AdapterRegistry } from "../engine/adapter-registry.ts";
+import type { ModelPair } from "../engine/model-pair.ts";
+import type { Scheduler } from "../engine/scheduler.ts";
+import type { FinishEvent, FinishReason as EngineFinishReason } from "../engine/sequence.ts";
+import { FinishReason } from "../../../../core/gen/lightreasoner/v1/common_pb.ts";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import type { TimingsSchema, UsageSchema } from "../../../../core/gen/lightreasoner/v1/common_pb.ts";
+import { ShuttingDownError } from "../engine/errors.ts";
+import type { InferenceMetrics } from "../metrics.ts";
+import type { CallSlots } from "./calls.ts";
+import type { ServerLimits } from "./limits.ts";
+
+export interface ServingContext {
+  pair: ModelPair;
+  /** Logits width both models share; token ids are below it. */
+  vocabSize: number;
+  /** The smaller of the two models' context lengths. */
+  maxContextTokens: number;
+  scheduler: Scheduler;
+  adapters: AdapterRegistry;
+  limits: ServerLimits;
+  metrics: InferenceMetrics;
+  logger: Logger;
+  slots: CallSlots;
+  /** Aborted when the server starts shutting down. */
+  draining: AbortSignal;
+}
+
+const FINISH_REASONS: Record<EngineFinishReason, FinishReason> = {
+  length: FinishReason.LENGTH,
+  stop: FinishReason.STOP_STRING,
+  eos: FinishReason.EOS,
+  context: FinishReason.CONTEXT_LIMIT,
+  cancelled: FinishReason.CANCELLED,
+  error: FinishReason.ERROR,
+};
+
+export const finishReasonOf = (reason: EngineFinishReason): FinishReason => FINISH_REASONS[reason];
+
+export function usageOf(f: FinishEvent): MessageInitShape<typeof UsageSchema> {
+  return { promptTokens: f.promptTokens, completionTokens: f.completionTokens };
+}
+
+export function timingsOf(f: FinishEvent): MessageInitShape<typeof TimingsSchema> {
+  return { queueWaitMs: f.queueWaitMs, timeToFirstStepMs: f.timeToFirstStepMs, totalMs: f.totalMs };
+}
+
+/** Admits a call that runs the models: refused while draining or when every slot is taken; returns the slot's release. */
+export function admitCall(ctx: ServingContext): () => void {
+  if (ctx.draining.aborted) throw new ShuttingDownError();
+  return ctx.slots.acquire();
+}

@@ -1,0 +1,70 @@
+// The per-step distributions of both models in the encoding a client asked for: FULL as raw
+// little-endian float32/float16 bytes of the log-probabilities, SPARSE as the method's
+// quantities computed here over the full vocabulary (core/math summarizeStep), which is
+// tens of bytes per step instead of two vocabulary-sized vectors.
+import { endianness } from "node:os";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { FloatDtype } from "../../../../core/gen/lightreasoner/v1/common_pb.ts";
+import type { FullDistributionsSchema, SparseDistributionsSchema, TopTokensSchema } from "../../../../core/gen/lightreasoner/v1/common_pb.ts";
+import type { LogProbs, TopK } from "../../../../core/math/distribution.ts";
+import { float32ArrayToFloat16 } from "../../../../core/math/float16.ts";
+import { summarizeStep } from "../../../../core/math/sparse-step.ts";
+import type { DistributionSpec } from "./request.ts";
+
+export type EncodedDistributions =
+  | { case: "full"; value: MessageInitShape<typeof FullDistributionsSchema> }
+  | { case: "sparse"; value: MessageInitShape<typeof SparseDistributionsSchema> }
+  | { case: undefined };
+
+const littleEndianHost = endianness() === "LE";
+
+/** The bytes of a typed array as the wire wants them: little-endian, whatever the host. */
+function littleEndianBytes(values: Float32Array | Uint16Array): Uint8Array {
+  const bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+  if (littleEndianHost) return bytes;
+  const out = new Uint8Array(bytes.length);
+  const view = new DataView(out.buffer);
+  values.forEach((v, i) => (values instanceof Float32Array ? view.setFloat32(i * 4, v, true) : view.setUint16(i * 2, v, true)));
+  return out;
+}
+
+function encodeFull(logp: LogProbs, dtype: "float32" | "float16"): Uint8Array {
+  return littleEndianBytes(dtype === "float32" ? logp : float32ArrayToFloat16(logp));
+}
+
+function topTokens(top: TopK): MessageInitShape<typeof TopTokensSchema> {
+  return { tokenIds: Array.from(top.ids), logProbs: Array.from(top.logp), omittedMass: Math.min(1, Math.max(0, top.restMass)) };
+}
+
+/** Both models' distributions over the same position, encoded; `case: undefined` for NONE. */
+export function encodeDistributions(logpExpert: LogProbs, logpAmateur: LogProbs, spec: DistributionSpec): EncodedDistributions {
+  switch (spec.encoding) {
+    case "none":
+      return { case: undefined };
+    case "full":
+      return {
+        case: "full",
+        value: {
+          dtype: spec.dtype === "float32" ? FloatDtype.FLOAT32 : FloatDtype.FLOAT16,
+          expertLogProbs: encodeFull(logpExpert, spec.dtype),
+          amateurLogProbs: encodeFull(logpAmateur, spec.dtype),
+        },
+      };
+    case "sparse": {
+      const summary = summarizeStep(logpExpert, logpAmateur, { alpha: spec.alpha, topK: spec.topK });
+      return {
+        case: "sparse",
+        value: {
+          klDivergence: summary.kl,
+          expertEntropy: summary.expertEntropy,
+          plausibleTokenIds: Array.from(summary.plausibleIds),
+          plausibleExpertLogProbs: Array.from(summary.plausibleLogpExpert),
+          plausibleAmateurLogProbs: Array.from(summary.plausibleLogpAmateur),
+          // Left unset when top_k is 0: nothing to list, nothing to send.
+          expertTop: spec.topK > 0 ? topTokens(summary.expertTop) : undefined,
+          amateurTop: spec.topK > 0 ? topTokens(summary.amateurTop) : undefined,
+        },
+      };
+    }
+  }
+}

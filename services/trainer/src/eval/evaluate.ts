@@ -1,0 +1,222 @@
+// Greedy accuracy on held-out problems through the inference service's Generate: the expert
+// (with whatever adapter is active) or the amateur answers each question from the method's
+// chat prompt at temperature 0, and the final number is compared with the reference. The
+// result keeps one verdict per problem in the problems' order, so two evaluations of the same
+// problems (before and after training) pair up for core/math/accuracy's
+// pairedDifferenceInterval. Requests are spread over the endpoint pool's lanes; a failing
+// endpoint's problems are asked again elsewhere.
+import { FinishReason } from "../../../../core/gen/lightreasoner/v1/common_pb.ts";
+import { GenerationMode } from "../../../../core/gen/lightreasoner/v1/inference_pb.ts";
+import { GrpcError, Status, toGrpcError } from "../../../../core/grpc/adapter.ts";
+import type { Problem } from "../../../../core/tasks/problems.ts";
+import type { EndpointPool, Lane } from "../sampling/endpoint-pool.ts";
+import { EndpointsExhaustedError, RequestRefusedError, SamplerConfigError } from "../sampling/errors.ts";
+import { SYSTEM_PROMPT, chatPrompt } from "../sampling/prompt.ts";
+import { checkAnswer } from "./answer.ts";
+
+export type EvalMode = "expert" | "amateur";
+
+export interface EvaluateOptions {
+  pool: EndpointPool;
+  problems: readonly Problem[];
+  /** Whose accuracy: the expert with the active adapter (default) or the amateur. */
+  mode?: EvalMode;
+  /** Most tokens per answer (default min(512, the endpoints' limit)). */
+  maxNewTokens?: number;
+  /** Default: the method's "Please reason step by step.". */
+  systemPrompt?: string;
+  stopStrings?: string[];
+  /** Generate calls in flight per lane (default 8). */
+  concurrency?: number;
+  /** Times one problem may be asked again after endpoint failures (default 8). */
+  maxRetries?: number;
+  /** Fails when no endpoint answered for this long (default 60 s). */
+  giveUpAfterMs?: number;
+  /** Called with each problem's outcome as it arrives (in completion order). */
+  onRecord?: (record: EvalRecord) => void;
+  signal?: AbortSignal;
+}
+
+/** One problem's outcome. */
+export interface EvalRecord {
+  /** Index in the problems given. */
+  index: number;
+  problemId: string;
+  line: number;
+  question: string;
+  reference: number;
+  predicted: number | null;
+  correct: boolean;
+  output: string;
+  finishReason: string;
+  completionTokens: number;
+  /** The adapter that answered ("" for the base expert and for the amateur). */
+  adapterVersion: string;
+  lane: string;
+}
+
+export interface EvaluationResult {
+  mode: EvalMode;
+  problems: number;
+  correct: number;
+  accuracy: number;
+  /** Verdicts in the order of the problems given (pair two evaluations with pairedDifferenceInterval). */
+  perProblem: boolean[];
+  /** Outcomes in the order of the problems given. */
+  records: EvalRecord[];
+  /** Adapters that answered, in order of first use (more than one if an adapter was pushed mid-way). */
+  adapterVersions: string[];
+  wallSeconds: number;
+}
+
+const DEFAULT_MAX_NEW_TOKENS = 512;
+const DEFAULT_CONCURRENCY = 8;
+const RETRYABLE = new Set([Status.UNAVAILABLE, Status.RESOURCE_EXHAUSTED, Status.ABORTED, Status.INTERNAL, Status.UNKNOWN, Status.DEADLINE_EXCEEDED, Status.CANCELLED]);
+
+export async function evaluate(options: EvaluateOptions): Promise<EvaluationResult> {
+  const { pool, problems, mode = "expert", signal } = options;
+  const maxNewTokens = options.maxNewTokens ?? Math.min(DEFAULT_MAX_NEW_TOKENS, pool.served.maxNewTokens);
+  if (!Number.isInteger(maxNewTokens) || maxNewTokens < 1 || maxNewTokens > pool.served.maxNewTokens) {
+    throw new SamplerConfigError("eval.max_new_tokens", `must be an integer in [1, ${pool.served.maxNewTokens}] (the endpoints' limit), got ${maxNewTokens}`);
+  }
+  const concurrency = options.concurrency ?? DEFAULT_CONCURRENCY;
+  if (!Number.isInteger(concurrency) || concurrency < 1) throw new SamplerConfigError("eval.concurrency", `must be an integer >= 1, got ${concurrency}`);
+  if (problems.length === 0) throw new SamplerConfigError("eval_problems", "holds no problems");
+  for (const p of problems) {
+    if (p.reference === null) throw new SamplerConfigError("eval_problems", `the problem on line ${p.line} has no reference answer; evaluation needs one for every problem`);
+  }
+  const maxRetries = options.maxRetries ?? 8;
+  const giveUpAfterMs = options.giveUpAfterMs ?? 60_000;
+  const ask = { systemPrompt: options.systemPrompt ?? SYSTEM_PROMPT, stopStrings: options.stopStrings ?? [], maxNewTokens, mode };
+
+  const startedAt = Date.now();
+  const records: (EvalRecord | undefined)[] = new Array(problems.length);
+  const queue = problems.map((_, i) => i);
+  const retries = new Map<number, number>();
+  let running = 0;
+  let fatal: Error | null = null;
+  let lastProgress = Date.now();
+  let wake = () => {};
+
+  const attempt = async (index: number, lane: Lane) => {
+    pool.begin(lane);
+    running++;
+    try {
+      const record = await answer(lane, problems[index], index, ask, signal);
+      lastProgress = Date.now();
+      records[index] = record;
+      options.onRecord?.(record);
+    } catch (err) {
+      const status = toGrpcError(err);
+      if (signal?.aborted) fatal ??= abortError();
+      else if (!RETRYABLE.has(status.code)) fatal ??= new RequestRefusedError(status.code, `${problems[index].id} (line ${problems[index].line})`, lane.id, status.message, status.field);
+      else {
+        const count = (retries.get(index) ?? 0) + 1;
+        retries.set(index, count);
+        if (status.code !== Status.RESOURCE_EXHAUSTED || count > 1) pool.markDown(lane, `${status.codeName}: ${status.message}`);
+        if (count > maxRetries) fatal ??= new GrpcError(Status.UNAVAILABLE, `problem ${problems[index].id} (line ${problems[index].line}) failed ${count} times; last on ${lane.id}: ${status.message}`);
+        else queue.unshift(index);
+      }
+    } finally {
+      running--;
+      pool.end(lane);
+      wake();
+    }
+  };
+
+  while (fatal === null) {
+    if (signal?.aborted) {
+      fatal = abortError();
+      break;
+    }
+    for (let lane = pool.pick(concurrency); lane && queue.length > 0; lane = pool.pick(concurrency)) void attempt(queue.shift()!, lane);
+    if (queue.length === 0 && running === 0) break;
+    if (Date.now() - lastProgress > giveUpAfterMs) {
+      fatal = new EndpointsExhaustedError(pool.lanes.map((l) => ({ endpoint: l.id, reason: l.lastError ?? "no answer" })), giveUpAfterMs);
+      break;
+    }
+    const recovery = pool.nextRecoveryMs();
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, recovery === null ? 1000 : Math.min(1000, recovery + 1));
+      wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+  if (fatal) {
+    // Let the calls still in flight end before reporting (the signal cancels them).
+    while (running > 0) await new Promise<void>((resolve) => (wake = resolve));
+    throw fatal;
+  }
+  const done = records as EvalRecord[];
+  const perProblem = done.map((r) => r.correct);
+  const correct = perProblem.filter(Boolean).length;
+  return {
+    mode,
+    problems: problems.length,
+    correct,
+    accuracy: correct / problems.length,
+    perProblem,
+    records: done,
+    adapterVersions: [...new Set(done.map((r) => r.adapterVersion))],
+    wallSeconds: (Date.now() - startedAt) / 1000,
+  };
+}
+
+interface Ask {
+  systemPrompt: string;
+  stopStrings: string[];
+  maxNewTokens: number;
+  mode: EvalMode;
+}
+
+async function answer(lane: Lane, problem: Problem, index: number, ask: Ask, signal: AbortSignal | undefined): Promise<EvalRecord> {
+  const stream = lane.endpoint.client.generate(
+    {
+      prompt: chatPrompt(problem.question, ask.systemPrompt),
+      sampling: { temperature: 0, seed: 0, maxNewTokens: ask.maxNewTokens, stopStrings: ask.stopStrings },
+      mode: ask.mode === "expert" ? GenerationMode.EXPERT : GenerationMode.AMATEUR,
+    },
+    { signal },
+  );
+  let output = "";
+  let adapterVersion: string | null = null;
+  let finished = null;
+  for await (const message of stream) {
+    if (message.event.case === "chunk") {
+      output += message.event.value.text;
+      adapterVersion ??= message.event.value.adapterVersion;
+    } else if (message.event.case === "finished") finished = message.event.value;
+  }
+  if (!finished) throw new GrpcError(Status.UNAVAILABLE, "the Generate stream ended without its finished message");
+  // Cut short by the server (shutting down): the text is incomplete, ask again elsewhere.
+  if (finished.finishReason === FinishReason.CANCELLED || finished.finishReason === FinishReason.ERROR || finished.finishReason === FinishReason.UNSPECIFIED) {
+    throw new GrpcError(Status.UNAVAILABLE, `the generation ended with ${finishReasonName(finished.finishReason)} before it was complete`);
+  }
+  const check = checkAnswer(output, problem.reference);
+  return {
+    index,
+    problemId: problem.id,
+    line: problem.line,
+    question: problem.question,
+    reference: problem.reference as number,
+    predicted: check.predicted,
+    correct: check.correct === true,
+    output,
+    finishReason: finishReasonName(finished.finishReason),
+    completionTokens: finished.usage?.completionTokens ?? 0,
+    adapterVersion: adapterVersion ?? "",
+    lane: lane.id,
+  };
+}
+
+function finishReasonName(reason: FinishReason): string {
+  return (FinishReason[reason] ?? String(reason)).toLowerCase();
+}
+
+function abortError(): Error {
+  const err = new Error("evaluation was cancelled");
+  err.name = "AbortError";
+  return err;
+}

@@ -118,13 +118,18 @@ interface OpenCall {
   fail(err: unknown, reply: (status: Partial<grpc.StatusObject>) => void): void;
 }
 
+/** How close to the deadline a cancellation counts as the deadline passing. */
+const DEADLINE_SKEW_MS = 250;
+
 function openCall(call: ServerCall, logger: ErrorLogger): OpenCall {
   const controller = new AbortController();
   const events = call as EventEmitter;
   const path = call.getPath();
   const onCancelled = () => {
     const deadline = call.getDeadline();
-    const expired = deadline !== Infinity && new Date(deadline).getTime() <= Date.now();
+    // The client resets the stream at ITS deadline, which arrives a little before the
+    // server's copy (computed from the grpc-timeout header on receipt) runs out.
+    const expired = deadline !== Infinity && new Date(deadline).getTime() <= Date.now() + DEADLINE_SKEW_MS;
     controller.abort(expired ? new GrpcError(Status.DEADLINE_EXCEEDED, "deadline exceeded") : new GrpcError(Status.CANCELLED, "cancelled by the client"));
   };
   events.once("cancelled", onCancelled);

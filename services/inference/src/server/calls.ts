@@ -37,21 +37,11 @@ export class CallSlots {
   }
 }
 
-/**
- * A client's own deadline timer resets the stream a moment before the server's copy of the
- * deadline (set when the request arrived) expires, so the server sees a plain cancellation;
- * one this close to the deadline is counted as the deadline.
- */
-const DEADLINE_SLACK_MS = 250;
-
 /** The status a call ended with, when it ended because the client left or its deadline passed. */
 function abortStatus(ctx: CallContext): Status | null {
-  const { signal, deadline } = ctx;
-  if (!signal.aborted) return null;
-  const code = signal.reason instanceof GrpcError ? signal.reason.code : Status.CANCELLED;
-  const deadlineMs = deadline instanceof Date ? deadline.getTime() : deadline;
-  if (code === Status.CANCELLED && Number.isFinite(deadlineMs) && deadlineMs - Date.now() <= DEADLINE_SLACK_MS) return Status.DEADLINE_EXCEEDED;
-  return code;
+  // The adapter already tells a deadline from a plain cancellation (core/grpc/server.ts).
+  if (!ctx.signal.aborted) return null;
+  return ctx.signal.reason instanceof GrpcError ? ctx.signal.reason.code : Status.CANCELLED;
 }
 
 /**

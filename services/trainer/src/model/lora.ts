@@ -44,8 +44,8 @@ export class LoraLayers {
       const a = new Float32Array(settings.rank * inFeatures);
       for (let i = 0; i < a.length; i++) a[i] = (2 * random.next() - 1) * bound;
       layers.pairs.set(name, {
-        a: tf.variable(tf.tensor2d(a, [settings.rank, inFeatures]), true),
-        b: tf.variable(tf.zeros<tf.Rank.R2>([out, settings.rank]), true),
+        a: variableFrom(tf.tensor2d(a, [settings.rank, inFeatures])),
+        b: variableFrom(tf.zeros<tf.Rank.R2>([out, settings.rank])),
         index: layers.pairs.size,
       });
     }
@@ -71,8 +71,8 @@ export class LoraLayers {
       checkMatrix(source, `${name} lora_A`, pair.a, [rank, inFeatures]);
       checkMatrix(source, `${name} lora_B`, pair.b, [out, rank]);
       layers.pairs.set(name, {
-        a: tf.variable(tf.tensor2d(pair.a.data.slice(), [rank, inFeatures]), true),
-        b: tf.variable(tf.tensor2d(pair.b.data.slice(), [out, rank]), true),
+        a: variableFrom(tf.tensor2d(pair.a.data.slice(), [rank, inFeatures])),
+        b: variableFrom(tf.tensor2d(pair.b.data.slice(), [out, rank])),
         index: layers.pairs.size,
       });
     }
@@ -178,4 +178,11 @@ function checkMatrix(source: string, what: string, t: { shape: number[]; data: F
   if (t.data.length !== shape[0] * shape[1]) {
     throw new ModelFormatError(source, `${what} holds ${t.data.length} values, its shape needs ${shape[0] * shape[1]}`);
   }
+}
+
+/** A trainable variable holding `initial`'s values; the source tensor is freed (tf.variable copies it). */
+function variableFrom(initial: tf.Tensor2D): tf.Variable<tf.Rank.R2> {
+  const variable = tf.variable(initial, true);
+  initial.dispose();
+  return variable;
 }

@@ -4,6 +4,7 @@ import { Command, CommanderError } from "commander";
 import { registerInitModel } from "./commands/init-model.ts";
 import { registerExportOnnx } from "./commands/export-onnx.ts";
 import { registerServe } from "./commands/serve-inference.ts";
+import { registerPretrain } from "./commands/pretrain.ts";
 
 const program = new Command()
   .name("lightreasoner")
@@ -14,6 +15,7 @@ const program = new Command()
 registerInitModel(program);
 registerExportOnnx(program);
 registerServe(program);
+registerPretrain(program);
 
 try {
   await program.parseAsync(process.argv);

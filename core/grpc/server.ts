@@ -177,11 +177,21 @@ async function* incoming(stream: Readable, signal: AbortSignal): AsyncGenerator<
   if (signal.aborted) throw signal.reason;
 }
 
+/**
+ * Sends are queued behind one another: a handler serving many interleaved streams (the
+ * trajectory call) may have several in flight, and each must wait for the transport behind
+ * the earlier ones rather than each waiting on its own "drain" listener.
+ */
 function sender<O extends DescMessage>(stream: Writable, schema: O, signal: AbortSignal): Send<O> {
-  return async (message) => {
-    if (signal.aborted) throw signal.reason;
-    if (stream.write(create(schema, message))) return;
-    await drained(stream, signal);
+  let queue: Promise<void> = Promise.resolve();
+  return (message) => {
+    const sent = queue.then(async () => {
+      if (signal.aborted) throw signal.reason;
+      if (stream.write(create(schema, message))) return;
+      await drained(stream, signal);
+    });
+    queue = sent.catch(() => undefined);
+    return sent;
   };
 }
 

@@ -5,6 +5,8 @@ import { registerInitModel } from "./commands/init-model.ts";
 import { registerExportOnnx } from "./commands/export-onnx.ts";
 import { registerServe } from "./commands/serve-inference.ts";
 import { registerPretrain } from "./commands/pretrain.ts";
+import { registerWorldData } from "./commands/world-data.ts";
+import { registerDemo } from "./commands/demo.ts";
 
 const program = new Command()
   .name("lightreasoner")
@@ -16,6 +18,8 @@ registerInitModel(program);
 registerExportOnnx(program);
 registerServe(program);
 registerPretrain(program);
+registerWorldData(program);
+registerDemo(program);
 
 try {
   await program.parseAsync(process.argv);

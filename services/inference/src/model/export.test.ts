@@ -11,7 +11,7 @@ import { loraTargets } from "../../../../core/model/lora.ts";
 import { exportOnnx } from "./export.ts";
 import { CausalLmSession } from "./session.ts";
 import { randomWeights, tinyConfig, tinyConfigJson } from "./testing/random-model.ts";
-import { referenceLogits } from "./testing/reference-forward.ts";
+import { referenceLogits } from "../../../../core/model/testing/reference-forward.ts";
 import { flat, maxAbsDiff } from "./testing/compare.ts";
 
 const configJson = tinyConfigJson("llama", { tie_word_embeddings: true, head_dim: 16 });

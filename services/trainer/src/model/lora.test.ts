@@ -8,7 +8,7 @@ import type { WeightMap } from "../../../../core/model/weights.ts";
 import { selectBackend } from "./backend.ts";
 import { LoraLayers } from "./lora.ts";
 import { CausalLM } from "./transformer.ts";
-import { referenceLogits } from "./testing/reference-forward.ts";
+import { referenceBatchLogits } from "../../../../core/model/testing/reference-forward.ts";
 import { leftPaddedBatch, randomWeights, tinyConfig } from "./testing/tiny-model.ts";
 
 const ALL_MODULES: LoraSettings = {
@@ -98,7 +98,7 @@ describe("LoraLayers", () => {
         expect(maxDiff(a, m)).toBeLessThan(1e-4);
         expect(maxDiff(a, base)).toBeGreaterThan(1e-2); // the adapter does change the model
         // And both agree with the float64 reference on the merged weights.
-        const ref = referenceLogits(config, merged, ids, mask);
+        const ref = referenceBatchLogits(config, merged, ids, mask);
         const got = a.arraySync();
         ref.forEach((row, b) => row.forEach((r, t) => r?.forEach((v, i) => expect(Math.abs(got[b][t][i] - v)).toBeLessThan(1e-4))));
         tf.dispose([a, m, base]);

@@ -7,7 +7,7 @@ import { missingKernels, selectBackend } from "./backend.ts";
 import { ModelInputError } from "./inputs.ts";
 import { LoraLayers } from "./lora.ts";
 import { CausalLM } from "./transformer.ts";
-import { referenceLogits } from "./testing/reference-forward.ts";
+import { referenceBatchLogits } from "../../../../core/model/testing/reference-forward.ts";
 import { leftPaddedBatch, randomWeights, TINY_VARIANTS, tinyConfig } from "./testing/tiny-model.ts";
 
 const VARIANTS = Object.keys(TINY_VARIANTS);
@@ -41,7 +41,7 @@ describe.each(["best", "cpu"] as const)("CausalLM forward on %s backend", (which
     const model = new CausalLM(config, weights);
     const { ids } = leftPaddedBatch([9, 9], config.vocabSize, 3);
     const logits = model.forward(ids);
-    const diff = maxDiffToReference(logits, referenceLogits(config, weights, ids));
+    const diff = maxDiffToReference(logits, referenceBatchLogits(config, weights, ids));
     // The bound only means something if the logits are not tiny.
     expect(tf.max(tf.abs(logits)).dataSync()[0]).toBeGreaterThan(1);
     expect(diff).toBeLessThan(1e-4);
@@ -55,7 +55,7 @@ describe.each(["best", "cpu"] as const)("CausalLM forward on %s backend", (which
     const model = new CausalLM(config, weights);
     const { ids, mask, rows } = leftPaddedBatch([3, 10, 6], config.vocabSize, 4);
     const batched = model.forward(ids, mask);
-    expect(maxDiffToReference(batched, referenceLogits(config, weights, ids, mask))).toBeLessThan(1e-4);
+    expect(maxDiffToReference(batched, referenceBatchLogits(config, weights, ids, mask))).toBeLessThan(1e-4);
     const got = batched.arraySync();
     rows.forEach((row, b) => {
       const alone = model.forward([row]);

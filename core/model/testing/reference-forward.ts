@@ -1,11 +1,12 @@
-// An independent, deliberately plain float64 forward pass of a llama/qwen2 causal LM, used
-// only to check the ONNX graph: naive loops, no batching, no cache, the Hugging Face
-// equations written out (RMSNorm, rotate_half RoPE, grouped-query attention, SwiGLU).
+// An independent, deliberately plain float64 forward pass of a llama/qwen2 causal LM, the
+// oracle both runtimes (the ONNX graph and the TensorFlow.js model) are checked against:
+// naive loops, no cache, the Hugging Face equations written out (RMSNorm, rotate_half RoPE,
+// grouped-query attention, SwiGLU).
 // A LoRA adapter is applied unmerged, y = W x + (alpha / r) B (A x), as PEFT runs it.
-import type { LoraAdapter } from "../../../../../core/model/lora.ts";
-import type { ModelConfig } from "../../../../../core/model/config.ts";
-import type { WeightMap } from "../../../../../core/model/weights.ts";
-import { lmHeadName } from "../../../../../core/model/weights.ts";
+import type { LoraAdapter } from "../lora.ts";
+import type { ModelConfig } from "../config.ts";
+import type { WeightMap } from "../weights.ts";
+import { lmHeadName } from "../weights.ts";
 
 type Vec = Float64Array;
 
@@ -106,4 +107,17 @@ export function referenceLogits(config: ModelConfig, weights: WeightMap, tokens:
     });
   }
   return xs.map((x) => matVec(rmsNorm(x, w(weights, "model.norm.weight"), eps), w(weights, lmHeadName(config)), config.vocabSize));
+}
+
+/**
+ * logits[row][position] for a padded batch, or null at padded positions: each row's real
+ * tokens (mask 1) are run alone, so positions count real tokens only.
+ */
+export function referenceBatchLogits(config: ModelConfig, weights: WeightMap, ids: number[][], mask?: number[][]): (Vec | null)[][] {
+  return ids.map((row, b) => {
+    const real = row.map((_, t) => (mask ? mask[b][t] === 1 : true));
+    const logits = referenceLogits(config, weights, row.filter((_, t) => real[t]));
+    let next = 0;
+    return real.map((isReal) => (isReal ? logits[next++] : null));
+  });
 }

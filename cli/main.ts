@@ -7,6 +7,7 @@ import { registerServe } from "./commands/serve-inference.ts";
 import { registerPretrain } from "./commands/pretrain.ts";
 import { registerWorldData } from "./commands/world-data.ts";
 import { registerDemo } from "./commands/demo.ts";
+import { registerOfflineStages } from "./commands/offline.ts";
 
 const program = new Command()
   .name("lightreasoner")
@@ -19,6 +20,7 @@ registerExportOnnx(program);
 registerServe(program);
 registerPretrain(program);
 registerWorldData(program);
+registerOfflineStages(program);
 registerDemo(program);
 
 try {

@@ -11,16 +11,14 @@ import { pino } from "pino";
 import { buildWorldData } from "../../world/build-data.ts";
 import { readProblems } from "../../core/tasks/problems.ts";
 import { loadModelDir } from "../../core/formats/model-dir.ts";
-import { encodePeftAdapter } from "../../core/formats/peft.ts";
 import { pairedDifferenceInterval, wilsonInterval } from "../../core/math/accuracy.ts";
-import { createClient } from "../../core/grpc/adapter.ts";
-import { AdapterService } from "../../core/gen/lightreasoner/v1/adapter_pb.ts";
 import { startInferenceServer } from "../../services/inference/src/main.ts";
 import { EndpointPool } from "../../services/trainer/src/sampling/endpoint-pool.ts";
 import { sampleToStore } from "../../services/trainer/src/sampling/sample-to-store.ts";
 import { SampleStore } from "../../services/trainer/src/store/sample-store.ts";
 import { evaluate } from "../../services/trainer/src/eval/evaluate.ts";
 import { trainLora } from "../../services/trainer/src/training/lora-trainer.ts";
+import { pushAdapter } from "../../services/trainer/src/adapter-push.ts";
 import { parseIntegerOption } from "../options.ts";
 
 interface DemoFlags {
@@ -94,18 +92,12 @@ async function runDemo(flags: DemoFlags): Promise<void> {
     });
     say(`trained LoRA for ${training.progress.step} steps on ${training.progress.tunedTokens} selected steps in ${training.wallSeconds.toFixed(1)} s (tfjs backend ${training.backend.kind})`);
 
-    const { configJson, safetensors } = encodePeftAdapter(training.adapter, { baseModel: flags.expert });
-    const admin = createClient(AdapterService, target);
-    const upload = admin.uploadAdapter();
-    await upload.write({ part: { case: "header", value: { adapterConfigJson: configJson, safetensorsSize: safetensors.length, activate: true } } });
-    await upload.write({ part: { case: "safetensorsChunk", value: safetensors } });
-    const uploaded = await upload.end();
-    admin.close();
+    const version = await pushAdapter(target, training.adapter, { baseModel: flags.expert });
 
     const after = await evaluate({ pool, problems: test, mode: "expert" });
     const delta = pairedDifferenceInterval(before.perProblem, after.perProblem);
     const ciBefore = wilsonInterval(before.correct, test.length);
-    say(`expert with adapter ${uploaded.adapter?.version}: ${pct(after.accuracy)} (before ${pct(before.accuracy)}, 95% [${pct(ciBefore.lower)}, ${pct(ciBefore.upper)}]); change ${(100 * delta.estimate).toFixed(1)} pts, 95% [${(100 * delta.lower).toFixed(1)}, ${(100 * delta.upper).toFixed(1)}]`);
+    say(`expert with adapter ${version}: ${pct(after.accuracy)} (before ${pct(before.accuracy)}, 95% [${pct(ciBefore.lower)}, ${pct(ciBefore.upper)}]); change ${(100 * delta.estimate).toFixed(1)} pts, 95% [${(100 * delta.lower).toFixed(1)}, ${(100 * delta.upper).toFixed(1)}]`);
     say(`done in ${((performance.now() - started) / 1000).toFixed(1)} s; samples and checkpoints in ${out}`);
   } finally {
     pool.close();

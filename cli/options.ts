@@ -16,3 +16,8 @@ export function parseNumberOption(flag: string) {
     return n;
   };
 }
+
+/** A flag combination that parsing alone cannot reject (reported as one line, exit 1). */
+export class UsageError extends Error {
+  override name = "UsageError";
+}

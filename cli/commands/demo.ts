@@ -19,7 +19,7 @@ import { SampleStore } from "../../services/trainer/src/store/sample-store.ts";
 import { evaluate } from "../../services/trainer/src/eval/evaluate.ts";
 import { trainLora } from "../../services/trainer/src/training/lora-trainer.ts";
 import { pushAdapter } from "../../services/trainer/src/adapter-push.ts";
-import { parseIntegerOption } from "../options.ts";
+import { parseIntegerOption, UsageError } from "../options.ts";
 
 interface DemoFlags {
   expert: string;
@@ -47,7 +47,7 @@ export function registerDemo(program: Command): void {
 
 async function runDemo(flags: DemoFlags): Promise<void> {
   for (const dir of [flags.expert, flags.amateur]) {
-    if (!existsSync(join(dir, "config.json"))) throw new Error(`no model at ${dir}; build the built-in pair with npm run models:build`);
+    if (!existsSync(join(dir, "config.json"))) throw new UsageError(`no model at ${dir}; build the built-in pair with npm run models:build`);
   }
   const out = resolve(flags.out);
   mkdirSync(out, { recursive: true });

@@ -11,12 +11,30 @@ import { wilsonInterval } from "../../core/math/accuracy.ts";
 import { sampleToStore } from "../../services/trainer/src/sampling/sample-to-store.ts";
 import { EndpointPool } from "../../services/trainer/src/sampling/endpoint-pool.ts";
 import { SampleStore } from "../../services/trainer/src/store/sample-store.ts";
+import { importPaperSamples, readPaperSamples } from "../../services/trainer/src/store/paper-format.ts";
+import { recordTrajectory } from "../../services/trainer/src/store/records.ts";
+import type { TrainingTrajectory } from "../../services/trainer/src/store/records.ts";
+import { TextTokenizer } from "../../core/formats/tokenizer.ts";
 import { evaluate } from "../../services/trainer/src/eval/evaluate.ts";
 import { trainLora } from "../../services/trainer/src/training/lora-trainer.ts";
 import { pushAdapter } from "../../services/trainer/src/adapter-push.ts";
-import { parseIntegerOption, parseNumberOption } from "../options.ts";
+import { parseIntegerOption, parseNumberOption, UsageError } from "../options.ts";
 
 const targets = (value: string) => value.split(",").map((t) => t.trim()).filter(Boolean);
+
+function storedTrajectories(path: string): TrainingTrajectory[] {
+  const store = SampleStore.open(path);
+  const trajectories = [...store.trajectories()].filter((t) => t.targets.length > 0);
+  store.close();
+  return trajectories;
+}
+
+/** Samples in the reference's format, grouped into trajectories with the expert's tokenizer. */
+function importedTrajectories(file: string, expertDir: string): TrainingTrajectory[] {
+  const { records, samples, driftedSamples } = importPaperSamples(readPaperSamples(file), { tokenizer: TextTokenizer.load(expertDir), file });
+  console.error(`${file}: imported ${samples} samples as ${records.length} trajectories (${driftedSamples} whose re-encoded prefix has a different length than their step)`);
+  return records.map(recordTrajectory).filter((t): t is TrainingTrajectory => t !== null);
+}
 
 /** The first `limit` problems of a file (all when no limit). */
 function problemsFrom(file: string, limit?: number) {
@@ -52,17 +70,18 @@ export function registerOfflineStages(program: Command): void {
     .command("train")
     .description("train a LoRA adapter on the expert from a sample store (KL to the contrastive soft labels); optionally push it to endpoints")
     .requiredOption("--expert <dir>", "expert model directory (safetensors)")
-    .requiredOption("--store <file>", "sample store written by `sample`")
+    .option("--store <file>", "sample store written by `sample`")
+    .option("--paper-samples <file>", "instead of --store: samples in the reference scripts' JSON-lines format (re-encoded, so not token-exact)")
     .requiredOption("--out <dir>", "PEFT adapter directory to write")
     .option("--steps <n>", "optimizer steps", parseIntegerOption("--steps"), 1000)
     .option("--lr <rate>", "peak learning rate", parseNumberOption("--lr"), 5e-5)
     .option("--checkpoint-dir <dir>", "checkpoints (a rerun resumes from the latest)")
     .option("--push <addrs>", "comma-separated endpoints to upload and activate the adapter on")
-    .action(async (o: { expert: string; store: string; out: string; steps: number; lr: number; checkpointDir?: string; push?: string }) => {
-      const store = SampleStore.open(o.store);
-      const trajectories = [...store.trajectories()].filter((t) => t.targets.length > 0);
-      store.close();
-      if (trajectories.length === 0) throw new Error(`${o.store} holds no selected steps to train on`);
+    .action(async (o: { expert: string; store?: string; paperSamples?: string; out: string; steps: number; lr: number; checkpointDir?: string; push?: string }) => {
+      const source = o.store ?? o.paperSamples;
+      if (!source || (o.store && o.paperSamples)) throw new UsageError("give exactly one of --store and --paper-samples");
+      const trajectories = o.store ? storedTrajectories(o.store) : importedTrajectories(o.paperSamples!, o.expert);
+      if (trajectories.length === 0) throw new UsageError(`${source} holds no selected steps to train on`);
       const { config, weights } = loadModelDir(o.expert);
       const result = await trainLora({
         expert: { config, weights, source: o.expert },
@@ -87,7 +106,7 @@ export function registerOfflineStages(program: Command): void {
     .option("--model <which>", "expert or amateur", "expert")
     .option("--out <file>", "write per-problem results as JSON")
     .action(async (o: { inference: string; problems: string; limit?: number; model: string; out?: string }) => {
-      if (o.model !== "expert" && o.model !== "amateur") throw new Error(`--model must be expert or amateur, got "${o.model}"`);
+      if (o.model !== "expert" && o.model !== "amateur") throw new UsageError(`--model must be expert or amateur, got "${o.model}"`);
       const pool = await EndpointPool.connect({ targets: targets(o.inference) });
       try {
         const result = await evaluate({ pool, problems: problemsFrom(o.problems, o.limit), mode: o.model });

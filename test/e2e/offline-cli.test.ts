@@ -8,6 +8,9 @@ import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { InferenceServer } from "../../services/inference/src/main.ts";
 import { startInferenceServer } from "../../services/inference/src/main.ts";
+import { writePaperSamples } from "../../services/trainer/src/store/paper-format.ts";
+import { SampleStore } from "../../services/trainer/src/store/sample-store.ts";
+import { TextTokenizer } from "../../core/formats/tokenizer.ts";
 
 /** Runs the CLI without blocking this process, which hosts the inference service. */
 function cli(...args: string[]): Promise<{ status: number; stdout: string; stderr: string }> {
@@ -54,6 +57,20 @@ describe("offline stages through the CLI", () => {
     expect(evaluated.status, evaluated.stderr).toBe(0);
     expect(evaluated.stdout).toContain(`adapters ${version}`);
     expect(JSON.parse(readFileSync(join(dir, "eval.json"), "utf8")).perProblem).toHaveLength(40);
+  });
+
+  it("trains on samples in the reference scripts' format", async () => {
+    // Export what a real sampling run stored to the paper's format, then train from that file.
+    const store = join(dir, "for-paper.jsonl");
+    expect((await cli("sample", "--inference", target, "--expert", "models/expert", "--problems", join(dir, "world", "train.jsonl"), "--store", store, "--limit", "8")).status).toBe(0);
+    const paper = join(dir, "paper.jsonl");
+    writePaperSamples(paper, SampleStore.read(store).records, TextTokenizer.load("models/expert"));
+    const lines = readFileSync(paper, "utf8").trim().split("\n").map((l) => JSON.parse(l));
+    expect(Object.keys(lines[0]).sort()).toEqual(["kl_divergence", "prefix", "prompt_id", "step", "token_ids", "tokens", "weights"]);
+    const trained = await cli("train", "--expert", "models/expert", "--paper-samples", paper, "--out", join(dir, "paper-adapter"), "--steps", "2");
+    expect(trained.status, trained.stderr).toBe(0);
+    expect(trained.stderr).toMatch(new RegExp(`imported ${lines.length} samples`));
+    expect(trained.stdout).toMatch(/2 steps, \d+ tuned tokens/);
   });
 
   it("refuses an expert directory that is not the one the endpoint serves", async () => {

@@ -23,3 +23,18 @@ export class UnsupportedModelError extends Error {
     this.name = "UnsupportedModelError";
   }
 }
+
+/** One line of a JSON-lines file is malformed; `line` is 1-based, `field` the offending key. */
+export class JsonLineError extends ModelFormatError {
+  constructor(
+    file: string,
+    readonly line: number,
+    readonly field: string | null,
+    readonly detail: string,
+  ) {
+    super(file, field === null ? detail : `"${field}" ${detail}`);
+    // The shared message is "file: problem"; a line number reads better as "file:17: ...".
+    this.message = `${file}:${line}: ${field === null ? "" : `"${field}" `}${detail}`;
+    this.name = "JsonLineError";
+  }
+}

@@ -2,20 +2,11 @@
 // ModelFormatError (a data file on disk is wrong: INVALID_ARGUMENT at the gRPC boundary)
 // naming the file and line; a store written under other settings, or a problem stored twice,
 // is an UnsupportedModelError (well-formed but unusable here: FAILED_PRECONDITION).
-import { ModelFormatError, UnsupportedModelError } from "../../../../core/model/errors.ts";
+import { JsonLineError, UnsupportedModelError } from "../../../../core/model/errors.ts";
 
 /** One line of a sample store or sample file is malformed; `line` is 1-based. */
-export class SampleFileError extends ModelFormatError {
-  constructor(
-    file: string,
-    readonly line: number,
-    readonly field: string | null,
-    readonly detail: string,
-  ) {
-    super(file, field === null ? detail : `"${field}" ${detail}`);
-    this.message = `${file}:${line}: ${field === null ? "" : `"${field}" `}${detail}`;
-    this.name = "SampleFileError";
-  }
+export class SampleFileError extends JsonLineError {
+  override name = "SampleFileError";
 }
 
 /** The store on disk was written by a run with different settings (beta, seed, expert...). */

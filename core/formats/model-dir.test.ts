@@ -9,6 +9,7 @@ import { ModelFormatError, UnsupportedModelError } from "../model/errors.ts";
 import { randomWeightSources } from "../model/init-model.ts";
 import type { WeightMap } from "../model/weights.ts";
 import { bfloat16BitsToFloat32, float32ToBfloat16Bits } from "../math/float16.ts";
+import { errorOf } from "../../test/helpers/error-of.ts";
 
 const root = mkdtempSync(join(tmpdir(), "lr-model-dir-"));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -35,15 +36,6 @@ function expectSameWeights(a: WeightMap, b: WeightMap, round: (x: number) => num
     expect(b.get(name)!.shape, name).toEqual(t.shape);
     expect(Array.from(b.get(name)!.data), name).toEqual(Array.from(t.data, round));
   }
-}
-
-function errorOf(fn: () => unknown): Error {
-  try {
-    fn();
-  } catch (err) {
-    return err as Error;
-  }
-  throw new Error("expected an error");
 }
 
 describe("model directory round trip", () => {

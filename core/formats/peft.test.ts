@@ -9,6 +9,7 @@ import { ModelFormatError, UnsupportedModelError } from "../model/errors.ts";
 import { loraTargets, type LoraAdapter, type LoraSettings } from "../model/lora.ts";
 import type { Float32Tensor } from "../model/weights.ts";
 import { SeededRandom } from "../math/random.ts";
+import { errorOf } from "../../test/helpers/error-of.ts";
 
 const root = mkdtempSync(join(tmpdir(), "lr-peft-"));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -43,15 +44,6 @@ function tampered(edit: { config?: (c: Record<string, unknown>) => void; tensors
   const tensors = new Map([...parseSafetensors(safetensors, "x").tensors].map(([n, t]) => [n, { shape: t.shape, data: t.data }]));
   edit.tensors?.(tensors);
   return () => parsePeftAdapter(JSON.stringify(config), encodeSafetensors(tensors), MODEL, "/adapters/bad");
-}
-
-function errorOf(fn: () => unknown): Error {
-  try {
-    fn();
-  } catch (err) {
-    return err as Error;
-  }
-  throw new Error("expected an error");
 }
 
 describe("PEFT adapter round trip", () => {

@@ -5,17 +5,9 @@ import { describe, expect, it } from "vitest";
 import { isCorrect } from "./answers.ts";
 import { ProblemFileError } from "./errors.ts";
 import { parseProblems, problemId, readProblems } from "./problems.ts";
+import { errorOf } from "../../test/helpers/error-of.ts";
 
 const gsm8kDir = resolve(process.cwd(), "../shared/data/gsm8k");
-
-function errorOf(fn: () => unknown): Error {
-  try {
-    fn();
-  } catch (err) {
-    return err as Error;
-  }
-  throw new Error("expected an error");
-}
 
 describe("parseProblems", () => {
   it("reads the GSM8K layout and skips empty lines", () => {

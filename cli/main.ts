@@ -4,6 +4,7 @@ import { Command, CommanderError } from "commander";
 import { registerInitModel } from "./commands/init-model.ts";
 import { registerExportOnnx } from "./commands/export-onnx.ts";
 import { registerServe } from "./commands/serve-inference.ts";
+import { registerServeTrainer } from "./commands/serve-trainer.ts";
 import { registerPretrain } from "./commands/pretrain.ts";
 import { registerWorldData } from "./commands/world-data.ts";
 import { registerDemo } from "./commands/demo.ts";
@@ -17,7 +18,7 @@ const program = new Command()
 
 registerInitModel(program);
 registerExportOnnx(program);
-registerServe(program);
+registerServeTrainer(registerServe(program));
 registerPretrain(program);
 registerWorldData(program);
 registerOfflineStages(program);

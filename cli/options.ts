@@ -17,6 +17,17 @@ export function parseNumberOption(flag: string) {
   };
 }
 
+export function parsePortOption(flag: string) {
+  return (value: string): number => {
+    const n = parseIntegerOption(flag)(value);
+    if (n < 0 || n > 65535) throw new InvalidArgumentError(`${flag} must be in [0, 65535], got ${n}`);
+    return n;
+  };
+}
+
+/** A comma-separated list, blanks dropped ("a:1, b:2" -> ["a:1", "b:2"]). */
+export const parseListOption = (value: string): string[] => value.split(",").map((t) => t.trim()).filter(Boolean);
+
 /** A flag combination that parsing alone cannot reject (reported as one line, exit 1). */
 export class UsageError extends Error {
   override name = "UsageError";

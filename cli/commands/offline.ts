@@ -13,20 +13,18 @@ import { EndpointPool } from "../../services/trainer/src/sampling/endpoint-pool.
 import { SampleStore } from "../../services/trainer/src/store/sample-store.ts";
 import { importPaperSamples, readPaperSamples } from "../../services/trainer/src/store/paper-format.ts";
 import { recordTrajectory } from "../../services/trainer/src/store/records.ts";
+import { trainingSet } from "../../services/trainer/src/store/training-set.ts";
 import type { TrainingTrajectory } from "../../services/trainer/src/store/records.ts";
 import { TextTokenizer } from "../../core/formats/tokenizer.ts";
 import { evaluate } from "../../services/trainer/src/eval/evaluate.ts";
 import { trainLora } from "../../services/trainer/src/training/lora-trainer.ts";
 import { pushAdapter } from "../../services/trainer/src/adapter-push.ts";
-import { parseIntegerOption, parseNumberOption, UsageError } from "../options.ts";
+import { parseIntegerOption, parseListOption, parseNumberOption, UsageError } from "../options.ts";
 
-const targets = (value: string) => value.split(",").map((t) => t.trim()).filter(Boolean);
+const targets = parseListOption;
 
 function storedTrajectories(path: string): TrainingTrajectory[] {
-  const store = SampleStore.open(path);
-  const trajectories = [...store.trajectories()].filter((t) => t.targets.length > 0);
-  store.close();
-  return trajectories;
+  return trainingSet(SampleStore.read(path).records, "lightreasoner");
 }
 
 /** Samples in the reference's format, grouped into trajectories with the expert's tokenizer. */

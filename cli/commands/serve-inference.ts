@@ -1,13 +1,14 @@
 // `lightreasoner serve inference`: runs the inference service (expert + amateur in lockstep,
 // adapters, metrics) until SIGTERM or SIGINT, then shuts down gracefully. `serve` is the
 // parent of every long-running service; `serve trainer` joins it the same way.
-import { Command, InvalidArgumentError, Option } from "commander";
+import { Command, Option } from "commander";
 import { pino } from "pino";
 import { DEFAULT_GRPC_PORT, DEFAULT_METRICS_PORT, startInferenceServer } from "../../services/inference/src/main.ts";
 import { EXECUTION_PROVIDER_CHOICES } from "../../services/inference/src/model/execution-provider.ts";
 import type { ExecutionProviderChoice } from "../../services/inference/src/model/execution-provider.ts";
 import { DEFAULT_LIMITS } from "../../services/inference/src/server/limits.ts";
-import { parseIntegerOption } from "../options.ts";
+import { parseIntegerOption, parsePortOption } from "../options.ts";
+import { serveUntilSignal } from "./until-signal.ts";
 
 interface ServeInferenceFlags {
   expert: string;
@@ -26,14 +27,6 @@ interface ServeInferenceFlags {
   logLevel: string;
 }
 
-function parsePort(flag: string) {
-  return (value: string): number => {
-    const n = parseIntegerOption(flag)(value);
-    if (n < 0 || n > 65535) throw new InvalidArgumentError(`${flag} must be in [0, 65535], got ${n}`);
-    return n;
-  };
-}
-
 const collect = (value: string, previous: string[]) => [...previous, value];
 
 /** The limit's documented default, for --help (one source of truth: server/limits.ts). */
@@ -48,8 +41,8 @@ export function registerServe(program: Command): Command {
     .requiredOption("--expert <dir>", "expert model directory (Hugging Face safetensors, or model.onnx with tokenizer)")
     .requiredOption("--amateur <dir>", "amateur model directory; must share the expert's tokenizer")
     .option("--host <host>", "interface to listen on", "0.0.0.0")
-    .option("--port <port>", "gRPC port (0: any free port, printed at start)", parsePort("--port"), DEFAULT_GRPC_PORT)
-    .option("--metrics-port <port>", "Prometheus /metrics port (0: any free port)", parsePort("--metrics-port"), DEFAULT_METRICS_PORT)
+    .option("--port <port>", "gRPC port (0: any free port, printed at start)", parsePortOption("--port"), DEFAULT_GRPC_PORT)
+    .option("--metrics-port <port>", "Prometheus /metrics port (0: any free port)", parsePortOption("--metrics-port"), DEFAULT_METRICS_PORT)
     .addOption(new Option("--execution-provider <provider>", "ONNX Runtime execution provider").choices(EXECUTION_PROVIDER_CHOICES).default("auto"))
     .option("--threads <n>", "ONNX Runtime threads per session (default: ONNX Runtime's choice)", parseIntegerOption("--threads"))
     .option("--max-batch-size <n>", `sequences per batched forward pass (default ${defaultLimit("maxBatchSize")})`, parseIntegerOption("--max-batch-size"))
@@ -82,17 +75,7 @@ export function registerServe(program: Command): Command {
         logger,
         shutdownDeadlineMs: flags.shutdownDeadlineMs,
       });
-      await new Promise<void>((resolve) => {
-        const stop = (signal: string) => {
-          logger.info({ signal }, "signal received");
-          server.close().then(resolve, (err: unknown) => {
-            logger.error({ err }, "shutdown failed");
-            resolve();
-          });
-        };
-        process.once("SIGTERM", () => stop("SIGTERM"));
-        process.once("SIGINT", () => stop("SIGINT"));
-      });
+      await serveUntilSignal(logger, () => server.close());
     });
   return serve;
 }

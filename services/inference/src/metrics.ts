@@ -1,11 +1,8 @@
 // Prometheus metrics of one inference server, in a registry of its own (so several servers
 // in one process, as in tests, never collide), served as text on their own HTTP port at
-// /metrics. What is measured follows the service's work: tokens and trajectory steps
+// /metrics (core/metrics/http-endpoint.ts). What is measured follows the service's work: tokens and trajectory steps
 // streamed, calls and sequences in flight, batch sizes, queue wait, ONNX Runtime time per
 // model, time to first step, the active adapter, and errors by status code.
-import { createServer } from "node:http";
-import type { Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import type { SchedulerLoad, SchedulerObserver } from "./engine/scheduler.ts";
 
@@ -66,39 +63,4 @@ export class InferenceMetrics {
       sequenceFinished: (reason) => this.sequencesFinished.inc({ reason }),
     };
   }
-}
-
-export interface MetricsEndpoint {
-  port: number;
-  close(): Promise<void>;
-}
-
-/** Serves `registry` at http://host:port/metrics (port 0: one the OS picks). */
-export async function serveMetrics(registry: Registry, host: string, port: number): Promise<MetricsEndpoint> {
-  const server: Server = createServer((req, res) => {
-    const path = (req.url ?? "/").split("?")[0];
-    if (req.method !== "GET" || path !== "/metrics") {
-      res.writeHead(404, { "content-type": "text/plain" }).end("not found: metrics are at GET /metrics\n");
-      return;
-    }
-    registry.metrics().then(
-      (text) => res.writeHead(200, { "content-type": registry.contentType }).end(text),
-      (err: Error) => res.writeHead(500, { "content-type": "text/plain" }).end(`metrics failed: ${err.message}\n`),
-    );
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(port, host, () => {
-      server.off("error", reject);
-      resolve();
-    });
-  });
-  return {
-    port: (server.address() as AddressInfo).port,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  };
 }

@@ -1,0 +1,53 @@
+// `lightreasoner serve trainer`: runs the trainer service (TrainerService over gRPC, runs
+// kept under --runs-dir, Prometheus metrics) against one or more inference endpoints until
+// SIGTERM or SIGINT; running runs are cancelled on the way out and stay resumable.
+import type { Command } from "commander";
+import { Option } from "commander";
+import { pino } from "pino";
+import { BACKEND_KINDS } from "../../services/trainer/src/model/backend.ts";
+import type { BackendKind } from "../../services/trainer/src/model/backend.ts";
+import { DEFAULT_TRAINER_GRPC_PORT, DEFAULT_TRAINER_METRICS_PORT, startTrainerServer } from "../../services/trainer/src/main.ts";
+import { parseIntegerOption, parseListOption, parsePortOption } from "../options.ts";
+import { serveUntilSignal } from "./until-signal.ts";
+
+interface ServeTrainerFlags {
+  inference: string[];
+  expert: string;
+  runsDir: string;
+  host: string;
+  port: number;
+  metricsPort: number;
+  backend: BackendKind | "auto";
+  connectTimeoutMs: number;
+  logLevel: string;
+}
+
+export function registerServeTrainer(serve: Command): void {
+  serve
+    .command("trainer")
+    .description("serve TrainerService: runs that sample from inference endpoints, select steps by KL, train LoRA and push adapters back")
+    .requiredOption("--inference <addrs>", "comma-separated host:port or dns:///name:port inference endpoints (runs may name their own)", parseListOption)
+    .requiredOption("--expert <dir>", "the expert model directory the endpoints serve (fingerprints are compared)")
+    .option("--runs-dir <dir>", "where runs keep their record, samples, checkpoints and adapters", "runs/trainer")
+    .option("--host <host>", "interface to listen on", "0.0.0.0")
+    .option("--port <port>", "gRPC port (0: any free port, printed at start)", parsePortOption("--port"), DEFAULT_TRAINER_GRPC_PORT)
+    .option("--metrics-port <port>", "Prometheus /metrics port (0: any free port)", parsePortOption("--metrics-port"), DEFAULT_TRAINER_METRICS_PORT)
+    .addOption(new Option("--backend <kind>", "TensorFlow.js backend").choices(["auto", ...BACKEND_KINDS]).default("auto"))
+    .option("--connect-timeout-ms <ms>", "how long StartRun waits for an endpoint to answer", parseIntegerOption("--connect-timeout-ms"), 10_000)
+    .option("--log-level <level>", "pino log level (trace, debug, info, warn, error)", "info")
+    .action(async (flags: ServeTrainerFlags) => {
+      const logger = pino({ name: "lightreasoner-trainer", level: flags.logLevel });
+      const server = await startTrainerServer({
+        expertDir: flags.expert,
+        inferenceTargets: flags.inference,
+        runsDir: flags.runsDir,
+        host: flags.host,
+        port: flags.port,
+        metricsPort: flags.metricsPort,
+        backend: flags.backend,
+        connectTimeoutMs: flags.connectTimeoutMs,
+        logger,
+      });
+      await serveUntilSignal(logger, () => server.close());
+    });
+}

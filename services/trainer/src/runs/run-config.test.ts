@@ -1,0 +1,93 @@
+import { create } from "@bufbuild/protobuf";
+import { describe, expect, it } from "vitest";
+import { DistributionEncoding } from "../../../../core/gen/lightreasoner/v1/common_pb.ts";
+import { LrSchedule, ProblemFormat, RunConfigSchema, RunMode, TrainingMethod } from "../../../../core/gen/lightreasoner/v1/trainer_pb.ts";
+import type { RunConfig } from "../../../../core/gen/lightreasoner/v1/trainer_pb.ts";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { RunConfigError } from "./errors.ts";
+import { resolvedRunConfig, resolveRunPlan } from "./run-config.ts";
+
+const defaults = { endpoints: ["127.0.0.1:50051"], drawSeed: () => 99 };
+const config = (init: MessageInitShape<typeof RunConfigSchema>): RunConfig => create(RunConfigSchema, init);
+const minimal = { problems: { path: "train.jsonl" } };
+
+function fieldOf(init: MessageInitShape<typeof RunConfigSchema>): string {
+  try {
+    resolveRunPlan(config(init), defaults);
+  } catch (err) {
+    expect(err).toBeInstanceOf(RunConfigError);
+    return (err as RunConfigError).field;
+  }
+  throw new Error("the config was accepted");
+}
+
+describe("resolveRunPlan", () => {
+  it("fills the method's reference settings and the trainer's endpoints into an empty config", () => {
+    const plan = resolveRunPlan(config(minimal), defaults);
+    expect(plan).toMatchObject({ mode: "offline", method: "lightreasoner", endpoints: ["127.0.0.1:50051"], seed: 99, evalProblems: null });
+    expect(plan.sampler).toMatchObject({ beta: 0.4, alpha: 0.2, maxNewTokens: 128, systemPrompt: "Please reason step by step.", encoding: "sparse", seed: 99 });
+    expect(plan.training).toMatchObject({ learningRate: 5e-5, batchSize: 8, gradientAccumulation: 2, maxSteps: 1000, seed: 99 });
+    expect(plan.training.lora).toEqual({ rank: 8, alpha: 16, dropout: 0.05, targetModules: ["q_proj", "v_proj"] });
+    expect(plan.problems).toEqual({ path: "train.jsonl", layout: "detect", offset: 0, limit: 0 });
+  });
+
+  it("maps every set field onto the plan", () => {
+    const plan = resolveRunPlan(
+      config({
+        mode: RunMode.ONLINE,
+        method: TrainingMethod.SFT,
+        problems: { path: "p.jsonl", format: ProblemFormat.GSM8K, offset: 3, limit: 7 },
+        inferenceEndpoints: ["a:1", "dns:///b:2"],
+        sampling: { temperature: 0.7, topP: 0.9, maxNewTokens: 64, systemPrompt: "", stopStrings: ["###"], encoding: DistributionEncoding.FULL, concurrency: 3 },
+        selection: { beta: 0.25, alpha: 0.5 },
+        lora: { rank: 4, alpha: 8, dropout: 0, targetModules: ["o_proj"] },
+        optimization: { learningRate: 1e-3, batchSize: 2, gradientAccumulation: 1, maxSteps: 10, warmupSteps: 2, weightDecay: 0.01, schedule: LrSchedule.COSINE, checkpointEverySteps: 5, pushEverySteps: 3 },
+        sft: { attemptsPerProblem: 4 },
+        seed: 5,
+      }),
+      defaults,
+    );
+    expect(plan).toMatchObject({ mode: "online", method: "sft", endpoints: ["a:1", "dns:///b:2"], seed: 5 });
+    expect(plan.problems).toEqual({ path: "p.jsonl", layout: "gsm8k", offset: 3, limit: 7 });
+    expect(plan.sampler).toMatchObject({ temperature: 0.7, topP: 0.9, maxNewTokens: 64, systemPrompt: "", stopStrings: ["###"], encoding: "full", concurrency: 3, beta: 0.25, alpha: 0.5, sftAttempts: 4 });
+    expect(plan.training).toMatchObject({ learningRate: 1e-3, batchSize: 2, maxSteps: 10, warmupSteps: 2, weightDecay: 0.01, schedule: "cosine", checkpointEverySteps: 5, pushEverySteps: 3 });
+    expect(plan.training.lora).toMatchObject({ rank: 4, alpha: 8, dropout: 0, targetModules: ["o_proj"] });
+  });
+
+  it("resolves to a RunConfig that resolves to the same plan (what run.json keeps and a resume reads)", () => {
+    const plan = resolveRunPlan(config({ ...minimal, selection: { beta: 0.3 }, optimization: { maxSteps: 50 } }), defaults);
+    const again = resolveRunPlan(resolvedRunConfig(plan), { endpoints: [], drawSeed: () => 1 });
+    expect(again).toEqual(plan);
+  });
+
+  it("names the bad field by its proto path", () => {
+    expect(fieldOf({ ...minimal, selection: { beta: -0.1 } })).toBe("selection.beta");
+    expect(fieldOf({ ...minimal, selection: { alpha: 1.5 } })).toBe("selection.alpha");
+    expect(fieldOf({ ...minimal, selection: { alpha: 0 } })).toBe("selection.alpha");
+    expect(fieldOf({ ...minimal, lora: { rank: 0 } })).toBe("lora.rank");
+    expect(fieldOf({ ...minimal, lora: { targetModules: ["attn"] } })).toBe("lora.target_modules.0");
+    expect(fieldOf({ ...minimal, optimization: { learningRate: 0 } })).toBe("optimization.learning_rate");
+    expect(fieldOf({ ...minimal, optimization: { maxSteps: 5, warmupSteps: 5 } })).toBe("optimization.warmup_steps");
+    expect(fieldOf({ ...minimal, sampling: { topP: 0 } })).toBe("sampling.top_p");
+    expect(fieldOf({ ...minimal, sampling: { encoding: DistributionEncoding.NONE } })).toBe("sampling.encoding");
+    expect(fieldOf({ ...minimal, sft: { attemptsPerProblem: 0 }, method: TrainingMethod.SFT })).toBe("sft.attempts_per_problem");
+    expect(fieldOf({ ...minimal, inferenceEndpoints: ["no-port"] })).toBe("inference_endpoints[0]");
+    expect(fieldOf({})).toBe("problems.path");
+    expect(fieldOf({ problems: { path: "", limit: 3 } })).toBe("problems.path");
+    expect(fieldOf({ ...minimal, importSamplesPath: "s.jsonl" })).toBe("problems");
+    expect(fieldOf({ importSamplesPath: "s.jsonl", method: TrainingMethod.SFT })).toBe("import_samples_path");
+    expect(fieldOf({ importSamplesPath: "s.jsonl", mode: RunMode.ONLINE })).toBe("mode");
+    expect(fieldOf({ ...minimal, mode: 9 as RunMode })).toBe("mode");
+  });
+
+  it("refuses a config with no endpoints when the trainer has none configured", () => {
+    expect(() => resolveRunPlan(config(minimal), { endpoints: [] })).toThrow(/inference_endpoints: must name at least one/);
+  });
+
+  it("draws a seed only when none is set, and reports it", () => {
+    expect(resolveRunPlan(config({ ...minimal, seed: 0 }), defaults).seed).toBe(0);
+    const drawn = resolveRunPlan(config(minimal), { endpoints: ["h:1"] }).seed;
+    expect(Number.isInteger(drawn) && drawn >= 0).toBe(true);
+    expect(resolvedRunConfig(resolveRunPlan(config(minimal), defaults)).seed).toBe(99);
+  });
+});

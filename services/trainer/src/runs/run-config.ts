@@ -1,0 +1,216 @@
+// A run's configuration, from the contract's RunConfig (every field optional) to the plan the
+// trainer executes (every field resolved and checked), and back to a RunConfig with the
+// resolved values that Run.config reports and run.json stores. Defaults are not decided
+// here: sampling's live in sampling/config.ts, training's in training/training-config.ts;
+// this module only maps names and reports a bad field by its proto path.
+import { randomInt } from "node:crypto";
+import { create } from "@bufbuild/protobuf";
+import { DistributionEncoding } from "../../../../core/gen/lightreasoner/v1/common_pb.ts";
+import type { ProblemSource, RunConfig } from "../../../../core/gen/lightreasoner/v1/trainer_pb.ts";
+import { LrSchedule, ProblemFormat, RunConfigSchema, RunMode, TrainingMethod } from "../../../../core/gen/lightreasoner/v1/trainer_pb.ts";
+import type { SamplerConfig } from "../sampling/config.ts";
+import { resolveSamplerConfig } from "../sampling/config.ts";
+import { parseEndpointTargets } from "../sampling/targets.ts";
+import { TrainingConfigError } from "../training/errors.ts";
+import type { TrainingConfig } from "../training/training-config.ts";
+import { resolveTrainingConfig } from "../training/training-config.ts";
+import { GrpcError } from "../../../../core/grpc/adapter.ts";
+import { RunConfigError } from "./errors.ts";
+
+export type RunModeName = "offline" | "online";
+export type MethodName = "lightreasoner" | "sft";
+export type ProblemLayoutChoice = "gsm8k" | "prompt" | "detect";
+
+export interface ProblemSourcePlan {
+  path: string;
+  layout: ProblemLayoutChoice;
+  offset: number;
+  /** 0: every problem after the offset. */
+  limit: number;
+}
+
+/** Everything a run does, resolved and checked. */
+export interface RunPlan {
+  name: string;
+  mode: RunModeName;
+  method: MethodName;
+  /** Null only when training on imported samples. */
+  problems: ProblemSourcePlan | null;
+  /** Null: no evaluation. */
+  evalProblems: ProblemSourcePlan | null;
+  /** "" unless training on a file in the reference scripts' sample format. */
+  importSamplesPath: string;
+  endpoints: string[];
+  seed: number;
+  sampler: SamplerConfig;
+  training: TrainingConfig;
+}
+
+export interface RunConfigDefaults {
+  /** The trainer's configured inference endpoints, used when the config names none. */
+  endpoints: readonly string[];
+  /** Draws the seed of a config that sets none. */
+  drawSeed?: () => number;
+}
+
+const SCHEDULES: Record<LrSchedule, TrainingConfig["schedule"] | undefined> = {
+  [LrSchedule.UNSPECIFIED]: undefined,
+  [LrSchedule.CONSTANT]: "constant",
+  [LrSchedule.LINEAR]: "linear",
+  [LrSchedule.COSINE]: "cosine",
+};
+
+/** Resolves and checks a RunConfig; the first bad field throws RunConfigError (INVALID_ARGUMENT). */
+export function resolveRunPlan(config: RunConfig | undefined, defaults: RunConfigDefaults): RunPlan {
+  const c = config ?? create(RunConfigSchema);
+  const method = methodOf(c.method);
+  const mode = modeOf(c.mode);
+  const importSamplesPath = c.importSamplesPath.trim();
+  const problems = sourceOf(c.problems, "problems");
+  const evalProblems = sourceOf(c.evalProblems, "eval_problems");
+  if (importSamplesPath) {
+    if (method !== "lightreasoner") throw new RunConfigError("import_samples_path", "imported samples train the LIGHTREASONER method only");
+    if (problems) throw new RunConfigError("problems", "give either problems to sample or import_samples_path, not both");
+    if (mode === "online") throw new RunConfigError("mode", "imported samples are trained on offline (there is nothing to sample)");
+  } else if (!problems) {
+    throw new RunConfigError("problems.path", "is required (or set import_samples_path)");
+  }
+  const endpoints = c.inferenceEndpoints.length > 0 ? [...c.inferenceEndpoints] : [...defaults.endpoints];
+  asRunConfigError(() => parseEndpointTargets(endpoints, "inference_endpoints"));
+  const seed = c.seed ?? (defaults.drawSeed ?? (() => randomInt(0, 2 ** 31)))();
+
+  const s = c.sampling;
+  if (method === "lightreasoner" && s?.encoding === DistributionEncoding.NONE) {
+    throw new RunConfigError("sampling.encoding", "NONE sends no distributions, but LIGHTREASONER needs both models' distributions (use SPARSE or FULL)");
+  }
+  const sampler = asRunConfigError(() =>
+    resolveSamplerConfig({
+      method,
+      seed,
+      beta: c.selection?.beta,
+      alpha: c.selection?.alpha,
+      encoding: s?.encoding === DistributionEncoding.FULL ? "full" : undefined,
+      temperature: s?.temperature,
+      topP: s?.topP,
+      maxNewTokens: s?.maxNewTokens,
+      systemPrompt: s?.systemPrompt,
+      stopStrings: s && s.stopStrings.length > 0 ? [...s.stopStrings] : undefined,
+      concurrency: s?.concurrency,
+      sftAttempts: c.sft?.attemptsPerProblem,
+    }),
+  );
+
+  const o = c.optimization;
+  const l = c.lora;
+  const training = asRunConfigError(() =>
+    resolveTrainingConfig(
+      {
+        lora: {
+          rank: l?.rank,
+          alpha: l?.alpha,
+          dropout: l?.dropout,
+          targetModules: l && l.targetModules.length > 0 ? [...l.targetModules] : undefined,
+        },
+        learningRate: o?.learningRate,
+        batchSize: o?.batchSize,
+        gradientAccumulation: o?.gradientAccumulation,
+        maxSteps: o?.maxSteps,
+        warmupSteps: o?.warmupSteps,
+        weightDecay: o?.weightDecay,
+        schedule: o ? SCHEDULES[o.schedule] : undefined,
+        checkpointEverySteps: o?.checkpointEverySteps,
+        pushEverySteps: o?.pushEverySteps,
+        seed,
+      },
+      "training",
+    ),
+  );
+  return { name: c.name, mode, method, problems, evalProblems, importSamplesPath, endpoints, seed, sampler, training };
+}
+
+/** The plan as a RunConfig with every field set: what Run.config reports and run.json keeps. */
+export function resolvedRunConfig(plan: RunPlan): RunConfig {
+  const { sampler: s, training: t } = plan;
+  const source = (p: ProblemSourcePlan | null) =>
+    p ? { path: p.path, format: p.layout === "gsm8k" ? ProblemFormat.GSM8K : p.layout === "prompt" ? ProblemFormat.PROMPT : ProblemFormat.UNSPECIFIED, offset: p.offset, limit: p.limit } : undefined;
+  return create(RunConfigSchema, {
+    name: plan.name,
+    mode: plan.mode === "online" ? RunMode.ONLINE : RunMode.OFFLINE,
+    method: plan.method === "sft" ? TrainingMethod.SFT : TrainingMethod.LIGHTREASONER,
+    problems: source(plan.problems),
+    evalProblems: source(plan.evalProblems),
+    importSamplesPath: plan.importSamplesPath,
+    inferenceEndpoints: plan.endpoints,
+    sampling: {
+      temperature: s.temperature,
+      topP: s.topP,
+      maxNewTokens: s.maxNewTokens,
+      systemPrompt: s.systemPrompt,
+      stopStrings: s.stopStrings,
+      encoding: plan.method === "sft" ? DistributionEncoding.NONE : s.encoding === "full" ? DistributionEncoding.FULL : DistributionEncoding.SPARSE,
+      concurrency: s.concurrency,
+    },
+    selection: { beta: s.beta, alpha: s.alpha },
+    lora: { rank: t.lora.rank, alpha: t.lora.alpha, dropout: t.lora.dropout, targetModules: [...t.lora.targetModules] },
+    optimization: {
+      learningRate: t.learningRate,
+      batchSize: t.batchSize,
+      gradientAccumulation: t.gradientAccumulation,
+      maxSteps: t.maxSteps,
+      warmupSteps: t.warmupSteps,
+      weightDecay: t.weightDecay,
+      schedule: t.schedule === "constant" ? LrSchedule.CONSTANT : t.schedule === "cosine" ? LrSchedule.COSINE : LrSchedule.LINEAR,
+      checkpointEverySteps: t.checkpointEverySteps,
+      pushEverySteps: t.pushEverySteps,
+    },
+    sft: { attemptsPerProblem: s.sftAttempts },
+    seed: plan.seed,
+  });
+}
+
+function methodOf(method: TrainingMethod): MethodName {
+  if (method === TrainingMethod.UNSPECIFIED || method === TrainingMethod.LIGHTREASONER) return "lightreasoner";
+  if (method === TrainingMethod.SFT) return "sft";
+  throw new RunConfigError("method", `unknown value ${method}`);
+}
+
+function modeOf(mode: RunMode): RunModeName {
+  if (mode === RunMode.UNSPECIFIED || mode === RunMode.OFFLINE) return "offline";
+  if (mode === RunMode.ONLINE) return "online";
+  throw new RunConfigError("mode", `unknown value ${mode}`);
+}
+
+function sourceOf(source: ProblemSource | undefined, field: string): ProblemSourcePlan | null {
+  if (!source || source.path.trim() === "") {
+    if (source && (source.offset > 0 || source.limit > 0)) throw new RunConfigError(`${field}.path`, "is empty but offset or limit is set");
+    return null;
+  }
+  const layouts: Record<number, ProblemLayoutChoice> = { [ProblemFormat.UNSPECIFIED]: "detect", [ProblemFormat.GSM8K]: "gsm8k", [ProblemFormat.PROMPT]: "prompt" };
+  const layout = layouts[source.format];
+  if (layout === undefined) throw new RunConfigError(`${field}.format`, `unknown value ${source.format}`);
+  return { path: source.path.trim(), layout, offset: source.offset, limit: source.limit };
+}
+
+/** The sampling and training resolvers name fields in their own words; report the proto path. */
+function asRunConfigError<T>(resolve: () => T): T {
+  try {
+    return resolve();
+  } catch (err) {
+    if (err instanceof TrainingConfigError) throw new RunConfigError(protoPath(err.field), err.problem);
+    if (err instanceof RunConfigError) throw err;
+    if (err instanceof GrpcError && err.field) {
+      throw new RunConfigError(err.field, err.message.startsWith(`${err.field}: `) ? err.message.slice(err.field.length + 2) : err.message);
+    }
+    throw err;
+  }
+}
+
+/** "training.lora.rank" -> "lora.rank"; "training.learningRate" -> "optimization.learning_rate". */
+function protoPath(field: string): string {
+  const parts = field.replace(/^training\.?/, "").split(".").filter(Boolean);
+  const snake = parts.map((p) => p.replace(/[A-Z]/g, (ch) => `_${ch.toLowerCase()}`));
+  if (snake.length === 0) return "optimization";
+  if (snake[0] === "lora") return snake.join(".");
+  if (snake[0] === "seed") return "seed";
+  return ["optimization", ...snake].join(".");
+}

@@ -1,0 +1,61 @@
+// Shared pieces of the trainer service's tests: a trainer on loopback beside a real inference
+// server, run configs small enough for the tiny random pair, and a WatchRun collector.
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { createClient } from "../../core/grpc/adapter.ts";
+import type { ServiceClient } from "../../core/grpc/adapter.ts";
+import { RunMode, RunState, TrainerService } from "../../core/gen/lightreasoner/v1/trainer_pb.ts";
+import type { RunConfigSchema, WatchRunResponse } from "../../core/gen/lightreasoner/v1/trainer_pb.ts";
+import { startTrainerServer } from "../../services/trainer/src/main.ts";
+import type { TrainerServer } from "../../services/trainer/src/main.ts";
+import { silentLogger } from "../inference/helpers.ts";
+
+/** A RunConfig written as a plain object (not a message instance). */
+export type RunConfigInit = Exclude<MessageInitShape<typeof RunConfigSchema>, { $typeName: string }>;
+
+export type TrainerClient = ServiceClient<(typeof TrainerService)["method"]>;
+
+export async function startTrainer(expertDir: string, inference: string[], runsDir: string): Promise<{ server: TrainerServer; client: TrainerClient; close(): Promise<void> }> {
+  const server = await startTrainerServer({ expertDir, inferenceTargets: inference, runsDir, host: "127.0.0.1", port: 0, metricsPort: 0, connectTimeoutMs: 2000, logger: silentLogger() });
+  const client = createClient(TrainerService, server.address);
+  return {
+    server,
+    client,
+    close: async () => {
+      client.close();
+      await server.close();
+    },
+  };
+}
+
+/**
+ * A run the tiny random pair finishes in a few seconds. Its KLs are large (random models), so
+ * beta 3.3 keeps about half the steps; sampled (temperature 1) so trajectories differ.
+ */
+export function smallRun(problemsFile: string, overrides: RunConfigInit = {}): RunConfigInit {
+  return {
+    mode: RunMode.OFFLINE,
+    problems: { path: problemsFile },
+    sampling: { temperature: 1, maxNewTokens: 16, concurrency: 4 },
+    selection: { beta: 3.3 },
+    optimization: { learningRate: 5e-2, batchSize: 4, gradientAccumulation: 1, maxSteps: 6, checkpointEverySteps: 2 },
+    seed: 21,
+    ...overrides,
+  };
+}
+
+/** Every event of a WatchRun call until the stream ends. */
+export async function watchAll(client: TrainerClient, runId: string): Promise<WatchRunResponse[]> {
+  const events: WatchRunResponse[] = [];
+  for await (const event of client.watchRun({ runId })) events.push(event);
+  return events;
+}
+
+/** Waits until the run is over and returns its final state. */
+export async function finished(client: TrainerClient, runId: string): Promise<RunState> {
+  const events = await watchAll(client, runId);
+  const last = events.at(-1)?.event;
+  if (last?.case !== "finished") throw new Error(`WatchRun ended with ${last?.case ?? "nothing"}`);
+  return last.value.state;
+}
+
+export { RunState };

@@ -1,0 +1,193 @@
+// Runs that stop and continue: a run cancelled during sampling, and one whose trainer shut
+// down during training and came back, each resumed to the same samples and the same amount
+// of training as an uninterrupted run with the same seed. And every bad StartRun gets its
+// status code with the offending field named.
+import { readFileSync, writeFileSync, existsSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Status } from "../../core/grpc/adapter.ts";
+import { RunStage } from "../../core/gen/lightreasoner/v1/trainer_pb.ts";
+import type { RunCounters } from "../../core/gen/lightreasoner/v1/trainer_pb.ts";
+import type { InferenceServer } from "../../services/inference/src/main.ts";
+import { SampleStore } from "../../services/trainer/src/store/sample-store.ts";
+import { RUN_FILE } from "../../services/trainer/src/runs/run-record.ts";
+import { startServer, statusOf, writeTinyPair } from "../inference/helpers.ts";
+import type { TinyPair } from "../inference/helpers.ts";
+import { expectSameSamples, writeProblems } from "../trainer-sampling/helpers.ts";
+import { finished, RunState, smallRun, startTrainer } from "./helpers.ts";
+import type { TrainerClient } from "./helpers.ts";
+
+/** Waits for the first event that satisfies `until`, then returns (the watch is left). */
+async function waitFor(client: TrainerClient, runId: string, until: (event: Awaited<ReturnType<TrainerClient["watchRun"]> extends AsyncIterable<infer E> ? E : never>) => boolean): Promise<void> {
+  for await (const event of client.watchRun({ runId })) if (until(event)) return;
+  throw new Error(`run ${runId} ended before the awaited event`);
+}
+
+const trainingSummary = (c: RunCounters | undefined) => ({ problemsSampled: c?.problemsSampled, stepsSeen: c?.stepsSeen, stepsSelected: c?.stepsSelected, tunedTokens: c?.tunedTokens, optimizerSteps: c?.optimizerSteps });
+
+describe("runs that are cancelled, interrupted and resumed", () => {
+  let pair: TinyPair;
+  let inference: InferenceServer;
+  let problemsFile: string;
+  let runsDir: string;
+  let trainer: Awaited<ReturnType<typeof startTrainer>>;
+  const config = () => smallRun(problemsFile, { sampling: { temperature: 1, maxNewTokens: 16, concurrency: 1 }, optimization: { learningRate: 5e-2, batchSize: 4, gradientAccumulation: 1, maxSteps: 30, checkpointEverySteps: 10 } });
+  beforeAll(async () => {
+    pair = writeTinyPair();
+    inference = await startServer(pair);
+    problemsFile = writeProblems(pair.root, 120).file;
+    runsDir = join(pair.root, "runs");
+    trainer = await startTrainer(pair.expertDir, [inference.address], runsDir);
+    await trainer.client.startRun({ runId: "reference", config: config() });
+    expect(await finished(trainer.client, "reference")).toBe(RunState.SUCCEEDED);
+  });
+  afterAll(async () => {
+    await trainer?.close();
+    await inference?.close(1000);
+    pair?.remove();
+  });
+
+  const samplesOf = (runId: string) => SampleStore.read(join(runsDir, runId, "samples.jsonl")).records;
+
+  it("cancelled during sampling, then resumed: the same samples and training as without the interruption", async () => {
+    const { client } = trainer;
+    await client.startRun({ runId: "cancelled", config: config() });
+    await waitFor(client, "cancelled", (e) => e.event.case === "progress" && e.event.value.problemsSampled >= 3);
+    const { run: stopped } = await client.cancelRun({ runId: "cancelled" });
+    expect(stopped?.state).toBe(RunState.CANCELLED);
+    expect(stopped?.stage).toBe(RunStage.SAMPLING);
+    expect(stopped!.counters!.problemsSampled).toBeLessThan(120);
+    expect(samplesOf("cancelled").length).toBe(stopped!.counters!.problemsSampled);
+
+    const { run: resumed } = await client.resumeRun({ runId: "cancelled" });
+    expect(resumed?.state).toBe(RunState.RUNNING);
+    expect(await finished(client, "cancelled")).toBe(RunState.SUCCEEDED);
+    const { run } = await client.getRun({ runId: "cancelled" });
+    const { run: reference } = await client.getRun({ runId: "reference" });
+    expectSameSamples(samplesOf("cancelled"), samplesOf("reference"));
+    expect(trainingSummary(run!.counters)).toEqual(trainingSummary(reference!.counters));
+  });
+
+  it("a trainer that shuts down mid-training leaves the run resumable by the next trainer, which finishes it", async () => {
+    await trainer.client.startRun({ runId: "interrupted", config: config() });
+    await waitFor(trainer.client, "interrupted", (e) => e.event.case === "trainingStep" && e.event.value.step >= 2);
+    await trainer.close();
+
+    trainer = await startTrainer(pair.expertDir, [inference.address], runsDir);
+    const { client } = trainer;
+    const { run: found } = await client.getRun({ runId: "interrupted" });
+    expect(found?.state).toBe(RunState.CANCELLED);
+    expect(found?.stage).toBe(RunStage.TRAINING);
+    expect(found!.counters!.optimizerSteps).toBeLessThan(30);
+
+    await client.resumeRun({ runId: "interrupted" });
+    expect(await finished(client, "interrupted")).toBe(RunState.SUCCEEDED);
+    const { run } = await client.getRun({ runId: "interrupted" });
+    const { run: reference } = await client.getRun({ runId: "reference" });
+    expectSameSamples(samplesOf("interrupted"), samplesOf("reference"));
+    expect(trainingSummary(run!.counters)).toEqual(trainingSummary(reference!.counters));
+    expect(run!.stageTimings.find((t) => t.stage === RunStage.TRAINING)!.wallSeconds).toBeGreaterThan(0);
+  });
+
+  it("a run left RUNNING by a trainer that was killed is reported FAILED and can be resumed", async () => {
+    await trainer.close();
+    // What a SIGKILLed trainer leaves behind: the record still says running.
+    const file = join(runsDir, "reference", RUN_FILE);
+    writeFileSync(file, readFileSync(file, "utf8").replace('"state": "succeeded"', '"state": "running"'));
+    trainer = await startTrainer(pair.expertDir, [inference.address], runsDir);
+    const { run } = await trainer.client.getRun({ runId: "reference" });
+    expect(run?.state).toBe(RunState.FAILED);
+    expect(run?.error).toMatch(/trainer stopped while this run was running/);
+    await trainer.client.resumeRun({ runId: "reference" });
+    expect(await finished(trainer.client, "reference")).toBe(RunState.SUCCEEDED);
+    expect((await trainer.client.getRun({ runId: "reference" })).run?.counters?.optimizerSteps).toBe(30);
+  });
+});
+
+describe("StartRun and friends refuse bad requests with the contract's codes", () => {
+  let pair: TinyPair;
+  let inference: InferenceServer;
+  let trainer: Awaited<ReturnType<typeof startTrainer>>;
+  let problemsFile: string;
+  beforeAll(async () => {
+    pair = writeTinyPair();
+    inference = await startServer(pair, { limits: { maxNewTokens: 64, defaultMaxNewTokens: 64 } });
+    problemsFile = writeProblems(pair.root, 8).file;
+    trainer = await startTrainer(pair.expertDir, [inference.address], join(pair.root, "runs"));
+  });
+  afterAll(async () => {
+    await trainer?.close();
+    await inference?.close(1000);
+    pair?.remove();
+  });
+
+  const start = (runId: string, config: ReturnType<typeof smallRun>) => statusOf(() => trainer.client.startRun({ runId, config }));
+
+  it("INVALID_ARGUMENT names the field, the file line, or the limit that was broken", async () => {
+    const cases: [ReturnType<typeof smallRun>, RegExp][] = [
+      [smallRun(problemsFile, { selection: { beta: -1 } }), /^selection\.beta: /],
+      [smallRun(problemsFile, { selection: { alpha: 2 } }), /^selection\.alpha: /],
+      [smallRun(problemsFile, { optimization: { learningRate: -1 } }), /^optimization\.learning_rate: /],
+      [smallRun(problemsFile, { sampling: { maxNewTokens: 65 } }), /^sampling\.max_new_tokens: .*64/],
+      [smallRun(join(pair.root, "absent.jsonl")), /^problems\.path: no file at/],
+      [smallRun(problemsFile, { inferenceEndpoints: ["localhost"] }), /^inference_endpoints\[0\]: /],
+    ];
+    for (const [config, message] of cases) {
+      const err = await start("", config);
+      expect(err.code, err.message).toBe(Status.INVALID_ARGUMENT);
+      expect(err.message).toMatch(message);
+    }
+    const bad = join(pair.root, "bad.jsonl");
+    writeFileSync(bad, `${JSON.stringify({ prompt: "fine", answer: 1 })}\n${JSON.stringify({ prompt: 7 })}\n`);
+    const err = await start("", smallRun(bad));
+    expect(err.code).toBe(Status.INVALID_ARGUMENT);
+    expect(err.message).toMatch(/bad\.jsonl:2: "prompt" must be a string/);
+    const id = await start("../escape", smallRun(problemsFile));
+    expect(id.code).toBe(Status.INVALID_ARGUMENT);
+    expect(id.message).toMatch(/^run_id: /);
+    expect((await trainer.client.listRuns({})).runs).toEqual([]);
+  });
+
+  it("UNAVAILABLE for an endpoint that does not answer, FAILED_PRECONDITION for an expert the endpoints do not serve", async () => {
+    const down = await start("", smallRun(problemsFile, { inferenceEndpoints: ["127.0.0.1:1"] }));
+    expect(down.code).toBe(Status.UNAVAILABLE);
+    expect(down.message).toMatch(/127\.0\.0\.1:1/);
+
+    const wrong = await startTrainer(pair.amateurDir, [inference.address], join(pair.root, "runs-wrong"));
+    try {
+      const err = await statusOf(() => wrong.client.startRun({ config: smallRun(problemsFile) }));
+      expect(err.code).toBe(Status.FAILED_PRECONDITION);
+      expect(err.message).toMatch(/fingerprint/);
+    } finally {
+      await wrong.close();
+    }
+  });
+
+  it("validate_only resolves and checks without starting or storing anything", async () => {
+    const { run } = await trainer.client.startRun({ runId: "dry", validateOnly: true, config: smallRun(problemsFile) });
+    expect(run?.state).toBe(RunState.PENDING);
+    expect(run?.config?.selection?.alpha).toBeCloseTo(0.2);
+    expect(run?.config?.seed).toBe(21);
+    expect((await trainer.client.listRuns({})).runs).toEqual([]);
+    expect(existsSync(join(pair.root, "runs", "dry"))).toBe(false);
+  });
+
+  it("NOT_FOUND, ALREADY_EXISTS and FAILED_PRECONDITION where the run's state forbids the call", async () => {
+    const { client } = trainer;
+    for (const call of [() => client.getRun({ runId: "nope" }), () => client.cancelRun({ runId: "nope" }), () => client.resumeRun({ runId: "nope" })]) {
+      expect((await statusOf(call)).code).toBe(Status.NOT_FOUND);
+    }
+    expect((await statusOf(async () => { for await (const _ of client.watchRun({ runId: "nope" })); })).code).toBe(Status.NOT_FOUND);
+
+    await client.startRun({ runId: "first", config: smallRun(problemsFile, { optimization: { maxSteps: 200, batchSize: 4 } }) });
+    const busy = await start("second", smallRun(problemsFile));
+    expect(busy.code).toBe(Status.FAILED_PRECONDITION);
+    expect(busy.message).toMatch(/run first is running/);
+    const running = await statusOf(() => client.resumeRun({ runId: "first" }));
+    expect(running.code).toBe(Status.FAILED_PRECONDITION);
+    await client.cancelRun({ runId: "first" });
+
+    const taken = await start("first", smallRun(problemsFile));
+    expect(taken.code).toBe(Status.ALREADY_EXISTS);
+  });
+});

@@ -7,7 +7,7 @@ import { registerServe } from "./commands/serve-inference.ts";
 import { registerServeTrainer } from "./commands/serve-trainer.ts";
 import { registerPretrain } from "./commands/pretrain.ts";
 import { registerWorldData } from "./commands/world-data.ts";
-import { registerDemo } from "./commands/demo.ts";
+import { registerRun } from "./commands/run.ts";
 import { registerOfflineStages } from "./commands/offline.ts";
 
 const program = new Command()
@@ -22,7 +22,7 @@ registerServeTrainer(registerServe(program));
 registerPretrain(program);
 registerWorldData(program);
 registerOfflineStages(program);
-registerDemo(program);
+registerRun(program);
 
 try {
   await program.parseAsync(process.argv);

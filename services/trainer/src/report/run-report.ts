@@ -36,7 +36,10 @@ export interface MethodResult {
   /** Paired 95% interval of (after - before) on the same evaluation problems. */
   accuracyDeltaCi95: [number, number];
   problemsSampled: number;
+  /** Distinct token positions trained on (each selected step, or each token of a kept trajectory, counted once). */
   tunedTokens: number;
+  /** Token positions run through the loss, repeats over epochs included. */
+  tunedTokenPasses: number;
   optimizerSteps: number;
   /** Sampling + training wall time, the cost the paper compares. */
   wallSeconds: number;

@@ -1,0 +1,205 @@
+// `lightreasoner run` (what `npm start` runs): the whole method on one machine. It starts the
+// inference and trainer services as separate processes on loopback ports, measures the
+// amateur, runs LightReasoner (online by default) and then the rejection-sampling SFT
+// baseline through TrainerService, shows each run's progress, stops both services, and
+// writes report.json and report.html. Without --problems it uses the built-in world: the
+// training problems are drawn past the ones the built-in pair was pretrained on, and the
+// evaluation problems come from the world's test split.
+import type { Command } from "commander";
+import { Option } from "commander";
+import { existsSync, mkdirSync } from "node:fs";
+import { basename, join, resolve } from "node:path";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { createClient } from "../../core/grpc/adapter.ts";
+import { LrSchedule, RunMode, TrainerService, TrainingMethod } from "../../core/gen/lightreasoner/v1/trainer_pb.ts";
+import type { Run, RunConfigSchema } from "../../core/gen/lightreasoner/v1/trainer_pb.ts";
+import { readProblems } from "../../core/tasks/problems.ts";
+import { buildWorldData } from "../../world/build-data.ts";
+import { EndpointPool } from "../../services/trainer/src/sampling/endpoint-pool.ts";
+import { evaluate } from "../../services/trainer/src/eval/evaluate.ts";
+import { writeRunReport } from "../../services/trainer/src/report/run-report.ts";
+import { buildReport } from "../run/build-report.ts";
+import { followRun } from "../run/run-progress.ts";
+import { startService } from "../run/service-processes.ts";
+import type { ServiceProcess } from "../run/service-processes.ts";
+import { printSummary } from "../run/summary.ts";
+import { parseIntegerOption, parseNumberOption, UsageError } from "../options.ts";
+
+/**
+ * The default round's settings, chosen on the built-in world's validation split (never on
+ * its test split); README "What the default run shows" gives the measurements behind them.
+ */
+export const RUN_DEFAULTS = {
+  /** The built-in pair was pretrained on the world's first 20,000 training problems. */
+  pretrainedProblems: 20_000,
+  sample: 400,
+  eval: 1000,
+  beta: 0.4,
+  alpha: 0.2,
+  temperature: 0,
+  maxNewTokens: 128,
+  learningRate: 1e-3,
+  steps: 200,
+  batchSize: 8,
+  gradientAccumulation: 2,
+  pushEvery: 50,
+  sftSample: 400,
+  sftSteps: 200,
+  sftLearningRate: 1e-3,
+  seed: 1,
+} as const;
+
+interface RunFlags {
+  expert: string;
+  amateur: string;
+  problems?: string;
+  evalProblems?: string;
+  sample: number;
+  eval: number;
+  mode: "online" | "offline";
+  beta: number;
+  alpha: number;
+  temperature: number;
+  maxNewTokens: number;
+  lr: number;
+  steps: number;
+  batchSize: number;
+  gradientAccumulation: number;
+  pushEvery: number;
+  sft: boolean;
+  sftSample: number;
+  sftSteps: number;
+  sftLr: number;
+  seed: number;
+  reportDir: string;
+}
+
+const D = RUN_DEFAULTS;
+
+export function registerRun(program: Command): void {
+  program
+    .command("run")
+    .description("the whole method on this machine: inference + trainer services as processes, a LightReasoner round, the SFT baseline, report.json + report.html")
+    .option("--expert <dir>", "expert model directory", "models/expert")
+    .option("--amateur <dir>", "amateur model directory", "models/amateur")
+    .option("--problems <file>", "training problems (JSON lines, GSM8K or prompt layout); default: the built-in world")
+    .option("--eval-problems <file>", "held-out problems with answers; required with --problems")
+    .option("--sample <n>", "problems to sample for LightReasoner", parseIntegerOption("--sample"), D.sample)
+    .option("--eval <n>", "held-out problems to evaluate on", parseIntegerOption("--eval"), D.eval)
+    .addOption(new Option("--mode <mode>", "LightReasoner's mode: online (sampling and training overlap) or offline").choices(["online", "offline"]).default("online"))
+    .option("--beta <kl>", "keep steps whose KL(expert || amateur) is above this, nats", parseNumberOption("--beta"), D.beta)
+    .option("--alpha <a>", "plausibility threshold of the contrastive soft label", parseNumberOption("--alpha"), D.alpha)
+    .option("--temperature <t>", "sampling temperature of the expert's trajectories (0: greedy)", parseNumberOption("--temperature"), D.temperature)
+    .option("--max-new-tokens <n>", "tokens per trajectory and per evaluation answer", parseIntegerOption("--max-new-tokens"), D.maxNewTokens)
+    .option("--lr <rate>", "LightReasoner's peak learning rate", parseNumberOption("--lr"), D.learningRate)
+    .option("--steps <n>", "LightReasoner's optimizer steps", parseIntegerOption("--steps"), D.steps)
+    .option("--batch-size <n>", "samples per micro-batch", parseIntegerOption("--batch-size"), D.batchSize)
+    .option("--gradient-accumulation <n>", "micro-batches per optimizer step", parseIntegerOption("--gradient-accumulation"), D.gradientAccumulation)
+    .option("--push-every <n>", "online mode: push the adapter every n optimizer steps", parseIntegerOption("--push-every"), D.pushEvery)
+    .option("--no-sft", "skip the SFT baseline")
+    .option("--sft-sample <n>", "problems the SFT baseline samples", parseIntegerOption("--sft-sample"), D.sftSample)
+    .option("--sft-steps <n>", "SFT optimizer steps", parseIntegerOption("--sft-steps"), D.sftSteps)
+    .option("--sft-lr <rate>", "SFT peak learning rate", parseNumberOption("--sft-lr"), D.sftLearningRate)
+    .option("--seed <n>", "seed of both runs", parseIntegerOption("--seed"), D.seed)
+    .option("--report-dir <dir>", "where report.json, report.html and the runs go", `runs/${new Date().toISOString().replace(/[:.]/g, "-")}`)
+    .action(async (flags: RunFlags) => runRound(flags));
+}
+
+/** Where the problems come from: the user's files, or the built-in world written into the report directory. */
+function problemSources(flags: RunFlags, reportDir: string): { train: { path: string; offset: number }; eval: { path: string } } {
+  if (flags.problems || flags.evalProblems) {
+    if (!flags.problems || !flags.evalProblems) throw new UsageError("give --problems and --eval-problems together (training problems and held-out problems)");
+    for (const file of [flags.problems, flags.evalProblems]) if (!existsSync(file)) throw new UsageError(`no file at ${file}`);
+    return { train: { path: resolve(flags.problems), offset: 0 }, eval: { path: resolve(flags.evalProblems) } };
+  }
+  const dir = join(reportDir, "world");
+  // Each split is a stream of its own: problems past the pretraining set are new to both models.
+  buildWorldData({ outDir: dir, trainCount: D.pretrainedProblems + Math.max(flags.sample, flags.sftSample), testCount: flags.eval, seed: 1 });
+  const train = join(dir, "train.jsonl");
+  // The offset is in lines; the world writes one problem per line from line 1.
+  return { train: { path: train, offset: D.pretrainedProblems }, eval: { path: join(dir, "test.jsonl") } };
+}
+
+function runConfig(flags: RunFlags, method: "lightreasoner" | "sft", sources: ReturnType<typeof problemSources>, inference: string): MessageInitShape<typeof RunConfigSchema> {
+  const lightreasoner = method === "lightreasoner";
+  return {
+    name: lightreasoner ? "LightReasoner" : "SFT baseline",
+    mode: lightreasoner && flags.mode === "online" ? RunMode.ONLINE : RunMode.OFFLINE,
+    method: lightreasoner ? TrainingMethod.LIGHTREASONER : TrainingMethod.SFT,
+    problems: { path: sources.train.path, offset: sources.train.offset, limit: lightreasoner ? flags.sample : flags.sftSample },
+    evalProblems: { path: sources.eval.path, limit: flags.eval },
+    inferenceEndpoints: [inference],
+    sampling: { temperature: flags.temperature, maxNewTokens: flags.maxNewTokens },
+    selection: { beta: flags.beta, alpha: flags.alpha },
+    optimization: {
+      learningRate: lightreasoner ? flags.lr : flags.sftLr,
+      maxSteps: lightreasoner ? flags.steps : flags.sftSteps,
+      batchSize: flags.batchSize,
+      gradientAccumulation: flags.gradientAccumulation,
+      schedule: LrSchedule.LINEAR,
+      pushEverySteps: flags.pushEvery,
+    },
+    seed: flags.seed,
+  };
+}
+
+async function runRound(flags: RunFlags): Promise<void> {
+  for (const dir of [flags.expert, flags.amateur]) {
+    if (!existsSync(join(dir, "config.json"))) throw new UsageError(`no model at ${dir} (the built-in pair is rebuilt by npm run models:build)`);
+  }
+  const started = performance.now();
+  const reportDir = resolve(flags.reportDir);
+  mkdirSync(reportDir, { recursive: true });
+  const sources = problemSources(flags, reportDir);
+  const evalCount = Math.min(flags.eval, readProblems(sources.eval.path).problems.length);
+
+  const services: ServiceProcess[] = [];
+  try {
+    const inference = await startService("inference", ["inference", "--expert", flags.expert, "--amateur", flags.amateur, "--threads", "1"]);
+    services.push(inference);
+    const trainer = await startService("trainer", ["trainer", "--inference", inference.address, "--expert", flags.expert, "--runs-dir", join(reportDir, "trainer")]);
+    services.push(trainer);
+    console.log(`inference service pid ${inference.pid} on ${inference.address} (metrics :${inference.metricsPort}); trainer pid ${trainer.pid} on ${trainer.address} (metrics :${trainer.metricsPort})`);
+
+    const amateur = await evaluateAmateur(inference.address, sources.eval.path, evalCount, flags.maxNewTokens);
+    console.log(`amateur: greedy accuracy ${amateur.correct}/${amateur.problems} = ${((100 * amateur.correct) / amateur.problems).toFixed(1)}%`);
+
+    const client = createClient(TrainerService, trainer.address);
+    let lightreasoner: Run;
+    let sft: Run | null = null;
+    try {
+      lightreasoner = await startAndFollow(client, "lightreasoner", runConfig(flags, "lightreasoner", sources, inference.address), "LightReasoner");
+      if (flags.sft) sft = await startAndFollow(client, "sft-baseline", runConfig(flags, "sft", sources, inference.address), "SFT baseline");
+    } finally {
+      client.close();
+    }
+
+    const report = buildReport({ lightreasoner, sft, amateur: { name: basename(resolve(flags.amateur)), ...amateur }, expertName: basename(resolve(flags.expert)), expertDir: flags.expert });
+    for (const service of services.splice(0).reverse()) {
+      const code = await service.stop();
+      if (code !== 0) throw new Error(`${service.name} exited with code ${code} after SIGTERM`);
+    }
+    const files = writeRunReport(reportDir, report);
+    printSummary(report);
+    console.log(`\nreport: ${files.html}\n        ${files.json}\ndone in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+  } finally {
+    await Promise.all(services.map((s) => s.stop().catch(() => undefined)));
+  }
+}
+
+async function startAndFollow(client: ReturnType<typeof createClient<(typeof TrainerService)["method"]>>, runId: string, config: MessageInitShape<typeof RunConfigSchema>, label: string): Promise<Run> {
+  const { run } = await client.startRun({ runId, config });
+  if (!run) throw new Error("StartRun returned no run");
+  return followRun(client, run.runId, label);
+}
+
+async function evaluateAmateur(target: string, evalFile: string, count: number, maxNewTokens: number): Promise<{ correct: number; problems: number }> {
+  const pool = await EndpointPool.connect({ targets: [target] });
+  try {
+    const problems = readProblems(evalFile).problems.slice(0, count);
+    const result = await evaluate({ pool, problems, mode: "amateur", maxNewTokens });
+    return { correct: result.correct, problems: result.problems };
+  } finally {
+    pool.close();
+  }
+}

@@ -1,0 +1,37 @@
+// The table `lightreasoner run` prints at the end: accuracy before and after with intervals,
+// LightReasoner beside the SFT baseline, and what each cost.
+import type { RunReport } from "../../services/trainer/src/report/run-report.ts";
+
+const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+const pts = (x: number) => `${x >= 0 ? "+" : ""}${(100 * x).toFixed(1)}`;
+const ci = ([lo, hi]: [number, number]) => `[${pct(lo)}, ${pct(hi)}]`;
+const change = ([lo, hi]: [number, number], after: number, before: number) => `${pts(after - before)} pts [${pts(lo)}, ${pts(hi)}]`;
+
+export function summaryRows(r: RunReport): string[][] {
+  const lr = r.lightreasoner;
+  const sft = r.sft;
+  const dash = "–";
+  return [
+    ["", "LightReasoner", "SFT baseline"],
+    [`expert accuracy before (${r.evalProblems} problems)`, `${pct(r.expert.accuracyBefore)} ${ci(r.expert.accuracyBeforeCi95)}`, sft ? "same" : dash],
+    ["expert accuracy after", `${pct(lr.accuracyAfter)} ${ci(lr.accuracyAfterCi95)}`, sft ? `${pct(sft.accuracyAfter)} ${ci(sft.accuracyAfterCi95)}` : dash],
+    ["change, paired 95% CI", change(lr.accuracyDeltaCi95, lr.accuracyAfter, r.expert.accuracyBefore), sft ? change(sft.accuracyDeltaCi95, sft.accuracyAfter, r.expert.accuracyBefore) : dash],
+    ["problems sampled", String(lr.problemsSampled), sft ? String(sft.problemsSampled) : dash],
+    ["steps seen / selected", `${lr.stepsSeen} / ${lr.stepsSelected} (${pct(lr.stepsSelected / Math.max(lr.stepsSeen, 1))})`, sft ? `${sft.trajectoriesKept} trajectories kept` : dash],
+    ["tuned tokens", String(lr.tunedTokens), sft ? `${sft.tunedTokens} (LR uses ${pct(lr.tunedTokens / Math.max(sft.tunedTokens, 1))})` : dash],
+    ["optimizer steps", String(lr.optimizerSteps), sft ? String(sft.optimizerSteps) : dash],
+    ["sampling + training wall time", `${lr.wallSeconds.toFixed(1)} s`, sft ? `${sft.wallSeconds.toFixed(1)} s` : dash],
+    [`amateur accuracy`, `${pct(r.amateur.accuracy)} ${ci(r.amateur.accuracyCi95)}`, ""],
+    ["tfjs backend", r.tfjsBackend, ""],
+  ];
+}
+
+export function printSummary(r: RunReport): void {
+  const rows = summaryRows(r);
+  const widths = rows[0].map((_, col) => Math.max(...rows.map((row) => row[col].length)));
+  console.log("");
+  for (const [i, row] of rows.entries()) {
+    console.log(row.map((cell, col) => (col === 0 ? cell.padEnd(widths[col]) : cell.padStart(widths[col]))).join("   "));
+    if (i === 0) console.log(widths.map((w) => "-".repeat(w)).join("   "));
+  }
+}

@@ -11,7 +11,7 @@ import type { RunCounters } from "../../core/gen/lightreasoner/v1/trainer_pb.ts"
 import type { InferenceServer } from "../../services/inference/src/main.ts";
 import { SampleStore } from "../../services/trainer/src/store/sample-store.ts";
 import { RUN_FILE } from "../../services/trainer/src/runs/run-record.ts";
-import { startServer, statusOf, writeTinyPair } from "../inference/helpers.ts";
+import { clients, startServer, statusOf, writeTinyPair } from "../inference/helpers.ts";
 import type { TinyPair } from "../inference/helpers.ts";
 import { expectSameSamples, writeProblems } from "../trainer-sampling/helpers.ts";
 import { finished, RunState, smallRun, startTrainer } from "./helpers.ts";
@@ -101,6 +101,41 @@ describe("runs that are cancelled, interrupted and resumed", () => {
     await trainer.client.resumeRun({ runId: "reference" });
     expect(await finished(trainer.client, "reference")).toBe(RunState.SUCCEEDED);
     expect((await trainer.client.getRun({ runId: "reference" })).run?.counters?.optimizerSteps).toBe(30);
+  });
+});
+
+describe("a run whose inference replica goes away", () => {
+  it("fails with the endpoint named, keeps its samples, and resumes once the replica is back", async () => {
+    const pair = writeTinyPair();
+    let inference = await startServer(pair);
+    const port = inference.port;
+    const trainer = await startTrainer(pair.expertDir, [inference.address], join(pair.root, "runs"));
+    try {
+      const problemsFile = writeProblems(pair.root, 16).file;
+      await trainer.client.startRun({ runId: "push", config: smallRun(problemsFile, { optimization: { learningRate: 5e-2, batchSize: 4, maxSteps: 100, checkpointEverySteps: 25 } }) });
+      await waitFor(trainer.client, "push", (e) => e.event.case === "trainingStep");
+      // The replica stops while the run trains; the adapter push at the end has nowhere to go.
+      await inference.close(0);
+      expect(await finished(trainer.client, "push")).toBe(RunState.FAILED);
+      const { run: failed } = await trainer.client.getRun({ runId: "push" });
+      expect(failed?.error).toMatch(new RegExp(`could not push the adapter to 127\\.0\\.0\\.1:${port}`));
+      const stored = SampleStore.read(join(failed!.runDir, "samples.jsonl")).records.length;
+      expect(stored).toBe(16);
+
+      inference = await startServer(pair, { port });
+      await trainer.client.resumeRun({ runId: "push" });
+      expect(await finished(trainer.client, "push")).toBe(RunState.SUCCEEDED);
+      const { run } = await trainer.client.getRun({ runId: "push" });
+      expect(run!.counters!.optimizerSteps).toBe(100);
+      expect(run!.counters!.problemsSampled).toBe(16);
+      expect(SampleStore.read(join(run!.runDir, "samples.jsonl")).records.length).toBe(16);
+      const info = await clients(inference).inference.getModelInfo({});
+      expect(info.adapterVersion).toBe(run!.liveAdapterVersion);
+    } finally {
+      await trainer.close();
+      await inference.close(0);
+      pair.remove();
+    }
   });
 });
 

@@ -10,6 +10,8 @@ import { RunMode, RunStage } from "../../core/gen/lightreasoner/v1/trainer_pb.ts
 import type { WatchRunResponse } from "../../core/gen/lightreasoner/v1/trainer_pb.ts";
 import type { InferenceServer } from "../../services/inference/src/main.ts";
 import { SampleStore } from "../../services/trainer/src/store/sample-store.ts";
+import { writePaperSamples } from "../../services/trainer/src/store/paper-format.ts";
+import { TextTokenizer } from "../../core/formats/tokenizer.ts";
 import { readRunRecord } from "../../services/trainer/src/runs/run-record.ts";
 import { clients, startServer, writeTinyPair } from "../inference/helpers.ts";
 import type { TinyPair } from "../inference/helpers.ts";
@@ -148,5 +150,25 @@ describe("TrainerService: an online run", () => {
     expect(late.map((e) => e.event.case)).toEqual(["snapshot", "finished"]);
     // Cancelling a run that is over changes nothing.
     expect((await client.cancelRun({ runId: "online-1" })).run?.state).toBe(RunState.SUCCEEDED);
+  });
+
+  it("trains on samples imported from the reference scripts' format", async () => {
+    const { client } = trainer;
+    const { run: source } = await client.getRun({ runId: "online-1" });
+    const records = SampleStore.read(join(source!.runDir, "samples.jsonl")).records;
+    const file = join(pair.root, "paper-samples.jsonl");
+    const written = writePaperSamples(file, records, TextTokenizer.load(pair.expertDir));
+    expect(written).toBe(records.reduce((n, r) => n + r.selected.length, 0));
+
+    await client.startRun({ runId: "imported", config: { importSamplesPath: file, optimization: { maxSteps: 3, batchSize: 4 }, seed: 2 } });
+    const events = await watchAll(client, "imported");
+    const last = events.at(-1)!.event;
+    expect(last.case === "finished" && last.value.error).toBe("");
+    const { run } = await client.getRun({ runId: "imported" });
+    expect(run?.state).toBe(RunState.SUCCEEDED);
+    expect(run!.counters!.samplesStored).toBe(written);
+    expect(run!.counters!.optimizerSteps).toBe(3);
+    expect(run!.counters!.problemsTotal).toBe(0);
+    expect(run!.liveAdapterVersion).toMatch(/^[0-9a-f]{16}$/);
   });
 });

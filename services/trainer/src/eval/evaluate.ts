@@ -172,7 +172,7 @@ interface Ask {
 }
 
 async function answer(lane: Lane, problem: Problem, index: number, ask: Ask, signal: AbortSignal | undefined): Promise<EvalRecord> {
-  const stream = lane.endpoint.client.generate(
+  const stream = lane.client.generate(
     {
       prompt: chatPrompt(problem.question, ask.systemPrompt),
       sampling: { temperature: 0, seed: 0, maxNewTokens: ask.maxNewTokens, stopStrings: ask.stopStrings },

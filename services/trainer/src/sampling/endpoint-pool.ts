@@ -2,9 +2,11 @@
 // runs. At connect, GetModelInfo on every endpoint (on every resolved address of a dns:///
 // target) must show the trainer's expert (by model fingerprint) and the same expert/amateur
 // pair everywhere. Work is spread over "lanes": one per "host:port" endpoint, one per
-// resolved address of a dns:/// endpoint (whose channel balances calls round-robin). The
-// caller picks the up lane with the least outstanding work; a lane that fails is marked down
-// for a while and its work goes elsewhere.
+// resolved address of a dns:/// endpoint, each lane with a channel of its own to its one
+// address (a shared round-robin channel would put a run's few long-lived calls on whichever
+// replica connected first). The caller picks the up lane with the least outstanding work; a
+// lane that fails is marked down for a while and its work goes elsewhere. Addresses are
+// resolved when the pool connects: replicas added later join the next run.
 import { lookup } from "node:dns/promises";
 import type { ChannelOptions } from "@grpc/grpc-js";
 import { createClient, GrpcError, Status } from "../../../../core/grpc/adapter.ts";
@@ -13,7 +15,7 @@ import { InferenceService } from "../../../../core/gen/lightreasoner/v1/inferenc
 import type { GetModelInfoResponse } from "../../../../core/gen/lightreasoner/v1/inference_pb.ts";
 import { modelFingerprint } from "../../../../core/formats/model-dir.ts";
 import { EndpointMismatchError, EndpointUnreachableError, FingerprintMismatchError } from "./errors.ts";
-import { channelTarget, hostPort, parseEndpointTargets } from "./targets.ts";
+import { hostPort, parseEndpointTargets } from "./targets.ts";
 import type { EndpointTarget } from "./targets.ts";
 
 export type InferenceMethods = (typeof InferenceService)["method"];
@@ -54,7 +56,6 @@ export interface Endpoint {
   target: EndpointTarget;
   /** As the user wrote it. */
   name: string;
-  client: InferenceClient;
   /** One GetModelInfo answer per address checked (one for "host:port"). */
   info: { address: string; info: GetModelInfoResponse }[];
 }
@@ -63,6 +64,10 @@ export interface Lane {
   /** The endpoint's name, with "#i" for the i-th lane of a dns:/// endpoint. */
   readonly id: string;
   readonly endpoint: Endpoint;
+  /** "host:port" of the one replica this lane talks to. */
+  readonly address: string;
+  /** A channel to that address only. */
+  readonly client: InferenceClient;
   /** Work in flight on this lane, kept by the caller through begin/end. */
   outstanding: number;
   /** Epoch milliseconds until which the lane is down (0: up). */
@@ -81,7 +86,6 @@ const DEFAULT_DOWN_FOR_MS = 2_000;
 const RETRY_CONNECT_MS = 200;
 /** Pings find a dead peer on an idle long-lived call; grpc-js servers accept this rate. */
 const KEEPALIVE: ChannelOptions = { "grpc.keepalive_time_ms": 30_000, "grpc.keepalive_timeout_ms": 10_000 };
-const ROUND_ROBIN: ChannelOptions = { "grpc.service_config": JSON.stringify({ loadBalancingConfig: [{ round_robin: {} }] }) };
 const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 
 export class EndpointPool {
@@ -92,11 +96,14 @@ export class EndpointPool {
     readonly endpoints: Endpoint[],
     readonly served: ServedPair,
     readonly downForMs: number,
+    channelOptions: ChannelOptions,
   ) {
     this.lanes = endpoints.flatMap((endpoint) =>
-      endpoint.info.map((_, i) => ({
+      endpoint.info.map(({ address }, i) => ({
         id: endpoint.info.length > 1 ? `${endpoint.name}#${i}` : endpoint.name,
         endpoint,
+        address,
+        client: createClient(InferenceService, address, { channelOptions }),
         outstanding: 0,
         downUntil: 0,
         lastError: null,
@@ -110,21 +117,10 @@ export class EndpointPool {
     const timeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
     const channelOptions = { "grpc.max_receive_message_length": MAX_MESSAGE_BYTES, ...KEEPALIVE, ...options.channelOptions };
     const endpoints: Endpoint[] = [];
-    try {
-      for (const target of targets) {
-        const info = await describeEndpoint(target, timeoutMs, channelOptions);
-        const client = createClient(InferenceService, channelTarget(target), {
-          channelOptions: target.kind === "dns" ? { ...ROUND_ROBIN, ...channelOptions } : channelOptions,
-        });
-        endpoints.push({ target, name: target.text, client, info });
-      }
-      const expected = options.expertFingerprint ?? (options.expertDir ? modelFingerprint(options.expertDir) : null);
-      const served = checkEndpoints(endpoints, expected, options.expertDir ?? null, options.requireSameAdapter ?? false);
-      return new EndpointPool(endpoints, served, options.downForMs ?? DEFAULT_DOWN_FOR_MS);
-    } catch (err) {
-      for (const e of endpoints) e.client.close();
-      throw err;
-    }
+    for (const target of targets) endpoints.push({ target, name: target.text, info: await describeEndpoint(target, timeoutMs, channelOptions) });
+    const expected = options.expertFingerprint ?? (options.expertDir ? modelFingerprint(options.expertDir) : null);
+    const served = checkEndpoints(endpoints, expected, options.expertDir ?? null, options.requireSameAdapter ?? false);
+    return new EndpointPool(endpoints, served, options.downForMs ?? DEFAULT_DOWN_FOR_MS, channelOptions);
   }
 
   isUp(lane: Lane, now = Date.now()): boolean {
@@ -173,7 +169,7 @@ export class EndpointPool {
   }
 
   close(): void {
-    for (const endpoint of this.endpoints) endpoint.client.close();
+    for (const lane of this.lanes) lane.client.close();
     this.downListeners.clear();
   }
 }

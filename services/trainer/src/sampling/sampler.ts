@@ -186,7 +186,7 @@ class SamplingRun {
   private callFor(lane: Lane): TrajectoryCall {
     const existing = this.calls.get(lane);
     if (existing && !existing.ended) return existing;
-    const call: TrajectoryCall = new TrajectoryCall(lane.endpoint.client, (error, unfinished) => this.onCallClosed(lane, call, error, unfinished));
+    const call: TrajectoryCall = new TrajectoryCall(lane.client, (error, unfinished) => this.onCallClosed(lane, call, error, unfinished));
     this.calls.set(lane, call);
     return call;
   }

@@ -1,6 +1,6 @@
 // Inference endpoint addresses as users write them: "host:port" (one server) or
 // "dns:///name:port" (every address the name resolves to, e.g. a Kubernetes headless
-// service; calls are spread over them by grpc-js's round_robin policy).
+// service; the endpoint pool gives each address a lane of its own).
 import { isIPv6 } from "node:net";
 import { SamplerConfigError } from "./errors.ts";
 
@@ -46,9 +46,4 @@ export function parseEndpointTargets(texts: readonly string[], field = "inferenc
 /** "host:port" for a direct grpc-js channel to one address (IPv6 in brackets). */
 export function hostPort(host: string, port: number): string {
   return `${isIPv6(host) ? `[${host}]` : host}:${port}`;
-}
-
-/** The grpc-js channel target of an endpoint. */
-export function channelTarget(target: EndpointTarget): string {
-  return target.kind === "dns" ? `${DNS_SCHEME}${hostPort(target.host, target.port)}` : hostPort(target.host, target.port);
 }

@@ -71,18 +71,22 @@ export function byProblem(records: Iterable<TrajectoryRecord>): Map<string, Traj
  * How far a float of two equivalent runs may differ: ONNX Runtime's kernels may round rows of
  * a batch differently in the last bit, so a trajectory computed in another batch (another
  * endpoint count, concurrency or restart) carries the same tokens but log-probabilities that
- * differ by about 1e-7. Everything discrete must match exactly.
+ * differ by about 1e-7 on the tiny random pair and up to ~1e-5 on the trained built-in pair,
+ * whose KLs are larger. Everything discrete must match exactly.
  */
 export const FLOAT_TOLERANCE = 1e-5;
+const RELATIVE_TOLERANCE = 1e-4;
 
-/** The same sample set: the same problems, steps, prefixes and plausible ids; KL and weights within FLOAT_TOLERANCE. */
+const close = (x: number, y: number) => Math.abs(x - y) <= FLOAT_TOLERANCE + RELATIVE_TOLERANCE * Math.abs(y);
+
+/** The same sample set: the same problems, steps, prefixes and plausible ids; KL and weights equal up to rounding. */
 export function expectSameSamples(actual: Iterable<TrajectoryRecord>, expected: Iterable<TrajectoryRecord>): void {
   const a = sampleSet(actual);
   const b = sampleSet(expected);
   const discrete = (s: SelectedSample) => ({ problemId: s.problemId, step: s.step, position: s.position, prefixTokenIds: s.prefixTokenIds, ids: s.ids, adapterVersion: s.adapterVersion });
   expect(a.map(discrete)).toEqual(b.map(discrete));
   a.forEach((s, i) => {
-    expect(Math.abs(s.kl - b[i].kl), `kl of ${s.problemId} step ${s.step}`).toBeLessThan(FLOAT_TOLERANCE);
-    s.weights.forEach((w, j) => expect(Math.abs(w - b[i].weights[j]), `weight ${j} of ${s.problemId} step ${s.step}`).toBeLessThan(FLOAT_TOLERANCE));
+    expect(close(s.kl, b[i].kl), `kl of ${s.problemId} step ${s.step}: ${s.kl} vs ${b[i].kl}`).toBe(true);
+    s.weights.forEach((w, j) => expect(close(w, b[i].weights[j]), `weight ${j} of ${s.problemId} step ${s.step}: ${w} vs ${b[i].weights[j]}`).toBe(true));
   });
 }

@@ -27,18 +27,36 @@ interface OpenTrajectory {
   done: Promise<void>;
 }
 
-/** Sends on the call; false (never a rejection) once the call is over. */
-function outbox(send: Send<typeof StreamTrajectoriesResponseSchema>): (message: Response) => Promise<boolean> {
-  return (message) => send(message).then(
-    () => true,
-    () => false,
-  );
+interface Outbox {
+  /** Sends on the call; false (never a rejection) once the call is over. */
+  post(message: Response): Promise<boolean>;
+  /** Resolves when every message posted so far was handed to the call: the call may end after it. */
+  flushed(): Promise<void>;
+}
+
+function outbox(send: Send<typeof StreamTrajectoriesResponseSchema>): Outbox {
+  const pending = new Set<Promise<boolean>>();
+  return {
+    post(message) {
+      const sent = send(message).then(
+        () => true,
+        () => false,
+      );
+      pending.add(sent);
+      void sent.then(() => pending.delete(sent));
+      return sent;
+    },
+    async flushed() {
+      while (pending.size > 0) await Promise.all(pending);
+    },
+  };
 }
 
 export function streamTrajectoriesHandler(ctx: ServingContext): Handler {
   return async (requests, send, call) => {
     const release = admitCall(ctx);
-    const post = outbox(send);
+    const messages = outbox(send);
+    const post = messages.post;
     const open = new Map<string, OpenTrajectory>();
     let idleCheck = () => {};
     // Resolves when the server is draining and this call has nothing left running.
@@ -82,8 +100,10 @@ export function streamTrajectoriesHandler(ctx: ServingContext): Handler {
             throw new InvalidRequestError("action", "exactly one of start or cancel must be set");
         }
       }
-      // Half-closed by the client: finish what is open, then end the call with OK.
+      // Half-closed by the client: finish what is open, hand over every message (refusals
+      // included), then end the call with OK.
       await Promise.all([...open.values()].map((t) => t.done));
+      await messages.flushed();
     } catch (err) {
       cancelAll();
       await Promise.all([...open.values()].map((t) => t.done));
@@ -160,8 +180,7 @@ function startTrajectory(ctx: ServingContext, id: string, start: TrajectoryReque
             completionText: f.completionText,
             stopString: f.stopString ?? "",
           };
-          void post({ requestId: id, event: { case: "finished", value: finished } });
-          resolveDone();
+          void post({ requestId: id, event: { case: "finished", value: finished } }).then(() => resolveDone());
         },
       },
     );

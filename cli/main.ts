@@ -11,6 +11,7 @@ import { registerWorldData } from "./commands/world-data.ts";
 import { registerRun } from "./commands/run.ts";
 import { registerRunsClient } from "./commands/runs.ts";
 import { registerOfflineStages } from "./commands/offline.ts";
+import { registerBench } from "./commands/bench.ts";
 
 const program = new Command()
   .name("lightreasoner")
@@ -26,6 +27,7 @@ registerWorldData(program);
 registerOfflineStages(program);
 registerRun(program);
 registerRunsClient(program);
+registerBench(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { logSoftmax } from "./distribution.ts";
 import { SeededRandom } from "./random.ts";
 import { type StepSelection, selectStep } from "./selection.ts";
-import { type SparseStep, selectFromSummary, summarizeStep, validateSparseStep } from "./sparse-step.ts";
+import { type SparseStep, selectFromSummary, summarizeStep, summarizeStepInPasses, validateSparseStep } from "./sparse-step.ts";
 
 /** Peaked logits like an LM's: a noisy floor, a few boosted tokens, and some exact ties. */
 function peakedLogits(rng: SeededRandom, vocab: number): Float32Array {
@@ -89,6 +89,38 @@ describe("summarizeStep", () => {
     expect(Array.from(s.amateurTop.ids)).toEqual([2, 1]);
     expect(s.amateurTop.restMass).toBeCloseTo(0.2, 6);
     expect(s.kl).toBeCloseTo(0.27488721956224654, 6);
+  });
+});
+
+describe("summarizeStep's single pass", () => {
+  it("equals the one-pass-per-quantity summary bit for bit, whatever k, ties, masked tokens or flat experts", () => {
+    const rng = new SeededRandom(7);
+    const bits = (x: number) => new Float64Array([x]);
+    const bytes = (a: ArrayBufferView): Uint8Array => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+    for (let trial = 0; trial < 120; trial++) {
+      const vocab = [8, 50, 1000, 200][trial % 4];
+      const flat = trial % 5 === 0;
+      const logits = () => (flat ? Float32Array.from({ length: vocab }, () => rng.normal() * 0.01) : peakedLogits(rng, vocab));
+      const logpExpert = logSoftmax(logits());
+      const logpAmateur = logSoftmax(logits());
+      const options = { alpha: [0.2, 0.05, 1][trial % 3], topK: [0, 1, 4, 2000][trial % 4] };
+      const fused = summarizeStep(logpExpert, logpAmateur, options);
+      const passes = summarizeStepInPasses(logpExpert, logpAmateur, options);
+      expect(bytes(bits(fused.kl))).toEqual(bytes(bits(passes.kl)));
+      expect(bytes(bits(fused.expertEntropy))).toEqual(bytes(bits(passes.expertEntropy)));
+      expect(Array.from(fused.plausibleIds)).toEqual(Array.from(passes.plausibleIds));
+      for (const side of ["expertTop", "amateurTop"] as const) {
+        expect(Array.from(fused[side].ids)).toEqual(Array.from(passes[side].ids));
+        expect(bytes(fused[side].logp)).toEqual(bytes(passes[side].logp));
+        expect(bytes(bits(fused[side].restMass))).toEqual(bytes(bits(passes[side].restMass)));
+      }
+    }
+  });
+
+  it("refuses a bad k or mismatched vocabularies as the separate functions do", () => {
+    const logp = logSoftmax([1, 2, 3]);
+    expect(() => summarizeStep(logp, logp, { alpha: 0.2, topK: -1 })).toThrow(/^k: must be a non-negative integer, got -1/);
+    expect(() => summarizeStep(logp, logSoftmax([1, 2]), { alpha: 0.2, topK: 0 })).toThrow(/^logpAmateur: covers 2 tokens/);
   });
 });
 

@@ -1,0 +1,79 @@
+// Trajectory generation driven straight through the inference engine's model runner
+// (CausalLmSession.step), no scheduler and no gRPC, so two ways of scoring the amateur can be
+// compared on exactly the same batches: "kv-cache" (this project: the amateur advances in
+// lockstep with the expert, one incremental token per step) and "re-encode" (the reference
+// scripts' way: at every step the amateur runs over the whole prefix again, from an empty
+// cache). In both, the expert writes greedily with its own KV cache, a stream stops at EOS as
+// the service stops it, and every step pays for the method's full-vocabulary summary (KL,
+// entropy, plausible set, top-k), as the service's SPARSE stream does.
+import type { LogProbs } from "../core/math/distribution.ts";
+import { argmaxToken } from "../core/math/sampling.ts";
+import type { SparseStep, SummarizeOptions } from "../core/math/sparse-step.ts";
+import type { CausalLmSession } from "../services/inference/src/model/session.ts";
+import { BenchInputError } from "./stats.ts";
+
+export type AmateurScoring = "kv-cache" | "re-encode";
+
+/** The per-step summary a run pays for; summarizeStep or the old summarizeStepInPasses. */
+export type Summarize = (logpExpert: LogProbs, logpAmateur: LogProbs, options: SummarizeOptions) => SparseStep;
+
+export interface EngineRunOptions {
+  expert: CausalLmSession;
+  amateur: CausalLmSession;
+  /** One prompt per concurrent stream (left-padded into one batch when lengths differ). */
+  prompts: readonly (readonly number[])[];
+  /** Most tokens per stream; a stream also stops at one of eosTokenIds. */
+  newTokens: number;
+  eosTokenIds: readonly number[];
+  scoring: AmateurScoring;
+  summarize: Summarize;
+  summary: SummarizeOptions;
+}
+
+/** Wall-clock phases of one run of concurrent trajectories. */
+export interface RunTiming {
+  /** Tokens generated over all streams. */
+  tokens: number;
+  streams: number;
+  /** From the first request to the last token. */
+  seconds: number;
+  /** From the first request until every stream had its first token (the prompts' prefill). */
+  firstTokenSeconds: number;
+}
+
+export const tokensPerSecond = (t: RunTiming) => t.tokens / t.seconds;
+
+/** Tokens after each stream's first, per second of the time after the last first token. */
+export const decodeTokensPerSecond = (t: RunTiming) => (t.tokens - t.streams) / Math.max(t.seconds - t.firstTokenSeconds, 1e-9);
+
+export async function runEngineTrajectories(options: EngineRunOptions): Promise<RunTiming> {
+  const { expert, amateur, prompts, newTokens, scoring, summarize, summary, eosTokenIds } = options;
+  if (prompts.length === 0) throw new BenchInputError("prompts", "must hold at least one prompt");
+  if (prompts.some((p) => p.length === 0)) throw new BenchInputError("prompts", "must not hold an empty prompt");
+  if (!Number.isInteger(newTokens) || newTokens < 1) throw new BenchInputError("newTokens", `must be a positive integer, got ${newTokens}`);
+
+  const started = performance.now();
+  const streams = prompts.map((p) => ({ expertCache: expert.newCache(), amateurCache: amateur.newCache(), sequence: [...p], pending: [...p], generated: 0 }));
+  let active = streams;
+  let firstTokenAt = 0;
+  let tokens = 0;
+  while (active.length > 0) {
+    const expertOut = await expert.step(active.map((s) => ({ cache: s.expertCache, tokens: s.pending })));
+    const amateurOut =
+      scoring === "kv-cache"
+        ? await amateur.step(active.map((s) => ({ cache: s.amateurCache, tokens: s.pending })))
+        : await amateur.step(active.map((s) => ({ cache: amateur.newCache(), tokens: s.sequence })));
+    active.forEach((s, b) => {
+      summarize(expertOut[b].logProbs, amateurOut[b].logProbs, summary);
+      const token = argmaxToken(expertOut[b].logProbs);
+      s.sequence.push(token);
+      s.pending = [token];
+      s.generated++;
+      tokens++;
+    });
+    if (firstTokenAt === 0) firstTokenAt = performance.now();
+    active = active.filter((s) => s.generated < newTokens && !eosTokenIds.includes(s.sequence[s.sequence.length - 1]));
+  }
+  const ended = performance.now();
+  return { tokens, streams: prompts.length, seconds: (ended - started) / 1000, firstTokenSeconds: (firstTokenAt - started) / 1000 };
+}

@@ -1,0 +1,32 @@
+// Arithmetic a causal LM does per generated token, for the ceiling the benchmark compares
+// measured speed against: 2 FLOPs per weight of every linear layer and the LM head (a
+// multiply and an add), plus attention's two products over the keys a token attends to.
+// Embedding lookups, norms, RoPE and softmax are left out: they are memory-bound and tiny.
+import type { ModelConfig } from "../core/model/config.ts";
+import { LINEAR_MODULES, linearShape } from "../core/model/weights.ts";
+
+export interface TokenFlops {
+  /** Linear layers of every block. */
+  linear: number;
+  /** hidden_size x vocab_size output projection. */
+  lmHead: number;
+  /** Q K^T and the weighted sum of V over `context` keys, in every layer. */
+  attention: number;
+  total: number;
+}
+
+/** FLOPs to compute one new token's logits with `context` tokens (itself included) in the cache. */
+export function flopsPerToken(config: ModelConfig, context: number): TokenFlops {
+  let perLayer = 0;
+  for (const module of LINEAR_MODULES) {
+    const [out, inFeatures] = linearShape(config, module);
+    perLayer += out * inFeatures;
+  }
+  const linear = 2 * config.numLayers * perLayer;
+  const lmHead = 2 * config.vocabSize * config.hiddenSize;
+  const attention = 4 * config.numLayers * config.numHeads * config.headDim * context;
+  return { linear, lmHead, attention, total: linear + lmHead + attention };
+}
+
+/** Mean context over a trajectory that starts with `prompt` tokens and adds `generated`. */
+export const meanContext = (prompt: number, generated: number) => prompt + (generated + 1) / 2;

@@ -1,0 +1,58 @@
+// What the benchmark ran on, recorded beside the figures: CPU, cores, memory, the runtimes'
+// versions and how busy the machine was when the run started and ended (a load average above
+// the core count means the figures were shared with something else).
+import { readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { cpus, loadavg, totalmem } from "node:os";
+
+export interface MachineInfo {
+  cpuModel: string;
+  cores: number;
+  /** CPU feature flags that decide matrix-multiply speed (from /proc/cpuinfo, Linux only). */
+  vectorFeatures: string[];
+  memoryGiB: number;
+  platform: string;
+  node: string;
+  onnxruntimeNode: string;
+  tfjs: string;
+  /** 1-minute load average when the run started. */
+  loadAverageAtStart: number;
+  loadAverageAtEnd?: number;
+}
+
+const require = createRequire(import.meta.url);
+
+function packageVersion(name: string): string {
+  try {
+    return (require(`${name}/package.json`) as { version: string }).version;
+  } catch {
+    return "unknown";
+  }
+}
+
+function vectorFeatures(): string[] {
+  try {
+    const flags = /^flags\s*:\s*(.*)$/m.exec(readFileSync("/proc/cpuinfo", "utf8"))?.[1].split(/\s+/) ?? [];
+    return ["avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile"].filter((f) => flags.includes(f));
+  } catch {
+    return [];
+  }
+}
+
+export function describeMachine(): MachineInfo {
+  const list = cpus();
+  return {
+    cpuModel: list[0]?.model.trim() ?? "unknown",
+    cores: list.length,
+    vectorFeatures: vectorFeatures(),
+    memoryGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10,
+    platform: `${process.platform} ${process.arch}`,
+    node: process.version,
+    onnxruntimeNode: packageVersion("onnxruntime-node"),
+    tfjs: packageVersion("@tensorflow/tfjs"),
+    loadAverageAtStart: loadavg()[0],
+  };
+}
+
+/** The current 1-minute load average. */
+export const currentLoad = () => loadavg()[0];

@@ -1,0 +1,90 @@
+// Section "memory": peak resident memory (VmHWM) of the inference service per model size and
+// per concurrent stream, and of the trainer's processes. The service runs as users run it
+// (`lightreasoner serve inference`); its peak is read once it listens (idle: both models
+// loaded) and after each stream count's trajectories, in increasing order, so each reading
+// is the peak of serving up to that many streams. When the sampling section already ran a
+// pair's service, its readings are used instead of starting the service again.
+import { preparePair } from "./models.ts";
+import type { ProcessMemory } from "./processes.ts";
+import { serveInference } from "./processes.ts";
+import type { PairInfo, SamplingResult } from "./sampling.ts";
+import { pairInfo, promptsFor } from "./sampling.ts";
+import type { BenchSettings, PairWorkload } from "./settings.ts";
+import { BenchInputError } from "./stats.ts";
+import { runServiceTrajectories } from "./trajectory-client.ts";
+import type { TrainingResult } from "./training.ts";
+
+export interface ServiceMemory {
+  pair: Pick<PairInfo, "name" | "expertParameters" | "amateurParameters" | "vocabSize">;
+  /** Where the readings come from: this section's own runs, or the sampling section's service. */
+  measuredIn: "memory" | "sampling";
+  newTokens: number;
+  idle: ProcessMemory;
+  byStreams: { streams: number; memory: ProcessMemory }[];
+  /** (peak at the most streams - peak at the fewest) / (difference in streams). */
+  perExtraStreamBytes: number | null;
+}
+
+export interface TrainerMemory {
+  what: string;
+  peakRssBytes: number;
+}
+
+export interface MemoryResult {
+  how: string;
+  inference: ServiceMemory[];
+  trainer: TrainerMemory[];
+}
+
+export const MEMORY_HOW =
+  "VmHWM from /proc/<pid>/status of `lightreasoner serve inference` child processes (CPU provider, default threads), read when " +
+  "it listens and after the trajectories of each stream count; trainer: VmHWM of the training section's child processes";
+
+/** Peak growth per added stream between the fewest and the most streams measured. */
+export function perExtraStream(byStreams: { streams: number; memory: ProcessMemory }[]): number | null {
+  if (byStreams.length < 2) return null;
+  const first = byStreams[0];
+  const last = byStreams[byStreams.length - 1];
+  if (last.streams === first.streams) return null;
+  return (last.memory.peakRssBytes - first.memory.peakRssBytes) / (last.streams - first.streams);
+}
+
+async function measureService(settings: BenchSettings, workload: PairWorkload, log: (line: string) => void): Promise<ServiceMemory> {
+  const prepared = await preparePair(workload.recipe, settings.cacheDir, log);
+  const streams = settings.memory.streams;
+  const prompts = promptsFor(workload, prepared, Math.max(...streams), settings.cacheDir);
+  const newTokens = settings.memory.newTokens;
+  const served = await serveInference({ expertDir: prepared.expert.dir, amateurDir: prepared.amateur.dir, maxBatchSize: Math.max(...streams), maxNewTokens: newTokens });
+  try {
+    const idle = served.memory();
+    const byStreams = [];
+    for (const n of streams) {
+      await runServiceTrajectories({ address: served.address, prompts: prompts.slice(0, n), newTokens, alpha: settings.sampling.alpha, topK: settings.sampling.topK });
+      byStreams.push({ streams: n, memory: served.memory() });
+    }
+    return { pair: pairInfo(prepared), measuredIn: "memory", newTokens, idle, byStreams, perExtraStreamBytes: perExtraStream(byStreams) };
+  } finally {
+    await served.stop();
+  }
+}
+
+export async function runMemory(settings: BenchSettings, log: (line: string) => void, sampling?: SamplingResult, training?: TrainingResult): Promise<MemoryResult> {
+  const inference: ServiceMemory[] = [];
+  for (const name of settings.memory.pairs) {
+    const sampled = sampling?.pairs.find((p) => p.pair.name === name && p.service !== null);
+    const workload = settings.sampling.pairs.find((w) => w.recipe.name === name);
+    if (sampled?.service) {
+      const byStreams = sampled.service.cells.map((c) => ({ streams: c.streams, memory: c.memory }));
+      inference.push({ pair: sampled.pair, measuredIn: "sampling", newTokens: sampled.workload.newTokens, idle: sampled.service.idleMemory, byStreams, perExtraStreamBytes: perExtraStream(byStreams) });
+    } else if (workload) {
+      inference.push(await measureService(settings, workload, log));
+    } else {
+      throw new BenchInputError("memory.pairs", `${JSON.stringify(name)} is not the pair of any sampling workload`);
+    }
+    const last = inference[inference.length - 1];
+    const peak = last.byStreams[last.byStreams.length - 1]?.memory.peakRssBytes ?? last.idle.peakRssBytes;
+    log(`  inference ${last.pair.name}: idle ${(last.idle.peakRssBytes / 2 ** 20).toFixed(0)} MiB, peak ${(peak / 2 ** 20).toFixed(0)} MiB`);
+  }
+  const trainer = training ? [training.lora, training.pretrain].map((run) => ({ what: run.what, peakRssBytes: run.memory.peakRssBytes })) : [];
+  return { how: MEMORY_HOW, inference, trainer };
+}

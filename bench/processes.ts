@@ -1,0 +1,179 @@
+// Child processes of the benchmark and what the kernel says about their memory: the
+// inference service started exactly as a user starts it (`lightreasoner serve inference`),
+// the benchmark's own helper processes (`lightreasoner bench-worker ...`), and their peak
+// resident set (VmHWM in /proc/<pid>/status), which is the figure the memory section reports.
+import { spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { CLI_ENTRY, REPO_ROOT } from "./paths.ts";
+
+export class BenchProcessError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "BenchProcessError";
+  }
+}
+
+export interface ProcessMemory {
+  /** Peak resident set since the process started (VmHWM), in bytes. */
+  peakRssBytes: number;
+  /** Resident set now (VmRSS), in bytes. */
+  rssBytes: number;
+}
+
+/** VmHWM and VmRSS of a running process (Linux /proc); throws when it cannot be read. */
+export function processMemory(pid: number): ProcessMemory {
+  let status: string;
+  try {
+    status = readFileSync(`/proc/${pid}/status`, "utf8");
+  } catch (err) {
+    throw new BenchProcessError(`/proc/${pid}/status: cannot read the process's memory (${(err as Error).message}); the memory figures need Linux`);
+  }
+  const kib = (field: string) => {
+    const match = new RegExp(`^${field}:\\s+(\\d+) kB$`, "m").exec(status);
+    if (!match) throw new BenchProcessError(`/proc/${pid}/status: no ${field} line`);
+    return Number(match[1]) * 1024;
+  };
+  return { peakRssBytes: kib("VmHWM"), rssBytes: kib("VmRSS") };
+}
+
+/** A child whose stdout is JSON lines (pino logs, worker results), collected as they come. */
+export interface JsonLinesChild {
+  child: ChildProcess;
+  pid: number;
+  lines: Record<string, unknown>[];
+  stderr: () => string;
+  exited: Promise<number | null>;
+  /** Resolves with the first line `match` accepts; rejects when the child exits first or after `timeoutMs`. */
+  waitFor(match: (line: Record<string, unknown>) => boolean, timeoutMs: number, what: string): Promise<Record<string, unknown>>;
+}
+
+/** Runs `lightreasoner <args>` as a child process of this one. */
+export function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}): JsonLinesChild {
+  const child = spawn(process.execPath, [CLI_ENTRY, ...args], { cwd: REPO_ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
+  const lines: Record<string, unknown>[] = [];
+  const stderrChunks: string[] = [];
+  const waiters = new Set<() => void>();
+  let buffered = "";
+  child.stdout!.on("data", (chunk: Buffer) => {
+    buffered += chunk.toString();
+    const parts = buffered.split("\n");
+    buffered = parts.pop()!;
+    for (const line of parts) {
+      if (!line.trim().startsWith("{")) continue;
+      try {
+        lines.push(JSON.parse(line));
+      } catch {
+        // Not one of ours (a stray print); the waiters only look for JSON objects.
+      }
+    }
+    for (const wake of waiters) wake();
+  });
+  child.stderr!.on("data", (chunk: Buffer) => stderrChunks.push(chunk.toString()));
+  let exitCode: number | null | undefined;
+  const exited = new Promise<number | null>((resolve) =>
+    child.once("exit", (code) => {
+      exitCode = code;
+      for (const wake of waiters) wake();
+      resolve(code);
+    }),
+  );
+  const stderr = () => stderrChunks.join("").slice(-4000);
+  const waitFor = (match: (line: Record<string, unknown>) => boolean, timeoutMs: number, what: string) =>
+    new Promise<Record<string, unknown>>((resolve, reject) => {
+      const timer = setTimeout(() => finish(new BenchProcessError(`${what}: nothing after ${timeoutMs} ms; stderr: ${stderr()}`)), timeoutMs);
+      const check = () => {
+        const found = lines.find(match);
+        if (found) finish(undefined, found);
+        else if (exitCode !== undefined) finish(new BenchProcessError(`${what}: the process exited with code ${exitCode} first; stderr: ${stderr()}`));
+      };
+      const finish = (err?: Error, line?: Record<string, unknown>) => {
+        clearTimeout(timer);
+        waiters.delete(check);
+        if (err) reject(err);
+        else resolve(line!);
+      };
+      waiters.add(check);
+      check();
+    });
+  return { child, pid: child.pid!, lines, stderr, exited, waitFor };
+}
+
+/** Sends SIGTERM and waits for the exit; SIGKILL after `graceMs`. */
+export async function stopChild(running: JsonLinesChild, graceMs = 15_000): Promise<number | null> {
+  if (running.child.exitCode !== null || running.child.signalCode !== null) return running.child.exitCode;
+  running.child.kill("SIGTERM");
+  const timer = setTimeout(() => running.child.kill("SIGKILL"), graceMs);
+  try {
+    return await running.exited;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export interface ServedInference {
+  address: string;
+  /** Port of its Prometheus /metrics endpoint. */
+  metricsPort: number;
+  pid: number;
+  /** Seconds from spawn until the service logged that it listens. */
+  startSeconds: number;
+  memory(): ProcessMemory;
+  stop(): Promise<void>;
+}
+
+/** Starts `lightreasoner serve inference` on loopback with OS-chosen ports and waits until it listens. */
+export async function serveInference(options: { expertDir: string; amateurDir: string; maxBatchSize: number; maxNewTokens: number; threads?: number }): Promise<ServedInference> {
+  const started = performance.now();
+  const args = ["serve", "inference", "--expert", options.expertDir, "--amateur", options.amateurDir, "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0"];
+  args.push("--execution-provider", "cpu", "--max-batch-size", String(options.maxBatchSize), "--max-new-tokens", String(options.maxNewTokens), "--log-level", "info");
+  if (options.threads !== undefined) args.push("--threads", String(options.threads));
+  const running = spawnCli(args);
+  let listening: Record<string, unknown>;
+  try {
+    listening = await running.waitFor((l) => typeof l.msg === "string" && l.msg.startsWith("inference server listening"), 300_000, "lightreasoner serve inference");
+  } catch (err) {
+    await stopChild(running, 1000);
+    throw err;
+  }
+  return {
+    address: `127.0.0.1:${listening.port as number}`,
+    metricsPort: listening.metricsPort as number,
+    pid: running.pid,
+    startSeconds: (performance.now() - started) / 1000,
+    memory: () => processMemory(running.pid),
+    stop: async () => {
+      const code = await stopChild(running);
+      if (code !== 0) throw new BenchProcessError(`lightreasoner serve inference exited with code ${code}; stderr: ${running.stderr()}`);
+    },
+  };
+}
+
+/** Sum and count of the service's batch-size histogram for one model, from its /metrics text. */
+export async function batchSizeTotals(metricsPort: number, model: "expert" | "amateur"): Promise<{ sum: number; count: number }> {
+  const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+  const value = (series: string) => {
+    const match = new RegExp(`^lightreasoner_inference_batch_size_${series}\\{model="${model}"\\} (\\S+)$`, "m").exec(text);
+    if (!match) throw new BenchProcessError(`/metrics of the inference service has no lightreasoner_inference_batch_size_${series} for ${model}`);
+    return Number(match[1]);
+  };
+  return { sum: value("sum"), count: value("count") };
+}
+
+/**
+ * Runs `lightreasoner bench-worker <task>` with a JSON argument and returns the JSON line it
+ * prints with `result`, plus the child's peak resident memory read just before it exits.
+ */
+export async function runWorker<T>(task: string, input: unknown, timeoutMs: number): Promise<{ result: T; memory: ProcessMemory }> {
+  const running = spawnCli(["bench-worker", task, JSON.stringify(input)]);
+  try {
+    const line = await running.waitFor((l) => "result" in l || "error" in l, timeoutMs, `bench worker ${task}`);
+    if ("error" in line) throw new BenchProcessError(`bench worker ${task} failed: ${String(line.error)}`);
+    const { result, memory } = line as { result: T; memory: ProcessMemory };
+    const code = await running.exited;
+    if (code !== 0) throw new BenchProcessError(`bench worker ${task} exited with code ${code}; stderr: ${running.stderr()}`);
+    return { result, memory };
+  } finally {
+    await stopChild(running, 2000);
+  }
+}

@@ -1,0 +1,151 @@
+// `lightreasoner bench`: runs the chosen sections in order, each figure measured now, and
+// writes bench.json (rewritten after every section, so an interrupted run keeps what it
+// finished) and the table. Derived figures, such as the fraction of the machine's ceiling a
+// pair reached, are computed here from sections of the same run, never carried over.
+import { mkdirSync, writeFileSync } from "node:fs";
+import { dirname, resolve } from "node:path";
+import type { LimitsResult } from "./limits.ts";
+import { runLimits } from "./limits.ts";
+import type { MachineInfo } from "./machine.ts";
+import { currentLoad, describeMachine } from "./machine.ts";
+import type { MemoryResult } from "./memory.ts";
+import { runMemory } from "./memory.ts";
+import type { SamplingResult } from "./sampling.ts";
+import { runSampling } from "./sampling.ts";
+import type { Section } from "./settings.ts";
+import { SECTIONS, benchSettings } from "./settings.ts";
+import type { StepResult } from "./step.ts";
+import { runStep } from "./step.ts";
+import { BenchInputError } from "./stats.ts";
+import type { TrainingResult } from "./training.ts";
+import { runTraining } from "./training.ts";
+import type { TransportResult } from "./transport.ts";
+import { runTransport } from "./transport.ts";
+
+export const REPORT_FORMAT = "lightreasoner-bench-v1";
+
+export interface CeilingFraction {
+  pair: string;
+  ceilingTokensPerSecond: number;
+  /** The best median tokens/s of the service over the stream counts, and where. */
+  bestServiceTokensPerSecond: number;
+  bestServiceStreams: number;
+  fraction: number;
+  /** The same for tokens after the prefill (steady decoding). */
+  bestDecodeTokensPerSecond: number;
+  decodeFraction: number;
+}
+
+export interface BenchReport {
+  format: typeof REPORT_FORMAT;
+  quick: boolean;
+  sections: Section[];
+  startedAt: string;
+  wallSeconds: number;
+  sectionSeconds: Partial<Record<Section, number>>;
+  machine: MachineInfo;
+  step?: StepResult;
+  limits?: LimitsResult;
+  transport?: TransportResult;
+  sampling?: SamplingResult;
+  training?: TrainingResult;
+  memory?: MemoryResult;
+  derived: { ceilingFractions: CeilingFraction[] };
+}
+
+export interface BenchOptions {
+  quick: boolean;
+  /** Where bench.json goes. */
+  out: string;
+  /** Sections to run (default: all). */
+  only?: readonly string[];
+  cacheDir?: string;
+  log?: (line: string) => void;
+}
+
+/** Validates a --only list; an unknown name is refused with the valid ones. */
+export function parseSections(only: readonly string[] | undefined): Section[] {
+  if (!only || only.length === 0) return [...SECTIONS];
+  const names = only.flatMap((s) => s.split(",")).map((s) => s.trim()).filter((s) => s !== "");
+  for (const name of names) {
+    if (!(SECTIONS as readonly string[]).includes(name)) throw new BenchInputError("--only", `unknown section ${JSON.stringify(name)}; choose from ${SECTIONS.join(", ")}`);
+  }
+  if (names.length === 0) throw new BenchInputError("--only", `names no section; choose from ${SECTIONS.join(", ")}`);
+  return SECTIONS.filter((s) => names.includes(s));
+}
+
+/** Fractions of the ceiling for every pair both the limits and the sampling sections measured. */
+export function ceilingFractions(limits: LimitsResult | undefined, sampling: SamplingResult | undefined): CeilingFraction[] {
+  if (!limits || !sampling) return [];
+  return sampling.pairs.flatMap((p) => {
+    const ceiling = limits.pairs.find((c) => c.pair === p.workload.name);
+    if (!ceiling || !p.service || p.service.cells.length === 0) return [];
+    const best = p.service.cells.reduce((a, b) => (b.tokensPerSecond.median > a.tokensPerSecond.median ? b : a));
+    const bestDecode = Math.max(...p.service.cells.map((c) => c.decodeTokensPerSecond.median));
+    return [
+      {
+        pair: p.workload.name,
+        ceilingTokensPerSecond: ceiling.ceilingTokensPerSecond,
+        bestServiceTokensPerSecond: best.tokensPerSecond.median,
+        bestServiceStreams: best.streams,
+        fraction: best.tokensPerSecond.median / ceiling.ceilingTokensPerSecond,
+        bestDecodeTokensPerSecond: bestDecode,
+        decodeFraction: bestDecode / ceiling.ceilingTokensPerSecond,
+      },
+    ];
+  });
+}
+
+export async function runBench(options: BenchOptions): Promise<BenchReport> {
+  const sections = parseSections(options.only);
+  const log = options.log ?? (() => {});
+  const settings = benchSettings({ quick: options.quick, cacheDir: options.cacheDir && resolve(options.cacheDir) });
+  const out = resolve(options.out);
+  const started = performance.now();
+  const report: BenchReport = {
+    format: REPORT_FORMAT,
+    quick: options.quick,
+    sections,
+    startedAt: new Date().toISOString(),
+    wallSeconds: 0,
+    sectionSeconds: {},
+    machine: describeMachine(),
+    derived: { ceilingFractions: [] },
+  };
+  const save = () => {
+    report.wallSeconds = (performance.now() - started) / 1000;
+    report.machine.loadAverageAtEnd = currentLoad();
+    report.derived.ceilingFractions = ceilingFractions(report.limits, report.sampling);
+    mkdirSync(dirname(out), { recursive: true });
+    writeFileSync(out, `${JSON.stringify(report, null, 2)}\n`);
+  };
+  for (const section of sections) {
+    const sectionStarted = performance.now();
+    log(`${section}...`);
+    switch (section) {
+      case "step":
+        report.step = await runStep(settings, log);
+        break;
+      case "limits":
+        report.limits = await runLimits(settings, log);
+        break;
+      case "transport":
+        report.transport = await runTransport(settings, log);
+        break;
+      case "sampling":
+        report.sampling = await runSampling(settings, log);
+        break;
+      case "training":
+        report.training = await runTraining(settings, log);
+        break;
+      case "memory":
+        report.memory = await runMemory(settings, log, report.sampling, report.training);
+        break;
+    }
+    report.sectionSeconds[section] = (performance.now() - sectionStarted) / 1000;
+    log(`${section}: ${report.sectionSeconds[section]!.toFixed(1)} s`);
+    save();
+  }
+  save();
+  return report;
+}

@@ -1,0 +1,85 @@
+// How much work each benchmark section does, in one place: the full run (figures for the
+// README; 10-12 minutes on 2 cores, most of it the 0.5B-shaped pair at 64 streams) and
+// --quick (under two minutes on 2 cores, generating the models into an empty cache included:
+// fewer cells, fewer tokens, fewer repeats).
+import type { PairRecipe } from "./models.ts";
+import { BUILT_IN_PAIR, DEFAULT_CACHE_DIR, QWEN05_PAIR } from "./models.ts";
+
+export const SECTIONS = ["step", "limits", "transport", "sampling", "training", "memory"] as const;
+export type Section = (typeof SECTIONS)[number];
+
+export interface PairWorkload {
+  /** Unique among the workloads; names the rows of the tables and bench.json. */
+  name: string;
+  recipe: PairRecipe;
+  /** "world": the built-in world's chat prompts; a number: random prompts of that many tokens. */
+  prompts: "world" | number;
+  /** Most new tokens per stream (the method samples at most 128). */
+  newTokens: number;
+  /** Concurrent streams for the lockstep runs through the engine. */
+  streams: number[];
+  /** Concurrent streams for the runs through the service (none: the service is not started). */
+  serviceStreams: number[];
+  /** Concurrent streams at which the amateur is also run the reference's way (re-encoding). */
+  reencodeStreams: number[];
+  /** Concurrent streams at which the step summary's old and new code are raced end to end. */
+  summaryStreams: number[];
+  repeats: number;
+}
+
+export interface BenchSettings {
+  quick: boolean;
+  cacheDir: string;
+  sampling: { pairs: PairWorkload[]; alpha: number; topK: number };
+  limits: { shapes: [number, number, number][]; minMs: number; repeats: number };
+  transport: { vocabSize: number; steps: { full32: number; full16: number; sparse: number }; repeats: number; alpha: number; topK: number };
+  training: { loraWarmupSteps: number; loraSteps: number; pretrainWarmupSteps: number; pretrainSteps: number; matmulSize: number };
+  /** Pairs (by name) whose service memory is measured, at these stream counts. */
+  memory: { pairs: string[]; streams: number[]; newTokens: number };
+  /** Per-step summary micro-benchmark (old and new code on 151,936-token distributions). */
+  step: { vocabSize: number; calls: number; repeats: number };
+}
+
+export function benchSettings(options: { quick: boolean; cacheDir?: string }): BenchSettings {
+  const quick = options.quick;
+  const cacheDir = options.cacheDir ?? DEFAULT_CACHE_DIR;
+  const builtIn: PairWorkload = {
+    name: BUILT_IN_PAIR.name,
+    recipe: BUILT_IN_PAIR,
+    prompts: "world",
+    newTokens: 128,
+    streams: [1, 4, 16, 64],
+    serviceStreams: [1, 4, 16, 64],
+    reencodeStreams: [1, 4, 16, 64],
+    summaryStreams: [],
+    repeats: quick ? 3 : 5,
+  };
+  // --quick runs the 0.5B-shaped pair through the engine only: its service needs about 20 s
+  // to start here (reading, fingerprinting and loading 2 GB of weights twice over).
+  const qwen: PairWorkload = quick
+    ? { name: QWEN05_PAIR.name, recipe: QWEN05_PAIR, prompts: 16, newTokens: 4, streams: [1, 4], serviceStreams: [], reencodeStreams: [4], summaryStreams: [4], repeats: 3 }
+    : { name: QWEN05_PAIR.name, recipe: QWEN05_PAIR, prompts: 16, newTokens: 8, streams: [1, 4, 16, 64], serviceStreams: [1, 4, 16, 64], reencodeStreams: [1, 4, 16, 64], summaryStreams: [64], repeats: 3 };
+  // One stream of the method's length, so the quadratic cost of re-encoding shows at scale.
+  const qwenLong: PairWorkload = { name: `${QWEN05_PAIR.name}, long`, recipe: QWEN05_PAIR, prompts: 64, newTokens: 64, streams: [1], serviceStreams: [], reencodeStreams: [1], summaryStreams: [], repeats: 3 };
+  return {
+    quick,
+    cacheDir,
+    sampling: { pairs: quick ? [builtIn, qwen] : [builtIn, qwen, qwenLong], alpha: 0.2, topK: 4 },
+    limits: {
+      // A decode batch through the 0.5B expert's MLP, a square product, and one token alone.
+      shapes: [
+        [64, 896, 4864],
+        [1024, 1024, 1024],
+        [1, 896, 4864],
+      ],
+      minMs: quick ? 150 : 400,
+      repeats: quick ? 3 : 5,
+    },
+    transport: { vocabSize: 151_936, steps: quick ? { full32: 100, full16: 200, sparse: 3000 } : { full32: 300, full16: 600, sparse: 10_000 }, repeats: quick ? 3 : 5, alpha: 0.2, topK: 4 },
+    training: quick
+      ? { loraWarmupSteps: 1, loraSteps: 4, pretrainWarmupSteps: 1, pretrainSteps: 3, matmulSize: 256 }
+      : { loraWarmupSteps: 2, loraSteps: 10, pretrainWarmupSteps: 2, pretrainSteps: 8, matmulSize: 256 },
+    memory: { pairs: quick ? [BUILT_IN_PAIR.name] : [BUILT_IN_PAIR.name, QWEN05_PAIR.name], streams: [1, 4, 16, 64], newTokens: 4 },
+    step: { vocabSize: 151_936, calls: quick ? 10 : 30, repeats: quick ? 3 : 7 },
+  };
+}

@@ -1,0 +1,74 @@
+// `lightreasoner bench` as a user runs it, on its cheapest sections: it prints the table,
+// writes bench.json with every figure as a median over repeats, and refuses an unknown
+// section by name.
+import { execFile } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import type { BenchReport } from "../../bench/run-bench.ts";
+import type { Measured } from "../../bench/stats.ts";
+
+function cli(...args: string[]): Promise<{ status: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, ["bin/lightreasoner.mjs", ...args], { encoding: "utf8", timeout: 60_000 }, (err, stdout, stderr) => {
+      resolve({ status: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+function expectMeasured(m: Measured, unit: string): void {
+  expect(m.unit).toBe(unit);
+  expect(m.repeats.length).toBeGreaterThanOrEqual(3);
+  expect(m.repeats.every((v) => Number.isFinite(v) && v > 0)).toBe(true);
+  expect(m.min).toBe(Math.min(...m.repeats));
+  expect(m.max).toBe(Math.max(...m.repeats));
+  expect(m.median).toBeGreaterThanOrEqual(m.min);
+  expect(m.median).toBeLessThanOrEqual(m.max);
+}
+
+describe("lightreasoner bench", () => {
+  const dir = mkdtempSync(join(tmpdir(), "lr-bench-"));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("--quick --only step,limits: a table on stdout and bench.json with medians over repeats", async () => {
+    const out = join(dir, "bench.json");
+    const run = await cli("bench", "--quick", "--only", "step,limits", "--out", out);
+    expect(run.status, run.stderr).toBe(0);
+    const report = JSON.parse(readFileSync(out, "utf8")) as BenchReport;
+    expect(report.format).toBe("lightreasoner-bench-v1");
+    expect(report.quick).toBe(true);
+    expect(report.sections).toEqual(["step", "limits"]);
+    expect(Object.keys(report.sectionSeconds).sort()).toEqual(["limits", "step"]);
+    expect(report.machine.cores).toBeGreaterThan(0);
+    expect(report.sampling).toBeUndefined();
+
+    const step = report.step!;
+    expect(step.vocabSize).toBe(151_936);
+    for (const m of [step.logSoftmaxMs, step.summaryInPassesMs, step.summarySinglePassMs]) expectMeasured(m, "ms");
+    expect(step.speedup).toBeCloseTo(step.summaryInPassesMs.median / step.summarySinglePassMs.median, 10);
+
+    const limits = report.limits!;
+    expect(limits.matmul.length).toBeGreaterThan(0);
+    for (const rate of limits.matmul) expectMeasured(rate.gflops, "GFLOP/s");
+    expect(limits.peakGflops).toBe(Math.max(...limits.matmul.map((r) => r.gflops.median)));
+    expect(limits.pairs.map((p) => p.pair)).toEqual(["built-in", "qwen2.5-0.5b-shape"]);
+    for (const p of limits.pairs) {
+      expect(p.flopsPerToken).toBe(p.expert.total + p.amateur.total);
+      expect(p.ceilingTokensPerSecond).toBeCloseTo((limits.peakGflops * 1e9) / p.flopsPerToken, 6);
+    }
+    // Without the sampling section there is nothing to hold against the ceiling.
+    expect(report.derived.ceilingFractions).toEqual([]);
+
+    expect(run.stdout).toMatch(/Per-step JavaScript work at vocabulary 151,936/);
+    expect(run.stdout).toMatch(/SPARSE summary, one pass \(after\)\s+\S.*x faster/);
+    expect(run.stdout).toMatch(/Limit: ONNX Runtime float32 MatMul/);
+    expect(run.stdout).toContain(`wrote ${out}`);
+  });
+
+  it("refuses an unknown section with the known ones", async () => {
+    const run = await cli("bench", "--only", "sampling,speed", "--out", join(dir, "never.json"));
+    expect(run.status).toBe(1);
+    expect(run.stderr).toMatch(/--only: unknown section "speed"; choose from step, limits, transport, sampling, training, memory/);
+  });
+});

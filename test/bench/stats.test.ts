@@ -1,0 +1,97 @@
+// The benchmark's pure helpers: medians over repeats, the figures' formatting, the table
+// layout, the FLOPs arithmetic behind the ceiling, and the derived per-stream memory.
+import { describe, expect, it } from "vitest";
+import { flopsPerToken, meanContext } from "../../bench/flops.ts";
+import { perExtraStream } from "../../bench/memory.ts";
+import { parseSections } from "../../bench/run-bench.ts";
+import { BenchInputError, formatBytes, formatMeasured, formatNumber, formatPercent, formatRatio, measured, median, ratio, repeat } from "../../bench/stats.ts";
+import { renderTable } from "../../bench/table.ts";
+import { parseModelConfig } from "../../core/model/config.ts";
+
+describe("median and repeats", () => {
+  it("takes the middle value, or the mean of the middle two, whatever the order", () => {
+    expect(median([3, 1, 2])).toBe(2);
+    expect(median([10, 1, 4, 3])).toBe(3.5);
+    expect(median([7])).toBe(7);
+    // One slow outlier (a busy neighbour) does not move it, unlike a mean.
+    expect(median([100, 101, 99, 5000, 100])).toBe(100);
+  });
+
+  it("refuses an empty list and non-finite repeats, naming the repeat", () => {
+    expect(() => median([])).toThrow(BenchInputError);
+    expect(() => median([1, NaN])).toThrow(/^values\[1\]: is NaN/);
+    expect(() => median([Infinity])).toThrow(/^values\[0\]/);
+  });
+
+  it("keeps every repeat with the median and the extremes", () => {
+    expect(measured([5, 1, 3], "ms")).toEqual({ median: 3, min: 1, max: 5, repeats: [5, 1, 3], unit: "ms" });
+    expect(ratio(measured([4, 6], "x"), measured([2], "x"))).toBe(2.5);
+    expect(ratio(1, 0)).toBeNull();
+  });
+
+  it("runs warm-ups unrecorded, then the repeats in order", async () => {
+    const calls: number[] = [];
+    const m = await repeat({ repeats: 3, warmup: 2, unit: "n" }, (i) => {
+      calls.push(i);
+      return i * 10;
+    });
+    expect(calls).toEqual([-1, -2, 0, 1, 2]);
+    expect(m.repeats).toEqual([0, 10, 20]);
+    await expect(repeat({ repeats: 0, unit: "n" }, () => 1)).rejects.toThrow(/^repeats: must be a positive integer, got 0/);
+  });
+});
+
+describe("formatting", () => {
+  it("prints about three significant digits with separators", () => {
+    expect(formatNumber(151_936)).toBe("151,936");
+    expect(formatNumber(87.345)).toBe("87.3");
+    expect(formatNumber(5.678)).toBe("5.68");
+    expect(formatNumber(0.04123)).toBe("0.0412");
+    expect(formatNumber(0)).toBe("0");
+    expect(formatNumber(null)).toBe("-");
+    expect(formatRatio(12.345)).toBe("12.3x");
+    expect(formatRatio(null)).toBe("-");
+    expect(formatPercent(0.4123)).toBe("41.2%");
+    expect(formatBytes(1_215_521)).toBe("1.16 MiB");
+    expect(formatBytes(138)).toBe("138 B");
+  });
+
+  it("shows a median with its range, or alone when the repeats agree", () => {
+    expect(formatMeasured(measured([90, 87.3, 85.1], "x"))).toBe("87.3 (85.1-90.0)");
+    expect(formatMeasured(measured([2, 2], "x"))).toBe("2.00");
+    expect(formatMeasured(undefined)).toBe("-");
+  });
+
+  it("pads columns to the widest cell, numbers right-aligned", () => {
+    const table = renderTable(["pair", "tok/s"], [["built-in", "1,234"], ["qwen", "5.6"]]);
+    expect(table.split("\n")).toEqual(["pair      tok/s", "--------  -----", "built-in  1,234", "qwen        5.6"]);
+  });
+});
+
+describe("FLOPs per token", () => {
+  it("counts 2 per linear weight and LM-head weight plus attention over the context", () => {
+    const config = parseModelConfig({ model_type: "llama", vocab_size: 10, hidden_size: 8, intermediate_size: 16, num_hidden_layers: 2, num_attention_heads: 2, num_key_value_heads: 1 });
+    // Per layer: q 8x8, k 4x8, v 4x8, o 8x8, gate 16x8, up 16x8, down 8x16 = 64+32+32+64+128+128+128 = 576 weights.
+    const f = flopsPerToken(config, 5);
+    expect(f.linear).toBe(2 * 2 * 576);
+    expect(f.lmHead).toBe(2 * 10 * 8);
+    expect(f.attention).toBe(4 * 2 * 2 * 4 * 5);
+    expect(f.total).toBe(f.linear + f.lmHead + f.attention);
+    expect(meanContext(16, 8)).toBe(20.5);
+  });
+});
+
+describe("derived figures", () => {
+  const mem = (streams: number, mib: number) => ({ streams, memory: { peakRssBytes: mib * 2 ** 20, rssBytes: 0 } });
+
+  it("per extra stream is the slope between the fewest and the most streams", () => {
+    expect(perExtraStream([mem(1, 100), mem(4, 110), mem(64, 226)])).toBe(2 * 2 ** 20);
+    expect(perExtraStream([mem(1, 100)])).toBeNull();
+  });
+
+  it("--only accepts known sections in the run's order and refuses unknown ones", () => {
+    expect(parseSections(["memory,step", "limits"])).toEqual(["step", "limits", "memory"]);
+    expect(parseSections(undefined)).toEqual(["step", "limits", "transport", "sampling", "training", "memory"]);
+    expect(() => parseSections(["speed"])).toThrow(/^--only: unknown section "speed"; choose from step, limits/);
+  });
+});

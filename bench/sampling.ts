@@ -76,7 +76,20 @@ export interface PairSampling {
   workload: { name: string; prompts: string; promptTokens: { min: number; max: number }; newTokens: number; repeats: number };
   engine: { lockstep: SamplingCell[]; reencode: ReencodeComparison[]; summary: SummaryComparison[] };
   /** Null when the workload runs no stream count through the service. */
-  service: { startSeconds: number; idleMemory: ProcessMemory; cells: ServedCell[] } | null;
+  service: { startSeconds: number; idleMemory: ProcessMemory; cells: ServedCell[]; gather: GatherComparison | null } | null;
+}
+
+/**
+ * The second optimization, at the most streams: the scheduler waiting briefly for sequences
+ * whose message the transport has not taken yet (--batch-gather-ms, default 50) against
+ * stepping at once with whoever is ready (--batch-gather-ms 0), the way it first worked.
+ */
+export interface GatherComparison {
+  streams: number;
+  without: ServedCell;
+  with: ServedCell;
+  /** Decode tokens/s with over without. */
+  speedup: number | null;
 }
 
 export interface SamplingResult {
@@ -182,18 +195,38 @@ async function engineCells(workload: PairWorkload, prepared: PreparedPair, promp
 
 async function serviceCells(workload: PairWorkload, prepared: PreparedPair, prompts: number[][], settings: BenchSettings, log: (line: string) => void): Promise<PairSampling["service"]> {
   if (workload.serviceStreams.length === 0) return null;
+  const most = Math.max(...workload.serviceStreams);
+  const measured = await servedRuns(workload, prepared, prompts, settings, workload.serviceStreams, undefined, log);
+  // The same largest cell once more on a service that does not gather its batches.
+  const ungathered = await servedRuns(workload, prepared, prompts, settings, [most], 0, log);
+  const gathered = measured.cells.find((c) => c.streams === most)!;
+  const gather = { streams: most, without: ungathered.cells[0], with: gathered, speedup: ratio(gathered.decodeTokensPerSecond, ungathered.cells[0].decodeTokensPerSecond) };
+  return { ...measured, gather };
+}
+
+async function servedRuns(
+  workload: PairWorkload,
+  prepared: PreparedPair,
+  prompts: number[][],
+  settings: BenchSettings,
+  streamCounts: readonly number[],
+  batchGatherMs: number | undefined,
+  log: (line: string) => void,
+): Promise<{ startSeconds: number; idleMemory: ProcessMemory; cells: ServedCell[] }> {
   const served = await serveInference({
     expertDir: prepared.expert.dir,
     amateurDir: prepared.amateur.dir,
     maxBatchSize: Math.max(...workload.serviceStreams),
     maxNewTokens: workload.newTokens,
+    batchGatherMs,
   });
+  const variant = batchGatherMs === 0 ? " (no batch gathering)" : "";
   try {
     const idleMemory = served.memory();
     const cells: ServedCell[] = [];
     const run = (streams: number, newTokens = workload.newTokens) =>
       runServiceTrajectories({ address: served.address, prompts: prompts.slice(0, streams), newTokens, alpha: settings.sampling.alpha, topK: settings.sampling.topK });
-    for (const streams of workload.serviceStreams) {
+    for (const streams of streamCounts) {
       await run(streams, 2);
       const recorder = new CellRecorder(streams);
       const before = await batchSizeTotals(served.metricsPort, "expert");
@@ -202,7 +235,7 @@ async function serviceCells(workload: PairWorkload, prepared: PreparedPair, prom
       const meanExpertBatch = (after.sum - before.sum) / Math.max(after.count - before.count, 1);
       const cell = { ...recorder.cell(), memory: served.memory(), meanExpertBatch };
       cells.push(cell);
-      log(`  service ${workload.name} x${streams}: ${cell.tokensPerSecond.median.toFixed(1)} tokens/s, ${meanExpertBatch.toFixed(1)} sequences per expert pass`);
+      log(`  service${variant} ${workload.name} x${streams}: ${cell.tokensPerSecond.median.toFixed(1)} tokens/s, ${meanExpertBatch.toFixed(1)} sequences per expert pass`);
     }
     return { startSeconds: served.startSeconds, idleMemory, cells };
   } finally {

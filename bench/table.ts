@@ -121,6 +121,21 @@ function samplingLines(r: BenchReport): string[] {
       ];
     });
     out.push(renderTable(["streams", "service tok/s", "service decode tok/s", "engine tok/s", "engine re-encoding tok/s", "KV-cache speedup", "service first token s", "service batch"], rows));
+    const gather = p.service?.gather;
+    if (gather) {
+      out.push(
+        "  optimization, service: a batch waits up to half a step (at most 50 ms) for sequences whose message is still in the transport",
+        renderTable(
+          ["streams", "no gathering: decode tok/s, batch (before)", "gathering: decode tok/s, batch (after)", "speedup"],
+          [[
+            String(gather.streams),
+            `${formatMeasured(gather.without.decodeTokensPerSecond)}, ${formatNumber(gather.without.meanExpertBatch)}`,
+            `${formatMeasured(gather.with.decodeTokensPerSecond)}, ${formatNumber(gather.with.meanExpertBatch)}`,
+            formatRatio(gather.speedup),
+          ]],
+        ),
+      );
+    }
     if (p.engine.summary.length > 0) {
       out.push(
         "  optimization, engine end to end: the step summary in one pass instead of four",

@@ -7,6 +7,7 @@ import { DEFAULT_GRPC_PORT, DEFAULT_METRICS_PORT, startInferenceServer } from ".
 import { EXECUTION_PROVIDER_CHOICES } from "../../services/inference/src/model/execution-provider.ts";
 import type { ExecutionProviderChoice } from "../../services/inference/src/model/execution-provider.ts";
 import { DEFAULT_LIMITS } from "../../services/inference/src/server/limits.ts";
+import { DEFAULT_BATCH_GATHER } from "../../services/inference/src/engine/scheduler.ts";
 import { parseIntegerOption, parsePortOption } from "../options.ts";
 import { serveUntilSignal } from "./until-signal.ts";
 
@@ -24,6 +25,7 @@ interface ServeInferenceFlags {
   maxPromptTokens?: number;
   adapterDir: string[];
   shutdownDeadlineMs: number;
+  batchGatherMs: number;
   logLevel: string;
 }
 
@@ -51,6 +53,7 @@ export function registerServe(program: Command): Command {
     .option("--max-prompt-tokens <n>", `most prompt tokens accepted (default ${defaultLimit("maxPromptTokens")})`, parseIntegerOption("--max-prompt-tokens"))
     .option("--adapter-dir <dir>", "directory LoadAdapter may read adapters from (repeatable)", collect, [])
     .option("--shutdown-deadline-ms <ms>", "on SIGTERM, how long running streams may take to finish", parseIntegerOption("--shutdown-deadline-ms"), 10_000)
+    .option("--batch-gather-ms <ms>", "how long a batch may wait for sequences whose client is behind (0: never)", parseIntegerOption("--batch-gather-ms"), DEFAULT_BATCH_GATHER.maxMs)
     .option("--log-level <level>", "pino log level (trace, debug, info, warn, error)", "info")
     .action(async (flags: ServeInferenceFlags) => {
       const logger = pino({ name: "lightreasoner-inference", level: flags.logLevel });
@@ -74,6 +77,7 @@ export function registerServe(program: Command): Command {
         adapterDirs: flags.adapterDir,
         logger,
         shutdownDeadlineMs: flags.shutdownDeadlineMs,
+        batchGatherMs: flags.batchGatherMs,
       });
       await serveUntilSignal(logger, () => server.close());
     });

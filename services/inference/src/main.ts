@@ -12,7 +12,7 @@ import { AdapterService } from "../../../core/gen/lightreasoner/v1/adapter_pb.ts
 import { InferenceService } from "../../../core/gen/lightreasoner/v1/inference_pb.ts";
 import { AdapterRegistry } from "./engine/adapter-registry.ts";
 import { openModelPair } from "./engine/model-pair.ts";
-import { Scheduler } from "./engine/scheduler.ts";
+import { DEFAULT_BATCH_GATHER, Scheduler } from "./engine/scheduler.ts";
 import type { ExecutionProviderChoice } from "./model/execution-provider.ts";
 import { InferenceMetrics } from "./metrics.ts";
 import { serveMetrics } from "../../../core/metrics/http-endpoint.ts";
@@ -42,6 +42,8 @@ export interface InferenceServerOptions {
   logger?: Logger;
   /** Most milliseconds a SIGTERM-style close waits for running streams by default. */
   shutdownDeadlineMs?: number;
+  /** Most milliseconds a batch waits for sequences whose reader is behind (0: never; default 50, see BatchGather). */
+  batchGatherMs?: number;
 }
 
 export interface InferenceServer {
@@ -79,6 +81,7 @@ export async function startInferenceServer(options: InferenceServerOptions): Pro
     maxBatchSize: limits.maxBatchSize,
     maxSequences: Math.max(limits.maxBatchSize, limits.maxStreams * limits.maxTrajectoriesPerStream),
     maxContextTokens,
+    gather: { fraction: DEFAULT_BATCH_GATHER.fraction, maxMs: options.batchGatherMs ?? DEFAULT_BATCH_GATHER.maxMs },
   }, metrics.observer());
   adapters.onActiveVersion((version, previous) => {
     metrics.setAdapterVersion(version);

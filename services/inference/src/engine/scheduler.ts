@@ -20,7 +20,26 @@ export interface SchedulerLimits {
   maxSequences: number;
   /** Most tokens (prompt + completion) a sequence may reach: the smaller model context. */
   maxContextTokens: number;
+  /** How long a tick waits for sequences whose reader is behind (see BatchGather); default DEFAULT_BATCH_GATHER. */
+  gather?: BatchGather;
 }
+
+/**
+ * Before a step, the scheduler waits for running sequences that sit out because their last
+ * message has not been taken by the transport yet, for at most `fraction` of the previous
+ * step's duration and never more than `maxMs`, and until all of them are back. Without the
+ * wait, a call carrying more trajectories than its transport buffers at once (16 messages in
+ * grpc-js) alternates partial batches: those whose message went out run while the others
+ * wait for the buffer to drain, and the batch never becomes whole again (lightreasoner bench,
+ * section sampling, column "service batch"). A reader that really is behind costs the others
+ * at most this fraction of a step. `{ fraction: 0 }` steps at once with whoever is ready.
+ */
+export interface BatchGather {
+  fraction: number;
+  maxMs: number;
+}
+
+export const DEFAULT_BATCH_GATHER: Readonly<BatchGather> = Object.freeze({ fraction: 0.5, maxMs: 50 });
 
 export type ModelRole = "expert" | "amateur";
 
@@ -52,6 +71,8 @@ export class Scheduler {
   private readonly waiting: Sequence[] = [];
   private readonly running: Sequence[] = [];
   private wake: (() => void) | null = null;
+  /** Milliseconds the last tick took (what the gather wait is a fraction of). */
+  private lastTickMs = 0;
   private accepting = true;
   private stopped = false;
   private readonly loopDone: Promise<void>;
@@ -117,19 +138,45 @@ export class Scheduler {
       this.retireCancelled();
       if (this.stopped && this.running.length === 0 && this.waiting.length === 0) return;
       this.admit();
-      const ready = this.running.filter((s) => !s.paused);
+      let ready = this.running.filter((s) => !s.paused);
       if (ready.length === 0) {
         await new Promise<void>((resolve) => (this.wake = resolve));
         continue;
       }
+      if (ready.length < this.running.length && (await this.gatherPaused())) continue;
+      ready = this.running.filter((s) => !s.paused);
+      const started = performance.now();
       try {
         await this.tick(ready);
+        this.lastTickMs = performance.now() - started;
       } catch (err) {
         // Not expected (tick isolates its failures), but the loop must outlive anything.
         for (const s of ready) this.finish(s, "error", err as Error);
       }
       // Let gRPC writes, cancellations and new calls in between ticks.
       await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+  }
+
+  /**
+   * Waits (see BatchGather) for paused running sequences to be resumed; true when the loop
+   * must start over because something else changed meanwhile (a stop, a cancellation).
+   */
+  private async gatherPaused(): Promise<boolean> {
+    const { fraction, maxMs } = this.limits.gather ?? DEFAULT_BATCH_GATHER;
+    const until = performance.now() + Math.min(maxMs, fraction * this.lastTickMs);
+    for (;;) {
+      const left = until - performance.now();
+      if (left <= 0 || this.running.every((s) => !s.paused)) return false;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.wake = null;
+      if (this.stopped || this.running.some((s) => s.cancelled)) return true;
     }
   }
 

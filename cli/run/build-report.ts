@@ -104,10 +104,10 @@ function methodResult(run: Run, before: EvaluationResult): MethodResult {
     accuracyAfterCi95: wilson(after.correct, after.problems),
     accuracyDeltaCi95: [delta.lower, delta.upper],
     problemsSampled: c.problemsSampled,
+    tunedTokens: c.tunedTokens,
     // Every pass over the data covers all of it before repeating, so the distinct positions
     // trained on are the passes' positions, capped at the data's size (steps_selected).
-    tunedTokens: Math.min(c.tunedTokens, c.stepsSelected),
-    tunedTokenPasses: c.tunedTokens,
+    distinctTunedTokens: Math.min(c.tunedTokens, c.stepsSelected),
     optimizerSteps: c.optimizerSteps,
     wallSeconds: run.stageTimings.filter((t) => costStages.includes(t.stage)).reduce((sum, t) => sum + t.wallSeconds, 0),
     stageSeconds,

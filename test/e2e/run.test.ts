@@ -16,7 +16,7 @@ describe("lightreasoner run on the built-in pair", () => {
   afterAll(() => rmSync(out, { recursive: true, force: true }));
 
   it("runs both methods through the two services and writes a consistent report", () => {
-    const args = ["run", "--sample", "30", "--sft-sample", "30", "--steps", "8", "--sft-steps", "6", "--push-every", "3", "--eval", "80", "--report-dir", out];
+    const args = ["run", "--batch-size", "8", "--gradient-accumulation", "2", "--sample", "30", "--sft-sample", "30", "--steps", "8", "--sft-steps", "6", "--push-every", "3", "--eval", "80", "--report-dir", out];
     const run = spawnSync(process.execPath, ["bin/lightreasoner.mjs", ...args], { encoding: "utf8", timeout: 240_000 });
     expect(run.status, `${run.stdout}\n${run.stderr}`).toBe(0);
     expect(run.stdout).toMatch(/inference service pid \d+ on 127\.0\.0\.1:\d+.*trainer pid \d+ on 127\.0\.0\.1:\d+/);
@@ -47,9 +47,12 @@ describe("lightreasoner run on the built-in pair", () => {
     expect(lr.stepsSelected).toBeLessThanOrEqual(lr.stepsSeen);
     expect(lr.optimizerSteps).toBe(8);
     expect(sft.optimizerSteps).toBe(6);
-    // Tuned tokens are selected samples trained on: one per sample, at most every sample stored.
-    expect(lr.tunedTokens).toBeLessThanOrEqual(lr.stepsSelected);
-    expect(lr.tunedTokenPasses).toBeGreaterThanOrEqual(lr.tunedTokens);
+    // LightReasoner's tuned tokens are its selected samples: one loss position per sample and
+    // pass, at most every sample stored; 8 steps of 16 samples here, fewer than were selected.
+    expect(lr.distinctTunedTokens).toBeLessThanOrEqual(lr.stepsSelected);
+    expect(lr.tunedTokens).toBeGreaterThanOrEqual(lr.distinctTunedTokens);
+    expect(lr.stepsSelected).toBeGreaterThan(8 * 16);
+    expect(lr.tunedTokens).toBe(8 * 16);
     expect(lr.loss.map((p) => p.step)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
     // Online mode pushed at steps 3 and 6 and at the end.
     expect(lr.adapterVersions).toHaveLength(3);
@@ -64,7 +67,7 @@ describe("lightreasoner run on the built-in pair", () => {
     // The SFT baseline kept exactly the trajectories whose answer was right.
     const sftRecords = SampleStore.read(join(out, "trainer", "sft-baseline", "samples.jsonl")).records;
     expect(sft.trajectoriesKept).toBe(sftRecords.filter((r) => r.answer.correct === true).length);
-    expect(sft.tunedTokens).toBeLessThanOrEqual(sftRecords.filter((r) => r.answer.correct === true).reduce((n, r) => n + r.completionTokenIds.length, 0));
+    expect(sft.distinctTunedTokens).toBe(Math.min(sft.tunedTokens, sftRecords.filter((r) => r.answer.correct === true).reduce((n, r) => n + r.completionTokenIds.length, 0)));
 
     const html = readFileSync(join(out, "report.html"), "utf8");
     expect(html).toMatch(/<svg/);

@@ -12,7 +12,7 @@ export function sampleReport(): RunReport {
     accuracyDeltaCi95: [0.02, 0.06] as [number, number],
     problemsSampled: 200,
     tunedTokens: 900,
-    tunedTokenPasses: 1800,
+    distinctTunedTokens: 600,
     optimizerSteps: 40,
     wallSeconds: 60,
     stageSeconds: { sampling: 20, training: 40 },

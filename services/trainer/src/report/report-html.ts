@@ -48,7 +48,8 @@ export function renderReportHtml(r: RunReport): string {
     ["held-out greedy accuracy after", pct(lr.accuracyAfter), sft ? pct(sft.accuracyAfter) : "–"],
     ["change vs. expert before (95% CI)", interval(lr.accuracyDeltaCi95), sft ? interval(sft.accuracyDeltaCi95) : "–"],
     ["problems sampled", String(lr.problemsSampled), sft ? String(sft.problemsSampled) : "–"],
-    ["tuned tokens", String(lr.tunedTokens), sft ? String(sft.tunedTokens) : "–"],
+    ["tuned tokens (with repeats)", String(lr.tunedTokens), sft ? String(sft.tunedTokens) : "–"],
+    ["distinct tokens tuned", String(lr.distinctTunedTokens), sft ? String(sft.distinctTunedTokens) : "–"],
     ["optimizer steps", String(lr.optimizerSteps), sft ? String(sft.optimizerSteps) : "–"],
     ["wall time (s)", lr.wallSeconds.toFixed(1), sft ? sft.wallSeconds.toFixed(1) : "–"],
   ];

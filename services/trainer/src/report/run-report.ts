@@ -36,10 +36,10 @@ export interface MethodResult {
   /** Paired 95% interval of (after - before) on the same evaluation problems. */
   accuracyDeltaCi95: [number, number];
   problemsSampled: number;
-  /** Distinct token positions trained on (each selected step, or each token of a kept trajectory, counted once). */
+  /** Token positions that carried a loss over the whole training, repeats over epochs included (the paper's comparison). */
   tunedTokens: number;
-  /** Token positions run through the loss, repeats over epochs included. */
-  tunedTokenPasses: number;
+  /** Distinct token positions trained on: each selected step, or each token of a kept trajectory, counted once. */
+  distinctTunedTokens: number;
   optimizerSteps: number;
   /** Sampling + training wall time, the cost the paper compares. */
   wallSeconds: number;

@@ -32,20 +32,22 @@ import { parseIntegerOption, parseNumberOption, UsageError } from "../options.ts
 export const RUN_DEFAULTS = {
   /** The built-in pair was pretrained on the world's first 20,000 training problems. */
   pretrainedProblems: 20_000,
-  sample: 400,
+  sample: 1000,
   eval: 1000,
   beta: 0.4,
   alpha: 0.2,
-  temperature: 0,
+  temperature: 0.7,
   maxNewTokens: 128,
-  learningRate: 1e-3,
-  steps: 200,
+  learningRate: 3e-4,
+  steps: 300,
   batchSize: 8,
   gradientAccumulation: 2,
   pushEvery: 50,
-  sftSample: 400,
-  sftSteps: 200,
-  sftLearningRate: 1e-3,
+  sftSample: 2000,
+  sftAttempts: 4,
+  sftTemperature: 1,
+  sftSteps: 300,
+  sftLearningRate: 3e-4,
   seed: 1,
 } as const;
 
@@ -68,6 +70,8 @@ interface RunFlags {
   pushEvery: number;
   sft: boolean;
   sftSample: number;
+  sftAttempts: number;
+  sftTemperature: number;
   sftSteps: number;
   sftLr: number;
   seed: number;
@@ -98,6 +102,8 @@ export function registerRun(program: Command): void {
     .option("--push-every <n>", "online mode: push the adapter every n optimizer steps", parseIntegerOption("--push-every"), D.pushEvery)
     .option("--no-sft", "skip the SFT baseline")
     .option("--sft-sample <n>", "problems the SFT baseline samples", parseIntegerOption("--sft-sample"), D.sftSample)
+    .option("--sft-attempts <n>", "trajectories the SFT baseline writes per problem until one is right", parseIntegerOption("--sft-attempts"), D.sftAttempts)
+    .option("--sft-temperature <t>", "sampling temperature of the SFT baseline's attempts", parseNumberOption("--sft-temperature"), D.sftTemperature)
     .option("--sft-steps <n>", "SFT optimizer steps", parseIntegerOption("--sft-steps"), D.sftSteps)
     .option("--sft-lr <rate>", "SFT peak learning rate", parseNumberOption("--sft-lr"), D.sftLearningRate)
     .option("--seed <n>", "seed of both runs", parseIntegerOption("--seed"), D.seed)
@@ -129,8 +135,9 @@ function runConfig(flags: RunFlags, method: "lightreasoner" | "sft", sources: Re
     problems: { path: sources.train.path, offset: sources.train.offset, limit: lightreasoner ? flags.sample : flags.sftSample },
     evalProblems: { path: sources.eval.path, limit: flags.eval },
     inferenceEndpoints: [inference],
-    sampling: { temperature: flags.temperature, maxNewTokens: flags.maxNewTokens },
+    sampling: { temperature: lightreasoner ? flags.temperature : flags.sftTemperature, maxNewTokens: flags.maxNewTokens },
     selection: { beta: flags.beta, alpha: flags.alpha },
+    sft: lightreasoner ? undefined : { attemptsPerProblem: flags.sftAttempts },
     optimization: {
       learningRate: lightreasoner ? flags.lr : flags.sftLr,
       maxSteps: lightreasoner ? flags.steps : flags.sftSteps,

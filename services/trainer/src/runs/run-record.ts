@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { create, fromJson, toJson } from "@bufbuild/protobuf";
 import type { JsonValue } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import type { EvaluationResult, Run, RunConfig } from "../../../../core/gen/lightreasoner/v1/trainer_pb.ts";
+import type { EvaluationResult, Run, RunConfig, RunCounters } from "../../../../core/gen/lightreasoner/v1/trainer_pb.ts";
 import { RunConfigSchema, RunSchema, RunStage, RunState } from "../../../../core/gen/lightreasoner/v1/trainer_pb.ts";
 import { ModelFormatError } from "../../../../core/model/errors.ts";
 
@@ -37,19 +37,8 @@ export const STAGE_OF: Record<RunStageName, RunStage> = {
   done: RunStage.DONE,
 };
 
-export interface RunCountersRecord {
-  problemsTotal: number;
-  problemsSampled: number;
-  stepsSeen: number;
-  stepsSelected: number;
-  samplesStored: number;
-  tunedTokens: number;
-  optimizerSteps: number;
-  optimizerStepsTotal: number;
-  adaptersPushed: number;
-  lastLoss: number;
-  stepsPerSecond: number;
-}
+/** The contract's RunCounters as plain JSON (run.json keeps them; Run.counters reports them). */
+export type RunCountersRecord = Omit<RunCounters, "$typeName" | "$unknown">;
 
 export interface EvaluationRecord {
   stage: "evaluating_before" | "evaluating_after";

@@ -7,8 +7,8 @@
 // down gracefully in-process, and kill.test.ts the sampler itself being killed; neither kills
 // a replica process.) Last, the Kubernetes headless-service path: one DNS name with two A
 // records (a private /etc/hosts in a mount namespace) and `--inference dns:///name:port`: the
-// run completes on the replicas behind the name; how it splits is logged, not asserted (today
-// one run's calls land on one replica: deploy/README.md, "How the trainer spreads work").
+// run completes on the replicas behind the name, each of them doing a real share (every
+// resolved address gets a lane of its own: deploy/README.md, "How the trainer spreads work").
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";

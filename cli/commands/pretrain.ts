@@ -25,6 +25,7 @@ interface PretrainFlags {
   tokenizer: string;
   out: string;
   steps?: number;
+  scheduleSteps?: number;
   stopAfter?: number;
   maxMinutes?: number;
   batchSize?: number;
@@ -69,6 +70,7 @@ export function registerPretrain(program: Command): void {
     .requiredOption("--tokenizer <dir>", "directory with tokenizer.json and tokenizer_config.json (chat template); copied into --out")
     .requiredOption("--out <dir>", "model directory to write (config.json, model.safetensors, tokenizer, pretrain_log.json); checkpoints go in <out>/checkpoints")
     .option("--steps <n>", `optimizer steps of the whole run; the schedule ends here (default ${D.maxSteps})`, positive("--steps", parseIntegerOption("--steps")))
+    .option("--schedule-steps <n>", "let the learning-rate schedule span this many steps (>= --steps): the run ends part way down the decay", positive("--schedule-steps", parseIntegerOption("--schedule-steps")))
     .option("--stop-after <n>", "take at most this many steps in this invocation, then checkpoint and exit", positive("--stop-after", parseIntegerOption("--stop-after")))
     .option("--max-minutes <m>", "stop this invocation at the first step boundary after this many minutes, then checkpoint and exit", positive("--max-minutes", parseNumberOption("--max-minutes")))
     .option("--batch-size <n>", `sequences per micro-batch (default ${D.batchSize})`, parseIntegerOption("--batch-size"))
@@ -93,6 +95,7 @@ export function registerPretrain(program: Command): void {
       }
       const config = resolvePretrainConfig({
         maxSteps: flags.steps,
+        scheduleSteps: flags.scheduleSteps,
         batchSize: flags.batchSize,
         gradientAccumulation: flags.gradAccum,
         seqLen: flags.seqLen,

@@ -84,6 +84,14 @@ describe("pretrain", () => {
     const again = await run({ outDir: out });
     expect(again).toMatchObject({ alreadyFinished: true, finished: true });
     await expect(run({ outDir: out, config: { ...settings, learningRate: 5e-3 } })).rejects.toThrow(/holds a finished pretraining run with other settings/);
+    // Same settings, other data (a rebuilt world): not mistaken for the finished run.
+    await expect(run({ outDir: out, sequences: data.sequences.slice(1) })).rejects.toThrow(/holds a finished pretraining run on other data/);
+  });
+
+  it("does not resume a checkpoint written while training on other data", async () => {
+    const out = freshDir();
+    await run({ outDir: out, stopAfterSteps: 2 });
+    await expect(run({ outDir: out, sequences: data.sequences.slice(1) })).rejects.toThrow(/was written while training on other data/);
   });
 
   it("the first loss is the mean next-token cross-entropy over real tokens, padding excluded", async () => {

@@ -6,6 +6,7 @@
 // exactly. The output directory is a complete Hugging Face model directory (config.json,
 // model.safetensors, tokenizer files, generation_config.json) after every checkpoint, plus
 // pretrain_log.json with the settings, throughput and loss curve.
+import { createHash } from "node:crypto";
 import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { loadModelDir, writeModelDir } from "../../../../core/formats/model-dir.ts";
@@ -90,6 +91,7 @@ export async function pretrain(options: PretrainOptions): Promise<PretrainResult
   const checkpointDir = options.checkpointDir ?? join(options.outDir, "checkpoints");
   const objective = crossEntropyObjective({ completionOnly: config.completionOnly });
   const identity = { kind: "full", objective: objective.name, config: config as unknown as Record<string, unknown> };
+  const dataFingerprint = fingerprintSequences(options.sequences);
   const saved = latestCheckpoint(checkpointDir);
   const state = saved ? readTrainerState(saved.dir) : null;
   if (state) {
@@ -97,8 +99,11 @@ export async function pretrain(options: PretrainOptions): Promise<PretrainResult
     if (JSON.stringify(state.extra?.modelConfig) !== JSON.stringify(configJson)) {
       throw new CheckpointError(saved!.dir, "was written for a model with another config.json; resume with the same --config (or --from) and --tokenizer");
     }
+    if (state.extra?.dataFingerprint !== dataFingerprint) {
+      throw new CheckpointError(saved!.dir, "was written while training on other data; resume with the same --data and --tokenizer");
+    }
   } else {
-    const done = finishedRun(options.outDir, config);
+    const done = finishedRun(options.outDir, config, dataFingerprint);
     if (done) return { ...done, config, outDir: options.outDir, wallSeconds: (performance.now() - started) / 1000 };
   }
 
@@ -139,6 +144,7 @@ export async function pretrain(options: PretrainOptions): Promise<PretrainResult
       parameterCount: parameterCount(modelConfig),
       tfjsBackend: backend.kind,
       data: options.data ?? null,
+      dataFingerprint,
       tokens: p.tokens,
       trainSeconds: Math.round(p.trainSeconds * 10) / 10,
       tokensPerSecond: Math.round(p.tokens / Math.max(p.trainSeconds, 1e-9)),
@@ -160,7 +166,7 @@ export async function pretrain(options: PretrainOptions): Promise<PretrainResult
       },
       checkpoint: (p) => {
         const trained = model.exportWeights();
-        writeCheckpoint(checkpointDir, { ...identity, progress: p, extra: { modelConfig: configJson, lossHistory } }, (tmp) => {
+        writeCheckpoint(checkpointDir, { ...identity, progress: p, extra: { modelConfig: configJson, dataFingerprint, lossHistory } }, (tmp) => {
           writeSafetensors(join(tmp, WEIGHTS_FILE), trained);
           saveOptimizerState(join(tmp, OPTIMIZER_FILE), optimizer.state(), shapes);
         }, config.keepCheckpoints);
@@ -255,8 +261,15 @@ function writeModelOutput(outDir: string, configJson: Record<string, unknown>, w
   rmSync(staging, { recursive: true, force: true });
 }
 
-/** outDir's log when it records a finished run with these settings (so a repeated command is a no-op). */
-function finishedRun(outDir: string, config: PretrainConfig): Omit<PretrainResult, "config" | "outDir" | "wallSeconds"> | null {
+/** sha256 of every sequence's tokens and prompt length: the data a run trained on, whatever file it came from. */
+function fingerprintSequences(sequences: readonly Trajectory[]): string {
+  const hash = createHash("sha256");
+  for (const s of sequences) hash.update(`${s.promptLength}:${s.tokenIds.join(",")}\n`);
+  return hash.digest("hex");
+}
+
+/** outDir's log when it records a finished run with these settings and data (so a repeated command is a no-op). */
+function finishedRun(outDir: string, config: PretrainConfig, dataFingerprint: string): Omit<PretrainResult, "config" | "outDir" | "wallSeconds"> | null {
   const file = join(outDir, PRETRAIN_LOG_FILE);
   if (!existsSync(file)) return null;
   let log: Record<string, unknown>;
@@ -268,6 +281,9 @@ function finishedRun(outDir: string, config: PretrainConfig): Omit<PretrainResul
   if (log.finished !== true) return null;
   if (JSON.stringify(log.config) !== JSON.stringify(config)) {
     throw new TrainingConfigError("out", `${outDir} holds a finished pretraining run with other settings (${PRETRAIN_LOG_FILE}); choose another output directory or delete it`);
+  }
+  if (log.dataFingerprint !== dataFingerprint) {
+    throw new TrainingConfigError("out", `${outDir} holds a finished pretraining run on other data (${PRETRAIN_LOG_FILE}); choose another output directory or delete it`);
   }
   const steps = Number(log.steps);
   return {

@@ -2,6 +2,8 @@ import { describe, expect, it } from "vitest";
 import { z } from "zod";
 import { DEFAULT_LORA } from "../../../../core/model/lora.ts";
 import { TrainingConfigError } from "./errors.ts";
+import { learningRateAt } from "./schedule.ts";
+import { scheduleOf } from "./training-loop.ts";
 import { DEFAULT_PRETRAIN_CONFIG, DEFAULT_TRAINING_CONFIG, pretrainConfigSchema, resolvePretrainConfig, resolveTrainingConfig, trainingConfigSchema } from "./training-config.ts";
 
 describe("training settings", () => {
@@ -36,6 +38,7 @@ describe("training settings", () => {
     expect(fieldOf({ lora: { targetModules: ["q_proj", "q_proj"] } })).toBe("training.lora.targetModules");
     expect(fieldOf({ schedule: "step" })).toBe("training.schedule");
     expect(fieldOf({ maxSteps: 10, warmupSteps: 10 })).toBe("training.warmupSteps");
+    expect(fieldOf({ maxSteps: 10, scheduleSteps: 9 })).toBe("training.scheduleSteps");
     expect(fieldOf({ learningrate: 1 })).toBe("training");
     expect(() => resolvePretrainConfig({ seqLen: 1 })).toThrow(/pretrain\.seqLen: Too small/);
   });
@@ -50,5 +53,14 @@ describe("training settings", () => {
     }
     const json = z.toJSONSchema(trainingConfigSchema, { io: "input" }) as { properties: Record<string, { default?: unknown }> };
     expect(json.properties.learningRate.default).toBe(5e-5);
+  });
+
+  it("lets a run stop part way down a longer schedule", () => {
+    const stopped = resolvePretrainConfig({ maxSteps: 7, scheduleSteps: 8, warmupSteps: 0, minLearningRateRatio: 0 });
+    const full = resolvePretrainConfig({ maxSteps: 8, warmupSteps: 0, minLearningRateRatio: 0 });
+    // the first 7 rates of the 8-step cosine, not a 7-step cosine that reaches the floor
+    for (let step = 0; step < 7; step++) expect(learningRateAt(scheduleOf(stopped), step)).toBe(learningRateAt(scheduleOf(full), step));
+    expect(learningRateAt(scheduleOf(stopped), 6)).toBeGreaterThan(0);
+    expect(scheduleOf(resolvePretrainConfig({ maxSteps: 7, warmupSteps: 0 })).totalSteps).toBe(7);
   });
 });

@@ -46,6 +46,9 @@ function optimizationShape(d: {
     gradientAccumulation: count(1).default(d.gradientAccumulation).describe("micro-batches whose gradients are summed into one optimizer step"),
     maxSteps: count(1).default(d.maxSteps).describe("optimizer steps of the whole run; the schedule ends here"),
     warmupSteps: count(0).default(d.warmupSteps).describe("steps of linear warm-up to the peak learning rate; < maxSteps"),
+    scheduleSteps: count(1)
+      .optional()
+      .describe("steps the learning-rate schedule spans when it is longer than the run (default maxSteps): the run stops part way down the decay"),
     schedule: z.enum(SCHEDULE_KINDS).default(d.schedule).describe("learning-rate shape after warm-up"),
     minLearningRateRatio: z.number().min(0).max(1).default(d.minLearningRateRatio).describe("where linear and cosine decay end, as a fraction of the peak"),
     weightDecay: z.number().min(0).default(d.weightDecay).describe("AdamW decoupled weight decay"),
@@ -80,7 +83,8 @@ export const trainingConfigSchema = z
     pushEverySteps: count(0).default(50).describe("hand the adapter to onAdapter (online mode: push it to the inference servers) every this many optimizer steps; 0: only at the end"),
   })
   .strict()
-  .refine((c) => c.warmupSteps < c.maxSteps, { message: "must be less than maxSteps", path: ["warmupSteps"] });
+  .refine((c) => c.warmupSteps < c.maxSteps, { message: "must be less than maxSteps", path: ["warmupSteps"] })
+  .refine((c) => c.scheduleSteps === undefined || c.scheduleSteps >= c.maxSteps, { message: "must be at least maxSteps", path: ["scheduleSteps"] });
 
 // Pretraining defaults are nanoGPT-style (cosine to 10%, beta2 0.95, decay 0.1), with the peak
 // rate and batch measured on the built-in world with 0.03M-0.75M-parameter llamas on wasm:
@@ -104,7 +108,8 @@ export const pretrainConfigSchema = z
     completionOnly: z.boolean().default(false).describe("put the loss only on the assistant's answer, not on the system prompt and question"),
   })
   .strict()
-  .refine((c) => c.warmupSteps < c.maxSteps, { message: "must be less than maxSteps", path: ["warmupSteps"] });
+  .refine((c) => c.warmupSteps < c.maxSteps, { message: "must be less than maxSteps", path: ["warmupSteps"] })
+  .refine((c) => c.scheduleSteps === undefined || c.scheduleSteps >= c.maxSteps, { message: "must be at least maxSteps", path: ["scheduleSteps"] });
 
 export type TrainingConfig = z.output<typeof trainingConfigSchema>;
 export type TrainingConfigInput = z.input<typeof trainingConfigSchema>;

@@ -114,7 +114,7 @@ export function scheduleOf(config: OptimizationConfig): LearningRateSchedule {
   return {
     kind: config.schedule,
     peak: config.learningRate,
-    totalSteps: config.maxSteps,
+    totalSteps: config.scheduleSteps ?? config.maxSteps,
     warmupSteps: config.warmupSteps,
     minRatio: config.minLearningRateRatio,
   };

@@ -34,7 +34,6 @@ import { loadProblemSource } from "./problem-source.ts";
 import type { RunPlan } from "./run-config.ts";
 import type { EvaluationRecord, RunRecord, RunStageName } from "./run-record.ts";
 import { evaluationMessage } from "./run-record.ts";
-import type { TrajectoryFeed as Feed } from "./trajectory-feed.ts";
 import { TrajectoryFeed } from "./trajectory-feed.ts";
 
 /** The trainer's frozen expert, loaded once and shared by its runs. */
@@ -284,9 +283,10 @@ class RunExecution {
       : new RunConfigError("selection.beta", `no step had KL above beta = ${this.prepared.sampler.beta}, so there is nothing to train on (lower beta or sample more problems)`);
   }
 
-  /** Online mode: training reads trajectories as sampling stores them; sampling stops when training is done. */
+  /** Online mode: training reads trajectories as sampling stores them, in problem order; sampling stops when training is done. */
   private async sampleAndTrain(store: SampleStore): Promise<void> {
-    const feed: Feed = new TrajectoryFeed(store, unitOf(this.plan.method), this.plan.training.seed);
+    const order = this.prepared.problems.map((p) => p.id);
+    const feed = new TrajectoryFeed(store, unitOf(this.plan.method), this.plan.training.seed, order);
     const stopSampling = new AbortController();
     const stop = () => stopSampling.abort();
     this.signal.addEventListener("abort", stop);

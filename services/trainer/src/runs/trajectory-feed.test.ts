@@ -54,7 +54,7 @@ describe("TrajectoryFeed", () => {
     const store = openStore();
     store.append(record("a"));
     store.append(record("skip", 0));
-    const feed = new TrajectoryFeed(store, recordTrajectory, 3);
+    const feed = new TrajectoryFeed(store, recordTrajectory, 3, ["a", "skip", "b", "c"]);
     const it = feed[Symbol.asyncIterator]();
     expect(ids(await take(it, 1))).toEqual(["a"]);
     const waiting = take(it, 2);
@@ -68,11 +68,30 @@ describe("TrajectoryFeed", () => {
     store.close();
   });
 
+  it("hands problems over in the run's list order, whatever order they finish in", async () => {
+    const store = openStore();
+    store.append(record("imported")); // not in the list: goes first
+    store.append(record("c"));
+    const feed = new TrajectoryFeed(store, recordTrajectory, 1, ["a", "b", "c", "d", "e"]);
+    const it = feed[Symbol.asyncIterator]();
+    expect(ids(await take(it, 1))).toEqual(["imported"]);
+    const waiting = take(it, 3);
+    store.append(record("b"));
+    expect(feed.size).toBe(1); // b waits for a
+    store.append(record("a"));
+    expect(ids(await waiting)).toEqual(["a", "b", "c"]);
+    // sampling stops before d: e, stored, still comes after the gap
+    store.append(record("e"));
+    feed.finishSampling();
+    expect(ids(await take(it, 1))).toEqual(["e"]);
+    store.close();
+  });
+
   it("reads the same sequence again from the same store and seed (what a resumed run relies on)", async () => {
     const store = openStore();
     for (const id of ["p", "q", "r", "s"]) store.append(record(id));
     const read = async (seed: number) => {
-      const feed = new TrajectoryFeed(store, recordTrajectory, seed);
+      const feed = new TrajectoryFeed(store, recordTrajectory, seed, ["p", "q", "r", "s"]);
       feed.finishSampling();
       return ids(await take(feed[Symbol.asyncIterator](), 12));
     };
@@ -86,7 +105,7 @@ describe("TrajectoryFeed", () => {
   it("ends when sampling stored nothing to train on, instead of spinning", async () => {
     const store = openStore();
     store.append(record("none", 0));
-    const feed = new TrajectoryFeed(store, recordTrajectory, 1);
+    const feed = new TrajectoryFeed(store, recordTrajectory, 1, ["none"]);
     feed.finishSampling();
     expect(await take(feed[Symbol.asyncIterator](), 5)).toEqual([]);
     store.close();
@@ -94,7 +113,7 @@ describe("TrajectoryFeed", () => {
 
   it("hands a sampling failure to the reader", async () => {
     const store = openStore();
-    const feed = new TrajectoryFeed(store, recordTrajectory, 1);
+    const feed = new TrajectoryFeed(store, recordTrajectory, 1, ["a"]);
     const it = feed[Symbol.asyncIterator]();
     const next = it.next();
     feed.fail(new Error("endpoints gone"));

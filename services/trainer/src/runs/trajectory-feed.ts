@@ -1,9 +1,11 @@
-// Online mode's training data, one stream the trainer reads while sampling writes: first the
-// store's trajectories in the order stored, then each new one the moment sampling stores it,
-// and once sampling is over, further passes over all of them in a seeded order of their own,
-// for as long as training wants more. The order depends only on the store's order and the
-// seed, so a resumed run (which skips the trajectories it already used) reads exactly what an
-// uninterrupted one would have read next.
+// Online mode's training data, one stream the trainer reads while sampling writes. The first
+// pass gives each problem's trajectory in the order of the run's problem list, each as soon as
+// it and every problem before it are stored (sampling works through the list in order, so it
+// waits little); once sampling is over, further passes go over all of them in a seeded order
+// of their own, for as long as training wants more. Nothing in the order depends on timing or
+// on which replica finished first, so two runs with the same settings train on the same
+// sequence, and a resumed run (which skips the trajectories it already used) reads exactly
+// what an uninterrupted one would have read next.
 import type { SampleStore } from "../store/sample-store.ts";
 import type { TrainingTrajectory, TrajectoryRecord } from "../store/records.ts";
 import { epochOrder } from "../training/batching.ts";
@@ -12,32 +14,48 @@ export type ToTrajectory = (record: TrajectoryRecord) => TrainingTrajectory | nu
 
 export class TrajectoryFeed implements AsyncIterable<TrainingTrajectory> {
   private readonly items: TrainingTrajectory[] = [];
+  /** Stored records whose turn has not come: an earlier problem is still being sampled. */
+  private readonly early = new Map<string, TrajectoryRecord>();
+  /** Each problem id's first place in the run's list. */
+  private readonly place = new Map<string, number>();
+  /** Place in the list of the next problem to hand over. */
+  private turn = 0;
   private readonly unsubscribe: () => void;
   private samplingOver = false;
   private failure: Error | null = null;
   private wakeUp: (() => void) | null = null;
 
+  /** `problemOrder`: the run's problem ids in list order; records of other ids (imported samples) go first, as stored. */
   constructor(
     store: SampleStore,
-    toTrajectory: ToTrajectory,
+    private readonly toTrajectory: ToTrajectory,
     private readonly seed: number,
+    private readonly problemOrder: readonly string[],
   ) {
-    for (const record of store.all()) this.add(toTrajectory(record));
+    problemOrder.forEach((id, i) => {
+      if (!this.place.has(id)) this.place.set(id, i);
+    });
+    for (const record of store.all()) this.arrive(record);
     this.unsubscribe = store.subscribe((record) => {
-      this.add(toTrajectory(record));
+      this.arrive(record);
       this.wake();
     });
   }
 
-  /** Trajectories that arrived so far. */
+  /** Trajectories handed over so far. */
   get size(): number {
     return this.items.length;
   }
 
-  /** Sampling stored its last problem: after the first pass, the feed repeats what it has. */
+  /** Sampling stored its last problem (or stopped early): what is stored goes out in list order, gaps skipped. */
   finishSampling(): void {
     this.samplingOver = true;
     this.unsubscribe();
+    for (const id of this.problemOrder) {
+      const record = this.early.get(id);
+      if (record) this.handOver(record);
+      this.early.delete(id);
+    }
     this.wake();
   }
 
@@ -68,7 +86,25 @@ export class TrajectoryFeed implements AsyncIterable<TrainingTrajectory> {
     }
   }
 
-  private add(trajectory: TrainingTrajectory | null): void {
+  private arrive(record: TrajectoryRecord): void {
+    if (!this.place.has(record.problemId)) {
+      this.handOver(record);
+      return;
+    }
+    this.early.set(record.problemId, record);
+    while (this.turn < this.problemOrder.length) {
+      const id = this.problemOrder[this.turn];
+      const ready = this.early.get(id);
+      // A repeated id had its turn at its first place.
+      if (ready === undefined && this.place.get(id) === this.turn) break;
+      if (ready) this.handOver(ready);
+      this.early.delete(id);
+      this.turn++;
+    }
+  }
+
+  private handOver(record: TrajectoryRecord): void {
+    const trajectory = this.toTrajectory(record);
     if (trajectory) this.items.push(trajectory);
   }
 

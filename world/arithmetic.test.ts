@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { SENTENCES } from "./lexicon.ts";
 import {
@@ -9,43 +10,73 @@ import {
   generateProblems,
   resolveDifficulty,
   splitOf,
+  SPLITS,
   type ArithmeticProblem,
 } from "./arithmetic.ts";
 import { checkSolution } from "./checker.ts";
 import { WorldConfigError } from "./errors.ts";
 
-// One shared draw for the heavier checks: 20k train and 2k test problems.
+const FIRST_TEST_QUESTIONS_DIGEST = "fb7d23df83e21b71f2e658a542a1acb9134f9b72863306fc3ad8bfa7a4fe0815";
+
+// One shared draw for the heavier checks: 20k train, 2k validation and 2k test problems.
 const train = generateProblems(20_000, { seed: 7, split: "train" });
+const validation = generateProblems(2_000, { seed: 7, split: "validation" });
 const test = generateProblems(2_000, { seed: 7, split: "test" });
 
-describe("train/test split", () => {
-  it("shares no problem, by question text or by canonical content", () => {
-    const trainQuestions = new Set(train.map((p) => p.question));
-    const trainCanonical = new Set(train.map((p) => p.canonical));
-    expect(test.filter((p) => trainQuestions.has(p.question))).toEqual([]);
-    expect(test.filter((p) => trainCanonical.has(p.canonical))).toEqual([]);
+describe("train/validation/test split", () => {
+  it("shares no problem between any two splits, by question text or by canonical content", () => {
+    const splits = { train, validation, test };
+    for (const [a, one] of Object.entries(splits)) {
+      for (const [b, other] of Object.entries(splits)) {
+        if (a === b) continue;
+        const questions = new Set(one.map((p) => p.question));
+        const canonical = new Set(one.map((p) => p.canonical));
+        expect(other.filter((p) => questions.has(p.question)), `${a} vs ${b}`).toEqual([]);
+        expect(other.filter((p) => canonical.has(p.canonical)), `${a} vs ${b}`).toEqual([]);
+      }
+    }
   });
 
   it("is a function of the question text alone", () => {
-    for (const p of [...train, ...test]) {
+    for (const p of [...train, ...validation, ...test]) {
       expect(canonicalOf(p.question)).toBe(p.canonical);
       expect(splitOf(p.canonical)).toBe(p.split);
     }
     expect(train.every((p) => p.split === "train")).toBe(true);
+    expect(validation.every((p) => p.split === "validation")).toBe(true);
     expect(test.every((p) => p.split === "test")).toBe(true);
   });
 
   it("gives distinct problems within a split", () => {
     expect(new Set(train.map((p) => p.canonical)).size).toBe(train.length);
+    expect(new Set(validation.map((p) => p.question)).size).toBe(validation.length);
     expect(new Set(test.map((p) => p.question)).size).toBe(test.length);
     expect(new Set(train.map((p) => p.id)).size).toBe(train.length);
   });
 
-  it("sends about one canonical content in ten to test", () => {
+  it("sends about one canonical content in ten to test, one in ten to validation, the rest to train", () => {
     const keys = Array.from({ length: 20_000 }, (_, i) => `has add askHave|${i} ${i + 1}`);
-    const share = keys.filter((k) => splitOf(k) === "test").length / keys.length;
-    expect(share).toBeGreaterThan(0.09);
-    expect(share).toBeLessThan(0.11);
+    const share = (split: string) => keys.filter((k) => splitOf(k) === split).length / keys.length;
+    for (const split of ["test", "validation"]) {
+      expect(share(split)).toBeGreaterThan(0.09);
+      expect(share(split)).toBeLessThan(0.11);
+    }
+    expect(share("train")).toBeGreaterThan(0.78);
+    expect(share("train")).toBeLessThan(0.82);
+    expect(SPLITS).toEqual(["train", "validation", "test"]);
+  });
+
+  it("pins the test split: the shipped test.jsonl starts with these questions", () => {
+    // sha256 of the first 20 test questions of seed 1, one per line. A generator change that
+    // moves the test split changes every measured figure in the README: update both together.
+    const digest = createHash("sha256")
+      .update(generateProblems(20, { seed: 1, split: "test" }).map((p) => p.question).join("\n"))
+      .digest("hex");
+    expect(digest).toBe(FIRST_TEST_QUESTIONS_DIGEST);
+  });
+
+  it("rejects a split it does not know", () => {
+    expect(() => generateProblems(1, { seed: 1, split: "dev" as never })).toThrow(/split: unknown split "dev"/);
   });
 
   it("erases names, objects and wording variants from the canonical content", () => {
@@ -168,6 +199,8 @@ describe("difficulty knob", () => {
     [{ families: [] }, /families: must name at least one/],
     [{ families: ["poems" as never] }, /unknown family "poems"/],
     [{ families: ["shop"] as const, maxSteps: 5 }, /none of shop can make a 5-step problem/],
+    [{ reversedComparisons: 1.5 }, /reversedComparisons: must be a number in \[0, 1\]/],
+    [{ reversedComparisons: Number.NaN }, /reversedComparisons/],
   ])("rejects %j", (overrides, message) => {
     expect(() => resolveDifficulty(overrides)).toThrow(message);
     expect(() => resolveDifficulty(overrides)).toThrow(WorldConfigError);
@@ -176,5 +209,38 @@ describe("difficulty knob", () => {
   it("says when the settings allow too few distinct problems", () => {
     const tiny = { minSteps: 2, maxSteps: 2, maxNumber: 5, maxFactor: 2, families: ["shop"] as const };
     expect(() => generateProblems(500, { seed: 1, split: "test", difficulty: tiny })).toThrow(/distinct test problems/);
+  });
+});
+
+describe("reversed comparisons", () => {
+  // The relation sentences of a problem, in order, with the operator of the line each one computes.
+  function relations(p: ArithmeticProblem): { kind: string; op: string }[] {
+    const kinds = p.canonical.split("|")[0].split(" ").filter((k) => /^(more|fewer|times)/.test(k));
+    return kinds.map((kind, i) => ({ kind, op: p.steps[i].op }));
+  }
+  const compared = train.filter((p) => p.family === "compare").flatMap(relations);
+
+  it("say a quarter of more/fewer comparisons from the known person's side, where the keyword points the wrong way", () => {
+    const share = (kind: string) => compared.filter((r) => r.kind === `${kind}Rev`).length / compared.filter((r) => r.kind.startsWith(kind)).length;
+    for (const kind of ["more", "fewer"]) {
+      expect(share(kind)).toBeGreaterThan(0.15);
+      expect(share(kind)).toBeLessThan(0.3);
+    }
+    // "more" adds and "fewer" subtracts, except when reversed
+    expect(new Set(compared.filter((r) => r.kind === "more" || r.kind === "fewerRev").map((r) => r.op))).toEqual(new Set(["+"]));
+    expect(new Set(compared.filter((r) => r.kind === "fewer" || r.kind === "moreRev").map((r) => r.op))).toEqual(new Set(["-"]));
+  });
+
+  it("are told apart from plain comparisons by whether the sentence's subject was named before", () => {
+    expect(canonicalOf("Tom has 12 apples. Ann has 5 more apples than Tom. How many apples does Ann have?")).toBe("has more askOne|12 5");
+    expect(canonicalOf("Tom has 12 apples. Tom has 5 more apples than Ann. How many apples does Ann have?")).toBe("has moreRev askOne|12 5");
+    const reversed = train.find((p) => p.canonical.startsWith("has fewerRev"))!;
+    expect(reversed.steps[0]).toMatchObject({ op: "+" });
+    expect(checkSolution(reversed, reversed.answer).correct).toBe(true);
+  });
+
+  it("can be switched off", () => {
+    const plain = generateProblems(2000, { seed: 1, split: "train", difficulty: { reversedComparisons: 0 } });
+    expect(plain.some((p) => p.canonical.includes("Rev"))).toBe(false);
   });
 });

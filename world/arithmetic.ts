@@ -3,17 +3,22 @@
 // deterministically from a seed. A tiny model can learn the format; getting the numbers
 // right takes the several reasoning steps the method is about.
 //
-// Train and test share no problem, by construction: a problem's split is a pure function of
-// its canonical content (split.ts), and the generator for a split only emits problems whose
-// canonical content hashes to that split.
+// One trap is built in: a quarter of the "more"/"fewer" comparisons are said from the known
+// person's side ("Tom has 5 more apples than Ann", Tom known: Ann has 5 fewer), so the keyword
+// points to the wrong operation. A model that reads keywords gets them wrong; telling them
+// apart takes noticing who was named before.
+//
+// Train, validation and test share no problem, by construction: a problem's split is a pure
+// function of its canonical content (split.ts), and the generator for a split only emits
+// problems whose canonical content hashes to that split.
 import { SeededRandom } from "../core/math/random.ts";
 import { problemId } from "../core/tasks/problems.ts";
 import { WorldConfigError } from "./errors.ts";
 import { SENTENCES, WORD_SLOTS, fillTemplate, type SentenceKind } from "./lexicon.ts";
-import { canonicalOf, splitOf, type Split } from "./split.ts";
+import { SPLITS, canonicalOf, splitOf, type Split } from "./split.ts";
 
 export type { Split } from "./split.ts";
-export { canonicalOf, splitOf } from "./split.ts";
+export { SPLITS, canonicalOf, splitOf } from "./split.ts";
 
 export type Family = "story" | "compare" | "shop";
 export type Operator = "+" | "-" | "*" | "/";
@@ -39,6 +44,11 @@ export interface WorldDifficulty {
   families: readonly Family[];
   /** Whether halving and sharing (exact division) may appear. */
   division: boolean;
+  /**
+   * Share of "more"/"fewer" comparisons said from the known person's side ("Tom has 5 more
+   * than Ann", Tom known: Ann has 5 fewer), where the keyword points to the wrong operation.
+   */
+  reversedComparisons: number;
 }
 
 export const DEFAULT_DIFFICULTY: WorldDifficulty = {
@@ -49,6 +59,7 @@ export const DEFAULT_DIFFICULTY: WorldDifficulty = {
   maxResult: 999,
   families: FAMILIES,
   division: true,
+  reversedComparisons: 0.25,
 };
 
 const FAMILY_STEPS: Record<Family, { min: number; max: number }> = {
@@ -117,6 +128,9 @@ export function resolveDifficulty(overrides: Partial<WorldDifficulty> = {}): Wor
   checkInteger("maxNumber", d.maxNumber, 5);
   checkInteger("maxFactor", d.maxFactor, 2);
   checkInteger("maxResult", d.maxResult, Math.max(d.maxNumber, d.maxFactor * d.maxFactor) + 10);
+  if (!(d.reversedComparisons >= 0 && d.reversedComparisons <= 1)) {
+    throw new WorldConfigError("reversedComparisons", `must be a number in [0, 1], got ${d.reversedComparisons}`);
+  }
   if (d.families.length === 0) throw new WorldConfigError("families", "must name at least one family");
   for (const family of d.families) {
     if (!FAMILIES.includes(family)) {
@@ -255,6 +269,17 @@ function relate(rng: SeededRandom, d: WorldDifficulty, calc: Calculator, refAmou
   if (refAmount <= d.maxFactor) relations.push("times");
   const relation = pick(rng, relations);
   const names = { name: `#${ref}`, friend: `#${who}` };
+  if (relation !== "times" && d.reversedComparisons > 0 && rng.next() < d.reversedComparisons) {
+    // said from the known person's side: "ref has n more than who" means who = ref - n
+    if (relation === "more" && refAmount >= 3) {
+      const n = between(rng, 2, Math.min(d.maxNumber, refAmount - 1));
+      return [{ kind: "moreRev", slots: { ...names, n } }, calc.run(refAmount, "-", n)];
+    }
+    if (relation === "fewer") {
+      const n = between(rng, 2, d.maxNumber);
+      return [{ kind: "fewerRev", slots: { ...names, n } }, calc.run(refAmount, "+", n)];
+    }
+  }
   if (relation === "more") {
     const n = between(rng, 2, d.maxNumber);
     return [{ kind: "more", slots: { ...names, n } }, calc.run(refAmount, "+", n)];
@@ -363,10 +388,12 @@ export interface GenerateOptions {
   difficulty?: Partial<WorldDifficulty>;
 }
 
-// Train and test streams of one seed are independent, so the test set does not change when
-// the number of training problems does (and the first n of a longer run are the same n).
+// The streams of one seed's splits are independent, so the test set does not change when the
+// number of training problems does (and the first n of a longer run are the same n).
+const STREAM_SALT: Record<Split, number> = { train: 0x1b873593, validation: 0xcc9e2d51, test: 0x5bd1e995 };
+
 function streamSeed(seed: number, split: Split): number {
-  return (Math.imul(seed >>> 0, 0x9e3779b1) ^ (split === "test" ? 0x5bd1e995 : 0x1b873593)) >>> 0;
+  return (Math.imul(seed >>> 0, 0x9e3779b1) ^ STREAM_SALT[split]) >>> 0;
 }
 
 function draft(rng: SeededRandom, d: WorldDifficulty): Draft | null {
@@ -383,6 +410,9 @@ function draft(rng: SeededRandom, d: WorldDifficulty): Draft | null {
  */
 export function* arithmeticProblems(options: GenerateOptions): Generator<ArithmeticProblem> {
   const d = resolveDifficulty(options.difficulty);
+  if (!SPLITS.includes(options.split)) {
+    throw new WorldConfigError("split", `unknown split ${JSON.stringify(options.split)} (known: ${SPLITS.join(", ")})`);
+  }
   const rng = new SeededRandom(streamSeed(options.seed, options.split));
   let misses = 0;
   for (;;) {

@@ -1,7 +1,9 @@
-// Writes the built-in world's data set: `train.jsonl` and `test.jsonl` in the GSM8K layout
-// (`{"question", "answer"}`), so the problems reader, the pretraining and the evaluation all
-// read it like real data. Returns what a person checks before training on it: counts, the
-// mix of families and step counts, and token lengths under the world tokenizer.
+// Writes the built-in world's data set: `train.jsonl`, `test.jsonl` and (when asked for)
+// `validation.jsonl` in the GSM8K layout (`{"question", "answer"}`), so the problems reader,
+// the pretraining and the evaluation all read it like real data. Validation is where settings
+// are tuned; test is read once, with the settings frozen. Returns what a person checks before
+// training on it: counts, the mix of families and step counts, and token lengths under the
+// world tokenizer.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Template } from "@huggingface/jinja";
@@ -13,6 +15,8 @@ export interface BuildDataOptions {
   outDir: string;
   trainCount: number;
   testCount: number;
+  /** Validation problems; 0 or absent writes no validation file. */
+  validationCount?: number;
   seed: number;
   difficulty?: Partial<WorldDifficulty>;
 }
@@ -42,6 +46,8 @@ export interface WorldDataStats {
   difficulty: WorldDifficulty;
   vocabSize: number;
   train: SplitStats;
+  /** null when no validation split was asked for. */
+  validation: SplitStats | null;
   test: SplitStats;
 }
 
@@ -107,9 +113,11 @@ function writeSplit(outDir: string, split: Split, problems: ArithmeticProblem[])
 }
 
 /**
- * Generates `trainCount` and `testCount` distinct problems (the two splits disjoint by
- * construction, see arithmetic.ts) from `seed`, writes `train.jsonl` and `test.jsonl` into
- * `outDir` (created if missing), and returns their statistics.
+ * Generates `trainCount`, `validationCount` and `testCount` distinct problems (the splits
+ * disjoint by construction, see arithmetic.ts) from `seed`, writes `train.jsonl`,
+ * `validation.jsonl` (only when validationCount > 0) and `test.jsonl` into `outDir` (created
+ * if missing), and returns their statistics. Each split is its own stream, so the count of
+ * one never changes the problems of another.
  */
 export function buildWorldData(options: BuildDataOptions): WorldDataStats {
   const difficulty = resolveDifficulty(options.difficulty);
@@ -118,6 +126,10 @@ export function buildWorldData(options: BuildDataOptions): WorldDataStats {
     if (!Number.isInteger(options[key]) || options[key] < 1) {
       throw new WorldConfigError(key, `must be a whole number >= 1, got ${options[key]}`);
     }
+  }
+  const validationCount = options.validationCount ?? 0;
+  if (!Number.isInteger(validationCount) || validationCount < 0) {
+    throw new WorldConfigError("validationCount", `must be a whole number >= 0, got ${validationCount}`);
   }
   mkdirSync(options.outDir, { recursive: true });
   const stats = (split: Split, count: number) => {
@@ -130,6 +142,7 @@ export function buildWorldData(options: BuildDataOptions): WorldDataStats {
     difficulty,
     vocabSize: worldVocabulary().length,
     train: stats("train", options.trainCount),
+    validation: validationCount > 0 ? stats("validation", validationCount) : null,
     test: stats("test", options.testCount),
   };
 }

@@ -37,6 +37,9 @@ export const SENTENCES = {
   more: ["{friend} has {n} more {object} than {name}."],
   fewer: ["{friend} has {n} fewer {object} than {name}."],
   times: ["{friend} has {k} times as many {object} as {name}."],
+  // the same words with the known person first: "more" now means the new person has fewer
+  moreRev: ["{name} has {n} more {object} than {friend}."],
+  fewerRev: ["{name} has {n} fewer {object} than {friend}."],
   askOne: ["How many {object} does {name} have?"],
   askTwo: ["How many {object} do {name} and {friend} have together?"],
   askThree: ["How many {object} do {name}, {friend} and {other} have together?"],

@@ -33,21 +33,24 @@ export const RUN_DEFAULTS = {
   /** The built-in pair was pretrained on the world's first 20,000 training problems. */
   pretrainedProblems: 20_000,
   sample: 1000,
-  eval: 1000,
+  /** 5,000 held-out problems: a paired 95% interval about ±0.6 points wide, narrower than the effect. */
+  eval: 5000,
   beta: 0.4,
-  alpha: 0.2,
-  temperature: 0.7,
+  /** Only near-ties of the expert enter the soft label; wider plausible sets gained less on validation. */
+  alpha: 0.7,
+  temperature: 0,
   maxNewTokens: 128,
-  learningRate: 3e-4,
+  learningRate: 1e-3,
   steps: 300,
   batchSize: 8,
   gradientAccumulation: 2,
-  pushEvery: 50,
+  /** Adapters reach the replicas at the end: sampling from mid-run adapters lost the gain on validation. */
+  pushEvery: 0,
   sftSample: 2000,
   sftAttempts: 4,
   sftTemperature: 1,
   sftSteps: 300,
-  sftLearningRate: 3e-4,
+  sftLearningRate: 1e-3,
   seed: 1,
 } as const;
 
@@ -99,7 +102,7 @@ export function registerRun(program: Command): void {
     .option("--steps <n>", "LightReasoner's optimizer steps", parseIntegerOption("--steps"), D.steps)
     .option("--batch-size <n>", "samples per micro-batch", parseIntegerOption("--batch-size"), D.batchSize)
     .option("--gradient-accumulation <n>", "micro-batches per optimizer step", parseIntegerOption("--gradient-accumulation"), D.gradientAccumulation)
-    .option("--push-every <n>", "online mode: push the adapter every n optimizer steps", parseIntegerOption("--push-every"), D.pushEvery)
+    .option("--push-every <n>", "online mode: push the adapter every n optimizer steps (0: once, when training ends)", parseIntegerOption("--push-every"), D.pushEvery)
     .option("--no-sft", "skip the SFT baseline")
     .option("--sft-sample <n>", "problems the SFT baseline samples", parseIntegerOption("--sft-sample"), D.sftSample)
     .option("--sft-attempts <n>", "trajectories the SFT baseline writes per problem until one is right", parseIntegerOption("--sft-attempts"), D.sftAttempts)

@@ -1,5 +1,5 @@
-// `lightreasoner world-data`: the built-in task's problems (train and test splits that share
-// no problem) and its tokenizer, written from a seed.
+// `lightreasoner world-data`: the built-in task's problems (train, validation and test splits
+// that share no problem) and its tokenizer, written from a seed.
 import type { Command } from "commander";
 import { join } from "node:path";
 import { buildWorldData } from "../../world/build-data.ts";
@@ -9,13 +9,14 @@ import { parseIntegerOption } from "../options.ts";
 export function registerWorldData(program: Command): void {
   program
     .command("world-data")
-    .description("write the built-in arithmetic world: train.jsonl, test.jsonl (GSM8K layout) and tokenizer/")
+    .description("write the built-in arithmetic world: train.jsonl, validation.jsonl, test.jsonl (GSM8K layout) and tokenizer/")
     .requiredOption("--out <dir>", "directory to write")
     .option("--train <n>", "training problems", parseIntegerOption("--train"), 20_000)
-    .option("--test <n>", "held-out problems", parseIntegerOption("--test"), 2_000)
+    .option("--validation <n>", "problems to tune settings on (0: no validation.jsonl)", parseIntegerOption("--validation"), 5_000)
+    .option("--test <n>", "held-out problems", parseIntegerOption("--test"), 5_000)
     .option("--seed <n>", "generator seed", parseIntegerOption("--seed"), 1)
-    .action((opts: { out: string; train: number; test: number; seed: number }) => {
-      const stats = buildWorldData({ outDir: opts.out, trainCount: opts.train, testCount: opts.test, seed: opts.seed });
+    .action((opts: { out: string; train: number; validation: number; test: number; seed: number }) => {
+      const stats = buildWorldData({ outDir: opts.out, trainCount: opts.train, validationCount: opts.validation, testCount: opts.test, seed: opts.seed });
       writeWorldTokenizer(join(opts.out, "tokenizer"));
       console.log(JSON.stringify(stats, null, 2));
     });

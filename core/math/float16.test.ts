@@ -72,8 +72,46 @@ describe("float16", () => {
     expect(float16BitsToFloat32(0x0001)).toBe(2 ** -24);
   });
 
+  it("rounds float32s across the whole bit range as rounding in double arithmetic does", () => {
+    // The reference: the nearest multiple of the half grid's spacing at |v|, ties to even,
+    // computed in doubles (exact here), then looked up among the 65,536 decoded halves.
+    const bitsOfHalf = new Map<number, number>();
+    for (let bits = 0; bits < 0x10000; bits++) {
+      const v = float16BitsToFloat32(bits);
+      if (!Number.isNaN(v) && !bitsOfHalf.has(v)) bitsOfHalf.set(v, bits);
+    }
+    const reference = (v: number): number => {
+      const a = Math.abs(v);
+      if (Number.isNaN(v)) return 0x7e00;
+      if (a >= 65520) return v < 0 ? 0xfc00 : 0x7c00;
+      const exponent = a < 2 ** -14 ? -14 : Math.floor(Math.log2(a));
+      const step = 2 ** (exponent - 10);
+      const q = a / step;
+      let r = Math.floor(q);
+      if (q - r > 0.5 || (q - r === 0.5 && r % 2 === 1)) r++;
+      const bits = bitsOfHalf.get(r * step)!;
+      return v < 0 || Object.is(v, -0) ? bits | 0x8000 : bits;
+    };
+    const view = new Uint32Array(1);
+    const asFloat = new Float32Array(view.buffer);
+    const values = new Float32Array(4096);
+    // A stride through all 2^32 patterns (both signs, subnormals, NaNs), in arrays and one by one.
+    for (let start = 0; start < 2 ** 32; start += 4096 * 1031) {
+      for (let i = 0; i < values.length; i++) {
+        view[0] = (start + i * 1031) >>> 0;
+        values[i] = asFloat[0];
+      }
+      const halves = float32ArrayToFloat16(values);
+      for (let i = 0; i < values.length; i++) {
+        const want = Number.isNaN(values[i]) ? (halves[i] & 0x8000) | 0x7e00 : reference(values[i]);
+        if (halves[i] !== want) expect.fail(`${values[i]} -> 0x${halves[i].toString(16)}, want 0x${want.toString(16)}`);
+        if (float32ToFloat16Bits(values[i]) !== halves[i]) expect.fail(`${values[i]}: element and array conversions differ`);
+      }
+    }
+  });
+
   it("converts whole arrays", () => {
-    const back = float16ArrayToFloat32(float32ArrayToFloat16([0.5, -1.25, 65504, 1e-8]));
+    const back = float16ArrayToFloat32(float32ArrayToFloat16(Float32Array.from([0.5, -1.25, 65504, 1e-8])));
     expect(Array.from(back)).toEqual([0.5, -1.25, 65504, 0]);
   });
 });

@@ -7,27 +7,31 @@ const u32 = new Uint32Array(f32.buffer);
 /** Rounds a float32 to the nearest half (ties to even); overflow becomes infinity. */
 export function float32ToFloat16Bits(value: number): number {
   f32[0] = value;
-  const x = u32[0];
-  const sign = (x >>> 16) & 0x8000;
-  const exp = (x >>> 23) & 0xff;
-  let mant = x & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0); // inf or NaN
-  let e = exp - 127 + 15;
-  if (e >= 0x1f) return sign | 0x7c00; // overflow
-  if (e <= 0) {
-    if (e < -10) return sign; // underflows to signed zero
-    mant |= 0x800000; // make the implicit bit explicit, then shift into a subnormal
-    const shift = 14 - e;
-    const half = 1 << (shift - 1);
-    const rest = mant & ((1 << shift) - 1);
-    let out = mant >>> shift;
-    if (rest > half || (rest === half && (out & 1))) out++;
-    return sign | out;
+  return float32BitsToFloat16Bits(u32[0]);
+}
+
+// The bits of 0.5: adding a float below the smallest normal half to it leaves the rounded
+// half subnormal in the low mantissa bits, rounded by the float unit itself.
+const SUBNORMAL_MAGIC = 126 << 23;
+const SUBNORMAL_MAGIC_FLOAT = 0.5;
+
+/**
+ * The same rounding on the float32's bit pattern, with one branch for normal halves: the
+ * FULL float16 encoding runs it over every vocabulary entry of every step.
+ */
+export function float32BitsToFloat16Bits(bits: number): number {
+  const sign = (bits >>> 16) & 0x8000;
+  const x = bits & 0x7fffffff;
+  if (x >= 0x47800000) return sign | (x > 0x7f800000 ? 0x7e00 : 0x7c00); // |v| >= 65536, infinity, NaN
+  if (x < 0x38800000) {
+    // below the smallest normal half (2^-14): subnormal or zero
+    u32[0] = x;
+    f32[0] += SUBNORMAL_MAGIC_FLOAT;
+    return sign | (u32[0] - SUBNORMAL_MAGIC);
   }
-  const rest = mant & 0x1fff;
-  let out = sign | (e << 10) | (mant >>> 13);
-  if (rest > 0x1000 || (rest === 0x1000 && (out & 1))) out++; // may carry into the exponent, which is correct
-  return out;
+  // rebias the exponent (127 -> 15) and round the 13 dropped mantissa bits to nearest even;
+  // a carry into the exponent is correct, up to infinity for 65520 <= |v| < 65536
+  return sign | ((x - 0x38000000 + 0xfff + ((x >>> 13) & 1)) >>> 13);
 }
 
 export function float16BitsToFloat32(bits: number): number {
@@ -52,9 +56,10 @@ export function bfloat16BitsToFloat32(bits: number): number {
   return f32[0];
 }
 
-export function float32ArrayToFloat16(values: ArrayLike<number>): Uint16Array {
+export function float32ArrayToFloat16(values: Float32Array): Uint16Array {
+  const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
   const out = new Uint16Array(values.length);
-  for (let i = 0; i < values.length; i++) out[i] = float32ToFloat16Bits(values[i]);
+  for (let i = 0; i < bits.length; i++) out[i] = float32BitsToFloat16Bits(bits[i]);
   return out;
 }
 

@@ -92,15 +92,10 @@ describe("float16", () => {
       const bits = bitsOfHalf.get(r * step)!;
       return v < 0 || Object.is(v, -0) ? bits | 0x8000 : bits;
     };
-    const view = new Uint32Array(1);
-    const asFloat = new Float32Array(view.buffer);
     const values = new Float32Array(4096);
     // A stride through all 2^32 patterns (both signs, subnormals, NaNs), in arrays and one by one.
     for (let start = 0; start < 2 ** 32; start += 4096 * 1031) {
-      for (let i = 0; i < values.length; i++) {
-        view[0] = (start + i * 1031) >>> 0;
-        values[i] = asFloat[0];
-      }
+      for (let i = 0; i < values.length; i++) values[i] = f32((start + i * 1031) >>> 0);
       const halves = float32ArrayToFloat16(values);
       for (let i = 0; i < values.length; i++) {
         const want = Number.isNaN(values[i]) ? (halves[i] & 0x8000) | 0x7e00 : reference(values[i]);

@@ -16,9 +16,10 @@ export class TrajectoryFeed implements AsyncIterable<TrainingTrajectory> {
   private readonly items: TrainingTrajectory[] = [];
   /** Stored records whose turn has not come: an earlier problem is still being sampled. */
   private readonly early = new Map<string, TrajectoryRecord>();
-  /** Each problem id's first place in the run's list. */
-  private readonly place = new Map<string, number>();
-  /** Place in the list of the next problem to hand over. */
+  /** The run's problem ids in list order, each once (sampling skips repeats too). */
+  private readonly order: readonly string[];
+  private readonly inOrder: ReadonlySet<string>;
+  /** Place in `order` of the next problem to hand over. */
   private turn = 0;
   private readonly unsubscribe: () => void;
   private samplingOver = false;
@@ -30,11 +31,10 @@ export class TrajectoryFeed implements AsyncIterable<TrainingTrajectory> {
     store: SampleStore,
     private readonly toTrajectory: ToTrajectory,
     private readonly seed: number,
-    private readonly problemOrder: readonly string[],
+    problemOrder: readonly string[],
   ) {
-    problemOrder.forEach((id, i) => {
-      if (!this.place.has(id)) this.place.set(id, i);
-    });
+    this.inOrder = new Set(problemOrder);
+    this.order = [...this.inOrder];
     for (const record of store.all()) this.arrive(record);
     this.unsubscribe = store.subscribe((record) => {
       this.arrive(record);
@@ -51,11 +51,11 @@ export class TrajectoryFeed implements AsyncIterable<TrainingTrajectory> {
   finishSampling(): void {
     this.samplingOver = true;
     this.unsubscribe();
-    for (const id of this.problemOrder) {
-      const record = this.early.get(id);
+    for (; this.turn < this.order.length; this.turn++) {
+      const record = this.early.get(this.order[this.turn]);
       if (record) this.handOver(record);
-      this.early.delete(id);
     }
+    this.early.clear();
     this.wake();
   }
 
@@ -87,19 +87,14 @@ export class TrajectoryFeed implements AsyncIterable<TrainingTrajectory> {
   }
 
   private arrive(record: TrajectoryRecord): void {
-    if (!this.place.has(record.problemId)) {
+    if (!this.inOrder.has(record.problemId)) {
       this.handOver(record);
       return;
     }
     this.early.set(record.problemId, record);
-    while (this.turn < this.problemOrder.length) {
-      const id = this.problemOrder[this.turn];
-      const ready = this.early.get(id);
-      // A repeated id had its turn at its first place.
-      if (ready === undefined && this.place.get(id) === this.turn) break;
-      if (ready) this.handOver(ready);
-      this.early.delete(id);
-      this.turn++;
+    for (let ready; this.turn < this.order.length && (ready = this.early.get(this.order[this.turn])); this.turn++) {
+      this.handOver(ready);
+      this.early.delete(ready.problemId);
     }
   }
 

@@ -2,9 +2,9 @@
 // of the benchmark that need one step's numbers without running a model (the step summary,
 // the transport): a noisy floor and a few strong candidates, so the alpha-plausible set holds
 // a handful of tokens as it does in sampling, and an amateur that disagrees in part.
-import type { LogProbs } from "../core/math/distribution.ts";
-import { logSoftmax } from "../core/math/distribution.ts";
-import { SeededRandom } from "../core/math/random.ts";
+import type { LogProbs } from "#core/math/distribution.ts";
+import { logSoftmax } from "#core/math/distribution.ts";
+import { SeededRandom } from "#core/math/random.ts";
 
 export interface StepDistributions {
   logpExpert: LogProbs;

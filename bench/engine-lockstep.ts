@@ -6,10 +6,10 @@
 // cache). In both, the expert writes greedily with its own KV cache, a stream stops at EOS as
 // the service stops it, and every step pays for the method's full-vocabulary summary (KL,
 // entropy, plausible set, top-k), as the service's SPARSE stream does.
-import type { LogProbs } from "../core/math/distribution.ts";
-import { argmaxToken } from "../core/math/sampling.ts";
-import type { SparseStep, SummarizeOptions } from "../core/math/sparse-step.ts";
-import type { CausalLmSession } from "../services/inference/src/model/session.ts";
+import type { LogProbs } from "#core/math/distribution.ts";
+import { argmaxToken } from "#core/math/sampling.ts";
+import type { SparseStep, SummarizeOptions } from "#core/math/sparse-step.ts";
+import type { CausalLmSession } from "#inference/model/session.ts";
 import { BenchInputError } from "./stats.ts";
 
 export type AmateurScoring = "kv-cache" | "re-encode";

@@ -2,8 +2,8 @@
 // measured speed against: 2 FLOPs per weight of every linear layer and the LM head (a
 // multiply and an add), plus attention's two products over the keys a token attends to.
 // Embedding lookups, norms, RoPE and softmax are left out: they are memory-bound and tiny.
-import type { ModelConfig } from "../core/model/config.ts";
-import { LINEAR_MODULES, linearShape } from "../core/model/weights.ts";
+import type { ModelConfig } from "#core/model/config.ts";
+import { LINEAR_MODULES, linearShape } from "#core/model/weights.ts";
 
 export interface TokenFlops {
   /** Linear layers of every block. */

@@ -6,11 +6,11 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
-import { SeededRandom } from "../core/math/random.ts";
-import { parseModelConfig } from "../core/model/config.ts";
-import { openOrtSession } from "../services/inference/src/model/execution-provider.ts";
-import { GraphBuilder } from "../services/inference/src/model/onnx-builder.ts";
-import { encodeInline } from "../services/inference/src/model/onnx-file.ts";
+import { SeededRandom } from "#core/math/random.ts";
+import { parseModelConfig } from "#core/model/config.ts";
+import { openOrtSession } from "#inference/model/execution-provider.ts";
+import { GraphBuilder } from "#inference/model/onnx-builder.ts";
+import { encodeInline } from "#inference/model/onnx-file.ts";
 import type { TokenFlops } from "./flops.ts";
 import { flopsPerToken, meanContext } from "./flops.ts";
 import type { PairRecipe } from "./models.ts";

@@ -4,10 +4,10 @@
 // cache directory and reused while their recipe is unchanged.
 import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { parseModelConfig } from "../core/model/config.ts";
-import type { ModelConfig } from "../core/model/config.ts";
-import { initModel, parameterCount } from "../core/model/init-model.ts";
-import { defaultOnnxPath, exportOnnx } from "../services/inference/src/model/export.ts";
+import { parseModelConfig } from "#core/model/config.ts";
+import type { ModelConfig } from "#core/model/config.ts";
+import { initModel, parameterCount } from "#core/model/init-model.ts";
+import { defaultOnnxPath, exportOnnx } from "#inference/model/export.ts";
 import { REPO_ROOT } from "./paths.ts";
 
 /** Generated models and data live here between runs (gitignored). */

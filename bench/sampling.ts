@@ -5,12 +5,12 @@
 // step) on the same batches, and through the real service (`lightreasoner serve inference`
 // as a child process, StreamTrajectories over loopback gRPC). Runs of the compared variants
 // alternate within each repeat, so a neighbour's load falls on both sides of a ratio.
-import { loadModelDir } from "../core/formats/model-dir.ts";
-import { TextTokenizer } from "../core/formats/tokenizer.ts";
-import { summarizeStep, summarizeStepInPasses } from "../core/math/sparse-step.ts";
-import { onnxFileIn } from "../services/inference/src/engine/served-model.ts";
-import { buildOnnxModel } from "../services/inference/src/model/export.ts";
-import { CausalLmSession } from "../services/inference/src/model/session.ts";
+import { loadModelDir } from "#core/formats/model-dir.ts";
+import { TextTokenizer } from "#core/formats/tokenizer.ts";
+import { summarizeStep, summarizeStepInPasses } from "#core/math/sparse-step.ts";
+import { onnxFileIn } from "#inference/engine/served-model.ts";
+import { buildOnnxModel } from "#inference/model/export.ts";
+import { CausalLmSession } from "#inference/model/session.ts";
 import type { AmateurScoring, RunTiming, Summarize } from "./engine-lockstep.ts";
 import { decodeTokensPerSecond, runEngineTrajectories, tokensPerSecond } from "./engine-lockstep.ts";
 import type { PreparedPair } from "./models.ts";

@@ -3,9 +3,9 @@
 // model's logits, and the SPARSE summary of the pair (KL, entropy, plausible set, top-k),
 // in its first multi-pass form and in the single pass that replaced it. At 64 streams of a
 // 151,936-token vocabulary this work rivals the 0.5B-shaped pair's own forward pass.
-import { logSoftmax } from "../core/math/distribution.ts";
-import { SeededRandom } from "../core/math/random.ts";
-import { summarizeStep, summarizeStepInPasses } from "../core/math/sparse-step.ts";
+import { logSoftmax } from "#core/math/distribution.ts";
+import { SeededRandom } from "#core/math/random.ts";
+import { summarizeStep, summarizeStepInPasses } from "#core/math/sparse-step.ts";
 import { syntheticStep } from "./distributions.ts";
 import type { BenchSettings } from "./settings.ts";
 import type { Measured } from "./stats.ts";

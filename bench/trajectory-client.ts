@@ -1,9 +1,9 @@
 // The trainer's side of StreamTrajectories, reduced to what the benchmark times: N trajectories
 // started together on ONE call (as the trainer's sampler multiplexes them), the expert writing
 // greedily, SPARSE distributions with the trainer's defaults, every message read and counted.
-import { createClient } from "../core/grpc/adapter.ts";
-import { DistributionEncoding, FinishReason } from "../core/gen/lightreasoner/v1/common_pb.ts";
-import { InferenceService } from "../core/gen/lightreasoner/v1/inference_pb.ts";
+import { createClient } from "#core/grpc/adapter.ts";
+import { DistributionEncoding, FinishReason } from "#core/gen/lightreasoner/v1/common_pb.ts";
+import { InferenceService } from "#core/gen/lightreasoner/v1/inference_pb.ts";
 import type { RunTiming } from "./engine-lockstep.ts";
 import { BenchProcessError } from "./processes.ts";
 

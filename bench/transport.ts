@@ -5,10 +5,10 @@
 // is paid on the serving thread before the wire sees a byte.
 import { create, toBinary } from "@bufbuild/protobuf";
 import { connect } from "node:net";
-import { createClient } from "../core/grpc/adapter.ts";
-import { FinishReason } from "../core/gen/lightreasoner/v1/common_pb.ts";
-import { InferenceService, StreamTrajectoriesResponseSchema } from "../core/gen/lightreasoner/v1/inference_pb.ts";
-import { encodeDistributions } from "../services/inference/src/server/distributions.ts";
+import { createClient } from "#core/grpc/adapter.ts";
+import { FinishReason } from "#core/gen/lightreasoner/v1/common_pb.ts";
+import { InferenceService, StreamTrajectoriesResponseSchema } from "#core/gen/lightreasoner/v1/inference_pb.ts";
+import { encodeDistributions } from "#inference/server/distributions.ts";
 import { syntheticStep } from "./distributions.ts";
 import { BenchProcessError, spawnCli, stopChild } from "./processes.ts";
 import type { BenchSettings } from "./settings.ts";

@@ -5,12 +5,12 @@
 // are generated into the cache from a seed, so a fresh clone needs nothing else.
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { TextTokenizer } from "../core/formats/tokenizer.ts";
-import { SeededRandom } from "../core/math/random.ts";
-import { readProblems } from "../core/tasks/problems.ts";
-import { encodeChatPrompt } from "../services/trainer/src/sampling/prompt.ts";
-import { buildWorldData } from "../world/build-data.ts";
-import { writeWorldTokenizer } from "../world/tokenizer.ts";
+import { TextTokenizer } from "#core/formats/tokenizer.ts";
+import { SeededRandom } from "#core/math/random.ts";
+import { readProblems } from "#core/tasks/problems.ts";
+import { encodeChatPrompt } from "#trainer/sampling/prompt.ts";
+import { buildWorldData } from "#world/build-data.ts";
+import { writeWorldTokenizer } from "#world/tokenizer.ts";
 
 export interface WorldFiles {
   dir: string;

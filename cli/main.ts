@@ -1,7 +1,7 @@
 // The `lightreasoner` command line: one binary, one subcommand per job. Each subcommand
 // lives in cli/commands/ and only parses flags before calling into core/ and services/.
 import { Command, CommanderError } from "commander";
-import { GrpcError } from "../core/grpc/adapter.ts";
+import { GrpcError } from "#core/grpc/adapter.ts";
 import { registerInitModel } from "./commands/init-model.ts";
 import { registerExportOnnx } from "./commands/export-onnx.ts";
 import { registerServe } from "./commands/serve-inference.ts";

@@ -11,8 +11,8 @@
 // Train, validation and test share no problem, by construction: a problem's split is a pure
 // function of its canonical content (split.ts), and the generator for a split only emits
 // problems whose canonical content hashes to that split.
-import { SeededRandom } from "../core/math/random.ts";
-import { problemId } from "../core/tasks/problems.ts";
+import { SeededRandom } from "#core/math/random.ts";
+import { problemId } from "#core/tasks/problems.ts";
 import { WorldConfigError } from "./errors.ts";
 import { SENTENCES, WORD_SLOTS, fillTemplate, type SentenceKind } from "./lexicon.ts";
 import { SPLITS, canonicalOf, splitOf, type Split } from "./split.ts";

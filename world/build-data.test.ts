@@ -2,7 +2,7 @@ import { existsSync, mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { readProblems } from "../core/tasks/problems.ts";
+import { readProblems } from "#core/tasks/problems.ts";
 import { canonicalOf, splitOf } from "./arithmetic.ts";
 import { buildWorldData, lengthStats } from "./build-data.ts";
 import { checkSolution } from "./checker.ts";

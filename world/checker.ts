@@ -3,7 +3,7 @@
 // arithmetic of every calculator line, and where the output first leaves the reference
 // solution. The last two are for finding where the expert errs, and whether the steps the
 // method selects are those places.
-import { answersEqual, extractAnswer, referenceAnswer } from "../core/tasks/answers.ts";
+import { answersEqual, extractAnswer, referenceAnswer } from "#core/tasks/answers.ts";
 import { applyOperator, type Operator } from "./arithmetic.ts";
 
 export interface StepCheck {

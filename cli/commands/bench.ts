@@ -2,10 +2,10 @@
 // memory), printed as tables and written to bench.json; and `bench-worker`, the hidden
 // subcommand the benchmark runs its helper processes with.
 import type { Command } from "commander";
-import { runBench } from "../../bench/run-bench.ts";
-import { SECTIONS } from "../../bench/settings.ts";
-import { renderReport } from "../../bench/table.ts";
-import { runBenchWorker } from "../../bench/worker.ts";
+import { runBench } from "#bench/run-bench.ts";
+import { SECTIONS } from "#bench/settings.ts";
+import { renderReport } from "#bench/table.ts";
+import { runBenchWorker } from "#bench/worker.ts";
 
 interface BenchFlags {
   quick?: boolean;

@@ -1,7 +1,7 @@
 // `lightreasoner export-onnx`: a model directory (optionally with a LoRA adapter merged in)
 // as an ONNX graph that ONNX Runtime runs with no custom operators.
 import type { Command } from "commander";
-import { exportOnnx } from "../../services/inference/src/model/export.ts";
+import { exportOnnx } from "#inference/model/export.ts";
 
 export function registerExportOnnx(program: Command): void {
   program

@@ -1,8 +1,8 @@
 // `lightreasoner init-model`: a complete random-weight model directory of any shape.
 import type { Command } from "commander";
 import { readFileSync } from "node:fs";
-import { initModel } from "../../core/model/init-model.ts";
-import { parseIntegerOption } from "../options.ts";
+import { initModel } from "#core/model/init-model.ts";
+import { parseIntegerOption } from "#cli/options.ts";
 
 export function registerInitModel(program: Command): void {
   program

@@ -4,22 +4,22 @@
 // flags; the work is the same library code the trainer service uses.
 import type { Command } from "commander";
 import { writeFileSync } from "node:fs";
-import { readProblems } from "../../core/tasks/problems.ts";
-import { loadModelDir } from "../../core/formats/model-dir.ts";
-import { writePeftAdapter } from "../../core/formats/peft.ts";
-import { wilsonInterval } from "../../core/math/accuracy.ts";
-import { sampleToStore } from "../../services/trainer/src/sampling/sample-to-store.ts";
-import { EndpointPool } from "../../services/trainer/src/sampling/endpoint-pool.ts";
-import { SampleStore } from "../../services/trainer/src/store/sample-store.ts";
-import { importPaperSamples, readPaperSamples } from "../../services/trainer/src/store/paper-format.ts";
-import { recordTrajectory } from "../../services/trainer/src/store/records.ts";
-import { trainingSet } from "../../services/trainer/src/store/training-set.ts";
-import type { TrainingTrajectory } from "../../services/trainer/src/store/records.ts";
-import { TextTokenizer } from "../../core/formats/tokenizer.ts";
-import { evaluate } from "../../services/trainer/src/eval/evaluate.ts";
-import { trainLora } from "../../services/trainer/src/training/lora-trainer.ts";
-import { pushAdapter } from "../../services/trainer/src/adapter-push.ts";
-import { parseIntegerOption, parseListOption, parseNumberOption, UsageError } from "../options.ts";
+import { readProblems } from "#core/tasks/problems.ts";
+import { loadModelDir } from "#core/formats/model-dir.ts";
+import { writePeftAdapter } from "#core/formats/peft.ts";
+import { wilsonInterval } from "#core/math/accuracy.ts";
+import { sampleToStore } from "#trainer/sampling/sample-to-store.ts";
+import { EndpointPool } from "#trainer/sampling/endpoint-pool.ts";
+import { SampleStore } from "#trainer/store/sample-store.ts";
+import { importPaperSamples, readPaperSamples } from "#trainer/store/paper-format.ts";
+import { recordTrajectory } from "#trainer/store/records.ts";
+import { trainingSet } from "#trainer/store/training-set.ts";
+import type { TrainingTrajectory } from "#trainer/store/records.ts";
+import { TextTokenizer } from "#core/formats/tokenizer.ts";
+import { evaluate } from "#trainer/eval/evaluate.ts";
+import { trainLora } from "#trainer/training/lora-trainer.ts";
+import { pushAdapter } from "#trainer/adapter-push.ts";
+import { parseIntegerOption, parseListOption, parseNumberOption, UsageError } from "#cli/options.ts";
 
 const targets = parseListOption;
 

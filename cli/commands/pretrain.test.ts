@@ -3,9 +3,9 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "no
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { loadModelDir } from "../../core/formats/model-dir.ts";
-import { buildWorldData } from "../../world/build-data.ts";
-import { writeWorldTokenizer } from "../../world/tokenizer.ts";
+import { loadModelDir } from "#core/formats/model-dir.ts";
+import { buildWorldData } from "#world/build-data.ts";
+import { writeWorldTokenizer } from "#world/tokenizer.ts";
 import { registerPretrain } from "./pretrain.ts";
 
 const scratch = mkdtempSync(join(tmpdir(), "cli-pretrain-"));

@@ -6,17 +6,17 @@
 import type { Command } from "commander";
 import { InvalidArgumentError, Option } from "commander";
 import { readFileSync } from "node:fs";
-import { TextTokenizer } from "../../core/formats/tokenizer.ts";
-import { ModelFormatError } from "../../core/model/errors.ts";
-import type { BackendKind } from "../../services/trainer/src/model/backend.ts";
-import { BACKEND_KINDS } from "../../services/trainer/src/model/backend.ts";
-import { TrainingConfigError } from "../../services/trainer/src/training/errors.ts";
-import { pretrain } from "../../services/trainer/src/training/pretrain.ts";
-import { readChatSequences } from "../../services/trainer/src/training/pretrain-data.ts";
-import { SCHEDULE_KINDS } from "../../services/trainer/src/training/schedule.ts";
-import { DEFAULT_PRETRAIN_CONFIG, resolvePretrainConfig } from "../../services/trainer/src/training/training-config.ts";
-import type { StepEvent } from "../../services/trainer/src/training/training-loop.ts";
-import { parseIntegerOption, parseNumberOption } from "../options.ts";
+import { TextTokenizer } from "#core/formats/tokenizer.ts";
+import { ModelFormatError } from "#core/model/errors.ts";
+import type { BackendKind } from "#trainer/model/backend.ts";
+import { BACKEND_KINDS } from "#trainer/model/backend.ts";
+import { TrainingConfigError } from "#trainer/training/errors.ts";
+import { pretrain } from "#trainer/training/pretrain.ts";
+import { readChatSequences } from "#trainer/training/pretrain-data.ts";
+import { SCHEDULE_KINDS } from "#trainer/training/schedule.ts";
+import { DEFAULT_PRETRAIN_CONFIG, resolvePretrainConfig } from "#trainer/training/training-config.ts";
+import type { StepEvent } from "#trainer/training/training-loop.ts";
+import { parseIntegerOption, parseNumberOption } from "#cli/options.ts";
 
 interface PretrainFlags {
   config?: string;

@@ -10,20 +10,20 @@ import { Option } from "commander";
 import { existsSync, mkdirSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { createClient } from "../../core/grpc/adapter.ts";
-import { LrSchedule, RunMode, TrainerService, TrainingMethod } from "../../core/gen/lightreasoner/v1/trainer_pb.ts";
-import type { Run, RunConfigSchema } from "../../core/gen/lightreasoner/v1/trainer_pb.ts";
-import { readProblems } from "../../core/tasks/problems.ts";
-import { buildWorldData } from "../../world/build-data.ts";
-import { EndpointPool } from "../../services/trainer/src/sampling/endpoint-pool.ts";
-import { evaluate } from "../../services/trainer/src/eval/evaluate.ts";
-import { writeRunReport } from "../../services/trainer/src/report/run-report.ts";
-import { buildReport } from "../run/build-report.ts";
-import { followRun } from "../run/run-progress.ts";
-import { startService } from "../run/service-processes.ts";
-import type { ServiceProcess } from "../run/service-processes.ts";
-import { printSummary } from "../run/summary.ts";
-import { parseIntegerOption, parseNumberOption, UsageError } from "../options.ts";
+import { createClient } from "#core/grpc/adapter.ts";
+import { LrSchedule, RunMode, TrainerService, TrainingMethod } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
+import type { Run, RunConfigSchema } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
+import { readProblems } from "#core/tasks/problems.ts";
+import { buildWorldData } from "#world/build-data.ts";
+import { EndpointPool } from "#trainer/sampling/endpoint-pool.ts";
+import { evaluate } from "#trainer/eval/evaluate.ts";
+import { writeRunReport } from "#trainer/report/run-report.ts";
+import { buildReport } from "#cli/run/build-report.ts";
+import { followRun } from "#cli/run/run-progress.ts";
+import { startService } from "#cli/run/service-processes.ts";
+import type { ServiceProcess } from "#cli/run/service-processes.ts";
+import { printSummary } from "#cli/run/summary.ts";
+import { parseIntegerOption, parseNumberOption, UsageError } from "#cli/options.ts";
 
 /**
  * The default round's settings, chosen on the built-in world's validation split (never on

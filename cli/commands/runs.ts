@@ -5,12 +5,12 @@ import type { Command } from "commander";
 import { readFileSync } from "node:fs";
 import { fromJson, toJsonString } from "@bufbuild/protobuf";
 import type { JsonValue } from "@bufbuild/protobuf";
-import { createClient } from "../../core/grpc/adapter.ts";
-import { RunConfigSchema, RunSchema, RunState, TrainerService } from "../../core/gen/lightreasoner/v1/trainer_pb.ts";
-import type { Run, RunConfig } from "../../core/gen/lightreasoner/v1/trainer_pb.ts";
-import { DEFAULT_TRAINER_GRPC_PORT } from "../../services/trainer/src/main.ts";
-import { followRun, stageName } from "../run/run-progress.ts";
-import { UsageError } from "../options.ts";
+import { createClient } from "#core/grpc/adapter.ts";
+import { RunConfigSchema, RunSchema, RunState, TrainerService } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
+import type { Run, RunConfig } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
+import { DEFAULT_TRAINER_GRPC_PORT } from "#trainer/main.ts";
+import { followRun, stageName } from "#cli/run/run-progress.ts";
+import { UsageError } from "#cli/options.ts";
 
 interface ClientFlags {
   trainer: string;

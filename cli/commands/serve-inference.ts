@@ -3,12 +3,12 @@
 // parent of every long-running service; `serve trainer` joins it the same way.
 import { Command, Option } from "commander";
 import { pino } from "pino";
-import { DEFAULT_GRPC_PORT, DEFAULT_METRICS_PORT, startInferenceServer } from "../../services/inference/src/main.ts";
-import { EXECUTION_PROVIDER_CHOICES } from "../../services/inference/src/model/execution-provider.ts";
-import type { ExecutionProviderChoice } from "../../services/inference/src/model/execution-provider.ts";
-import { DEFAULT_LIMITS } from "../../services/inference/src/server/limits.ts";
-import { DEFAULT_BATCH_GATHER } from "../../services/inference/src/engine/scheduler.ts";
-import { parseIntegerOption, parsePortOption } from "../options.ts";
+import { DEFAULT_GRPC_PORT, DEFAULT_METRICS_PORT, startInferenceServer } from "#inference/main.ts";
+import { EXECUTION_PROVIDER_CHOICES } from "#inference/model/execution-provider.ts";
+import type { ExecutionProviderChoice } from "#inference/model/execution-provider.ts";
+import { DEFAULT_LIMITS } from "#inference/server/limits.ts";
+import { DEFAULT_BATCH_GATHER } from "#inference/engine/scheduler.ts";
+import { parseIntegerOption, parsePortOption } from "#cli/options.ts";
 import { serveUntilSignal } from "./until-signal.ts";
 
 interface ServeInferenceFlags {

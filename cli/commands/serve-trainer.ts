@@ -4,10 +4,10 @@
 import type { Command } from "commander";
 import { Option } from "commander";
 import { pino } from "pino";
-import { BACKEND_KINDS } from "../../services/trainer/src/model/backend.ts";
-import type { BackendKind } from "../../services/trainer/src/model/backend.ts";
-import { DEFAULT_TRAINER_GRPC_PORT, DEFAULT_TRAINER_METRICS_PORT, startTrainerServer } from "../../services/trainer/src/main.ts";
-import { parseIntegerOption, parseListOption, parsePortOption } from "../options.ts";
+import { BACKEND_KINDS } from "#trainer/model/backend.ts";
+import type { BackendKind } from "#trainer/model/backend.ts";
+import { DEFAULT_TRAINER_GRPC_PORT, DEFAULT_TRAINER_METRICS_PORT, startTrainerServer } from "#trainer/main.ts";
+import { parseIntegerOption, parseListOption, parsePortOption } from "#cli/options.ts";
 import { serveUntilSignal } from "./until-signal.ts";
 
 interface ServeTrainerFlags {

@@ -2,9 +2,9 @@
 // that share no problem) and its tokenizer, written from a seed.
 import type { Command } from "commander";
 import { join } from "node:path";
-import { buildWorldData } from "../../world/build-data.ts";
-import { writeWorldTokenizer } from "../../world/tokenizer.ts";
-import { parseIntegerOption } from "../options.ts";
+import { buildWorldData } from "#world/build-data.ts";
+import { writeWorldTokenizer } from "#world/tokenizer.ts";
+import { parseIntegerOption } from "#cli/options.ts";
 
 export function registerWorldData(program: Command): void {
   program

@@ -4,15 +4,15 @@
 // computed here from the per-problem verdicts, so report.json holds numbers a reader can
 // check against each other.
 import { join } from "node:path";
-import { TextTokenizer } from "../../core/formats/tokenizer.ts";
-import type { EvaluationResult, Run } from "../../core/gen/lightreasoner/v1/trainer_pb.ts";
-import { RunStage } from "../../core/gen/lightreasoner/v1/trainer_pb.ts";
-import { pairedDifferenceInterval, wilsonInterval } from "../../core/math/accuracy.ts";
-import type { ExampleTrajectory, MethodResult, RunReport } from "../../services/trainer/src/report/run-report.ts";
-import { readRunRecord } from "../../services/trainer/src/runs/run-record.ts";
-import { SAMPLES_FILE } from "../../services/trainer/src/runs/run-execution.ts";
-import { SampleStore } from "../../services/trainer/src/store/sample-store.ts";
-import type { TrajectoryRecord } from "../../services/trainer/src/store/records.ts";
+import { TextTokenizer } from "#core/formats/tokenizer.ts";
+import type { EvaluationResult, Run } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
+import { RunStage } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
+import { pairedDifferenceInterval, wilsonInterval } from "#core/math/accuracy.ts";
+import type { ExampleTrajectory, MethodResult, RunReport } from "#trainer/report/run-report.ts";
+import { readRunRecord } from "#trainer/runs/run-record.ts";
+import { SAMPLES_FILE } from "#trainer/runs/run-execution.ts";
+import { SampleStore } from "#trainer/store/sample-store.ts";
+import type { TrajectoryRecord } from "#trainer/store/records.ts";
 import { stageName } from "./run-progress.ts";
 
 export interface ReportInputs {

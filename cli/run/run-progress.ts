@@ -2,10 +2,10 @@
 // (problems) and one for training (optimizer steps) with the numbers a person watches (steps
 // kept, loss); elsewhere (CI logs, pipes), one line per stage and per evaluation.
 import cliProgress from "cli-progress";
-import { RunStage, RunState } from "../../core/gen/lightreasoner/v1/trainer_pb.ts";
-import type { Run } from "../../core/gen/lightreasoner/v1/trainer_pb.ts";
-import { createClient } from "../../core/grpc/adapter.ts";
-import { TrainerService } from "../../core/gen/lightreasoner/v1/trainer_pb.ts";
+import { RunStage, RunState } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
+import type { Run } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
+import { createClient } from "#core/grpc/adapter.ts";
+import { TrainerService } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
 
 type TrainerClient = ReturnType<typeof createClient<(typeof TrainerService)["method"]>>;
 

@@ -1,6 +1,6 @@
 // The table `lightreasoner run` prints at the end: accuracy before and after with intervals,
 // LightReasoner beside the SFT baseline, and what each cost.
-import type { RunReport } from "../../services/trainer/src/report/run-report.ts";
+import type { RunReport } from "#trainer/report/run-report.ts";
 
 const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
 const pts = (x: number) => `${x >= 0 ? "+" : ""}${(100 * x).toFixed(1)}`;

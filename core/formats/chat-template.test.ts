@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { ChatTemplateError, renderChat } from "./chat-template.ts";
-import { ModelFormatError } from "../model/errors.ts";
+import { ModelFormatError } from "#core/model/errors.ts";
 
 const CHATML =
   "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}" +

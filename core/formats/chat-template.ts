@@ -2,7 +2,7 @@
 // that turns a conversation into the exact prompt text the model was trained on. Rendered with
 // @huggingface/jinja, the implementation transformers.js uses for the same templates.
 import { Template } from "@huggingface/jinja";
-import { ModelFormatError } from "../model/errors.ts";
+import { ModelFormatError } from "#core/model/errors.ts";
 
 export interface ChatMessage {
   role: string;

@@ -4,12 +4,12 @@ import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { loadModelDir, modelFingerprint, writeModelDir } from "./model-dir.ts";
 import { writeSafetensors } from "./safetensors.ts";
-import { parseModelConfig } from "../model/config.ts";
-import { ModelFormatError, UnsupportedModelError } from "../model/errors.ts";
-import { randomWeightSources } from "../model/init-model.ts";
-import type { WeightMap } from "../model/weights.ts";
-import { bfloat16BitsToFloat32, float32ToBfloat16Bits } from "../math/float16.ts";
-import { errorOf } from "../../test/helpers/error-of.ts";
+import { parseModelConfig } from "#core/model/config.ts";
+import { ModelFormatError, UnsupportedModelError } from "#core/model/errors.ts";
+import { randomWeightSources } from "#core/model/init-model.ts";
+import type { WeightMap } from "#core/model/weights.ts";
+import { bfloat16BitsToFloat32, float32ToBfloat16Bits } from "#core/math/float16.ts";
+import { errorOf } from "#test/helpers/error-of.ts";
 
 const root = mkdtempSync(join(tmpdir(), "lr-model-dir-"));
 afterAll(() => rmSync(root, { recursive: true, force: true }));

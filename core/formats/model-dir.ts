@@ -5,9 +5,9 @@
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createHash } from "node:crypto";
 import { basename, join } from "node:path";
-import { ModelFormatError } from "../model/errors.ts";
-import { parseModelConfig, readModelConfig, type ModelConfig } from "../model/config.ts";
-import { expectedWeights, type Float32Tensor, type WeightMap } from "../model/weights.ts";
+import { ModelFormatError } from "#core/model/errors.ts";
+import { parseModelConfig, readModelConfig, type ModelConfig } from "#core/model/config.ts";
+import { expectedWeights, type Float32Tensor, type WeightMap } from "#core/model/weights.ts";
 import {
   elementCount,
   readSafetensors,

@@ -4,12 +4,12 @@ import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { encodePeftAdapter, parsePeftAdapter, peftTensorName, readPeftAdapter, writePeftAdapter } from "./peft.ts";
 import { encodeSafetensors, parseSafetensors } from "./safetensors.ts";
-import { parseModelConfig, type ModelConfig } from "../model/config.ts";
-import { ModelFormatError, UnsupportedModelError } from "../model/errors.ts";
-import { loraTargets, type LoraAdapter, type LoraSettings } from "../model/lora.ts";
-import type { Float32Tensor } from "../model/weights.ts";
-import { SeededRandom } from "../math/random.ts";
-import { errorOf } from "../../test/helpers/error-of.ts";
+import { parseModelConfig, type ModelConfig } from "#core/model/config.ts";
+import { ModelFormatError, UnsupportedModelError } from "#core/model/errors.ts";
+import { loraTargets, type LoraAdapter, type LoraSettings } from "#core/model/lora.ts";
+import type { Float32Tensor } from "#core/model/weights.ts";
+import { SeededRandom } from "#core/math/random.ts";
+import { errorOf } from "#test/helpers/error-of.ts";
 
 const root = mkdtempSync(join(tmpdir(), "lr-peft-"));
 afterAll(() => rmSync(root, { recursive: true, force: true }));

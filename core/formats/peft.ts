@@ -4,10 +4,10 @@
 // here with the file and the tensor named instead of deep inside a matmul.
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { ModelFormatError, UnsupportedModelError } from "../model/errors.ts";
-import type { ModelConfig } from "../model/config.ts";
-import { LINEAR_MODULES, linearShape, linearWeightName, type Float32Tensor, type LinearModule } from "../model/weights.ts";
-import { loraTargets, type LoraAdapter, type LoraPair, type LoraSettings } from "../model/lora.ts";
+import { ModelFormatError, UnsupportedModelError } from "#core/model/errors.ts";
+import type { ModelConfig } from "#core/model/config.ts";
+import { LINEAR_MODULES, linearShape, linearWeightName, type Float32Tensor, type LinearModule } from "#core/model/weights.ts";
+import { loraTargets, type LoraAdapter, type LoraPair, type LoraSettings } from "#core/model/lora.ts";
 import { encodeSafetensors, parseSafetensors, type SafetensorsDtype } from "./safetensors.ts";
 
 export const ADAPTER_CONFIG_FILE = "adapter_config.json";

@@ -10,9 +10,9 @@ import {
   writeSafetensors,
   type SafetensorsDtype,
 } from "./safetensors.ts";
-import type { Float32Tensor } from "../model/weights.ts";
-import { ModelFormatError } from "../model/errors.ts";
-import { bfloat16BitsToFloat32, float16BitsToFloat32, float32ToBfloat16Bits, float32ToFloat16Bits } from "../math/float16.ts";
+import type { Float32Tensor } from "#core/model/weights.ts";
+import { ModelFormatError } from "#core/model/errors.ts";
+import { bfloat16BitsToFloat32, float16BitsToFloat32, float32ToBfloat16Bits, float32ToFloat16Bits } from "#core/math/float16.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "lr-safetensors-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

@@ -5,9 +5,9 @@
 // read tensor by tensor through a file descriptor (Node cannot hold a >2 GiB file in one
 // Buffer) and written tensor by tensor, so no whole-file copy is ever made.
 import { closeSync, fstatSync, openSync, readSync, renameSync, rmSync, writeSync } from "node:fs";
-import { ModelFormatError } from "../model/errors.ts";
-import type { Float32Tensor } from "../model/weights.ts";
-import { float16BitsToFloat32, float32ToBfloat16Bits, float32ToFloat16Bits } from "../math/float16.ts";
+import { ModelFormatError } from "#core/model/errors.ts";
+import type { Float32Tensor } from "#core/model/weights.ts";
+import { float16BitsToFloat32, float32ToBfloat16Bits, float32ToFloat16Bits } from "#core/math/float16.ts";
 
 /** The dtypes this project decodes (and writes). */
 export const SAFETENSORS_DTYPES = ["F32", "F16", "BF16"] as const;

@@ -5,7 +5,7 @@
 // are built from characters in rough English frequency order, so ordinary text encodes to
 // fewer tokens than bytes, as with a trained tokenizer.
 import { BYTE_TO_CHAR } from "./byte-level.ts";
-import { ModelFormatError } from "../model/errors.ts";
+import { ModelFormatError } from "#core/model/errors.ts";
 
 export const ENDOFTEXT = "<|endoftext|>";
 export const STARTOFTEXT = "<|startoftext|>";

@@ -5,8 +5,8 @@ import { afterAll, describe, expect, it } from "vitest";
 import { compareTokenizers, TextTokenizer } from "./tokenizer.ts";
 import { buildSyntheticTokenizer, ENDOFTEXT, IM_END } from "./synthetic-tokenizer.ts";
 import { ChatTemplateError } from "./chat-template.ts";
-import { ModelFormatError } from "../model/errors.ts";
-import { SeededRandom } from "../math/random.ts";
+import { ModelFormatError } from "#core/model/errors.ts";
+import { SeededRandom } from "#core/math/random.ts";
 
 const LLAMA2 = resolve(process.cwd(), "../shared/fixtures/ort-genai-tiny-random-llama-fp16");
 const root = mkdtempSync(join(tmpdir(), "lr-tokenizer-"));

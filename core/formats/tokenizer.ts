@@ -5,7 +5,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Tokenizer } from "@huggingface/tokenizers";
-import { ModelFormatError } from "../model/errors.ts";
+import { ModelFormatError } from "#core/model/errors.ts";
 import { byteLevelToBytes } from "./byte-level.ts";
 import { renderChat, type ChatMessage } from "./chat-template.ts";
 

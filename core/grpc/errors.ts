@@ -4,7 +4,7 @@
 // can act on. Anything unrecognised is an INTERNAL error whose details stay in the server log.
 import { status as Status } from "@grpc/grpc-js";
 import { z } from "zod";
-import { ModelFormatError, UnsupportedModelError } from "../model/errors.ts";
+import { ModelFormatError, UnsupportedModelError } from "#core/model/errors.ts";
 
 export { Status };
 

@@ -5,8 +5,8 @@ import { afterAll, describe, expect, it } from "vitest";
 import { initModel, parameterCount } from "./init-model.ts";
 import { parseModelConfig } from "./config.ts";
 import { expectedWeights } from "./weights.ts";
-import { loadModelDir, modelFingerprint } from "../formats/model-dir.ts";
-import { TextTokenizer } from "../formats/tokenizer.ts";
+import { loadModelDir, modelFingerprint } from "#core/formats/model-dir.ts";
+import { TextTokenizer } from "#core/formats/tokenizer.ts";
 
 const root = mkdtempSync(join(tmpdir(), "lr-init-model-"));
 afterAll(() => rmSync(root, { recursive: true, force: true }));

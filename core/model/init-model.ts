@@ -4,13 +4,13 @@
 // (~494M parameters) is generated tensor by tensor and streamed to disk in seconds.
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { SeededRandom } from "../math/random.ts";
+import { SeededRandom } from "#core/math/random.ts";
 import { parseModelConfig, type ModelConfig } from "./config.ts";
 import { ModelFormatError } from "./errors.ts";
 import { expectedWeights } from "./weights.ts";
-import { writeModelDir } from "../formats/model-dir.ts";
-import { elementCount, type SafetensorsDtype, type TensorSource } from "../formats/safetensors.ts";
-import { buildSyntheticTokenizer } from "../formats/synthetic-tokenizer.ts";
+import { writeModelDir } from "#core/formats/model-dir.ts";
+import { elementCount, type SafetensorsDtype, type TensorSource } from "#core/formats/safetensors.ts";
+import { buildSyntheticTokenizer } from "#core/formats/synthetic-tokenizer.ts";
 
 export interface InitModelOptions {
   /** config.json contents (object or JSON text); missing token ids and `architectures` are filled in. */

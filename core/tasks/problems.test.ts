@@ -5,7 +5,7 @@ import { describe, expect, it } from "vitest";
 import { isCorrect } from "./answers.ts";
 import { ProblemFileError } from "./errors.ts";
 import { parseProblems, problemId, readProblems } from "./problems.ts";
-import { errorOf } from "../../test/helpers/error-of.ts";
+import { errorOf } from "#test/helpers/error-of.ts";
 
 const gsm8kDir = resolve(process.cwd(), "../shared/data/gsm8k");
 

@@ -4,7 +4,7 @@
 // text, so samples are keyed by a short stable hash rather than by the question itself.
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { ModelFormatError } from "../model/errors.ts";
+import { ModelFormatError } from "#core/model/errors.ts";
 import { ANSWER_MARKER, parseNumber, referenceAnswer } from "./answers.ts";
 import { ProblemFileError } from "./errors.ts";
 

@@ -6,8 +6,8 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import type { BenchReport } from "../../bench/run-bench.ts";
-import type { Measured } from "../../bench/stats.ts";
+import type { BenchReport } from "#bench/run-bench.ts";
+import type { Measured } from "#bench/stats.ts";
 
 function cli(...args: string[]): Promise<{ status: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {

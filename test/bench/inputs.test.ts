@@ -2,13 +2,13 @@
 // prompts stay clear of special tokens, the synthetic LoRA samples are valid trajectories
 // with soft labels, and the fraction of the ceiling takes the service's best cell.
 import { describe, expect, it } from "vitest";
-import { measured } from "../../bench/stats.ts";
-import { ceilingFractions } from "../../bench/run-bench.ts";
-import type { LimitsResult } from "../../bench/limits.ts";
-import type { SamplingResult } from "../../bench/sampling.ts";
-import { syntheticSelectedSteps } from "../../bench/training.ts";
-import { randomPrompts } from "../../bench/workloads.ts";
-import { checkTrajectory } from "../../services/trainer/src/training/trajectory.ts";
+import { measured } from "#bench/stats.ts";
+import { ceilingFractions } from "#bench/run-bench.ts";
+import type { LimitsResult } from "#bench/limits.ts";
+import type { SamplingResult } from "#bench/sampling.ts";
+import { syntheticSelectedSteps } from "#bench/training.ts";
+import { randomPrompts } from "#bench/workloads.ts";
+import { checkTrajectory } from "#trainer/training/trajectory.ts";
 
 describe("benchmark inputs", () => {
   it("random prompts: seeded, of the asked length, never a special token", () => {

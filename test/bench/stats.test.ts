@@ -1,12 +1,12 @@
 // The benchmark's pure helpers: medians over repeats, the figures' formatting, the table
 // layout, the FLOPs arithmetic behind the ceiling, and the derived per-stream memory.
 import { describe, expect, it } from "vitest";
-import { flopsPerToken, meanContext } from "../../bench/flops.ts";
-import { perExtraStream } from "../../bench/memory.ts";
-import { parseSections } from "../../bench/run-bench.ts";
-import { BenchInputError, formatBytes, formatMeasured, formatNumber, formatPercent, formatRatio, measured, median, ratio, repeat } from "../../bench/stats.ts";
-import { renderTable } from "../../bench/table.ts";
-import { parseModelConfig } from "../../core/model/config.ts";
+import { flopsPerToken, meanContext } from "#bench/flops.ts";
+import { perExtraStream } from "#bench/memory.ts";
+import { parseSections } from "#bench/run-bench.ts";
+import { BenchInputError, formatBytes, formatMeasured, formatNumber, formatPercent, formatRatio, measured, median, ratio, repeat } from "#bench/stats.ts";
+import { renderTable } from "#bench/table.ts";
+import { parseModelConfig } from "#core/model/config.ts";
 
 describe("median and repeats", () => {
   it("takes the middle value, or the mean of the middle two, whatever the order", () => {

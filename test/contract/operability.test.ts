@@ -12,12 +12,12 @@ import type { GenService } from "@bufbuild/protobuf/codegenv2";
 import { FileDescriptorProtoSchema, FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { addService, createClient, GrpcError, Status } from "../../core/grpc/adapter.ts";
-import type { ServiceHandlers } from "../../core/grpc/adapter.ts";
-import { addHealthAndReflection } from "../../core/grpc/operability.ts";
-import type { HealthImplementation } from "../../core/grpc/operability.ts";
-import { AdapterService } from "../../core/gen/lightreasoner/v1/adapter_pb.ts";
-import { InferenceService } from "../../core/gen/lightreasoner/v1/inference_pb.ts";
+import { addService, createClient, GrpcError, Status } from "#core/grpc/adapter.ts";
+import type { ServiceHandlers } from "#core/grpc/adapter.ts";
+import { addHealthAndReflection } from "#core/grpc/operability.ts";
+import type { HealthImplementation } from "#core/grpc/operability.ts";
+import { AdapterService } from "#core/gen/lightreasoner/v1/adapter_pb.ts";
+import { InferenceService } from "#core/gen/lightreasoner/v1/inference_pb.ts";
 import { listen } from "./loopback.ts";
 import type { Loopback } from "./loopback.ts";
 

@@ -7,9 +7,9 @@ import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { InferenceServer } from "../../services/inference/src/main.ts";
-import { startServer, writeTinyPair } from "../inference/helpers.ts";
-import type { TinyPair } from "../inference/helpers.ts";
+import type { InferenceServer } from "#inference/main.ts";
+import { startServer, writeTinyPair } from "#test/inference/helpers.ts";
+import type { TinyPair } from "#test/inference/helpers.ts";
 import { freePort, root } from "./processes.ts";
 
 const PROBE = join(root, "deploy", "docker", "grpc-health-probe.mjs");

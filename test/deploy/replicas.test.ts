@@ -14,11 +14,11 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "no
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { readProblems } from "../../core/tasks/problems.ts";
-import type { TrajectoryRecord } from "../../services/trainer/src/store/records.ts";
-import { SampleStore } from "../../services/trainer/src/store/sample-store.ts";
-import { buildWorldData } from "../../world/build-data.ts";
-import { sampleSet } from "../trainer-sampling/helpers.ts";
+import { readProblems } from "#core/tasks/problems.ts";
+import type { TrajectoryRecord } from "#trainer/store/records.ts";
+import { SampleStore } from "#trainer/store/sample-store.ts";
+import { buildWorldData } from "#world/build-data.ts";
+import { sampleSet } from "#test/trainer-sampling/helpers.ts";
 import { flagValue } from "./deploy-files.ts";
 import { renderKustomization } from "./kustomize.ts";
 import { BIN, freePort, killAll, localArgs, root, scrapeValue, sleep, startProcess, startReplica } from "./processes.ts";

@@ -6,11 +6,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { InferenceServer } from "../../services/inference/src/main.ts";
-import { startInferenceServer } from "../../services/inference/src/main.ts";
-import { writePaperSamples } from "../../services/trainer/src/store/paper-format.ts";
-import { SampleStore } from "../../services/trainer/src/store/sample-store.ts";
-import { TextTokenizer } from "../../core/formats/tokenizer.ts";
+import type { InferenceServer } from "#inference/main.ts";
+import { startInferenceServer } from "#inference/main.ts";
+import { writePaperSamples } from "#trainer/store/paper-format.ts";
+import { SampleStore } from "#trainer/store/sample-store.ts";
+import { TextTokenizer } from "#core/formats/tokenizer.ts";
 
 /** Runs the CLI without blocking this process, which hosts the inference service. */
 function cli(...args: string[]): Promise<{ status: number; stdout: string; stderr: string }> {

@@ -6,8 +6,8 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { SampleStore } from "../../services/trainer/src/store/sample-store.ts";
-import type { RunReport } from "../../services/trainer/src/report/run-report.ts";
+import { SampleStore } from "#trainer/store/sample-store.ts";
+import type { RunReport } from "#trainer/report/run-report.ts";
 
 const fraction = (x: unknown) => typeof x === "number" && x >= 0 && x <= 1;
 

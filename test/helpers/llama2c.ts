@@ -3,8 +3,8 @@
 // as a user's model. Used only by tests; the format facts are in ../shared/fixtures/README.md.
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { WeightMap } from "../../core/model/weights.ts";
-import { writeModelDir } from "../../core/formats/model-dir.ts";
+import type { WeightMap } from "#core/model/weights.ts";
+import { writeModelDir } from "#core/formats/model-dir.ts";
 
 interface Llama2cHeader {
   dim: number;

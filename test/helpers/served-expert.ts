@@ -2,14 +2,14 @@
 // service's expert (with its active adapter) gives the same next-token distributions as the
 // trainer's TensorFlow.js expert with that adapter, at every position of a sequence.
 import * as tf from "@tensorflow/tfjs";
-import { loadModelDir } from "../../core/formats/model-dir.ts";
-import { logSoftmax } from "../../core/math/distribution.ts";
-import type { LoraAdapter } from "../../core/model/lora.ts";
-import type { InferenceServer } from "../../services/inference/src/main.ts";
-import { fullLogProbs } from "../../services/trainer/src/sampling/step-selection.ts";
-import { LoraLayers } from "../../services/trainer/src/model/lora.ts";
-import { CausalLM } from "../../services/trainer/src/model/transformer.ts";
-import { clients, collect, FULL32, idsPrompt } from "../inference/helpers.ts";
+import { loadModelDir } from "#core/formats/model-dir.ts";
+import { logSoftmax } from "#core/math/distribution.ts";
+import type { LoraAdapter } from "#core/model/lora.ts";
+import type { InferenceServer } from "#inference/main.ts";
+import { fullLogProbs } from "#trainer/sampling/step-selection.ts";
+import { LoraLayers } from "#trainer/model/lora.ts";
+import { CausalLM } from "#trainer/model/transformer.ts";
+import { clients, collect, FULL32, idsPrompt } from "#test/inference/helpers.ts";
 
 export interface ServedComparison {
   /** The adapter version the server used for the Score call. */

@@ -5,17 +5,17 @@
 import { mkdirSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Status } from "../../core/grpc/adapter.ts";
-import { GenerationMode } from "../../core/gen/lightreasoner/v1/inference_pb.ts";
-import { encodePeftAdapter, writePeftAdapter } from "../../core/formats/peft.ts";
-import { parseModelConfig } from "../../core/model/config.ts";
-import type { ModelConfig } from "../../core/model/config.ts";
-import { loraTargets } from "../../core/model/lora.ts";
-import type { LoraAdapter, LoraSettings } from "../../core/model/lora.ts";
-import { SeededRandom } from "../../core/math/random.ts";
-import type { InferenceServer } from "../../services/inference/src/main.ts";
-import { exportOnnx } from "../../services/inference/src/model/export.ts";
-import { CausalLmSession } from "../../services/inference/src/model/session.ts";
+import { Status } from "#core/grpc/adapter.ts";
+import { GenerationMode } from "#core/gen/lightreasoner/v1/inference_pb.ts";
+import { encodePeftAdapter, writePeftAdapter } from "#core/formats/peft.ts";
+import { parseModelConfig } from "#core/model/config.ts";
+import type { ModelConfig } from "#core/model/config.ts";
+import { loraTargets } from "#core/model/lora.ts";
+import type { LoraAdapter, LoraSettings } from "#core/model/lora.ts";
+import { SeededRandom } from "#core/math/random.ts";
+import type { InferenceServer } from "#inference/main.ts";
+import { exportOnnx } from "#inference/model/export.ts";
+import { CausalLmSession } from "#inference/model/session.ts";
 import { AMATEUR_CONFIG, EXPERT_CONFIG, FULL32, byRequest, clients, collect, fullForward, fullOf, idsPrompt, maxAbsDiff, metric, openDirect, scrape, startServer, statusOf, writeTinyPair } from "./helpers.ts";
 import type { TinyPair } from "./helpers.ts";
 

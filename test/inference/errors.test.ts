@@ -3,11 +3,11 @@
 // fails; too many streams is RESOURCE_EXHAUSTED; the server keeps serving everyone else;
 // and a pair that does not share a tokenizer is refused at start-up with the difference named.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Status } from "../../core/grpc/adapter.ts";
-import { ChatRole, DistributionEncoding, FinishReason, FloatDtype } from "../../core/gen/lightreasoner/v1/common_pb.ts";
-import { GenerationMode } from "../../core/gen/lightreasoner/v1/inference_pb.ts";
-import type { InferenceServer } from "../../services/inference/src/main.ts";
-import { MismatchedPairError } from "../../services/inference/src/engine/errors.ts";
+import { Status } from "#core/grpc/adapter.ts";
+import { ChatRole, DistributionEncoding, FinishReason, FloatDtype } from "#core/gen/lightreasoner/v1/common_pb.ts";
+import { GenerationMode } from "#core/gen/lightreasoner/v1/inference_pb.ts";
+import type { InferenceServer } from "#inference/main.ts";
+import { MismatchedPairError } from "#inference/engine/errors.ts";
 import { byRequest, clients, collect, idsPrompt, metric, scrape, sleep, sparse, startServer, statusOf, textPrompt, writeTinyPair } from "./helpers.ts";
 import type { TinyPair } from "./helpers.ts";
 

@@ -5,12 +5,12 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Status } from "../../core/grpc/adapter.ts";
-import { ChatRole, FinishReason } from "../../core/gen/lightreasoner/v1/common_pb.ts";
-import type { SparseDistributions } from "../../core/gen/lightreasoner/v1/common_pb.ts";
-import { GenerationMode } from "../../core/gen/lightreasoner/v1/inference_pb.ts";
-import type { InferenceServer } from "../../services/inference/src/main.ts";
-import { CausalLmSession } from "../../services/inference/src/model/session.ts";
+import { Status } from "#core/grpc/adapter.ts";
+import { ChatRole, FinishReason } from "#core/gen/lightreasoner/v1/common_pb.ts";
+import type { SparseDistributions } from "#core/gen/lightreasoner/v1/common_pb.ts";
+import { GenerationMode } from "#core/gen/lightreasoner/v1/inference_pb.ts";
+import type { InferenceServer } from "#inference/main.ts";
+import { CausalLmSession } from "#inference/model/session.ts";
 import { FULL16, FULL32, byRequest, clients, collect, fullForward, fullOf, maxAbsDiff, sparse, startServer, statusOf, textPrompt } from "./helpers.ts";
 
 const dir = join(process.cwd(), "..", "shared", "fixtures", "ort-genai-tiny-random-llama-fp16");

@@ -2,13 +2,13 @@
 // token against full forwards of the models and core/math's choice functions; stop strings
 // held back and never sent; seeds reported and replayable.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { FinishReason } from "../../core/gen/lightreasoner/v1/common_pb.ts";
-import { GenerationMode } from "../../core/gen/lightreasoner/v1/inference_pb.ts";
-import type { GenerateResponse } from "../../core/gen/lightreasoner/v1/inference_pb.ts";
-import { argmaxToken, contrastiveChoice } from "../../core/math/sampling.ts";
-import { plausibleSet } from "../../core/math/selection.ts";
-import type { InferenceServer } from "../../services/inference/src/main.ts";
-import type { CausalLmSession } from "../../services/inference/src/model/session.ts";
+import { FinishReason } from "#core/gen/lightreasoner/v1/common_pb.ts";
+import { GenerationMode } from "#core/gen/lightreasoner/v1/inference_pb.ts";
+import type { GenerateResponse } from "#core/gen/lightreasoner/v1/inference_pb.ts";
+import { argmaxToken, contrastiveChoice } from "#core/math/sampling.ts";
+import { plausibleSet } from "#core/math/selection.ts";
+import type { InferenceServer } from "#inference/main.ts";
+import type { CausalLmSession } from "#inference/model/session.ts";
 import { clients, collect, fullForward, idsPrompt, openDirect, startServer, textPrompt, writeTinyPair } from "./helpers.ts";
 import type { TinyPair } from "./helpers.ts";
 

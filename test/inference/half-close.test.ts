@@ -5,8 +5,8 @@
 // still queued (the client then waited forever). This test did not reproduce that race on the
 // tiny pair here; it checks the behaviour the fix guarantees.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { InferenceServer } from "../../services/inference/src/main.ts";
-import type { StreamTrajectoriesResponse } from "../../core/gen/lightreasoner/v1/inference_pb.ts";
+import type { InferenceServer } from "#inference/main.ts";
+import type { StreamTrajectoriesResponse } from "#core/gen/lightreasoner/v1/inference_pb.ts";
 import { byRequest, clients, FULL32, idsPrompt, sleep, startServer, writeTinyPair } from "./helpers.ts";
 import type { TinyPair } from "./helpers.ts";
 

@@ -6,17 +6,17 @@
 import { toBinary } from "@bufbuild/protobuf";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ChatRole, FinishReason, FloatDtype, SparseDistributionsSchema } from "../../core/gen/lightreasoner/v1/common_pb.ts";
-import type { SparseDistributions } from "../../core/gen/lightreasoner/v1/common_pb.ts";
-import type { ScoredPosition, TrajectoryRequestSchema } from "../../core/gen/lightreasoner/v1/inference_pb.ts";
-import { klDivergence, entropy, topK } from "../../core/math/distribution.ts";
-import { float16BitsToFloat32, float32ToFloat16Bits } from "../../core/math/float16.ts";
-import { selectFromSummary } from "../../core/math/sparse-step.ts";
-import type { SparseStep } from "../../core/math/sparse-step.ts";
-import { selectStep } from "../../core/math/selection.ts";
-import { argmaxToken } from "../../core/math/sampling.ts";
-import type { InferenceServer } from "../../services/inference/src/main.ts";
-import type { CausalLmSession } from "../../services/inference/src/model/session.ts";
+import { ChatRole, FinishReason, FloatDtype, SparseDistributionsSchema } from "#core/gen/lightreasoner/v1/common_pb.ts";
+import type { SparseDistributions } from "#core/gen/lightreasoner/v1/common_pb.ts";
+import type { ScoredPosition, TrajectoryRequestSchema } from "#core/gen/lightreasoner/v1/inference_pb.ts";
+import { klDivergence, entropy, topK } from "#core/math/distribution.ts";
+import { float16BitsToFloat32, float32ToFloat16Bits } from "#core/math/float16.ts";
+import { selectFromSummary } from "#core/math/sparse-step.ts";
+import type { SparseStep } from "#core/math/sparse-step.ts";
+import { selectStep } from "#core/math/selection.ts";
+import { argmaxToken } from "#core/math/sampling.ts";
+import type { InferenceServer } from "#inference/main.ts";
+import type { CausalLmSession } from "#inference/model/session.ts";
 import {
   FULL16,
   FULL32,

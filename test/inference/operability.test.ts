@@ -4,11 +4,11 @@
 // streams finish within the deadline and cancels what is left after it.
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Status } from "../../core/grpc/adapter.ts";
-import { FinishReason } from "../../core/gen/lightreasoner/v1/common_pb.ts";
-import { GenerationMode } from "../../core/gen/lightreasoner/v1/inference_pb.ts";
-import type { StreamTrajectoriesResponse } from "../../core/gen/lightreasoner/v1/inference_pb.ts";
-import type { InferenceServer } from "../../services/inference/src/main.ts";
+import { Status } from "#core/grpc/adapter.ts";
+import { FinishReason } from "#core/gen/lightreasoner/v1/common_pb.ts";
+import { GenerationMode } from "#core/gen/lightreasoner/v1/inference_pb.ts";
+import type { StreamTrajectoriesResponse } from "#core/gen/lightreasoner/v1/inference_pb.ts";
+import type { InferenceServer } from "#inference/main.ts";
 import { FULL32, byRequest, clients, collect, eventually, idsPrompt, metric, scrape, sleep, sparse, startServer, statusOf, writeTinyPair } from "./helpers.ts";
 import type { TinyPair } from "./helpers.ts";
 

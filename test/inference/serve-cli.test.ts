@@ -5,8 +5,8 @@ import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createClient } from "../../core/grpc/adapter.ts";
-import { InferenceService } from "../../core/gen/lightreasoner/v1/inference_pb.ts";
+import { createClient } from "#core/grpc/adapter.ts";
+import { InferenceService } from "#core/gen/lightreasoner/v1/inference_pb.ts";
 import { writeTinyPair } from "./helpers.ts";
 import type { TinyPair } from "./helpers.ts";
 

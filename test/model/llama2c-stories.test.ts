@@ -5,11 +5,11 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { convertLlama2c } from "../helpers/llama2c.ts";
-import { exportOnnx } from "../../services/inference/src/model/export.ts";
-import { CausalLmSession } from "../../services/inference/src/model/session.ts";
-import { TextTokenizer } from "../../core/formats/tokenizer.ts";
-import { argmaxToken } from "../../core/math/sampling.ts";
+import { convertLlama2c } from "#test/helpers/llama2c.ts";
+import { exportOnnx } from "#inference/model/export.ts";
+import { CausalLmSession } from "#inference/model/session.ts";
+import { TextTokenizer } from "#core/formats/tokenizer.ts";
+import { argmaxToken } from "#core/math/sampling.ts";
 
 const fixture = resolve("../shared/fixtures/llama2c-stories260K");
 const documented =

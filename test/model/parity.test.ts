@@ -6,16 +6,16 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { initModel } from "../../core/model/init-model.ts";
-import { loadModelDir } from "../../core/formats/model-dir.ts";
-import { readPeftAdapter, writePeftAdapter } from "../../core/formats/peft.ts";
-import { DEFAULT_LORA } from "../../core/model/lora.ts";
-import { SeededRandom } from "../../core/math/random.ts";
-import { exportOnnx } from "../../services/inference/src/model/export.ts";
-import { CausalLmSession } from "../../services/inference/src/model/session.ts";
-import { selectBackend } from "../../services/trainer/src/model/backend.ts";
-import { CausalLM } from "../../services/trainer/src/model/transformer.ts";
-import { LoraLayers } from "../../services/trainer/src/model/lora.ts";
+import { initModel } from "#core/model/init-model.ts";
+import { loadModelDir } from "#core/formats/model-dir.ts";
+import { readPeftAdapter, writePeftAdapter } from "#core/formats/peft.ts";
+import { DEFAULT_LORA } from "#core/model/lora.ts";
+import { SeededRandom } from "#core/math/random.ts";
+import { exportOnnx } from "#inference/model/export.ts";
+import { CausalLmSession } from "#inference/model/session.ts";
+import { selectBackend } from "#trainer/model/backend.ts";
+import { CausalLM } from "#trainer/model/transformer.ts";
+import { LoraLayers } from "#trainer/model/lora.ts";
 
 const SHAPE = { vocab_size: 320, hidden_size: 48, intermediate_size: 96, num_hidden_layers: 2, rms_norm_eps: 1e-6 };
 const FAMILIES: Record<string, Record<string, unknown>> = {

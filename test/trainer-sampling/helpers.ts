@@ -4,18 +4,18 @@
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { expect } from "vitest";
-import { parseProblems } from "../../core/tasks/problems.ts";
-import type { Problem } from "../../core/tasks/problems.ts";
-import type { SamplerConfig } from "../../services/trainer/src/sampling/config.ts";
-import type { SamplingEvent } from "../../services/trainer/src/sampling/sampler.ts";
-import { sampleToStore } from "../../services/trainer/src/sampling/sample-to-store.ts";
-import type { SampleToStoreResult } from "../../services/trainer/src/sampling/sample-to-store.ts";
-import { SampleStore } from "../../services/trainer/src/store/sample-store.ts";
-import { recordSamples } from "../../services/trainer/src/store/records.ts";
-import type { SelectedSample, TrajectoryRecord } from "../../services/trainer/src/store/records.ts";
+import { parseProblems } from "#core/tasks/problems.ts";
+import type { Problem } from "#core/tasks/problems.ts";
+import type { SamplerConfig } from "#trainer/sampling/config.ts";
+import type { SamplingEvent } from "#trainer/sampling/sampler.ts";
+import { sampleToStore } from "#trainer/sampling/sample-to-store.ts";
+import type { SampleToStoreResult } from "#trainer/sampling/sample-to-store.ts";
+import { SampleStore } from "#trainer/store/sample-store.ts";
+import { recordSamples } from "#trainer/store/records.ts";
+import type { SelectedSample, TrajectoryRecord } from "#trainer/store/records.ts";
 
-export { writeTinyPair, startServer, silentLogger, sleep, eventually } from "../inference/helpers.ts";
-export type { TinyPair } from "../inference/helpers.ts";
+export { writeTinyPair, startServer, silentLogger, sleep, eventually } from "#test/inference/helpers.ts";
+export type { TinyPair } from "#test/inference/helpers.ts";
 
 /** `count` prompt-layout problems "what is a + b?" with their answers, written to a file in `dir`. */
 export function writeProblems(dir: string, count: number, offset = 0): { file: string; problems: Problem[] } {

@@ -7,8 +7,8 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { InferenceServer } from "../../services/inference/src/main.ts";
-import { SampleStore } from "../../services/trainer/src/store/sample-store.ts";
+import type { InferenceServer } from "#inference/main.ts";
+import { SampleStore } from "#trainer/store/sample-store.ts";
 import { expectSameSamples, runSampling, sleep, startServer, writeProblems, writeTinyPair } from "./helpers.ts";
 import type { TinyPair } from "./helpers.ts";
 

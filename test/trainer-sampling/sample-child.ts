@@ -1,8 +1,8 @@
 // A sampling run in a process of its own, for the kill test: it samples a problems file into
 // a store against the given endpoints and exits; the test kills it with SIGKILL part-way and
 // starts it again. Usage: node --import tsx sample-child.ts '<json options>'
-import { readProblems } from "../../core/tasks/problems.ts";
-import { sampleToStore } from "../../services/trainer/src/sampling/sample-to-store.ts";
+import { readProblems } from "#core/tasks/problems.ts";
+import { sampleToStore } from "#trainer/sampling/sample-to-store.ts";
 
 interface ChildOptions {
   targets: string[];

@@ -3,16 +3,16 @@
 // then computes exactly what the trainer's TensorFlow.js expert with that adapter computes.
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parseProblems } from "../../core/tasks/problems.ts";
-import { loadModelDir } from "../../core/formats/model-dir.ts";
-import type { InferenceServer } from "../../services/inference/src/main.ts";
-import { sampleToStore } from "../../services/trainer/src/sampling/sample-to-store.ts";
-import { SampleStore } from "../../services/trainer/src/store/sample-store.ts";
-import { trainLora } from "../../services/trainer/src/training/lora-trainer.ts";
-import { pushAdapter } from "../../services/trainer/src/adapter-push.ts";
-import type { TinyPair } from "../inference/helpers.ts";
-import { startServer, writeTinyPair } from "../inference/helpers.ts";
-import { compareServedExpert } from "../helpers/served-expert.ts";
+import { parseProblems } from "#core/tasks/problems.ts";
+import { loadModelDir } from "#core/formats/model-dir.ts";
+import type { InferenceServer } from "#inference/main.ts";
+import { sampleToStore } from "#trainer/sampling/sample-to-store.ts";
+import { SampleStore } from "#trainer/store/sample-store.ts";
+import { trainLora } from "#trainer/training/lora-trainer.ts";
+import { pushAdapter } from "#trainer/adapter-push.ts";
+import type { TinyPair } from "#test/inference/helpers.ts";
+import { startServer, writeTinyPair } from "#test/inference/helpers.ts";
+import { compareServedExpert } from "#test/helpers/served-expert.ts";
 
 describe("an adapter trained on served samples, pushed back", () => {
   let pair: TinyPair;

@@ -1,13 +1,13 @@
 // Shared pieces of the trainer service's tests: a trainer on loopback beside a real inference
 // server, run configs small enough for the tiny random pair, and a WatchRun collector.
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { createClient } from "../../core/grpc/adapter.ts";
-import type { ServiceClient } from "../../core/grpc/adapter.ts";
-import { RunMode, RunState, TrainerService } from "../../core/gen/lightreasoner/v1/trainer_pb.ts";
-import type { RunConfigSchema, WatchRunResponse } from "../../core/gen/lightreasoner/v1/trainer_pb.ts";
-import { startTrainerServer } from "../../services/trainer/src/main.ts";
-import type { TrainerServer } from "../../services/trainer/src/main.ts";
-import { silentLogger } from "../inference/helpers.ts";
+import { createClient } from "#core/grpc/adapter.ts";
+import type { ServiceClient } from "#core/grpc/adapter.ts";
+import { RunMode, RunState, TrainerService } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
+import type { RunConfigSchema, WatchRunResponse } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
+import { startTrainerServer } from "#trainer/main.ts";
+import type { TrainerServer } from "#trainer/main.ts";
+import { silentLogger } from "#test/inference/helpers.ts";
 
 /** A RunConfig written as a plain object (not a message instance). */
 export type RunConfigInit = Exclude<MessageInitShape<typeof RunConfigSchema>, { $typeName: string }>;

@@ -5,15 +5,15 @@
 import { readFileSync, writeFileSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Status } from "../../core/grpc/adapter.ts";
-import { RunStage } from "../../core/gen/lightreasoner/v1/trainer_pb.ts";
-import type { RunCounters } from "../../core/gen/lightreasoner/v1/trainer_pb.ts";
-import type { InferenceServer } from "../../services/inference/src/main.ts";
-import { SampleStore } from "../../services/trainer/src/store/sample-store.ts";
-import { RUN_FILE } from "../../services/trainer/src/runs/run-record.ts";
-import { clients, startServer, statusOf, writeTinyPair } from "../inference/helpers.ts";
-import type { TinyPair } from "../inference/helpers.ts";
-import { expectSameSamples, writeProblems } from "../trainer-sampling/helpers.ts";
+import { Status } from "#core/grpc/adapter.ts";
+import { RunStage } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
+import type { RunCounters } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
+import type { InferenceServer } from "#inference/main.ts";
+import { SampleStore } from "#trainer/store/sample-store.ts";
+import { RUN_FILE } from "#trainer/runs/run-record.ts";
+import { clients, startServer, statusOf, writeTinyPair } from "#test/inference/helpers.ts";
+import type { TinyPair } from "#test/inference/helpers.ts";
+import { expectSameSamples, writeProblems } from "#test/trainer-sampling/helpers.ts";
 import { finished, RunState, smallRun, startTrainer } from "./helpers.ts";
 import type { TrainerClient } from "./helpers.ts";
 

@@ -6,10 +6,10 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { InferenceServer } from "../../services/inference/src/main.ts";
-import { startServer, writeTinyPair } from "../inference/helpers.ts";
-import type { TinyPair } from "../inference/helpers.ts";
-import { writeProblems } from "../trainer-sampling/helpers.ts";
+import type { InferenceServer } from "#inference/main.ts";
+import { startServer, writeTinyPair } from "#test/inference/helpers.ts";
+import type { TinyPair } from "#test/inference/helpers.ts";
+import { writeProblems } from "#test/trainer-sampling/helpers.ts";
 import { startTrainer } from "./helpers.ts";
 
 const run = promisify(execFile);

@@ -4,19 +4,19 @@
 // adapter, Prometheus series), and the runs list.
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { readPeftAdapter } from "../../core/formats/peft.ts";
-import { loadModelDir } from "../../core/formats/model-dir.ts";
-import { RunMode, RunStage } from "../../core/gen/lightreasoner/v1/trainer_pb.ts";
-import type { WatchRunResponse } from "../../core/gen/lightreasoner/v1/trainer_pb.ts";
-import type { InferenceServer } from "../../services/inference/src/main.ts";
-import { SampleStore } from "../../services/trainer/src/store/sample-store.ts";
-import { writePaperSamples } from "../../services/trainer/src/store/paper-format.ts";
-import { TextTokenizer } from "../../core/formats/tokenizer.ts";
-import { readRunRecord } from "../../services/trainer/src/runs/run-record.ts";
-import { clients, startServer, writeTinyPair } from "../inference/helpers.ts";
-import type { TinyPair } from "../inference/helpers.ts";
-import { writeProblems } from "../trainer-sampling/helpers.ts";
-import { compareServedExpert } from "../helpers/served-expert.ts";
+import { readPeftAdapter } from "#core/formats/peft.ts";
+import { loadModelDir } from "#core/formats/model-dir.ts";
+import { RunMode, RunStage } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
+import type { WatchRunResponse } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
+import type { InferenceServer } from "#inference/main.ts";
+import { SampleStore } from "#trainer/store/sample-store.ts";
+import { writePaperSamples } from "#trainer/store/paper-format.ts";
+import { TextTokenizer } from "#core/formats/tokenizer.ts";
+import { readRunRecord } from "#trainer/runs/run-record.ts";
+import { clients, startServer, writeTinyPair } from "#test/inference/helpers.ts";
+import type { TinyPair } from "#test/inference/helpers.ts";
+import { writeProblems } from "#test/trainer-sampling/helpers.ts";
+import { compareServedExpert } from "#test/helpers/served-expert.ts";
 import { RunState, smallRun, startTrainer, watchAll } from "./helpers.ts";
 
 /** The snapshot's stage and every later change are the run's stages in order, from wherever the watcher joined. */

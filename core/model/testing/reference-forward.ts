@@ -3,10 +3,10 @@
 // naive loops, no cache, the Hugging Face equations written out (RMSNorm, rotate_half RoPE,
 // grouped-query attention, SwiGLU).
 // A LoRA adapter is applied unmerged, y = W x + (alpha / r) B (A x), as PEFT runs it.
-import type { LoraAdapter } from "../lora.ts";
-import type { ModelConfig } from "../config.ts";
-import type { WeightMap } from "../weights.ts";
-import { lmHeadName } from "../weights.ts";
+import type { LoraAdapter } from "#core/model/lora.ts";
+import type { ModelConfig } from "#core/model/config.ts";
+import type { WeightMap } from "#core/model/weights.ts";
+import { lmHeadName } from "#core/model/weights.ts";
 
 type Vec = Float64Array;
 

@@ -1,10 +1,10 @@
 // Hands a trained adapter to an inference endpoint: the PEFT files streamed through
 // AdapterService.UploadAdapter (client-streaming, so adapters above gRPC's message limit
 // fit), activated for new requests. Returns the content-hash version the server assigned.
-import type { LoraAdapter } from "../../../core/model/lora.ts";
-import { encodePeftAdapter } from "../../../core/formats/peft.ts";
-import { createClient } from "../../../core/grpc/adapter.ts";
-import { AdapterService } from "../../../core/gen/lightreasoner/v1/adapter_pb.ts";
+import type { LoraAdapter } from "#core/model/lora.ts";
+import { encodePeftAdapter } from "#core/formats/peft.ts";
+import { createClient } from "#core/grpc/adapter.ts";
+import { AdapterService } from "#core/gen/lightreasoner/v1/adapter_pb.ts";
 
 /** Bytes per upload message, well under grpc-js's 4 MiB default. */
 const CHUNK_BYTES = 1 << 20;

@@ -5,16 +5,16 @@
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync, realpathSync, statSync } from "node:fs";
 import { isAbsolute, join, relative, resolve } from "node:path";
-import type { ModelConfig } from "../../../../core/model/config.ts";
-import type { LoraAdapter } from "../../../../core/model/lora.ts";
-import { mergeLora } from "../../../../core/model/lora.ts";
-import { LINEAR_MODULES } from "../../../../core/model/weights.ts";
-import { ModelFormatError, UnsupportedModelError } from "../../../../core/model/errors.ts";
-import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, parsePeftAdapter, parsePeftConfig } from "../../../../core/formats/peft.ts";
-import { parseSafetensors } from "../../../../core/formats/safetensors.ts";
-import { CausalLmSession } from "../model/session.ts";
-import { buildOnnxModel } from "../model/export.ts";
-import type { OrtSessionOptions } from "../model/execution-provider.ts";
+import type { ModelConfig } from "#core/model/config.ts";
+import type { LoraAdapter } from "#core/model/lora.ts";
+import { mergeLora } from "#core/model/lora.ts";
+import { LINEAR_MODULES } from "#core/model/weights.ts";
+import { ModelFormatError, UnsupportedModelError } from "#core/model/errors.ts";
+import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, parsePeftAdapter, parsePeftConfig } from "#core/formats/peft.ts";
+import { parseSafetensors } from "#core/formats/safetensors.ts";
+import { CausalLmSession } from "#inference/model/session.ts";
+import { buildOnnxModel } from "#inference/model/export.ts";
+import type { OrtSessionOptions } from "#inference/model/execution-provider.ts";
 import { CapacityError, InvalidRequestError, NotFoundError, PermissionDeniedError, PreconditionError } from "./errors.ts";
 import type { ServedModel } from "./served-model.ts";
 

@@ -1,8 +1,8 @@
 // The expert and the amateur, opened together and refused together when they cannot be
 // compared token for token: the method needs both distributions over one vocabulary, so a
 // difference in tokenizer or in logits width is a start-up error, never a silent truncation.
-import { compareTokenizers } from "../../../../core/formats/tokenizer.ts";
-import type { OrtSessionOptions } from "../model/execution-provider.ts";
+import { compareTokenizers } from "#core/formats/tokenizer.ts";
+import type { OrtSessionOptions } from "#inference/model/execution-provider.ts";
 import { MismatchedPairError } from "./errors.ts";
 import type { ServedModel } from "./served-model.ts";
 import { openServedModel } from "./served-model.ts";

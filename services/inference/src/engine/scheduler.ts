@@ -5,9 +5,9 @@
 // New sequences join and finished ones leave between ticks, never inside one. A sequence
 // whose reader is behind sits out ticks (paused) until its sink resumes it, so nothing
 // is produced faster than it is consumed.
-import type { TextTokenizer } from "../../../../core/formats/tokenizer.ts";
-import type { KvCache } from "../model/kv-cache.ts";
-import type { CausalLmSession, StepResult } from "../model/session.ts";
+import type { TextTokenizer } from "#core/formats/tokenizer.ts";
+import type { KvCache } from "#inference/model/kv-cache.ts";
+import type { CausalLmSession, StepResult } from "#inference/model/session.ts";
 import type { AdapterRegistry } from "./adapter-registry.ts";
 import { CapacityError, InvalidRequestError, ShuttingDownError } from "./errors.ts";
 import type { FinishReason, SequenceRequest, SequenceSink, StepEvent } from "./sequence.ts";

@@ -1,12 +1,12 @@
 // One sequence being generated: what it asked for, its own KV caches and sampler, and how
 // it chooses its next token. The scheduler moves sequences through steps; this module
 // decides, for one sequence, what a step's distributions mean.
-import { SeededRandom } from "../../../../core/math/random.ts";
-import { sampleContrastiveToken, sampleToken } from "../../../../core/math/sampling.ts";
-import type { LogProbs } from "../../../../core/math/distribution.ts";
-import { contrastiveScores, gather, plausibleSet } from "../../../../core/math/selection.ts";
-import type { TokenStreamDecoder } from "../../../../core/formats/tokenizer.ts";
-import type { KvCache } from "../model/kv-cache.ts";
+import { SeededRandom } from "#core/math/random.ts";
+import { sampleContrastiveToken, sampleToken } from "#core/math/sampling.ts";
+import type { LogProbs } from "#core/math/distribution.ts";
+import { contrastiveScores, gather, plausibleSet } from "#core/math/selection.ts";
+import type { TokenStreamDecoder } from "#core/formats/tokenizer.ts";
+import type { KvCache } from "#inference/model/kv-cache.ts";
 import type { ExpertLease } from "./adapter-registry.ts";
 
 /**

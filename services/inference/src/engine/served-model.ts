@@ -5,14 +5,14 @@
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
-import type { ModelConfig } from "../../../../core/model/config.ts";
-import type { WeightMap } from "../../../../core/model/weights.ts";
-import { loadModelDir, modelFingerprint } from "../../../../core/formats/model-dir.ts";
-import { TextTokenizer } from "../../../../core/formats/tokenizer.ts";
-import { ModelFormatError } from "../../../../core/model/errors.ts";
-import { CausalLmSession } from "../model/session.ts";
-import { buildOnnxModel, defaultOnnxPath } from "../model/export.ts";
-import type { OrtSessionOptions } from "../model/execution-provider.ts";
+import type { ModelConfig } from "#core/model/config.ts";
+import type { WeightMap } from "#core/model/weights.ts";
+import { loadModelDir, modelFingerprint } from "#core/formats/model-dir.ts";
+import { TextTokenizer } from "#core/formats/tokenizer.ts";
+import { ModelFormatError } from "#core/model/errors.ts";
+import { CausalLmSession } from "#inference/model/session.ts";
+import { buildOnnxModel, defaultOnnxPath } from "#inference/model/export.ts";
+import type { OrtSessionOptions } from "#inference/model/execution-provider.ts";
 
 /** Context length assumed when neither config.json nor genai_config.json states one. */
 const FALLBACK_CONTEXT_TOKENS = 2048;

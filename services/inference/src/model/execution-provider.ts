@@ -6,7 +6,7 @@ import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import * as ort from "onnxruntime-node";
-import { ModelFormatError } from "../../../../core/model/errors.ts";
+import { ModelFormatError } from "#core/model/errors.ts";
 
 export const EXECUTION_PROVIDER_CHOICES = ["cpu", "cuda", "auto"] as const;
 export type ExecutionProviderChoice = (typeof EXECUTION_PROVIDER_CHOICES)[number];

@@ -1,11 +1,11 @@
 // `export-onnx`: a Hugging Face model directory, optionally with a PEFT LoRA adapter merged
 // into its weights, written as the ONNX graph the inference service runs.
 import { join } from "node:path";
-import type { ModelConfig } from "../../../../core/model/config.ts";
-import type { WeightMap } from "../../../../core/model/weights.ts";
-import { mergeLora } from "../../../../core/model/lora.ts";
-import { loadModelDir } from "../../../../core/formats/model-dir.ts";
-import { readPeftAdapter } from "../../../../core/formats/peft.ts";
+import type { ModelConfig } from "#core/model/config.ts";
+import type { WeightMap } from "#core/model/weights.ts";
+import { mergeLora } from "#core/model/lora.ts";
+import { loadModelDir } from "#core/formats/model-dir.ts";
+import { readPeftAdapter } from "#core/formats/peft.ts";
 import { buildCausalLmGraph } from "./onnx-graph.ts";
 import type { ModelInfo, WrittenModel } from "./onnx-file.ts";
 import { EXTERNAL_DATA_THRESHOLD, encodeInline, writeModelFile } from "./onnx-file.ts";

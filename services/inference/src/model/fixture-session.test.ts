@@ -3,7 +3,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { logSoftmax } from "../../../../core/math/distribution.ts";
+import { logSoftmax } from "#core/math/distribution.ts";
 import { CausalLmSession } from "./session.ts";
 import { argmax, maxAbsDiff } from "./testing/compare.ts";
 

@@ -2,7 +2,7 @@
 // input and output metadata rather than assumed, so graphs this project did not export
 // (Optimum, ONNX Runtime GenAI's builder, float16 ones) run through the same code.
 import type * as ort from "onnxruntime-node";
-import { ModelFormatError } from "../../../../core/model/errors.ts";
+import { ModelFormatError } from "#core/model/errors.ts";
 
 /** Element types the runtime accepts for the KV cache and the logits. */
 export type FloatType = "float32" | "float16";

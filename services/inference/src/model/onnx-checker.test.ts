@@ -8,7 +8,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { writeModelDir } from "../../../../core/formats/model-dir.ts";
+import { writeModelDir } from "#core/formats/model-dir.ts";
 import { exportOnnx } from "./export.ts";
 import { OPSET_VERSION } from "./onnx-graph.ts";
 import { CausalLmSession } from "./session.ts";

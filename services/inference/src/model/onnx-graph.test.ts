@@ -1,10 +1,10 @@
 import { describe, expect, it } from "vitest";
-import { ModelFormatError } from "../../../../core/model/errors.ts";
-import { logSoftmax } from "../../../../core/math/distribution.ts";
+import { ModelFormatError } from "#core/model/errors.ts";
+import { logSoftmax } from "#core/math/distribution.ts";
 import { buildOnnxModel } from "./export.ts";
 import { CausalLmSession } from "./session.ts";
 import { randomWeights, tinyConfig } from "./testing/random-model.ts";
-import { referenceLogits } from "../../../../core/model/testing/reference-forward.ts";
+import { referenceLogits } from "#core/model/testing/reference-forward.ts";
 import { flat, maxAbsDiff } from "./testing/compare.ts";
 
 const TOKENS = [5, 17, 42, 0, 63, 9, 9, 31];

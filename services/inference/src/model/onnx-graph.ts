@@ -6,10 +6,10 @@
 // Attention uses the opset 23 `Attention` operator with an additive mask built in the graph
 // from `attention_mask` and causality, rather than `is_causal`: the batch rows may be left
 // padded, in the cache as well as in the new tokens, and a padded slot must never be seen.
-import type { ModelConfig } from "../../../../core/model/config.ts";
-import { ModelFormatError } from "../../../../core/model/errors.ts";
-import type { Float32Tensor, LinearModule, WeightMap } from "../../../../core/model/weights.ts";
-import { expectedWeights, layerPrefix, linearWeightName, lmHeadName } from "../../../../core/model/weights.ts";
+import type { ModelConfig } from "#core/model/config.ts";
+import { ModelFormatError } from "#core/model/errors.ts";
+import type { Float32Tensor, LinearModule, WeightMap } from "#core/model/weights.ts";
+import { expectedWeights, layerPrefix, linearWeightName, lmHeadName } from "#core/model/weights.ts";
 import { GraphBuilder, float, int, ints } from "./onnx-builder.ts";
 
 export const OPSET_VERSION = 23;

@@ -2,12 +2,12 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ModelFormatError } from "../../../../core/model/errors.ts";
+import { ModelFormatError } from "#core/model/errors.ts";
 import { buildOnnxModel } from "./export.ts";
 import { ExecutionProviderError, cudaProviderInstalled } from "./execution-provider.ts";
 import { CausalLmSession, StepInputError } from "./session.ts";
 import { randomWeights, tinyConfig } from "./testing/random-model.ts";
-import { referenceLogits } from "../../../../core/model/testing/reference-forward.ts";
+import { referenceLogits } from "#core/model/testing/reference-forward.ts";
 import { flat, maxAbsDiff, rows } from "./testing/compare.ts";
 
 const config = tinyConfig("qwen2", { head_dim: 12, num_attention_heads: 4, num_key_value_heads: 2 });

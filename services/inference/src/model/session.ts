@@ -4,8 +4,8 @@
 // log-probabilities. Which sequences go into a step is the scheduler's business, not this
 // module's; each sequence carries its own KvCache between steps.
 import * as ort from "onnxruntime-node";
-import { float16ArrayToFloat32 } from "../../../../core/math/float16.ts";
-import { logSoftmax } from "../../../../core/math/distribution.ts";
+import { float16ArrayToFloat32 } from "#core/math/float16.ts";
+import { logSoftmax } from "#core/math/distribution.ts";
 import type { ExecutionProvider, OrtSessionOptions } from "./execution-provider.ts";
 import { openOrtSession } from "./execution-provider.ts";
 import type { KvArray } from "./kv-cache.ts";

@@ -3,10 +3,10 @@
 // translate the registry's view into the contract's messages.
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import type { ServiceHandlers } from "../../../../core/grpc/adapter.ts";
-import type { AdapterInfoSchema, AdapterService, UploadAdapterHeader } from "../../../../core/gen/lightreasoner/v1/adapter_pb.ts";
-import type { AdapterInfo } from "../engine/adapter-registry.ts";
-import { CapacityError, InvalidRequestError } from "../engine/errors.ts";
+import type { ServiceHandlers } from "#core/grpc/adapter.ts";
+import type { AdapterInfoSchema, AdapterService, UploadAdapterHeader } from "#core/gen/lightreasoner/v1/adapter_pb.ts";
+import type { AdapterInfo } from "#inference/engine/adapter-registry.ts";
+import { CapacityError, InvalidRequestError } from "#inference/engine/errors.ts";
 import type { ServingContext } from "./context.ts";
 
 type Methods = (typeof AdapterService)["method"];

@@ -3,10 +3,10 @@
 // (status.ts), counts every call by method and code, and logs how it ended.
 import type { Logger } from "pino";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
-import type { CallContext, ServiceHandlers } from "../../../../core/grpc/adapter.ts";
-import { GrpcError, Status } from "../../../../core/grpc/adapter.ts";
-import { CapacityError } from "../engine/errors.ts";
-import type { InferenceMetrics } from "../metrics.ts";
+import type { CallContext, ServiceHandlers } from "#core/grpc/adapter.ts";
+import { GrpcError, Status } from "#core/grpc/adapter.ts";
+import { CapacityError } from "#inference/engine/errors.ts";
+import type { InferenceMetrics } from "#inference/metrics.ts";
 import { asGrpcError, requestStatus, statusName } from "./status.ts";
 
 /** Counts the calls that run the models; one more than the limit is refused. */

@@ -1,15 +1,15 @@
 // Everything a handler needs from the running server, passed in one object so handlers stay
 // plain functions of (request, context) and tests can build servers side by side.
 import type { Logger } from "pino";
-import type { AdapterRegistry } from "../engine/adapter-registry.ts";
-import type { ModelPair } from "../engine/model-pair.ts";
-import type { Scheduler } from "../engine/scheduler.ts";
-import type { FinishEvent, FinishReason as EngineFinishReason } from "../engine/sequence.ts";
-import { FinishReason } from "../../../../core/gen/lightreasoner/v1/common_pb.ts";
+import type { AdapterRegistry } from "#inference/engine/adapter-registry.ts";
+import type { ModelPair } from "#inference/engine/model-pair.ts";
+import type { Scheduler } from "#inference/engine/scheduler.ts";
+import type { FinishEvent, FinishReason as EngineFinishReason } from "#inference/engine/sequence.ts";
+import { FinishReason } from "#core/gen/lightreasoner/v1/common_pb.ts";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import type { TimingsSchema, UsageSchema } from "../../../../core/gen/lightreasoner/v1/common_pb.ts";
-import { ShuttingDownError } from "../engine/errors.ts";
-import type { InferenceMetrics } from "../metrics.ts";
+import type { TimingsSchema, UsageSchema } from "#core/gen/lightreasoner/v1/common_pb.ts";
+import { ShuttingDownError } from "#inference/engine/errors.ts";
+import type { InferenceMetrics } from "#inference/metrics.ts";
 import type { CallSlots } from "./calls.ts";
 import type { ServerLimits } from "./limits.ts";
 

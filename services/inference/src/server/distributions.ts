@@ -4,11 +4,11 @@
 // tens of bytes per step instead of two vocabulary-sized vectors.
 import { endianness } from "node:os";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { FloatDtype } from "../../../../core/gen/lightreasoner/v1/common_pb.ts";
-import type { FullDistributionsSchema, SparseDistributionsSchema, TopTokensSchema } from "../../../../core/gen/lightreasoner/v1/common_pb.ts";
-import type { LogProbs, TopK } from "../../../../core/math/distribution.ts";
-import { float32ArrayToFloat16 } from "../../../../core/math/float16.ts";
-import { summarizeStep } from "../../../../core/math/sparse-step.ts";
+import { FloatDtype } from "#core/gen/lightreasoner/v1/common_pb.ts";
+import type { FullDistributionsSchema, SparseDistributionsSchema, TopTokensSchema } from "#core/gen/lightreasoner/v1/common_pb.ts";
+import type { LogProbs, TopK } from "#core/math/distribution.ts";
+import { float32ArrayToFloat16 } from "#core/math/float16.ts";
+import { summarizeStep } from "#core/math/sparse-step.ts";
 import type { DistributionSpec } from "./request.ts";
 
 export type EncodedDistributions =

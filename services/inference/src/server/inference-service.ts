@@ -3,13 +3,13 @@
 // no batching decisions live here.
 import { createHash } from "node:crypto";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import type { Send, ServiceHandlers } from "../../../../core/grpc/adapter.ts";
-import type { GenerateResponseSchema, InferenceService, ModelDescriptionSchema, ScoreResponseSchema } from "../../../../core/gen/lightreasoner/v1/inference_pb.ts";
-import type { TextTokenizer } from "../../../../core/formats/tokenizer.ts";
-import { logSoftmax } from "../../../../core/math/distribution.ts";
-import { InvalidRequestError } from "../engine/errors.ts";
-import type { FinishEvent, SequenceMode } from "../engine/sequence.ts";
-import type { ServedModel } from "../engine/served-model.ts";
+import type { Send, ServiceHandlers } from "#core/grpc/adapter.ts";
+import type { GenerateResponseSchema, InferenceService, ModelDescriptionSchema, ScoreResponseSchema } from "#core/gen/lightreasoner/v1/inference_pb.ts";
+import type { TextTokenizer } from "#core/formats/tokenizer.ts";
+import { logSoftmax } from "#core/math/distribution.ts";
+import { InvalidRequestError } from "#inference/engine/errors.ts";
+import type { FinishEvent, SequenceMode } from "#inference/engine/sequence.ts";
+import type { ServedModel } from "#inference/engine/served-model.ts";
 import type { ServingContext } from "./context.ts";
 import { admitCall, finishReasonOf, timingsOf, usageOf } from "./context.ts";
 import { encodeDistributions } from "./distributions.ts";

@@ -3,13 +3,13 @@
 // sampling settings become a sampler's options, a distribution request becomes an encoding.
 // Each problem is an InvalidRequestError (or PreconditionError) naming the request field.
 import { randomInt } from "node:crypto";
-import { ChatRole, DistributionEncoding, FloatDtype } from "../../../../core/gen/lightreasoner/v1/common_pb.ts";
-import type { ChatPrompt, DistributionRequest, Prompt, SamplingParams } from "../../../../core/gen/lightreasoner/v1/common_pb.ts";
-import { GenerationMode } from "../../../../core/gen/lightreasoner/v1/inference_pb.ts";
-import type { TextTokenizer } from "../../../../core/formats/tokenizer.ts";
-import { ModelFormatError } from "../../../../core/model/errors.ts";
-import { InvalidRequestError, PreconditionError } from "../engine/errors.ts";
-import type { SequenceMode } from "../engine/sequence.ts";
+import { ChatRole, DistributionEncoding, FloatDtype } from "#core/gen/lightreasoner/v1/common_pb.ts";
+import type { ChatPrompt, DistributionRequest, Prompt, SamplingParams } from "#core/gen/lightreasoner/v1/common_pb.ts";
+import { GenerationMode } from "#core/gen/lightreasoner/v1/inference_pb.ts";
+import type { TextTokenizer } from "#core/formats/tokenizer.ts";
+import { ModelFormatError } from "#core/model/errors.ts";
+import { InvalidRequestError, PreconditionError } from "#inference/engine/errors.ts";
+import type { SequenceMode } from "#inference/engine/sequence.ts";
 import type { ServerLimits } from "./limits.ts";
 
 /** What the request's prompt field names, so nested messages report full paths. */

@@ -2,8 +2,8 @@
 // (a GrpcError the adapter turns into the call's status) and for one trajectory inside a
 // multiplexed call (a RequestError message). Everything else passes to core/grpc/errors.ts,
 // which maps file and model errors and hides unrecognised ones as INTERNAL.
-import { GrpcError, Status, toGrpcStatus } from "../../../../core/grpc/adapter.ts";
-import { ChatTemplateError } from "../../../../core/formats/chat-template.ts";
+import { GrpcError, Status, toGrpcStatus } from "#core/grpc/adapter.ts";
+import { ChatTemplateError } from "#core/formats/chat-template.ts";
 import {
   CapacityError,
   InvalidRequestError,
@@ -12,7 +12,7 @@ import {
   PermissionDeniedError,
   PreconditionError,
   ShuttingDownError,
-} from "../engine/errors.ts";
+} from "#inference/engine/errors.ts";
 
 /** The engine error as a GrpcError carrying its code and field; other values are returned unchanged. */
 export function asGrpcError(err: unknown): unknown {

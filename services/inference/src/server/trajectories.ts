@@ -4,11 +4,11 @@
 // A sequence whose last message the transport has not taken yet sits out the next steps
 // (back-pressure), so the call's buffer holds at most one message per open trajectory.
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import type { BidiStreamingHandler, Send } from "../../../../core/grpc/adapter.ts";
-import { FinishReason } from "../../../../core/gen/lightreasoner/v1/common_pb.ts";
-import type { InferenceService, StreamTrajectoriesRequest, StreamTrajectoriesResponseSchema, TrajectoryRequest } from "../../../../core/gen/lightreasoner/v1/inference_pb.ts";
-import { CapacityError, InvalidRequestError, ShuttingDownError } from "../engine/errors.ts";
-import type { SequenceHandle } from "../engine/scheduler.ts";
+import type { BidiStreamingHandler, Send } from "#core/grpc/adapter.ts";
+import { FinishReason } from "#core/gen/lightreasoner/v1/common_pb.ts";
+import type { InferenceService, StreamTrajectoriesRequest, StreamTrajectoriesResponseSchema, TrajectoryRequest } from "#core/gen/lightreasoner/v1/inference_pb.ts";
+import { CapacityError, InvalidRequestError, ShuttingDownError } from "#inference/engine/errors.ts";
+import type { SequenceHandle } from "#inference/engine/scheduler.ts";
 import type { ServingContext } from "./context.ts";
 import { admitCall, finishReasonOf, timingsOf, usageOf } from "./context.ts";
 import { encodeDistributions } from "./distributions.ts";

@@ -5,13 +5,13 @@
 // problems (before and after training) pair up for core/math/accuracy's
 // pairedDifferenceInterval. Requests are spread over the endpoint pool's lanes; a failing
 // endpoint's problems are asked again elsewhere.
-import { FinishReason } from "../../../../core/gen/lightreasoner/v1/common_pb.ts";
-import { GenerationMode } from "../../../../core/gen/lightreasoner/v1/inference_pb.ts";
-import { GrpcError, Status, toGrpcError } from "../../../../core/grpc/adapter.ts";
-import type { Problem } from "../../../../core/tasks/problems.ts";
-import type { EndpointPool, Lane } from "../sampling/endpoint-pool.ts";
-import { EndpointsExhaustedError, RequestRefusedError, SamplerConfigError } from "../sampling/errors.ts";
-import { SYSTEM_PROMPT, chatPrompt } from "../sampling/prompt.ts";
+import { FinishReason } from "#core/gen/lightreasoner/v1/common_pb.ts";
+import { GenerationMode } from "#core/gen/lightreasoner/v1/inference_pb.ts";
+import { GrpcError, Status, toGrpcError } from "#core/grpc/adapter.ts";
+import type { Problem } from "#core/tasks/problems.ts";
+import type { EndpointPool, Lane } from "#trainer/sampling/endpoint-pool.ts";
+import { EndpointsExhaustedError, RequestRefusedError, SamplerConfigError } from "#trainer/sampling/errors.ts";
+import { SYSTEM_PROMPT, chatPrompt } from "#trainer/sampling/prompt.ts";
 import { checkAnswer } from "./answer.ts";
 
 export type EvalMode = "expert" | "amateur";

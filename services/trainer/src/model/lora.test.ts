@@ -1,14 +1,14 @@
 import * as tf from "@tensorflow/tfjs";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
-import { SeededRandom } from "../../../../core/math/random.ts";
-import { ModelFormatError } from "../../../../core/model/errors.ts";
-import type { LoraAdapter, LoraSettings } from "../../../../core/model/lora.ts";
-import { DEFAULT_LORA, mergeLora } from "../../../../core/model/lora.ts";
-import type { WeightMap } from "../../../../core/model/weights.ts";
+import { SeededRandom } from "#core/math/random.ts";
+import { ModelFormatError } from "#core/model/errors.ts";
+import type { LoraAdapter, LoraSettings } from "#core/model/lora.ts";
+import { DEFAULT_LORA, mergeLora } from "#core/model/lora.ts";
+import type { WeightMap } from "#core/model/weights.ts";
 import { selectBackend } from "./backend.ts";
 import { LoraLayers } from "./lora.ts";
 import { CausalLM } from "./transformer.ts";
-import { referenceBatchLogits } from "../../../../core/model/testing/reference-forward.ts";
+import { referenceBatchLogits } from "#core/model/testing/reference-forward.ts";
 import { leftPaddedBatch, randomWeights, tinyConfig } from "./testing/tiny-model.ts";
 
 const ALL_MODULES: LoraSettings = {

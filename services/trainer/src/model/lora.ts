@@ -6,12 +6,12 @@
 // model), seeded, and convertible to and from the `LoraAdapter` data the PEFT reader and
 // writer and the ONNX exporter share.
 import * as tf from "@tensorflow/tfjs";
-import type { ModelConfig } from "../../../../core/model/config.ts";
-import { ModelFormatError } from "../../../../core/model/errors.ts";
-import type { LoraAdapter, LoraPair, LoraSettings } from "../../../../core/model/lora.ts";
-import { DEFAULT_LORA, loraScale, loraTargets } from "../../../../core/model/lora.ts";
-import { LINEAR_MODULES } from "../../../../core/model/weights.ts";
-import { SeededRandom } from "../../../../core/math/random.ts";
+import type { ModelConfig } from "#core/model/config.ts";
+import { ModelFormatError } from "#core/model/errors.ts";
+import type { LoraAdapter, LoraPair, LoraSettings } from "#core/model/lora.ts";
+import { DEFAULT_LORA, loraScale, loraTargets } from "#core/model/lora.ts";
+import { LINEAR_MODULES } from "#core/model/weights.ts";
+import { SeededRandom } from "#core/math/random.ts";
 import { matMul, transposeLast } from "./matmul.ts";
 
 interface LoraVariables {

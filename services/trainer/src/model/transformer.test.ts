@@ -1,13 +1,13 @@
 import * as tf from "@tensorflow/tfjs";
 import { beforeAll, describe, expect, it } from "vitest";
-import { ModelFormatError } from "../../../../core/model/errors.ts";
-import type { WeightMap } from "../../../../core/model/weights.ts";
+import { ModelFormatError } from "#core/model/errors.ts";
+import type { WeightMap } from "#core/model/weights.ts";
 import type { BackendKind } from "./backend.ts";
 import { missingKernels, selectBackend } from "./backend.ts";
 import { ModelInputError } from "./inputs.ts";
 import { LoraLayers } from "./lora.ts";
 import { CausalLM } from "./transformer.ts";
-import { referenceBatchLogits } from "../../../../core/model/testing/reference-forward.ts";
+import { referenceBatchLogits } from "#core/model/testing/reference-forward.ts";
 import { leftPaddedBatch, randomWeights, TINY_VARIANTS, tinyConfig } from "./testing/tiny-model.ts";
 
 const VARIANTS = Object.keys(TINY_VARIANTS);

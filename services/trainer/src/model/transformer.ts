@@ -9,10 +9,10 @@
 // linear layers it targets. Projection matrices are held transposed, [in, out], so every
 // product is a plain a·b (the only fast one on wasm, see matmul.ts).
 import * as tf from "@tensorflow/tfjs";
-import type { ModelConfig } from "../../../../core/model/config.ts";
-import { ModelFormatError } from "../../../../core/model/errors.ts";
-import type { LinearModule, WeightMap } from "../../../../core/model/weights.ts";
-import { expectedWeights, layerPrefix, linearWeightName, lmHeadName } from "../../../../core/model/weights.ts";
+import type { ModelConfig } from "#core/model/config.ts";
+import { ModelFormatError } from "#core/model/errors.ts";
+import type { LinearModule, WeightMap } from "#core/model/weights.ts";
+import { expectedWeights, layerPrefix, linearWeightName, lmHeadName } from "#core/model/weights.ts";
 import { checkWeightsFitBackend } from "./backend.ts";
 import { gatherColumns, gatherRows } from "./gather-rows.ts";
 import type { Batch } from "./inputs.ts";

@@ -3,11 +3,11 @@
 // one of them), and a fresh run first puts every replica back on the base expert. A replica
 // that refuses is retried a few times; the versions must agree, since the server names a
 // version by its content.
-import { AdapterService } from "../../../../core/gen/lightreasoner/v1/adapter_pb.ts";
-import { createClient, GrpcError, Status } from "../../../../core/grpc/adapter.ts";
-import type { LoraAdapter } from "../../../../core/model/lora.ts";
-import { pushAdapter } from "../adapter-push.ts";
-import type { EndpointPool } from "../sampling/endpoint-pool.ts";
+import { AdapterService } from "#core/gen/lightreasoner/v1/adapter_pb.ts";
+import { createClient, GrpcError, Status } from "#core/grpc/adapter.ts";
+import type { LoraAdapter } from "#core/model/lora.ts";
+import { pushAdapter } from "#trainer/adapter-push.ts";
+import type { EndpointPool } from "#trainer/sampling/endpoint-pool.ts";
 
 const ATTEMPTS = 3;
 const BACKOFF_MS = 500;

@@ -2,7 +2,7 @@
 // (trainer.proto): a bad configuration field is INVALID_ARGUMENT naming the field, an unknown
 // run NOT_FOUND, a taken id ALREADY_EXISTS, an action the run's state forbids
 // FAILED_PRECONDITION.
-import { GrpcError, Status } from "../../../../core/grpc/adapter.ts";
+import { GrpcError, Status } from "#core/grpc/adapter.ts";
 
 /** A RunConfig field is missing, out of range or contradicts another; `field` is its proto path. */
 export class RunConfigError extends GrpcError {

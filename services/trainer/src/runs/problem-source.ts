@@ -2,8 +2,8 @@
 // one the configuration names, cut by line offset and limit. Errors name the config field and
 // (through the problems reader) the file's line and field.
 import { existsSync } from "node:fs";
-import type { Problem } from "../../../../core/tasks/problems.ts";
-import { readProblems } from "../../../../core/tasks/problems.ts";
+import type { Problem } from "#core/tasks/problems.ts";
+import { readProblems } from "#core/tasks/problems.ts";
 import { RunConfigError } from "./errors.ts";
 import type { ProblemSourcePlan } from "./run-config.ts";
 

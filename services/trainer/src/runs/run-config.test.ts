@@ -1,8 +1,8 @@
 import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
-import { DistributionEncoding } from "../../../../core/gen/lightreasoner/v1/common_pb.ts";
-import { LrSchedule, ProblemFormat, RunConfigSchema, RunMode, TrainingMethod } from "../../../../core/gen/lightreasoner/v1/trainer_pb.ts";
-import type { RunConfig } from "../../../../core/gen/lightreasoner/v1/trainer_pb.ts";
+import { DistributionEncoding } from "#core/gen/lightreasoner/v1/common_pb.ts";
+import { LrSchedule, ProblemFormat, RunConfigSchema, RunMode, TrainingMethod } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
+import type { RunConfig } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { RunConfigError } from "./errors.ts";
 import { resolvedRunConfig, resolveRunPlan } from "./run-config.ts";

@@ -5,16 +5,16 @@
 // this module only maps names and reports a bad field by its proto path.
 import { randomInt } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
-import { DistributionEncoding } from "../../../../core/gen/lightreasoner/v1/common_pb.ts";
-import type { ProblemSource, RunConfig } from "../../../../core/gen/lightreasoner/v1/trainer_pb.ts";
-import { LrSchedule, ProblemFormat, RunConfigSchema, RunMode, TrainingMethod } from "../../../../core/gen/lightreasoner/v1/trainer_pb.ts";
-import type { SamplerConfig } from "../sampling/config.ts";
-import { resolveSamplerConfig } from "../sampling/config.ts";
-import { parseEndpointTargets } from "../sampling/targets.ts";
-import { TrainingConfigError } from "../training/errors.ts";
-import type { TrainingConfig } from "../training/training-config.ts";
-import { resolveTrainingConfig } from "../training/training-config.ts";
-import { GrpcError } from "../../../../core/grpc/adapter.ts";
+import { DistributionEncoding } from "#core/gen/lightreasoner/v1/common_pb.ts";
+import type { ProblemSource, RunConfig } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
+import { LrSchedule, ProblemFormat, RunConfigSchema, RunMode, TrainingMethod } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
+import type { SamplerConfig } from "#trainer/sampling/config.ts";
+import { resolveSamplerConfig } from "#trainer/sampling/config.ts";
+import { parseEndpointTargets } from "#trainer/sampling/targets.ts";
+import { TrainingConfigError } from "#trainer/training/errors.ts";
+import type { TrainingConfig } from "#trainer/training/training-config.ts";
+import { resolveTrainingConfig } from "#trainer/training/training-config.ts";
+import { GrpcError } from "#core/grpc/adapter.ts";
 import { RunConfigError } from "./errors.ts";
 
 export type RunModeName = "offline" | "online";

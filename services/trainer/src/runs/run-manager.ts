@@ -6,9 +6,9 @@
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync } from "node:fs";
 import { join, resolve } from "node:path";
-import type { Run, RunConfig } from "../../../../core/gen/lightreasoner/v1/trainer_pb.ts";
-import { RunState } from "../../../../core/gen/lightreasoner/v1/trainer_pb.ts";
-import { toGrpcStatus } from "../../../../core/grpc/adapter.ts";
+import type { Run, RunConfig } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
+import { RunState } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
+import { toGrpcStatus } from "#core/grpc/adapter.ts";
 import { RunConfigError, RunExistsError, RunNotFoundError, RunStateError } from "./errors.ts";
 import { executeRun, prepareRun } from "./run-execution.ts";
 import type { PreparedRun, RunEvent, RunHandle, RunServices } from "./run-execution.ts";

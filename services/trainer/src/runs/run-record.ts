@@ -8,9 +8,9 @@ import { join } from "node:path";
 import { create, fromJson, toJson } from "@bufbuild/protobuf";
 import type { JsonValue } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import type { EvaluationResult, Run, RunConfig, RunCounters } from "../../../../core/gen/lightreasoner/v1/trainer_pb.ts";
-import { RunConfigSchema, RunSchema, RunStage, RunState } from "../../../../core/gen/lightreasoner/v1/trainer_pb.ts";
-import { ModelFormatError } from "../../../../core/model/errors.ts";
+import type { EvaluationResult, Run, RunConfig, RunCounters } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
+import { RunConfigSchema, RunSchema, RunStage, RunState } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
+import { ModelFormatError } from "#core/model/errors.ts";
 
 export const RUN_FILE = "run.json";
 const RECORD_VERSION = 1;

@@ -2,9 +2,9 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { SampleStore } from "../store/sample-store.ts";
-import { recordTrajectory, STORE_FORMAT_VERSION } from "../store/records.ts";
-import type { TrajectoryRecord } from "../store/records.ts";
+import { SampleStore } from "#trainer/store/sample-store.ts";
+import { recordTrajectory, STORE_FORMAT_VERSION } from "#trainer/store/records.ts";
+import type { TrajectoryRecord } from "#trainer/store/records.ts";
 import { TrajectoryFeed } from "./trajectory-feed.ts";
 
 const dirs: string[] = [];

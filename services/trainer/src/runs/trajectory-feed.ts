@@ -6,9 +6,9 @@
 // on which replica finished first, so two runs with the same settings train on the same
 // sequence, and a resumed run (which skips the trajectories it already used) reads exactly
 // what an uninterrupted one would have read next.
-import type { SampleStore } from "../store/sample-store.ts";
-import type { TrainingTrajectory, TrajectoryRecord } from "../store/records.ts";
-import { epochOrder } from "../training/batching.ts";
+import type { SampleStore } from "#trainer/store/sample-store.ts";
+import type { TrainingTrajectory, TrajectoryRecord } from "#trainer/store/records.ts";
+import { epochOrder } from "#trainer/training/batching.ts";
 
 export type ToTrajectory = (record: TrajectoryRecord) => TrainingTrajectory | null;
 

@@ -2,8 +2,8 @@
 // the run configuration (trainer.proto RunConfig) spells it. The defaults are the
 // reference's where METHOD.md gives one (beta 0.4, alpha 0.2, 128 new tokens, the system
 // prompt); the rest are this trainer's.
-import { MethodInputError } from "../../../../core/math/errors.ts";
-import { validateAlpha, validateBeta } from "../../../../core/math/selection.ts";
+import { MethodInputError } from "#core/math/errors.ts";
+import { validateAlpha, validateBeta } from "#core/math/selection.ts";
 import { SamplerConfigError } from "./errors.ts";
 import type { ServedPair } from "./endpoint-pool.ts";
 import { SYSTEM_PROMPT } from "./prompt.ts";

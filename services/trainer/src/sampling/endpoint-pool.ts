@@ -9,11 +9,11 @@
 // resolved when the pool connects: replicas added later join the next run.
 import { lookup } from "node:dns/promises";
 import type { ChannelOptions } from "@grpc/grpc-js";
-import { createClient, GrpcError, Status } from "../../../../core/grpc/adapter.ts";
-import type { ServiceClient } from "../../../../core/grpc/adapter.ts";
-import { InferenceService } from "../../../../core/gen/lightreasoner/v1/inference_pb.ts";
-import type { GetModelInfoResponse } from "../../../../core/gen/lightreasoner/v1/inference_pb.ts";
-import { modelFingerprint } from "../../../../core/formats/model-dir.ts";
+import { createClient, GrpcError, Status } from "#core/grpc/adapter.ts";
+import type { ServiceClient } from "#core/grpc/adapter.ts";
+import { InferenceService } from "#core/gen/lightreasoner/v1/inference_pb.ts";
+import type { GetModelInfoResponse } from "#core/gen/lightreasoner/v1/inference_pb.ts";
+import { modelFingerprint } from "#core/formats/model-dir.ts";
 import { EndpointMismatchError, EndpointUnreachableError, FingerprintMismatchError } from "./errors.ts";
 import { hostPort, parseEndpointTargets } from "./targets.ts";
 import type { EndpointTarget } from "./targets.ts";

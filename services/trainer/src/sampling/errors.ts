@@ -2,7 +2,7 @@
 // its status code, so the trainer's gRPC boundary (toGrpcStatus) reports it as the contract
 // says: an unreachable endpoint UNAVAILABLE, an expert that differs FAILED_PRECONDITION, a
 // bad setting INVALID_ARGUMENT naming the field.
-import { GrpcError, Status } from "../../../../core/grpc/errors.ts";
+import { GrpcError, Status } from "#core/grpc/errors.ts";
 
 /** An endpoint did not answer (connection refused, name not resolved, no reply in time). */
 export class EndpointUnreachableError extends GrpcError {

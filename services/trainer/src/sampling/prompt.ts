@@ -4,9 +4,9 @@
 // reference's text samples renders it here the same way (template, then encode without
 // added special tokens, since the template writes them).
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { ChatRole } from "../../../../core/gen/lightreasoner/v1/common_pb.ts";
-import type { PromptSchema } from "../../../../core/gen/lightreasoner/v1/common_pb.ts";
-import type { TextTokenizer } from "../../../../core/formats/tokenizer.ts";
+import { ChatRole } from "#core/gen/lightreasoner/v1/common_pb.ts";
+import type { PromptSchema } from "#core/gen/lightreasoner/v1/common_pb.ts";
+import type { TextTokenizer } from "#core/formats/tokenizer.ts";
 
 /** The reference's system prompt. */
 export const SYSTEM_PROMPT = "Please reason step by step.";

@@ -1,8 +1,8 @@
 // Stage 1 as one call, the way `lightreasoner sample`, the trainer service and the tests run
 // it: check the endpoints, validate the settings against them, open (or resume) the sample
 // store under those settings, sample every problem not yet stored, and close everything.
-import type { Problem } from "../../../../core/tasks/problems.ts";
-import { SampleStore } from "../store/sample-store.ts";
+import type { Problem } from "#core/tasks/problems.ts";
+import { SampleStore } from "#trainer/store/sample-store.ts";
 import { resolveSamplerConfig, storeSettings } from "./config.ts";
 import type { SamplerConfig } from "./config.ts";
 import { EndpointPool } from "./endpoint-pool.ts";

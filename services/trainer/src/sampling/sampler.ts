@@ -7,15 +7,15 @@
 // counted twice, and the same run seed gives the same sample set however the work was spread
 // or interrupted.
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { DistributionEncoding, FinishReason, FloatDtype } from "../../../../core/gen/lightreasoner/v1/common_pb.ts";
-import type { DistributionRequestSchema } from "../../../../core/gen/lightreasoner/v1/common_pb.ts";
-import type { TrajectoryFinished, TrajectoryRequestSchema, TrajectoryStarted, TrajectoryStep } from "../../../../core/gen/lightreasoner/v1/inference_pb.ts";
-import { GrpcError, Status } from "../../../../core/grpc/adapter.ts";
-import type { Problem } from "../../../../core/tasks/problems.ts";
-import { checkAnswer } from "../eval/answer.ts";
-import type { SampleStore, StoreCounts } from "../store/sample-store.ts";
-import { STORE_FORMAT_VERSION } from "../store/records.ts";
-import type { SelectedStep, StoredFinishReason, TrajectoryRecord } from "../store/records.ts";
+import { DistributionEncoding, FinishReason, FloatDtype } from "#core/gen/lightreasoner/v1/common_pb.ts";
+import type { DistributionRequestSchema } from "#core/gen/lightreasoner/v1/common_pb.ts";
+import type { TrajectoryFinished, TrajectoryRequestSchema, TrajectoryStarted, TrajectoryStep } from "#core/gen/lightreasoner/v1/inference_pb.ts";
+import { GrpcError, Status } from "#core/grpc/adapter.ts";
+import type { Problem } from "#core/tasks/problems.ts";
+import { checkAnswer } from "#trainer/eval/answer.ts";
+import type { SampleStore, StoreCounts } from "#trainer/store/sample-store.ts";
+import { STORE_FORMAT_VERSION } from "#trainer/store/records.ts";
+import type { SelectedStep, StoredFinishReason, TrajectoryRecord } from "#trainer/store/records.ts";
 import type { SamplerConfig } from "./config.ts";
 import type { EndpointPool, Lane } from "./endpoint-pool.ts";
 import { EndpointsExhaustedError, RequestRefusedError } from "./errors.ts";

@@ -4,16 +4,16 @@
 // values, so FULL float32 and SPARSE give bit-identical samples; FULL float16 rounds the
 // log-probabilities on the wire first, so its KL and weights differ slightly.
 import { endianness } from "node:os";
-import { FloatDtype } from "../../../../core/gen/lightreasoner/v1/common_pb.ts";
-import type { FullDistributions, SparseDistributions, TopTokens } from "../../../../core/gen/lightreasoner/v1/common_pb.ts";
-import type { TrajectoryStep } from "../../../../core/gen/lightreasoner/v1/inference_pb.ts";
-import type { TopK } from "../../../../core/math/distribution.ts";
-import { float16ArrayToFloat32 } from "../../../../core/math/float16.ts";
-import { MethodInputError } from "../../../../core/math/errors.ts";
-import { selectStep } from "../../../../core/math/selection.ts";
-import type { StepSelection } from "../../../../core/math/selection.ts";
-import { selectFromSummary, validateSparseStep } from "../../../../core/math/sparse-step.ts";
-import type { SparseStep } from "../../../../core/math/sparse-step.ts";
+import { FloatDtype } from "#core/gen/lightreasoner/v1/common_pb.ts";
+import type { FullDistributions, SparseDistributions, TopTokens } from "#core/gen/lightreasoner/v1/common_pb.ts";
+import type { TrajectoryStep } from "#core/gen/lightreasoner/v1/inference_pb.ts";
+import type { TopK } from "#core/math/distribution.ts";
+import { float16ArrayToFloat32 } from "#core/math/float16.ts";
+import { MethodInputError } from "#core/math/errors.ts";
+import { selectStep } from "#core/math/selection.ts";
+import type { StepSelection } from "#core/math/selection.ts";
+import { selectFromSummary, validateSparseStep } from "#core/math/sparse-step.ts";
+import type { SparseStep } from "#core/math/sparse-step.ts";
 
 export interface SelectionSettings {
   beta: number;

@@ -3,8 +3,8 @@
 // handlers, and when the call ends (cleanly, by an error, or by a broken connection) the
 // owner learns which ids were left unfinished, so it can send them elsewhere.
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { GrpcError, Status, toGrpcError } from "../../../../core/grpc/adapter.ts";
-import type { BidiStreamingCall } from "../../../../core/grpc/adapter.ts";
+import { GrpcError, Status, toGrpcError } from "#core/grpc/adapter.ts";
+import type { BidiStreamingCall } from "#core/grpc/adapter.ts";
 import type {
   StreamTrajectoriesRequestSchema,
   StreamTrajectoriesResponseSchema,
@@ -12,7 +12,7 @@ import type {
   TrajectoryRequestSchema,
   TrajectoryStarted,
   TrajectoryStep,
-} from "../../../../core/gen/lightreasoner/v1/inference_pb.ts";
+} from "#core/gen/lightreasoner/v1/inference_pb.ts";
 import type { InferenceClient } from "./endpoint-pool.ts";
 
 export interface TrajectoryHandlers {

@@ -2,9 +2,9 @@
 // which validates, executes and remembers runs. WatchRun numbers its events from 0 on each
 // call and stamps their time.
 import { timestampNow } from "@bufbuild/protobuf/wkt";
-import type { ServiceHandlers } from "../../../../core/grpc/adapter.ts";
-import type { TrainerService } from "../../../../core/gen/lightreasoner/v1/trainer_pb.ts";
-import type { RunManager } from "../runs/run-manager.ts";
+import type { ServiceHandlers } from "#core/grpc/adapter.ts";
+import type { TrainerService } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
+import type { RunManager } from "#trainer/runs/run-manager.ts";
 
 type Methods = (typeof TrainerService)["method"];
 

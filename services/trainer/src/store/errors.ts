@@ -2,7 +2,7 @@
 // ModelFormatError (a data file on disk is wrong: INVALID_ARGUMENT at the gRPC boundary)
 // naming the file and line; a store written under other settings, or a problem stored twice,
 // is an UnsupportedModelError (well-formed but unusable here: FAILED_PRECONDITION).
-import { JsonLineError, UnsupportedModelError } from "../../../../core/model/errors.ts";
+import { JsonLineError, UnsupportedModelError } from "#core/model/errors.ts";
 
 /** One line of a sample store or sample file is malformed; `line` is 1-based. */
 export class SampleFileError extends JsonLineError {

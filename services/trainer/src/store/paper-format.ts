@@ -12,10 +12,10 @@
 // prefixes extend one another become one trajectory with a target at each of their
 // positions; any other sample becomes a trajectory of its own.
 import { readFileSync, writeFileSync } from "node:fs";
-import type { TextTokenizer } from "../../../../core/formats/tokenizer.ts";
-import { ModelFormatError } from "../../../../core/model/errors.ts";
-import { problemId } from "../../../../core/tasks/problems.ts";
-import { SYSTEM_PROMPT, encodeChatPrompt } from "../sampling/prompt.ts";
+import type { TextTokenizer } from "#core/formats/tokenizer.ts";
+import { ModelFormatError } from "#core/model/errors.ts";
+import { problemId } from "#core/tasks/problems.ts";
+import { SYSTEM_PROMPT, encodeChatPrompt } from "#trainer/sampling/prompt.ts";
 import { SampleFileError } from "./errors.ts";
 import { STORE_FORMAT_VERSION } from "./records.ts";
 import type { SelectedStep, TrajectoryRecord } from "./records.ts";

@@ -9,7 +9,7 @@
 // One process writes a store at a time.
 import { closeSync, existsSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readFileSync, writeSync } from "node:fs";
 import { dirname } from "node:path";
-import { ModelFormatError } from "../../../../core/model/errors.ts";
+import { ModelFormatError } from "#core/model/errors.ts";
 import { DuplicateProblemError, SampleFileError, StoreSettingsMismatchError } from "./errors.ts";
 import { STORE_FORMAT_VERSION, issuePath, recordSamples, recordSftTrajectory, recordTrajectory, trajectoryRecordSchema } from "./records.ts";
 import type { SelectedSample, TrainingTrajectory, TrajectoryRecord } from "./records.ts";

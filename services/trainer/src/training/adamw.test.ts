@@ -1,6 +1,6 @@
 import * as tf from "@tensorflow/tfjs";
 import { beforeAll, describe, expect, it } from "vitest";
-import { selectBackend } from "../model/backend.ts";
+import { selectBackend } from "#trainer/model/backend.ts";
 import { AdamW } from "./adamw.ts";
 import { CheckpointError } from "./errors.ts";
 

@@ -4,7 +4,7 @@
 // (online mode: trajectories keep arriving) is read once, in arrival order. When a sample
 // is a labelled position, a trajectory may be split between two micro-batches; the cursor
 // then records how many of its labels were used.
-import { SeededRandom } from "../../../../core/math/random.ts";
+import { SeededRandom } from "#core/math/random.ts";
 import { TrajectoryError } from "./errors.ts";
 import type { TrainingObjective } from "./objective.ts";
 import type { Trajectory, TrajectoryTarget } from "./trajectory.ts";

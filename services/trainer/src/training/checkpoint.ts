@@ -5,8 +5,8 @@
 // whole checkpoint or none of it; the newest complete one is what a run resumes from.
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { readSafetensors, writeSafetensors } from "../../../../core/formats/safetensors.ts";
-import type { Float32Tensor } from "../../../../core/model/weights.ts";
+import { readSafetensors, writeSafetensors } from "#core/formats/safetensors.ts";
+import type { Float32Tensor } from "#core/model/weights.ts";
 import type { AdamWState, Moments } from "./adamw.ts";
 import { CheckpointError, TrainingConfigError } from "./errors.ts";
 import type { LoopProgress } from "./training-loop.ts";

@@ -2,7 +2,7 @@
 // trajectory's field, a checkpoint file) so the CLI prints one actionable line and the gRPC
 // boundary can map them: bad settings and bad trajectories are the caller's input
 // (INVALID_ARGUMENT), a damaged checkpoint is a malformed file (ModelFormatError).
-import { ModelFormatError } from "../../../../core/model/errors.ts";
+import { ModelFormatError } from "#core/model/errors.ts";
 
 /** A training setting is missing, out of range, or contradicts another; `field` is its path. */
 export class TrainingConfigError extends Error {

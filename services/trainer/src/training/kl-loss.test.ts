@@ -1,9 +1,9 @@
 import * as tf from "@tensorflow/tfjs";
 import { beforeAll, describe, expect, it } from "vitest";
-import { selectBackend } from "../model/backend.ts";
-import { LoraLayers } from "../model/lora.ts";
-import { CausalLM } from "../model/transformer.ts";
-import { randomWeights, tinyConfig } from "../model/testing/tiny-model.ts";
+import { selectBackend } from "#trainer/model/backend.ts";
+import { LoraLayers } from "#trainer/model/lora.ts";
+import { CausalLM } from "#trainer/model/transformer.ts";
+import { randomWeights, tinyConfig } from "#trainer/model/testing/tiny-model.ts";
 import { softLabelKl, softLabelKlLoss } from "./kl-loss.ts";
 import { forwardInputs } from "./training-loop.ts";
 import type { SoftLabel, Trajectory } from "./trajectory.ts";

@@ -5,7 +5,7 @@
 // kl_div(log_softmax(logits), v, reduction="batchmean"). A one-hot label makes it the
 // cross-entropy -log q(y), so SFT and pretraining use the same function.
 import * as tf from "@tensorflow/tfjs";
-import { gatherRows } from "../model/gather-rows.ts";
+import { gatherRows } from "#trainer/model/gather-rows.ts";
 import type { SoftLabel } from "./trajectory.ts";
 
 /**

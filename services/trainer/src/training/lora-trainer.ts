@@ -6,14 +6,14 @@
 // the inference servers there). Deterministic from the seed: adapter init, data order,
 // dropout. Resuming from a checkpoint gives the adapter an uninterrupted run would have.
 import { join } from "node:path";
-import { readPeftAdapter, writePeftAdapter } from "../../../../core/formats/peft.ts";
-import type { ModelConfig } from "../../../../core/model/config.ts";
-import type { LoraAdapter } from "../../../../core/model/lora.ts";
-import type { WeightMap } from "../../../../core/model/weights.ts";
-import type { BackendChoice, BackendKind } from "../model/backend.ts";
-import { describeBackendChoice, selectBackend } from "../model/backend.ts";
-import { LoraLayers } from "../model/lora.ts";
-import { CausalLM } from "../model/transformer.ts";
+import { readPeftAdapter, writePeftAdapter } from "#core/formats/peft.ts";
+import type { ModelConfig } from "#core/model/config.ts";
+import type { LoraAdapter } from "#core/model/lora.ts";
+import type { WeightMap } from "#core/model/weights.ts";
+import type { BackendChoice, BackendKind } from "#trainer/model/backend.ts";
+import { describeBackendChoice, selectBackend } from "#trainer/model/backend.ts";
+import { LoraLayers } from "#trainer/model/lora.ts";
+import { CausalLM } from "#trainer/model/transformer.ts";
 import type { NamedVariable } from "./adamw.ts";
 import { AdamW } from "./adamw.ts";
 import type { TrajectorySource } from "./batching.ts";

@@ -3,10 +3,10 @@
 // the model's own chat template, so pretraining sees exactly the prompt the sampler later
 // sends. Each becomes a trajectory whose prompt is the generation prompt's tokens, which is
 // what the completion-only loss needs.
-import type { TextTokenizer } from "../../../../core/formats/tokenizer.ts";
-import { ModelFormatError } from "../../../../core/model/errors.ts";
-import { readProblems } from "../../../../core/tasks/problems.ts";
-import { encodeChatPrompt, SYSTEM_PROMPT } from "../sampling/prompt.ts";
+import type { TextTokenizer } from "#core/formats/tokenizer.ts";
+import { ModelFormatError } from "#core/model/errors.ts";
+import { readProblems } from "#core/tasks/problems.ts";
+import { encodeChatPrompt, SYSTEM_PROMPT } from "#trainer/sampling/prompt.ts";
 import type { Trajectory } from "./trajectory.ts";
 
 export interface ChatSequenceOptions {

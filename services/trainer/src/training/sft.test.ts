@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { logSoftmax } from "../../../../core/math/distribution.ts";
-import { CausalLM } from "../model/transformer.ts";
-import { randomWeights, tinyConfig } from "../model/testing/tiny-model.ts";
+import { logSoftmax } from "#core/math/distribution.ts";
+import { CausalLM } from "#trainer/model/transformer.ts";
+import { randomWeights, tinyConfig } from "#trainer/model/testing/tiny-model.ts";
 import { keepCorrect, sftTrajectory, trainSft } from "./sft.ts";
 import type { StepEvent } from "./training-loop.ts";
 import { randomTrajectories } from "./testing/trajectories.ts";

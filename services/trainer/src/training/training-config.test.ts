@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
-import { DEFAULT_LORA } from "../../../../core/model/lora.ts";
+import { DEFAULT_LORA } from "#core/model/lora.ts";
 import { TrainingConfigError } from "./errors.ts";
 import { learningRateAt } from "./schedule.ts";
 import { scheduleOf } from "./training-loop.ts";

@@ -5,8 +5,8 @@
 // optimizer defaults not stated by the reference are Hugging Face Trainer's, which the
 // reference scripts ran under (linear decay, no warm-up, no weight decay, clip at norm 1).
 import { z } from "zod";
-import { DEFAULT_LORA } from "../../../../core/model/lora.ts";
-import { LINEAR_MODULES } from "../../../../core/model/weights.ts";
+import { DEFAULT_LORA } from "#core/model/lora.ts";
+import { LINEAR_MODULES } from "#core/model/weights.ts";
 import { TrainingConfigError } from "./errors.ts";
 import { SCHEDULE_KINDS } from "./schedule.ts";
 

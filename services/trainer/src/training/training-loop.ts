@@ -6,8 +6,8 @@
 // What is trained (LoRA pairs or every weight) and how a checkpoint is written are the
 // caller's; the loop keeps the counters that make a resumed run continue exactly.
 import * as tf from "@tensorflow/tfjs";
-import type { SelectedPosition } from "../model/transformer.ts";
-import type { CausalLM } from "../model/transformer.ts";
+import type { SelectedPosition } from "#trainer/model/transformer.ts";
+import type { CausalLM } from "#trainer/model/transformer.ts";
 import type { AdamW, NamedVariable } from "./adamw.ts";
 import type { DataCursor, MicroBatch } from "./batching.ts";
 import { softLabelKlLoss } from "./kl-loss.ts";

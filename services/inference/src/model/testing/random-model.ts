@@ -1,11 +1,11 @@
 // Tiny random llama/qwen2 models built in memory for the model tests: a config through the
 // real config parser, and weights scaled so activations stay near unit size and the logits
 // differ enough between tokens that a wrong mask or rotation shows.
-import type { ModelConfig } from "../../../../../core/model/config.ts";
-import { parseModelConfig } from "../../../../../core/model/config.ts";
-import { SeededRandom } from "../../../../../core/math/random.ts";
-import type { WeightMap } from "../../../../../core/model/weights.ts";
-import { expectedWeights } from "../../../../../core/model/weights.ts";
+import type { ModelConfig } from "#core/model/config.ts";
+import { parseModelConfig } from "#core/model/config.ts";
+import { SeededRandom } from "#core/math/random.ts";
+import type { WeightMap } from "#core/model/weights.ts";
+import { expectedWeights } from "#core/model/weights.ts";
 
 /** A Hugging Face config.json object for a tiny model; `overrides` replace any field. */
 export function tinyConfigJson(modelType: "llama" | "qwen2", overrides: Record<string, unknown> = {}): Record<string, unknown> {

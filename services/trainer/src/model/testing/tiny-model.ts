@@ -1,11 +1,11 @@
 // Tiny random llama / qwen2 models built in memory for the model tests: every variant the
 // architecture has (grouped-query attention, q/k/v biases, tied or untied embeddings, a
 // head_dim that is not hidden / heads), small enough that a float64 loop reference is instant.
-import type { ModelConfig } from "../../../../../core/model/config.ts";
-import { parseModelConfig } from "../../../../../core/model/config.ts";
-import type { WeightMap } from "../../../../../core/model/weights.ts";
-import { expectedWeights } from "../../../../../core/model/weights.ts";
-import { SeededRandom } from "../../../../../core/math/random.ts";
+import type { ModelConfig } from "#core/model/config.ts";
+import { parseModelConfig } from "#core/model/config.ts";
+import type { WeightMap } from "#core/model/weights.ts";
+import { expectedWeights } from "#core/model/weights.ts";
+import { SeededRandom } from "#core/math/random.ts";
 
 const SHARED = {
   vocab_size: 64,

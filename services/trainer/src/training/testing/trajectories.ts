@@ -1,8 +1,8 @@
 // Seeded random trajectories with soft targets for the trainer tests: varied lengths and
 // numbers of selected steps (some trajectories with none, some with more than a batch), so
 // batching has to split, skip and pad.
-import { SeededRandom } from "../../../../../core/math/random.ts";
-import type { Trajectory, TrajectoryTarget } from "../trajectory.ts";
+import { SeededRandom } from "#core/math/random.ts";
+import type { Trajectory, TrajectoryTarget } from "#trainer/training/trajectory.ts";
 
 export function randomTrajectories(count: number, vocabSize: number, seed: number, options: { maxTargets?: number } = {}): Trajectory[] {
   const random = new SeededRandom(seed);

@@ -144,6 +144,21 @@ describe("the byte-level tokenizer init-model writes", () => {
     expect(() => synthetic(400, { eosTokenIds: [400] })).toThrow(/"eos_token_id" 400 is outside the vocabulary \[0, 400\)/);
   });
 
+  it("strips spaces before punctuation only where the config asks and the model is not BPE (as transformers 5)", () => {
+    const wordPiece = {
+      model: { type: "WordPiece", vocab: { "[UNK]": 0, hello: 1, ".": 2 }, unk_token: "[UNK]", continuing_subword_prefix: "##" },
+      pre_tokenizer: { type: "WhitespaceSplit" },
+      decoder: { type: "WordPiece", prefix: "##", cleanup: false },
+    };
+    expect(TextTokenizer.fromObjects(wordPiece, { clean_up_tokenization_spaces: true }, "wp/tokenizer.json").decode([1, 2])).toBe("hello.");
+    // Absent means no clean-up (@huggingface/tokenizers alone would default to it).
+    expect(TextTokenizer.fromObjects(wordPiece, {}, "wp/tokenizer.json").decode([1, 2])).toBe("hello .");
+    const built = buildSyntheticTokenizer({ vocabSize: 400, addBos: false, source: "x" });
+    const bpe = TextTokenizer.fromObjects(built.tokenizerJson, { ...built.tokenizerConfig, clean_up_tokenization_spaces: true }, "bpe/tokenizer.json");
+    expect(bpe.cleansUpSpaces).toBe(false);
+    expect(bpe.decode(bpe.encode("a . b ,"))).toBe("a . b ,");
+  });
+
   it("compares tokenizers of different sizes", () => {
     // Sizes share their ids' tokens (a smaller vocabulary is a prefix of a larger one)...
     expect(compareTokenizers(synthetic(300), synthetic(320))).toEqual(["vocabulary size: 300 vs 320"]);

@@ -130,6 +130,14 @@ export class TextTokenizer {
   readonly eosToken: string | null;
   /** Whether encode(..., {addSpecialTokens: true}) inserts tokens (e.g. Llama's BOS). */
   readonly addsSpecialTokens: boolean;
+  /**
+   * Whether decode() strips spaces before punctuation (" ." -> "."), as tokenizer_config.json's
+   * clean_up_tokenization_spaces asks. Like transformers 5, only for non-BPE models: the rule was
+   * written for WordPiece and corrupts BPE text (Llama 3's config sets it, and would decode
+   * "takes .5 hours" as "takes.5 hours"). @huggingface/tokenizers applies it whenever the key is
+   * true or absent, so decode() always passes this value.
+   */
+  readonly cleansUpSpaces: boolean;
   private readonly vocab: (string | undefined)[];
   private readonly addedTokens: Map<number, { content: string; special: boolean }>;
   private readonly spelling: PieceSpelling;
@@ -160,6 +168,9 @@ export class TextTokenizer {
     const eos = [this.specialTokens.eos, ...(sources.extraEosTokenIds ?? [])].filter((id): id is number => id !== null);
     this.eosTokenIds = [...new Set(eos)];
     this.chatTemplate = findChatTemplate(config, sources.dir ?? null);
+    const model = (tokenizerJson.model ?? {}) as Json;
+    const isBpe = model.type === "BPE" || (model.type === undefined && "merges" in model); // an untyped model with merges loads as BPE
+    this.cleansUpSpaces = config.clean_up_tokenization_spaces === true && !isBpe;
     this.addsSpecialTokens = inner.encode("a", { add_special_tokens: true }).ids.length !== inner.encode("a", { add_special_tokens: false }).ids.length;
   }
 
@@ -216,7 +227,7 @@ export class TextTokenizer {
   decode(ids: readonly number[], options: { skipSpecialTokens?: boolean } = {}): string {
     const known = ids.filter((id) => this.hasId(id));
     if (known.length === 0) return "";
-    return this.inner.decode(known, { skip_special_tokens: options.skipSpecialTokens ?? false });
+    return this.inner.decode(known, { skip_special_tokens: options.skipSpecialTokens ?? false, clean_up_tokenization_spaces: this.cleansUpSpaces });
   }
 
   hasId(id: number): boolean {

@@ -21,8 +21,9 @@
 //   true, and a short template that always opens an assistant turn.
 //
 // Pinned ids come from the Rust `tokenizers` 0.23.2 (Hugging Face's reference implementation)
-// and rendered prompts from transformers 5.17.0 `apply_chat_template` (Python Jinja2), run
-// once by hand on these same files; neither is part of the project or its tests.
+// and rendered prompts from transformers 5.17.0 `apply_chat_template` (Python Jinja2), run on
+// these same files by ./pin-real-tokenizer-ids.py; neither library is part of the project or
+// its test run (Debian packages neither; they came from Python wheels on the build machine).
 import { createRequire } from "node:module";
 import { dirname, resolve } from "node:path";
 

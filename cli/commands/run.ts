@@ -17,7 +17,7 @@ import { readProblems } from "#core/tasks/problems.ts";
 import { buildWorldData } from "#world/build-data.ts";
 import { EndpointPool } from "#trainer/sampling/endpoint-pool.ts";
 import { evaluate } from "#trainer/eval/evaluate.ts";
-import { writeRunReport } from "#trainer/report/run-report.ts";
+import { writeRunReport } from "#trainer/report/write-report.ts";
 import { buildReport } from "#cli/run/build-report.ts";
 import { followRun } from "#cli/run/run-progress.ts";
 import { startService } from "#cli/run/service-processes.ts";

@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import type { RunReport } from "./run-report.ts";
-import { writeRunReport } from "./run-report.ts";
+import { writeRunReport } from "./write-report.ts";
 
 export function sampleReport(): RunReport {
   const method = {

@@ -1,11 +1,8 @@
 // What a LightReasoner round reports: the numbers a reader compares (accuracy before and
 // after, LightReasoner beside the SFT baseline, samples and tuned tokens, time per stage)
 // and the material the HTML report draws (KL values, example trajectories, loss curves).
-// report.json is this object as is; report.html is drawn from it and nothing else.
-import { writeFileSync, mkdirSync, renameSync } from "node:fs";
-import { join } from "node:path";
-import { renderReportHtml } from "./report-html.ts";
-
+// report.json is this object as is; report.html is drawn from it and nothing else
+// (write-report.ts writes both; report-html.ts draws the page).
 export interface AccuracyWithInterval {
   /** Fraction correct in [0, 1]. */
   accuracy: number;
@@ -72,16 +69,4 @@ export interface RunReport {
   /** KL of every step seen, for the distribution plot (capped by the writer). */
   klValues: number[];
   examples: ExampleTrajectory[];
-}
-
-/** Writes report.json and report.html into `dir` (each via a temporary file, then renamed). */
-export function writeRunReport(dir: string, report: RunReport): { json: string; html: string } {
-  mkdirSync(dir, { recursive: true });
-  const json = join(dir, "report.json");
-  const html = join(dir, "report.html");
-  writeFileSync(`${json}.tmp`, `${JSON.stringify(report, null, 2)}\n`);
-  renameSync(`${json}.tmp`, json);
-  writeFileSync(`${html}.tmp`, renderReportHtml(report));
-  renameSync(`${html}.tmp`, html);
-  return { json, html };
 }

@@ -138,7 +138,7 @@ function runConfig(flags: RunFlags, method: "lightreasoner" | "sft", sources: Re
     problems: { path: sources.train.path, offset: sources.train.offset, limit: lightreasoner ? flags.sample : flags.sftSample },
     evalProblems: { path: sources.eval.path, limit: flags.eval },
     inferenceEndpoints: [inference],
-    sampling: { temperature: lightreasoner ? flags.temperature : flags.sftTemperature, maxNewTokens: flags.maxNewTokens },
+    sampling: { params: { temperature: lightreasoner ? flags.temperature : flags.sftTemperature, maxNewTokens: flags.maxNewTokens } },
     selection: { beta: flags.beta, alpha: flags.alpha },
     sft: lightreasoner ? undefined : { attemptsPerProblem: flags.sftAttempts },
     optimization: {

@@ -66,7 +66,7 @@ describe.skipIf(!hasPrometheus)("Prometheus scraping two inference replicas and 
         config: {
           mode: RunMode.OFFLINE,
           problems: { path: join(dir, "world", "test.jsonl") },
-          sampling: { temperature: 1, maxNewTokens: 32, concurrency: 4 },
+          sampling: { params: { temperature: 1, maxNewTokens: 32 }, concurrency: 4 },
           optimization: { batchSize: 4, gradientAccumulation: 1, maxSteps: OPTIMIZER_STEPS },
           seed: 3,
         },

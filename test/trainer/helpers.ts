@@ -35,7 +35,7 @@ export function smallRun(problemsFile: string, overrides: RunConfigInit = {}): R
   return {
     mode: RunMode.OFFLINE,
     problems: { path: problemsFile },
-    sampling: { temperature: 1, maxNewTokens: 16, concurrency: 4 },
+    sampling: { params: { temperature: 1, maxNewTokens: 16 }, concurrency: 4 },
     selection: { beta: 3.3 },
     optimization: { learningRate: 5e-2, batchSize: 4, gradientAccumulation: 1, maxSteps: 6, checkpointEverySteps: 2 },
     seed: 21,

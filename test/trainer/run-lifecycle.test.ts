@@ -31,7 +31,7 @@ describe("runs that are cancelled, interrupted and resumed", () => {
   let problemsFile: string;
   let runsDir: string;
   let trainer: Awaited<ReturnType<typeof startTrainer>>;
-  const config = () => smallRun(problemsFile, { sampling: { temperature: 1, maxNewTokens: 16, concurrency: 1 }, optimization: { learningRate: 5e-2, batchSize: 4, gradientAccumulation: 1, maxSteps: 30, checkpointEverySteps: 10 } });
+  const config = () => smallRun(problemsFile, { sampling: { params: { temperature: 1, maxNewTokens: 16 }, concurrency: 1 }, optimization: { learningRate: 5e-2, batchSize: 4, gradientAccumulation: 1, maxSteps: 30, checkpointEverySteps: 10 } });
   beforeAll(async () => {
     pair = writeTinyPair();
     inference = await startServer(pair);
@@ -163,7 +163,7 @@ describe("StartRun and friends refuse bad requests with the contract's codes", (
       [smallRun(problemsFile, { selection: { beta: -1 } }), /^selection\.beta: /],
       [smallRun(problemsFile, { selection: { alpha: 2 } }), /^selection\.alpha: /],
       [smallRun(problemsFile, { optimization: { learningRate: -1 } }), /^optimization\.learning_rate: /],
-      [smallRun(problemsFile, { sampling: { maxNewTokens: 65 } }), /^sampling\.max_new_tokens: .*64/],
+      [smallRun(problemsFile, { sampling: { params: { maxNewTokens: 65 } } }), /^sampling\.params\.max_new_tokens: .*64/],
       [smallRun(join(pair.root, "absent.jsonl")), /^problems\.path: no file at/],
       [smallRun(problemsFile, { inferenceEndpoints: ["localhost"] }), /^inference_endpoints\[0\]: /],
     ];

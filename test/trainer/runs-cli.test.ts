@@ -43,7 +43,7 @@ describe("lightreasoner runs (the trainer's command-line client)", () => {
     const config = join(pair.root, "run.json");
     const problems = writeProblems(pair.root, 6).file;
     // Proto field names and enum names, as an operator writes them.
-    writeFileSync(config, JSON.stringify({ mode: "RUN_MODE_OFFLINE", problems: { path: problems }, selection: { beta: 3.3 }, sampling: { max_new_tokens: 12, temperature: 1 }, optimization: { max_steps: 2, batch_size: 4 }, seed: 4 }));
+    writeFileSync(config, JSON.stringify({ mode: "RUN_MODE_OFFLINE", problems: { path: problems }, selection: { beta: 3.3 }, sampling: { params: { max_new_tokens: 12, temperature: 1 } }, optimization: { max_steps: 2, batch_size: 4 }, seed: 4 }));
     const started = await cli(["runs", "start", config, "--id", "from-cli", "--trainer", trainer.server.address]);
     expect(started.code, started.stderr).toBe(0);
     expect(started.stdout).toMatch(/started from-cli/);

@@ -1,7 +1,7 @@
-import { create } from "@bufbuild/protobuf";
+import { create, fromBinary } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { DistributionEncoding } from "#core/gen/lightreasoner/v1/common_pb.ts";
-import { LrSchedule, ProblemFormat, RunConfigSchema, RunMode, TrainingMethod } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
+import { LrSchedule, ProblemFormat, RunConfigSchema, RunMode, SamplingConfigSchema, TrainingMethod } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
 import type { RunConfig } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { RunConfigError } from "./errors.ts";
@@ -38,7 +38,7 @@ describe("resolveRunPlan", () => {
         method: TrainingMethod.SFT,
         problems: { path: "p.jsonl", format: ProblemFormat.GSM8K, offset: 3, limit: 7 },
         inferenceEndpoints: ["a:1", "dns:///b:2"],
-        sampling: { temperature: 0.7, topP: 0.9, maxNewTokens: 64, systemPrompt: "", stopStrings: ["###"], encoding: DistributionEncoding.FULL, concurrency: 3 },
+        sampling: { params: { temperature: 0.7, topP: 0.9, maxNewTokens: 64, stopStrings: ["###"] }, systemPrompt: "", encoding: DistributionEncoding.FULL, concurrency: 3 },
         selection: { beta: 0.25, alpha: 0.5 },
         lora: { rank: 4, alpha: 8, dropout: 0, targetModules: ["o_proj"] },
         optimization: { learningRate: 1e-3, batchSize: 2, gradientAccumulation: 1, maxSteps: 10, warmupSteps: 2, weightDecay: 0.01, schedule: LrSchedule.COSINE, checkpointEverySteps: 5, pushEverySteps: 3 },
@@ -68,7 +68,8 @@ describe("resolveRunPlan", () => {
     expect(fieldOf({ ...minimal, lora: { targetModules: ["attn"] } })).toBe("lora.target_modules.0");
     expect(fieldOf({ ...minimal, optimization: { learningRate: 0 } })).toBe("optimization.learning_rate");
     expect(fieldOf({ ...minimal, optimization: { maxSteps: 5, warmupSteps: 5 } })).toBe("optimization.warmup_steps");
-    expect(fieldOf({ ...minimal, sampling: { topP: 0 } })).toBe("sampling.top_p");
+    expect(fieldOf({ ...minimal, sampling: { params: { topP: 0 } } })).toBe("sampling.params.top_p");
+    expect(fieldOf({ ...minimal, sampling: { params: { seed: 3 } } })).toBe("sampling.params.seed");
     expect(fieldOf({ ...minimal, sampling: { encoding: DistributionEncoding.NONE } })).toBe("sampling.encoding");
     expect(fieldOf({ ...minimal, sft: { attemptsPerProblem: 0 }, method: TrainingMethod.SFT })).toBe("sft.attempts_per_problem");
     expect(fieldOf({ ...minimal, inferenceEndpoints: ["no-port"] })).toBe("inference_endpoints[0]");
@@ -78,6 +79,18 @@ describe("resolveRunPlan", () => {
     expect(fieldOf({ importSamplesPath: "s.jsonl", method: TrainingMethod.SFT })).toBe("import_samples_path");
     expect(fieldOf({ importSamplesPath: "s.jsonl", mode: RunMode.ONLINE })).toBe("mode");
     expect(fieldOf({ ...minimal, mode: 9 as RunMode })).toBe("mode");
+  });
+
+  it("refuses sampling settings in the fields they left (1, 2, 3, 5), rather than dropping them", () => {
+    // What a client built before the move sends: SamplingConfig.temperature = 0.5 as field 1 (fixed32).
+    const old = new Uint8Array([0x0d, ...new Uint8Array(new Float32Array([0.5]).buffer)]);
+    const sampling = fromBinary(SamplingConfigSchema, old);
+    expect(sampling.$unknown?.map((field) => field.no)).toEqual([1]);
+    expect(fieldOf({ ...minimal, sampling })).toBe("sampling");
+  });
+
+  it("sends 0 max_new_tokens as the reference's 128, not as the server's default", () => {
+    expect(resolveRunPlan(config({ ...minimal, sampling: { params: { maxNewTokens: 0 } } }), defaults).sampler.maxNewTokens).toBe(128);
   });
 
   it("refuses a config with no endpoints when the trainer has none configured", () => {

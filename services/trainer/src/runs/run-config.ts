@@ -46,6 +46,9 @@ export interface RunPlan {
   training: TrainingConfig;
 }
 
+/** SamplingConfig's field numbers that moved into its SamplingParams (trainer.proto says so). */
+const MOVED_SAMPLING_FIELDS = new Set([1, 2, 3, 5]);
+
 export interface RunConfigDefaults {
   /** The trainer's configured inference endpoints, used when the config names none. */
   endpoints: readonly string[];
@@ -83,6 +86,12 @@ export function resolveRunPlan(config: RunConfig | undefined, defaults: RunConfi
   if (method === "lightreasoner" && s?.encoding === DistributionEncoding.NONE) {
     throw new RunConfigError("sampling.encoding", "NONE sends no distributions, but LIGHTREASONER needs both models' distributions (use SPARSE or FULL)");
   }
+  if (s?.$unknown?.some((field) => MOVED_SAMPLING_FIELDS.has(field.no))) {
+    // A client built before the move would otherwise have its settings dropped without a word.
+    throw new RunConfigError("sampling", "temperature, top_p, max_new_tokens and stop_strings (fields 1, 2, 3, 5) moved to sampling.params");
+  }
+  const p = s?.params;
+  if (p?.seed !== undefined) throw new RunConfigError("sampling.params.seed", "must be unset: every trajectory's seed derives from the run's seed (set seed instead)");
   const sampler = asRunConfigError(() =>
     resolveSamplerConfig({
       method,
@@ -90,11 +99,11 @@ export function resolveRunPlan(config: RunConfig | undefined, defaults: RunConfi
       beta: c.selection?.beta,
       alpha: c.selection?.alpha,
       encoding: s?.encoding === DistributionEncoding.FULL ? "full" : undefined,
-      temperature: s?.temperature,
-      topP: s?.topP,
-      maxNewTokens: s?.maxNewTokens,
+      temperature: p?.temperature,
+      topP: p?.topP,
+      maxNewTokens: p?.maxNewTokens || undefined,
       systemPrompt: s?.systemPrompt,
-      stopStrings: s && s.stopStrings.length > 0 ? [...s.stopStrings] : undefined,
+      stopStrings: p && p.stopStrings.length > 0 ? [...p.stopStrings] : undefined,
       concurrency: s?.concurrency,
       sftAttempts: c.sft?.attemptsPerProblem,
     }),
@@ -142,11 +151,8 @@ export function resolvedRunConfig(plan: RunPlan): RunConfig {
     importSamplesPath: plan.importSamplesPath,
     inferenceEndpoints: plan.endpoints,
     sampling: {
-      temperature: s.temperature,
-      topP: s.topP,
-      maxNewTokens: s.maxNewTokens,
+      params: { temperature: s.temperature, topP: s.topP, maxNewTokens: s.maxNewTokens, stopStrings: s.stopStrings },
       systemPrompt: s.systemPrompt,
-      stopStrings: s.stopStrings,
       encoding: plan.method === "sft" ? DistributionEncoding.NONE : s.encoding === "full" ? DistributionEncoding.FULL : DistributionEncoding.SPARSE,
       concurrency: s.concurrency,
     },

@@ -13,7 +13,8 @@ import { RunConfigSchema, RunSchema, RunStage, RunState } from "#core/gen/lightr
 import { ModelFormatError } from "#core/model/errors.ts";
 
 export const RUN_FILE = "run.json";
-const RECORD_VERSION = 1;
+/** 2: RunConfig.sampling's temperature, top_p, max_new_tokens and stop_strings moved into sampling.params. */
+const RECORD_VERSION = 2;
 
 export type RunStateName = "pending" | "running" | "succeeded" | "failed" | "cancelled";
 export type RunStageName = "unspecified" | "preparing" | "evaluating_before" | "sampling" | "training" | "sampling_and_training" | "evaluating_after" | "done";
@@ -144,11 +145,27 @@ export function readRunRecord(runDir: string): RunRecord {
   } catch (err) {
     throw new ModelFormatError(path, `cannot read the run record: ${(err as Error).message}`);
   }
-  const record = parsed as Partial<RunRecord>;
+  const record = upgradeRecord(parsed) as Partial<RunRecord>;
   if (record?.v !== RECORD_VERSION || typeof record.runId !== "string" || typeof record.state !== "string" || record.state in STATE_OF === false) {
     throw new ModelFormatError(path, `not a version ${RECORD_VERSION} run record`);
   }
   return record as RunRecord;
+}
+
+/** Brings a version 1 record to version 2, so runs written before the contract change still resume with their settings. */
+function upgradeRecord(parsed: unknown): unknown {
+  const record = parsed as { v?: unknown; config?: { sampling?: Record<string, unknown> } } | null;
+  if (record?.v !== 1) return parsed;
+  const sampling = record.config?.sampling;
+  if (sampling) {
+    const params: Record<string, unknown> = {};
+    for (const key of ["temperature", "topP", "maxNewTokens", "stopStrings"]) {
+      if (key in sampling) params[key] = sampling[key];
+      delete sampling[key];
+    }
+    sampling.params = params;
+  }
+  return { ...record, v: RECORD_VERSION };
 }
 
 export function evaluationMessage(e: EvaluationRecord): Omit<EvaluationResult, "$typeName"> {

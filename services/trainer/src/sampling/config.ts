@@ -77,12 +77,12 @@ export function resolveSamplerConfig(partial: Partial<SamplerConfig> & { seed: n
   if (config.encoding !== "sparse" && config.encoding !== "full") throw new SamplerConfigError("sampling.encoding", `must be "sparse" or "full", got ${JSON.stringify(config.encoding)}`);
   if (config.fullDtype !== "float32" && config.fullDtype !== "float16") throw new SamplerConfigError("sampling.dtype", `must be "float32" or "float16", got ${JSON.stringify(config.fullDtype)}`);
   integer("sampling.top_k", config.topK, 0, served?.maxTopK);
-  if (!(Number.isFinite(config.temperature) && config.temperature >= 0)) throw new SamplerConfigError("sampling.temperature", `must be a finite number >= 0, got ${config.temperature}`);
-  if (!(config.topP > 0 && config.topP <= 1)) throw new SamplerConfigError("sampling.top_p", `must be in (0, 1], got ${config.topP}`);
-  integer("sampling.max_new_tokens", config.maxNewTokens, 1, served?.maxNewTokens);
+  if (!(Number.isFinite(config.temperature) && config.temperature >= 0)) throw new SamplerConfigError("sampling.params.temperature", `must be a finite number >= 0, got ${config.temperature}`);
+  if (!(config.topP > 0 && config.topP <= 1)) throw new SamplerConfigError("sampling.params.top_p", `must be in (0, 1], got ${config.topP}`);
+  integer("sampling.params.max_new_tokens", config.maxNewTokens, 1, served?.maxNewTokens);
   if (typeof config.systemPrompt !== "string") throw new SamplerConfigError("sampling.system_prompt", "must be a string");
   config.stopStrings.forEach((s, i) => {
-    if (typeof s !== "string" || s.length === 0) throw new SamplerConfigError(`sampling.stop_strings[${i}]`, "must be a non-empty string");
+    if (typeof s !== "string" || s.length === 0) throw new SamplerConfigError(`sampling.params.stop_strings[${i}]`, "must be a non-empty string");
   });
   integer("sampling.concurrency", config.concurrency, 1);
   integer("sft.attempts_per_problem", config.sftAttempts, 1);

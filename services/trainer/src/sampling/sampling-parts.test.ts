@@ -56,7 +56,7 @@ describe("sampler settings", () => {
     expect(() => resolveSamplerConfig({ seed: 1, alpha: 1.5 })).toThrow(SamplerConfigError);
     expect(() => resolveSamplerConfig({ seed: -1 })).toThrow(/^seed: must be an integer in \[0, 4294967295\]/);
     expect(() => resolveSamplerConfig({ seed: 1, concurrency: 0 })).toThrow(/^sampling\.concurrency:/);
-    expect(() => resolveSamplerConfig({ seed: 1, topP: 0 })).toThrow(/^sampling\.top_p:/);
+    expect(() => resolveSamplerConfig({ seed: 1, topP: 0 })).toThrow(/^sampling\.params\.top_p:/);
   });
 });
 

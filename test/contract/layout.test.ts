@@ -7,7 +7,7 @@
 // TypeScript's own pre-processor, so comments and strings are not mistaken for imports.
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join, normalize, relative, sep } from "node:path";
+import { dirname, join, normalize, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 import ts from "typescript";
 import { afterAll, describe, expect, it } from "vitest";
@@ -34,8 +34,9 @@ interface Layout {
   files: string[];
   /** file -> the files it imports (resolved, in the project). */
   imports: Map<string, string[]>;
-  /** Broken rules, one line each. */
+  /** Imports that climb with `../`, as "file: specifier". */
   climbing: string[];
+  /** Room or relative imports that name no file in the project, as "file: specifier". */
   unresolved: string[];
 }
 

@@ -1,7 +1,8 @@
 // The trainer's feed over a real loopback socket: trajectories written by the expert with
 // both models' distributions at every step. The incremental, batched, KV-cached lockstep
 // path must give what ONE full forward of each model over the final token sequence gives;
-// SPARSE must carry exactly the quantities FULL implies; a seed must give the same
+// SPARSE must carry the quantities FULL implies (exactly, or within the native summary's
+// float32 tolerance for its sums); a seed must give the same
 // trajectory alone and in a batch of 8.
 import { toBinary } from "@bufbuild/protobuf";
 import type { MessageInitShape } from "@bufbuild/protobuf";
@@ -17,6 +18,7 @@ import { selectStep } from "#core/math/selection.ts";
 import { argmaxToken } from "#core/math/sampling.ts";
 import type { InferenceServer } from "#inference/main.ts";
 import type { CausalLmSession } from "#inference/model/session.ts";
+import { withinSummaryTolerance } from "#inference/model/pair-summary-graph.ts";
 import {
   FULL16,
   FULL32,
@@ -155,7 +157,7 @@ describe("FULL distributions are exactly the models' full forwards", () => {
   });
 });
 
-describe("SPARSE carries exactly what FULL implies, in tens of bytes", () => {
+describe("SPARSE carries what FULL implies, in tens of bytes", () => {
   let full: Trajectory;
   let half: Trajectory;
   let summary: Trajectory;
@@ -170,12 +172,12 @@ describe("SPARSE carries exactly what FULL implies, in tens of bytes", () => {
     expect(half.steps.map((s) => s.tokenId)).toEqual(full.steps.map((s) => s.tokenId));
   });
 
-  it("KL and entropy equal those computed from FULL, bit for bit", () => {
+  it("KL and entropy equal those computed from FULL, within the native summary's float32 tolerance", () => {
     for (const [k, step] of summary.steps.entries()) {
       const s = step.distributions.value as SparseDistributions;
       const { expert, amateur } = fullOf(full.steps[k]);
-      expect(s.klDivergence).toBe(klDivergence(expert, amateur));
-      expect(s.expertEntropy).toBe(entropy(expert));
+      expect(withinSummaryTolerance(s.klDivergence, klDivergence(expert, amateur)), `KL at step ${k}`).toBe(true);
+      expect(withinSummaryTolerance(s.expertEntropy, entropy(expert)), `entropy at step ${k}`).toBe(true);
       expect(s.klDivergence).toBeGreaterThan(0);
     }
   });

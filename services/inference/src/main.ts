@@ -14,6 +14,7 @@ import { AdapterRegistry } from "./engine/adapter-registry.ts";
 import { openModelPair } from "./engine/model-pair.ts";
 import { DEFAULT_BATCH_GATHER, Scheduler } from "./engine/scheduler.ts";
 import type { ExecutionProviderChoice } from "./model/execution-provider.ts";
+import { PairSummaryGraph } from "./model/pair-summary-graph.ts";
 import { InferenceMetrics } from "./metrics.ts";
 import { serveMetrics } from "#core/metrics/http-endpoint.ts";
 import type { MetricsEndpoint } from "#core/metrics/http-endpoint.ts";
@@ -73,6 +74,11 @@ export async function startInferenceServer(options: InferenceServerOptions): Pro
 
   const pair = await openModelPair(options.expertDir, options.amateurDir, sessionOptions);
   logger.info({ expert: pair.expert.dir, amateur: pair.amateur.dir, vocabSize: pair.expert.vocabSize }, "expert and amateur share one tokenizer");
+  // SPARSE summaries run on the models' execution provider, beside them.
+  const summaries = await PairSummaryGraph.open(pair.expert.vocabSize, sessionOptions).catch(async (err: unknown) => {
+    await Promise.all([pair.expert.session.release(), pair.amateur.session.release()]);
+    throw err;
+  });
   const adapters = new AdapterRegistry(pair.expert, sessionOptions, options.adapterDirs ?? [], limits.maxAdapterBytes);
   const maxContextTokens = Math.min(pair.expert.description.maxContextTokens, pair.amateur.description.maxContextTokens);
   let scheduler: Scheduler | undefined;
@@ -94,6 +100,7 @@ export async function startInferenceServer(options: InferenceServerOptions): Pro
     vocabSize: pair.expert.vocabSize,
     maxContextTokens,
     scheduler,
+    summaries,
     adapters,
     limits,
     metrics,
@@ -119,7 +126,7 @@ export async function startInferenceServer(options: InferenceServerOptions): Pro
     server.forceShutdown();
     await scheduler.shutdown(0);
     await adapters.close();
-    await Promise.all([pair.expert.session.release(), pair.amateur.session.release()]);
+    await Promise.all([pair.expert.session.release(), pair.amateur.session.release(), summaries.release()]);
     throw err;
   }
   const dialHost = host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host.includes(":") ? `[${host}]` : host;
@@ -142,7 +149,7 @@ export async function startInferenceServer(options: InferenceServerOptions): Pro
     await metricsEndpoint.close();
     metrics.registry.clear();
     await adapters.close();
-    await Promise.all([pair.expert.session.release(), pair.amateur.session.release()]);
+    await Promise.all([pair.expert.session.release(), pair.amateur.session.release(), summaries.release()]);
     logger.info("inference server stopped");
   };
 

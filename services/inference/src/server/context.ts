@@ -4,6 +4,7 @@ import type { Logger } from "pino";
 import type { AdapterRegistry } from "#inference/engine/adapter-registry.ts";
 import type { ModelPair } from "#inference/engine/model-pair.ts";
 import type { Scheduler } from "#inference/engine/scheduler.ts";
+import type { PairSummaryGraph } from "#inference/model/pair-summary-graph.ts";
 import type { FinishEvent, FinishReason as EngineFinishReason } from "#inference/engine/sequence.ts";
 import { FinishReason } from "#core/gen/lightreasoner/v1/common_pb.ts";
 import type { MessageInitShape } from "@bufbuild/protobuf";
@@ -20,6 +21,8 @@ export interface ServingContext {
   /** The smaller of the two models' context lengths. */
   maxContextTokens: number;
   scheduler: Scheduler;
+  /** Computes SPARSE step summaries on ONNX Runtime. */
+  summaries: PairSummaryGraph;
   adapters: AdapterRegistry;
   limits: ServerLimits;
   metrics: InferenceMetrics;

@@ -1,14 +1,18 @@
 // The per-step distributions of both models in the encoding a client asked for: FULL as raw
 // little-endian float32/float16 bytes of the log-probabilities, SPARSE as the method's
-// quantities computed here over the full vocabulary (core/math summarizeStep), which is
-// tens of bytes per step instead of two vocabulary-sized vectors.
+// quantities computed here over the full vocabulary, which is tens of bytes per step instead
+// of two vocabulary-sized vectors. The server summarizes on ONNX Runtime (PairSummaryGraph,
+// float32 sums within SUMMARY_TOLERANCE of core/math); encodeDistributions keeps core/math's
+// summarizeStep in JavaScript, the exact reference the benchmark sets beside it.
 import { endianness } from "node:os";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { FloatDtype } from "#core/gen/lightreasoner/v1/common_pb.ts";
 import type { FullDistributionsSchema, SparseDistributionsSchema, TopTokensSchema } from "#core/gen/lightreasoner/v1/common_pb.ts";
 import type { LogProbs, TopK } from "#core/math/distribution.ts";
 import { float32ArrayToFloat16 } from "#core/math/float16.ts";
+import type { SparseStep } from "#core/math/sparse-step.ts";
 import { summarizeStep } from "#core/math/sparse-step.ts";
+import type { PairSummaryGraph } from "#inference/model/pair-summary-graph.ts";
 import type { DistributionSpec } from "./request.ts";
 
 export type EncodedDistributions =
@@ -36,35 +40,42 @@ function topTokens(top: TopK): MessageInitShape<typeof TopTokensSchema> {
   return { tokenIds: Array.from(top.ids), logProbs: Array.from(top.logp), omittedMass: Math.min(1, Math.max(0, top.restMass)) };
 }
 
-/** Both models' distributions over the same position, encoded; `case: undefined` for NONE. */
+/** Both models' distributions over the same position, encoded; `case: undefined` for NONE. SPARSE is summarized in JavaScript. */
 export function encodeDistributions(logpExpert: LogProbs, logpAmateur: LogProbs, spec: DistributionSpec): EncodedDistributions {
-  switch (spec.encoding) {
-    case "none":
-      return { case: undefined };
-    case "full":
-      return {
-        case: "full",
-        value: {
-          dtype: spec.dtype === "float32" ? FloatDtype.FLOAT32 : FloatDtype.FLOAT16,
-          expertLogProbs: encodeFull(logpExpert, spec.dtype),
-          amateurLogProbs: encodeFull(logpAmateur, spec.dtype),
-        },
-      };
-    case "sparse": {
-      const summary = summarizeStep(logpExpert, logpAmateur, { alpha: spec.alpha, topK: spec.topK });
-      return {
-        case: "sparse",
-        value: {
-          klDivergence: summary.kl,
-          expertEntropy: summary.expertEntropy,
-          plausibleTokenIds: Array.from(summary.plausibleIds),
-          plausibleExpertLogProbs: Array.from(summary.plausibleLogpExpert),
-          plausibleAmateurLogProbs: Array.from(summary.plausibleLogpAmateur),
-          // Left unset when top_k is 0: nothing to list, nothing to send.
-          expertTop: spec.topK > 0 ? topTokens(summary.expertTop) : undefined,
-          amateurTop: spec.topK > 0 ? topTokens(summary.amateurTop) : undefined,
-        },
-      };
-    }
-  }
+  if (spec.encoding !== "sparse") return encodeUnsummarized(logpExpert, logpAmateur, spec);
+  return sparseDistributions(summarizeStep(logpExpert, logpAmateur, { alpha: spec.alpha, topK: spec.topK }), spec.topK);
+}
+
+/** The same encoding with SPARSE summarized by ONNX Runtime, as the server sends it. */
+export async function encodeStepDistributions(logpExpert: LogProbs, logpAmateur: LogProbs, spec: DistributionSpec, summaries: PairSummaryGraph): Promise<EncodedDistributions> {
+  if (spec.encoding !== "sparse") return encodeUnsummarized(logpExpert, logpAmateur, spec);
+  return sparseDistributions(await summaries.summarize({ logpExpert, logpAmateur, alpha: spec.alpha, topK: spec.topK }), spec.topK);
+}
+
+function encodeUnsummarized(logpExpert: LogProbs, logpAmateur: LogProbs, spec: Exclude<DistributionSpec, { encoding: "sparse" }>): EncodedDistributions {
+  if (spec.encoding === "none") return { case: undefined };
+  return {
+    case: "full",
+    value: {
+      dtype: spec.dtype === "float32" ? FloatDtype.FLOAT32 : FloatDtype.FLOAT16,
+      expertLogProbs: encodeFull(logpExpert, spec.dtype),
+      amateurLogProbs: encodeFull(logpAmateur, spec.dtype),
+    },
+  };
+}
+
+function sparseDistributions(summary: SparseStep, topK: number): EncodedDistributions {
+  return {
+    case: "sparse",
+    value: {
+      klDivergence: summary.kl,
+      expertEntropy: summary.expertEntropy,
+      plausibleTokenIds: Array.from(summary.plausibleIds),
+      plausibleExpertLogProbs: Array.from(summary.plausibleLogpExpert),
+      plausibleAmateurLogProbs: Array.from(summary.plausibleLogpAmateur),
+      // Left unset when top_k is 0: nothing to list, nothing to send.
+      expertTop: topK > 0 ? topTokens(summary.expertTop) : undefined,
+      amateurTop: topK > 0 ? topTokens(summary.amateurTop) : undefined,
+    },
+  };
 }

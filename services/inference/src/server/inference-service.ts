@@ -12,7 +12,7 @@ import type { FinishEvent, SequenceMode } from "#inference/engine/sequence.ts";
 import type { ServedModel } from "#inference/engine/served-model.ts";
 import type { ServingContext } from "./context.ts";
 import { admitCall, finishReasonOf, timingsOf, usageOf } from "./context.ts";
-import { encodeDistributions } from "./distributions.ts";
+import { encodeStepDistributions } from "./distributions.ts";
 import { distributionSpecOf, encodePrompt, generationModeOf, samplingOf } from "./request.ts";
 import { StopStringHoldback } from "./stop-strings.ts";
 import { streamTrajectoriesHandler } from "./trajectories.ts";
@@ -154,7 +154,7 @@ async function score(ctx: ServingContext, request: ScoreRequest, send: Send<type
       for (let position = first; position <= n; position++) {
         if (signal.aborted) throw signal.reason;
         // Row position - 1 holds the distribution over the token at `position`.
-        const distributions = encodeDistributions(logSoftmax(expert.logits!, (position - 1) * V, V), logSoftmax(amateur.logits!, (position - 1) * V, V), spec);
+        const distributions = await encodeStepDistributions(logSoftmax(expert.logits!, (position - 1) * V, V), logSoftmax(amateur.logits!, (position - 1) * V, V), spec, ctx.summaries);
         await send({ event: { case: "position", value: { position, tokenId: position < n ? ids[position] : undefined, distributions } } });
       }
     } finally {

@@ -11,7 +11,7 @@ import { CapacityError, InvalidRequestError, ShuttingDownError } from "#inferenc
 import type { SequenceHandle } from "#inference/engine/scheduler.ts";
 import type { ServingContext } from "./context.ts";
 import { admitCall, finishReasonOf, timingsOf, usageOf } from "./context.ts";
-import { encodeDistributions } from "./distributions.ts";
+import { encodeStepDistributions } from "./distributions.ts";
 import { distributionSpecOf, encodePrompt, samplingOf } from "./request.ts";
 import { requestStatus } from "./status.ts";
 
@@ -140,6 +140,11 @@ function startTrajectory(ctx: ServingContext, id: string, start: TrajectoryReque
   let resolveDone = () => {};
   const done = new Promise<void>((resolve) => (resolveDone = resolve));
   const trajectory: OpenTrajectory = { handle: null, done };
+  // The last step's message, encoded (off the tick: SPARSE runs on ONNX Runtime) and posted;
+  // the finished message waits for it, so the call carries them in order.
+  let lastStep: Promise<unknown> = Promise.resolve();
+  // A step that could not be encoded ends the trajectory with that error instead of "cancelled".
+  let encodingError: Error | undefined;
   try {
     trajectory.handle = scheduler.submit(
       {
@@ -155,32 +160,45 @@ function startTrajectory(ctx: ServingContext, id: string, start: TrajectoryReque
           void post({ requestId: id, event: { case: "started", value: { promptTokenIds: prompt.ids, promptText: prompt.text, adapterVersion, seed } } });
         },
         onStep: (e) => {
-          const distributions = encoding === "none" ? { case: undefined } : encodeDistributions(e.logpExpert!, e.logpAmateur!, spec);
           metrics.tokensStreamed.inc({ mode: "trajectory" });
           metrics.stepsStreamed.inc({ encoding });
-          const step = { step: e.step, position: e.position, tokenId: e.tokenId, tokenText: e.text, adapterVersion: e.adapterVersion, distributions };
-          void post({ requestId: id, event: { case: "step", value: step } }).then((taken) => (taken ? trajectory.handle?.resume() : trajectory.handle?.cancel()));
+          const { step, position, tokenId, text, adapterVersion } = e;
+          lastStep = encodeStepDistributions(e.logpExpert!, e.logpAmateur!, spec, ctx.summaries).then(
+            (distributions) =>
+              post({ requestId: id, event: { case: "step", value: { step, position, tokenId, tokenText: text, adapterVersion, distributions } } }).then((taken) =>
+                taken ? trajectory.handle?.resume() : trajectory.handle?.cancel(),
+              ),
+            (err: Error) => {
+              encodingError = err;
+              trajectory.handle?.cancel();
+            },
+          );
           // Sit out steps until the transport has taken this one.
           return false;
         },
-        onFinish: (f) => {
+        onFinish: (finish) => {
           onClosed();
-          let error;
-          if (f.reason === "error") {
-            const status = requestStatus(f.error);
-            if (status.internal) logger.error({ err: f.error, requestId: id }, "trajectory failed");
-            metrics.errors.inc({ code: status.codeName });
-            error = { code: status.code, message: status.message, field: status.field };
-          }
-          const finished = {
-            finishReason: finishReasonOf(f.reason),
-            error,
-            usage: usageOf(f),
-            timings: timingsOf(f),
-            completionText: f.completionText,
-            stopString: f.stopString ?? "",
-          };
-          void post({ requestId: id, event: { case: "finished", value: finished } }).then(() => resolveDone());
+          // After the last step's message: its encoding may still fail and turn this into an error.
+          const finished = lastStep.then(() => {
+            const f = encodingError ? { ...finish, reason: "error" as const, error: encodingError } : finish;
+            let error;
+            if (f.reason === "error") {
+              const status = requestStatus(f.error);
+              if (status.internal) logger.error({ err: f.error, requestId: id }, "trajectory failed");
+              metrics.errors.inc({ code: status.codeName });
+              error = { code: status.code, message: status.message, field: status.field };
+            }
+            const value = {
+              finishReason: finishReasonOf(f.reason),
+              error,
+              usage: usageOf(f),
+              timings: timingsOf(f),
+              completionText: f.completionText,
+              stopString: f.stopString ?? "",
+            };
+            return post({ requestId: id, event: { case: "finished", value } });
+          });
+          void finished.then(() => resolveDone());
         },
       },
     );

@@ -1,8 +1,10 @@
 // The method's per-step decisions (KL, beta filter, alpha-plausible set, contrastive soft
 // label) from a TrajectoryStep as it arrives: SPARSE summaries go through selectFromSummary,
-// FULL log-probabilities through selectStep. Both are the same arithmetic on the same float32
-// values, so FULL float32 and SPARSE give bit-identical samples; FULL float16 rounds the
-// log-probabilities on the wire first, so its KL and weights differ slightly.
+// FULL log-probabilities through selectStep. Plausible sets and weights are the same
+// arithmetic on the same float32 values, so FULL float32 and SPARSE give the same samples;
+// the KL of a SPARSE step is the inference server's float32 sum (within SUMMARY_TOLERANCE of
+// this float64 one, so only a KL that close to beta could be decided differently). FULL
+// float16 rounds the log-probabilities on the wire first, so its KL and weights differ slightly.
 import { endianness } from "node:os";
 import { FloatDtype } from "#core/gen/lightreasoner/v1/common_pb.ts";
 import type { FullDistributions, SparseDistributions, TopTokens } from "#core/gen/lightreasoner/v1/common_pb.ts";

@@ -2,9 +2,21 @@
 // of the benchmark that need one step's numbers without running a model (the step summary,
 // the transport): a noisy floor and a few strong candidates, so the alpha-plausible set holds
 // a handful of tokens as it does in sampling, and an amateur that disagrees in part.
+//
+// Also the SPARSE summary raced both ways on such steps, per stream-step, for 1, 16 and 64
+// streams of one scheduler step: core/math's summarizeStep in JavaScript (what the server did
+// before) against the server's ONNX Runtime graph (PairSummaryGraph). Run it alone with
+// `npx tsx bench/distributions.ts [--vocab N] [--rows 1,16,64] [--repeats N]`.
+import { pathToFileURL } from "node:url";
 import type { LogProbs } from "#core/math/distribution.ts";
 import { logSoftmax } from "#core/math/distribution.ts";
 import { SeededRandom } from "#core/math/random.ts";
+import { summarizeStep } from "#core/math/sparse-step.ts";
+import { PairSummaryGraph, SUMMARY_THREADS, withinSummaryTolerance } from "#inference/model/pair-summary-graph.ts";
+import { currentLoad, describeMachine } from "./machine.ts";
+import type { Measured } from "./stats.ts";
+import { BenchInputError, formatMeasured, formatNumber, formatRatio, measured, ratio } from "./stats.ts";
+import { renderTable } from "./table.ts";
 
 export interface StepDistributions {
   logpExpert: LogProbs;
@@ -22,4 +34,127 @@ export function syntheticStep(vocabSize: number, seed: number): StepDistribution
     amateur[id] += 8 + rng.next() * 8;
   }
   return { logpExpert: logSoftmax(expert), logpAmateur: logSoftmax(amateur) };
+}
+
+export interface SummaryRace {
+  /** Stream-steps summarized together, as one scheduler step hands them over. */
+  rows: number;
+  /** core/math summarizeStep, one pair after the other: ms per stream-step. */
+  javascriptMs: Measured;
+  /** The process's CPU time per stream-step of the JavaScript path (on a busy machine, the fairer figure). */
+  javascriptCpuMs: Measured;
+  /** PairSummaryGraph, every pair of the step submitted at once: wall ms per stream-step (on the event loop). */
+  nativeMs: Measured;
+  /** The process's CPU time (every ONNX Runtime thread) per stream-step of the native path. */
+  nativeCpuMs: Measured;
+  /** javascriptMs over nativeMs. */
+  speedup: number | null;
+  /** javascriptCpuMs over nativeCpuMs. */
+  cpuSpeedup: number | null;
+}
+
+export interface SummaryRaceOptions {
+  vocabSize: number;
+  rows: readonly number[];
+  repeats: number;
+  alpha: number;
+  topK: number;
+  /** ONNX Runtime intra-op threads (default SUMMARY_THREADS, as the server runs it). */
+  threads?: number;
+}
+
+/**
+ * Times both ways on the same synthetic steps, alternating within each repeat, after one
+ * unrecorded warm-up of each; first checks that they agree (ids exactly, sums within
+ * SUMMARY_TOLERANCE), so a fast wrong graph cannot post a figure.
+ */
+export async function raceSummaries(options: SummaryRaceOptions, log: (line: string) => void = () => {}): Promise<SummaryRace[]> {
+  const { vocabSize, rows, repeats, alpha, topK, threads = SUMMARY_THREADS } = options;
+  if (!Number.isInteger(repeats) || repeats < 1) throw new BenchInputError("repeats", `must be a positive integer, got ${repeats}`);
+  if (rows.length === 0 || rows.some((r) => !Number.isInteger(r) || r < 1)) throw new BenchInputError("rows", `must be positive integers, got ${rows.join(",")}`);
+  const most = Math.max(...rows);
+  const steps = Array.from({ length: most }, (_, i) => ({ ...syntheticStep(vocabSize, 100 + i), alpha, topK }));
+  const graph = await PairSummaryGraph.open(vocabSize, { executionProvider: "cpu", threads });
+  try {
+    for (const step of steps.slice(0, 4)) {
+      const native = await graph.summarize(step);
+      const exact = summarizeStep(step.logpExpert, step.logpAmateur, step);
+      const same = String(native.plausibleIds) === String(exact.plausibleIds) && String(native.expertTop.ids) === String(exact.expertTop.ids) && String(native.amateurTop.ids) === String(exact.amateurTop.ids);
+      if (!same || !withinSummaryTolerance(native.kl, exact.kl) || !withinSummaryTolerance(native.expertEntropy, exact.expertEntropy)) {
+        throw new Error(`the native summary disagrees with core/math (kl ${native.kl} vs ${exact.kl}); no figure`);
+      }
+    }
+    const timed = async (batch: typeof steps, work: () => unknown) => {
+      const cpu = process.cpuUsage();
+      const started = performance.now();
+      await work();
+      const wall = (performance.now() - started) / batch.length;
+      const used = process.cpuUsage(cpu);
+      return { wall, cpu: (used.user + used.system) / 1000 / batch.length };
+    };
+    const javascript = (batch: typeof steps) => timed(batch, () => batch.forEach((s) => summarizeStep(s.logpExpert, s.logpAmateur, s)));
+    const native = (batch: typeof steps) => timed(batch, () => Promise.all(batch.map((s) => graph.summarize(s))));
+    const out: SummaryRace[] = [];
+    for (const n of rows) {
+      const batch = steps.slice(0, n);
+      await javascript(batch.slice(0, 2));
+      await native(batch);
+      const js = { wall: [] as number[], cpu: [] as number[] };
+      const graphTimes = { wall: [] as number[], cpu: [] as number[] };
+      for (let r = 0; r < repeats; r++) {
+        for (const [times, t] of [[js, await javascript(batch)], [graphTimes, await native(batch)]] as const) {
+          times.wall.push(t.wall);
+          times.cpu.push(t.cpu);
+        }
+      }
+      const javascriptMs = measured(js.wall, "ms");
+      const javascriptCpuMs = measured(js.cpu, "ms");
+      const nativeMs = measured(graphTimes.wall, "ms");
+      const nativeCpuMs = measured(graphTimes.cpu, "ms");
+      const race = { rows: n, javascriptMs, javascriptCpuMs, nativeMs, nativeCpuMs, speedup: ratio(javascriptMs, nativeMs), cpuSpeedup: ratio(javascriptCpuMs, nativeCpuMs) };
+      log(`  ${n} rows: ${race.javascriptMs.median.toFixed(2)} ms JavaScript, ${race.nativeMs.median.toFixed(3)} ms native per stream-step`);
+      out.push(race);
+    }
+    return out;
+  } finally {
+    await graph.release();
+  }
+}
+
+export function renderSummaryRaces(races: readonly SummaryRace[], options: SummaryRaceOptions): string {
+  return [
+    `SPARSE step summary at vocabulary ${formatNumber(options.vocabSize)} (ms per stream-step, wall and process CPU; alpha ${options.alpha}, top-k ${options.topK}; rows = stream-steps of one scheduler step; graph on ${options.threads ?? SUMMARY_THREADS} ONNX Runtime thread(s))`,
+    renderTable(
+      ["rows", "JavaScript (before)", "JS CPU", "ONNX Runtime graph (after)", "graph CPU", "speedup", "CPU speedup"],
+      races.map((r) => [String(r.rows), formatMeasured(r.javascriptMs), formatMeasured(r.javascriptCpuMs), formatMeasured(r.nativeMs), formatMeasured(r.nativeCpuMs), formatRatio(r.speedup), formatRatio(r.cpuSpeedup)]),
+    ),
+  ].join("\n");
+}
+
+function flag(args: string[], name: string): string | undefined {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : undefined;
+}
+
+async function main(args: string[]): Promise<void> {
+  const options: SummaryRaceOptions = {
+    vocabSize: Number(flag(args, "--vocab") ?? 151_936),
+    rows: (flag(args, "--rows") ?? "1,16,64").split(",").map(Number),
+    repeats: Number(flag(args, "--repeats") ?? 5),
+    alpha: 0.2,
+    topK: 4,
+    threads: flag(args, "--threads") === undefined ? undefined : Number(flag(args, "--threads")),
+  };
+  if (!Number.isInteger(options.vocabSize) || options.vocabSize < 1) throw new BenchInputError("--vocab", `must be a positive integer, got ${flag(args, "--vocab")}`);
+  const machine = describeMachine();
+  const races = await raceSummaries(options);
+  console.log(`machine: ${machine.cpuModel}, ${machine.cores} cores; load ${formatNumber(machine.loadAverageAtStart)} at start, ${formatNumber(currentLoad())} at end`);
+  console.log(renderSummaryRaces(races, options));
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  main(process.argv.slice(2)).catch((err: unknown) => {
+    console.error(err instanceof Error ? err.message : err);
+    process.exit(1);
+  });
 }

@@ -74,8 +74,8 @@ export async function startInferenceServer(options: InferenceServerOptions): Pro
 
   const pair = await openModelPair(options.expertDir, options.amateurDir, sessionOptions);
   logger.info({ expert: pair.expert.dir, amateur: pair.amateur.dir, vocabSize: pair.expert.vocabSize }, "expert and amateur share one tokenizer");
-  // SPARSE summaries run on the models' execution provider, beside them.
-  const summaries = await PairSummaryGraph.open(pair.expert.vocabSize, sessionOptions).catch(async (err: unknown) => {
+  // SPARSE summaries run on the models' execution provider, beside them (on CPU, on one thread: SUMMARY_THREADS).
+  const summaries = await PairSummaryGraph.open(pair.expert.vocabSize, { ...sessionOptions, threads: undefined }).catch(async (err: unknown) => {
     await Promise.all([pair.expert.session.release(), pair.amateur.session.release()]);
     throw err;
   });

@@ -111,6 +111,42 @@ describe("the plausible set from the expert's top candidates", () => {
   });
 });
 
+describe("top-k through the chunks with the best maxima", () => {
+  it("equals core/math's top-k, ties by lower id, on rows with few distinct values spread over every chunk", async () => {
+    const vocab = 96; // 12 chunks of 8
+    const graph = await PairSummaryGraph.open(vocab, { executionProvider: "cpu" });
+    try {
+      const rng = new SeededRandom(12);
+      for (let trial = 0; trial < 40; trial++) {
+        // Four levels only: every top-k cut falls inside a tie that crosses chunk boundaries.
+        const levels = () => logSoftmax(Float32Array.from({ length: vocab }, () => rng.int(4)));
+        const logpExpert = levels();
+        const logpAmateur = levels();
+        const options = { alpha: [0.9, 0.5][trial % 2], topK: [1, 3, 7, 9, 17, 40, 96, 200][trial % 8] };
+        expectSummary(await graph.summarize({ logpExpert, logpAmateur, ...options }), summarizeStep(logpExpert, logpAmateur, options));
+      }
+    } finally {
+      await graph.release();
+    }
+  });
+
+  it("reads rows that are views into one batch buffer, as a session may hand them", async () => {
+    const vocab = 96;
+    const graph = await PairSummaryGraph.open(vocab, { executionProvider: "cpu" });
+    try {
+      const rng = new SeededRandom(5);
+      const batch = new Float32Array(3 * vocab);
+      for (let row = 0; row < 3; row++) batch.set(logSoftmax(Float32Array.from({ length: vocab }, () => rng.normal() * 3)), row * vocab);
+      const view = (row: number) => batch.subarray(row * vocab, (row + 1) * vocab);
+      const options = { alpha: 0.2, topK: 5 };
+      const native = await graph.summarize({ logpExpert: view(1), logpAmateur: view(2), ...options });
+      expectSummary(native, summarizeStep(view(1).slice(), view(2).slice(), options));
+    } finally {
+      await graph.release();
+    }
+  });
+});
+
 describe("sums in two levels", () => {
   it("chunks a vocabulary by its largest divisor up to the square root, a prime one not at all", () => {
     expect(sumChunk(151_936)).toBe(128);

@@ -16,7 +16,7 @@ import type { SparseStep, SummarizeOptions } from "#core/math/sparse-step.ts";
 import { summarizeStep } from "#core/math/sparse-step.ts";
 import type { ExecutionProvider, OrtSessionOptions } from "./execution-provider.ts";
 import { openOrtSession } from "./execution-provider.ts";
-import { GraphBuilder, int } from "./onnx-builder.ts";
+import { GraphBuilder, ONNX_DATA_TYPE, int } from "./onnx-builder.ts";
 import { encodeInline } from "./onnx-file.ts";
 
 /**
@@ -38,6 +38,13 @@ export function withinSummaryTolerance(native: number, exact: number): boolean {
 }
 
 /**
+ * ONNX Runtime threads for the summary on CPU: one, the calling thread. Its kernels take 5 to
+ * 250 us each, too short for a thread pool to pay: with the default pool of two on a shared
+ * 2-core machine the process spent 2.7x the CPU time per pair (bench/distributions.ts).
+ */
+export const SUMMARY_THREADS = 1;
+
+/**
  * Expert candidates fetched for the plausible set beyond top_k: |V| <= 1 / (alpha * max pE),
  * so a peaked expert needs a handful. A row whose every candidate is plausible may have more
  * members than were fetched and gets its set from core/math's plausibleSet instead.
@@ -45,46 +52,89 @@ export function withinSummaryTolerance(native: number, exact: number): boolean {
 export const PLAUSIBLE_CANDIDATES = 64;
 
 /**
- * The graph over [rows, vocab] log-probabilities of each model; k_expert and k_amateur are
+ * The graph over one pair of [vocab] log-probability rows; k_expert and k_amateur are
  * inputs, so one session serves every top_k a client may ask for.
  *   pE = exp(expert), pA = exp(amateur)
  *   kl          = sum pE * (expert - log(pA + 1e-12))
  *   neg_entropy = sum pE * expert
  *   expert_mass = sum pE, amateur_mass = sum pA
- *   TopK of each model (ONNX TopK: larger first, equal values by lower index).
+ *   the top k of each model, larger first, equal values by lower id (as core/math orders them).
+ * Both the sums and the top-k work on the row cut into chunks (sumChunk).
  */
 export function buildPairSummaryGraph(vocabSize: number): GraphBuilder {
   if (!Number.isInteger(vocabSize) || vocabSize < 1) throw new MethodInputError("vocabSize", `must be a positive integer, got ${vocabSize}`);
   const g = new GraphBuilder();
-  const expert = g.input("expert", "float32", ["rows", vocabSize]);
-  const amateur = g.input("amateur", "float32", ["rows", vocabSize]);
+  const expert = g.input("expert", "float32", [vocabSize]);
+  const amateur = g.input("amateur", "float32", [vocabSize]);
   const kExpert = g.input("k_expert", "int64", [1]);
   const kAmateur = g.input("k_amateur", "int64", [1]);
-  // Each sum in two levels, chunk by chunk and then the chunks' sums: ONNX Runtime's float32
-  // ReduceSum over a whole 151,936-token row was measured 6e-5 off on a mass of 1.
-  const chunk = sumChunk(vocabSize);
-  const inChunks = g.int64([0, vocabSize / chunk, chunk]);
-  const sum = (x: string) =>
-    g.op("ReduceSum", [g.op("ReduceSum", [g.op("Reshape", [x, inChunks]), g.int64([2])], { keepdims: int(0) }), g.int64([1])], { keepdims: int(0) });
+  const chunks = new Chunks(g, vocabSize);
 
   const pExpert = g.op("Exp", [expert]);
   const pAmateur = g.op("Exp", [amateur]);
   const logAmateurSmoothed = g.op("Log", [g.op("Add", [pAmateur, g.float32([PROBABILITY_SMOOTHING], [])])]);
-  const kl = sum(g.op("Mul", [pExpert, g.op("Sub", [expert, logAmateurSmoothed])]));
-  const negEntropy = sum(g.op("Mul", [pExpert, expert]));
-  const topAttributes = { axis: int(1), largest: int(1), sorted: int(1) };
-  const [expertTopLogp, expertTopIds] = g.opMulti("TopK", [expert, kExpert], topAttributes, { outputs: [2] });
-  const [amateurTopLogp, amateurTopIds] = g.opMulti("TopK", [amateur, kAmateur], topAttributes, { outputs: [2] });
+  const kl = chunks.sum(g.op("Mul", [pExpert, g.op("Sub", [expert, logAmateurSmoothed])]));
+  const negEntropy = chunks.sum(g.op("Mul", [pExpert, expert]));
+  const expertTop = chunks.topK(expert, kExpert);
+  const amateurTop = chunks.topK(amateur, kAmateur);
 
-  g.output(kl, "kl", "float32", ["rows"]);
-  g.output(negEntropy, "neg_entropy", "float32", ["rows"]);
-  g.output(sum(pExpert), "expert_mass", "float32", ["rows"]);
-  g.output(sum(pAmateur), "amateur_mass", "float32", ["rows"]);
-  g.output(expertTopLogp, "expert_top_logp", "float32", ["rows", "k_expert"]);
-  g.output(expertTopIds, "expert_top_ids", "int64", ["rows", "k_expert"]);
-  g.output(amateurTopLogp, "amateur_top_logp", "float32", ["rows", "k_amateur"]);
-  g.output(amateurTopIds, "amateur_top_ids", "int64", ["rows", "k_amateur"]);
+  g.output(kl, "kl", "float32", []);
+  g.output(negEntropy, "neg_entropy", "float32", []);
+  g.output(chunks.sum(pExpert), "expert_mass", "float32", []);
+  g.output(chunks.sum(pAmateur), "amateur_mass", "float32", []);
+  g.output(expertTop.logp, "expert_top_logp", "float32", ["k_expert"]);
+  g.output(expertTop.ids, "expert_top_ids", "int64", ["k_expert"]);
+  g.output(amateurTop.logp, "amateur_top_logp", "float32", ["k_amateur"]);
+  g.output(amateurTop.ids, "amateur_top_ids", "int64", ["k_amateur"]);
   return g;
+}
+
+/** A row seen as [count, length] chunks, and the two operations that gain from it. */
+class Chunks {
+  private readonly length: number;
+  private readonly count: number;
+  private readonly grid: string;
+
+  constructor(
+    private readonly g: GraphBuilder,
+    vocabSize: number,
+  ) {
+    this.length = sumChunk(vocabSize);
+    this.count = vocabSize / this.length;
+    this.grid = g.int64([this.count, this.length]);
+  }
+
+  /**
+   * Sum in two levels, each chunk and then the chunks' sums: ONNX Runtime's float32 ReduceSum
+   * over a whole 151,936-token row was measured 6e-5 off on a mass of 1.
+   */
+  sum(x: string): string {
+    const { g } = this;
+    const perChunk = g.op("ReduceSum", [g.op("Reshape", [x, this.grid]), g.int64([1])], { keepdims: int(0) });
+    return g.op("ReduceSum", [perChunk, g.int64([0])], { keepdims: int(0) });
+  }
+
+  /**
+   * TopK of the row without a pass of TopK over all of it: the k best tokens lie in the k
+   * chunks with the best maxima (every chunk ranked above a token's own holds a token that
+   * beats it), so TopK runs over the chunk maxima and then over those chunks' tokens only.
+   * The chunks are taken in id order, so a tie between positions is a tie between ids.
+   */
+  topK(x: string, k: string): { logp: string; ids: string } {
+    const { g } = this;
+    const grid = g.op("Reshape", [x, this.grid]);
+    const maxima = g.op("ReduceMax", [grid, g.int64([1])], { keepdims: int(0) });
+    const chunkK = g.op("Min", [k, g.int64([this.count])]);
+    const [, best] = g.opMulti("TopK", [maxima, chunkK], { axis: int(0), largest: int(1), sorted: int(1) }, { outputs: [2] });
+    // Chunk indices below 2^24 are exact in float32; TopK of the smallest sorts them ascending.
+    const [ascending] = g.opMulti("TopK", [g.op("Cast", [best], { to: int(ONNX_DATA_TYPE.float32) }), chunkK], { axis: int(0), largest: int(0), sorted: int(1) }, { outputs: [2] });
+    const picked = g.op("Cast", [ascending], { to: int(ONNX_DATA_TYPE.int64) });
+    const candidates = g.op("Reshape", [g.op("Gather", [grid, picked], { axis: int(0) }), g.int64([-1])]);
+    const [logp, positions] = g.opMulti("TopK", [candidates, k], { axis: int(0), largest: int(1), sorted: int(1) }, { outputs: [2] });
+    const firstIds = g.op("Mul", [g.op("Unsqueeze", [picked, g.int64([1])]), g.int64([this.length])]);
+    const candidateIds = g.op("Reshape", [g.op("Add", [firstIds, g.int64(Array.from({ length: this.length }, (_, j) => j))]), g.int64([-1])]);
+    return { logp, ids: g.op("Gather", [candidateIds, positions], { axis: int(0) }) };
+  }
 }
 
 /**
@@ -112,9 +162,10 @@ export class PairSummaryGraph {
     readonly provider: ExecutionProvider,
   ) {}
 
+  /** `options.threads` defaults to SUMMARY_THREADS here, whatever the models run with. */
   static async open(vocabSize: number, options: OrtSessionOptions = {}): Promise<PairSummaryGraph> {
     const model = encodeInline(buildPairSummaryGraph(vocabSize), { graphName: "pair_summary", docString: "SPARSE step summary of an expert/amateur log-probability pair" });
-    const { session, provider } = await openOrtSession(model, options);
+    const { session, provider } = await openOrtSession(model, { ...options, threads: options.threads ?? SUMMARY_THREADS });
     return new PairSummaryGraph(session, vocabSize, provider);
   }
 
@@ -130,8 +181,8 @@ export class PairSummaryGraph {
     const kExpert = Math.min(V, Math.max(topK, PLAUSIBLE_CANDIDATES));
     const kAmateur = Math.min(V, Math.max(1, topK));
     const out = await this.session.run({
-      expert: new ort.Tensor("float32", logpExpert, [1, V]),
-      amateur: new ort.Tensor("float32", logpAmateur, [1, V]),
+      expert: new ort.Tensor("float32", logpExpert, [V]),
+      amateur: new ort.Tensor("float32", logpAmateur, [V]),
       k_expert: new ort.Tensor("int64", BigInt64Array.of(BigInt(kExpert)), [1]),
       k_amateur: new ort.Tensor("int64", BigInt64Array.of(BigInt(kAmateur)), [1]),
     });

@@ -5,17 +5,19 @@
 //
 // Also the SPARSE summary raced both ways on such steps, per stream-step, for 1, 16 and 64
 // streams of one scheduler step: core/math's summarizeStep in JavaScript (what the server did
-// before) against the server's ONNX Runtime graph (PairSummaryGraph). Run it alone with
-// `npx tsx bench/distributions.ts [--vocab N] [--rows 1,16,64] [--repeats N]`.
+// before) against the server's ONNX Runtime graph (PairSummaryGraph); and FULL float16's
+// rounding of both rows the same two ways. Run it alone with
+// `npx tsx bench/distributions.ts [--vocab N] [--rows 1,16,64] [--repeats N] [--threads N]`.
 import { pathToFileURL } from "node:url";
 import type { LogProbs } from "#core/math/distribution.ts";
 import { logSoftmax } from "#core/math/distribution.ts";
+import { float32ArrayToFloat16 } from "#core/math/float16.ts";
 import { SeededRandom } from "#core/math/random.ts";
 import { summarizeStep } from "#core/math/sparse-step.ts";
 import { PairSummaryGraph, SUMMARY_THREADS, withinSummaryTolerance } from "#inference/model/pair-summary-graph.ts";
 import { currentLoad, describeMachine } from "./machine.ts";
 import type { Measured } from "./stats.ts";
-import { BenchInputError, formatMeasured, formatNumber, formatRatio, measured, ratio } from "./stats.ts";
+import { BenchInputError, formatMeasured, formatNumber, formatRatio, measured, median, ratio } from "./stats.ts";
 import { renderTable } from "./table.ts";
 
 export interface StepDistributions {
@@ -53,6 +55,13 @@ export interface SummaryRace {
   cpuSpeedup: number | null;
 }
 
+/** The same two ways for FULL float16 (both rows of one stream-step rounded to half precision). */
+export interface HalfPrecisionRace {
+  javascriptMs: Measured;
+  nativeMs: Measured;
+  speedup: number | null;
+}
+
 export interface SummaryRaceOptions {
   vocabSize: number;
   rows: readonly number[];
@@ -68,7 +77,7 @@ export interface SummaryRaceOptions {
  * unrecorded warm-up of each; first checks that they agree (ids exactly, sums within
  * SUMMARY_TOLERANCE), so a fast wrong graph cannot post a figure.
  */
-export async function raceSummaries(options: SummaryRaceOptions, log: (line: string) => void = () => {}): Promise<SummaryRace[]> {
+export async function raceSummaries(options: SummaryRaceOptions, log: (line: string) => void = () => {}): Promise<{ summaries: SummaryRace[]; float16: HalfPrecisionRace }> {
   const { vocabSize, rows, repeats, alpha, topK, threads = SUMMARY_THREADS } = options;
   if (!Number.isInteger(repeats) || repeats < 1) throw new BenchInputError("repeats", `must be a positive integer, got ${repeats}`);
   if (rows.length === 0 || rows.some((r) => !Number.isInteger(r) || r < 1)) throw new BenchInputError("rows", `must be positive integers, got ${rows.join(",")}`);
@@ -115,19 +124,32 @@ export async function raceSummaries(options: SummaryRaceOptions, log: (line: str
       log(`  ${n} rows: ${race.javascriptMs.median.toFixed(2)} ms JavaScript, ${race.nativeMs.median.toFixed(3)} ms native per stream-step`);
       out.push(race);
     }
-    return out;
+    const [one] = steps;
+    const halfJs = () => timed([one], () => [float32ArrayToFloat16(one.logpExpert), float32ArrayToFloat16(one.logpAmateur)]);
+    const halfNative = () => timed([one], () => graph.toFloat16(one.logpExpert, one.logpAmateur));
+    await halfJs();
+    await halfNative();
+    const half = { js: [] as number[], native: [] as number[] };
+    for (let r = 0; r < repeats * 10; r++) {
+      half.js.push((await halfJs()).wall);
+      half.native.push((await halfNative()).wall);
+    }
+    const float16 = { javascriptMs: measured(half.js, "ms"), nativeMs: measured(half.native, "ms"), speedup: ratio(median(half.js), median(half.native)) };
+    return { summaries: out, float16 };
   } finally {
     await graph.release();
   }
 }
 
-export function renderSummaryRaces(races: readonly SummaryRace[], options: SummaryRaceOptions): string {
+export function renderSummaryRaces({ summaries: races, float16 }: { summaries: readonly SummaryRace[]; float16: HalfPrecisionRace }, options: SummaryRaceOptions): string {
   return [
     `SPARSE step summary at vocabulary ${formatNumber(options.vocabSize)} (ms per stream-step, wall and process CPU; alpha ${options.alpha}, top-k ${options.topK}; rows = stream-steps of one scheduler step; graph on ${options.threads ?? SUMMARY_THREADS} ONNX Runtime thread(s))`,
     renderTable(
       ["rows", "JavaScript (before)", "JS CPU", "ONNX Runtime graph (after)", "graph CPU", "speedup", "CPU speedup"],
       races.map((r) => [String(r.rows), formatMeasured(r.javascriptMs), formatMeasured(r.javascriptCpuMs), formatMeasured(r.nativeMs), formatMeasured(r.nativeCpuMs), formatRatio(r.speedup), formatRatio(r.cpuSpeedup)]),
     ),
+    "FULL float16, both rows of one stream-step rounded to half precision (ms)",
+    renderTable(["rows", "JavaScript float32ArrayToFloat16 (before)", "ONNX Runtime Cast (after)", "speedup"], [["1", formatMeasured(float16.javascriptMs), formatMeasured(float16.nativeMs), formatRatio(float16.speedup)]]),
   ].join("\n");
 }
 

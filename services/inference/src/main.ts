@@ -74,8 +74,8 @@ export async function startInferenceServer(options: InferenceServerOptions): Pro
 
   const pair = await openModelPair(options.expertDir, options.amateurDir, sessionOptions);
   logger.info({ expert: pair.expert.dir, amateur: pair.amateur.dir, vocabSize: pair.expert.vocabSize }, "expert and amateur share one tokenizer");
-  // SPARSE summaries run on the models' execution provider, beside them (on CPU, on one thread: SUMMARY_THREADS).
-  const summaries = await PairSummaryGraph.open(pair.expert.vocabSize, { ...sessionOptions, threads: undefined }).catch(async (err: unknown) => {
+  // SPARSE summaries and float16 rounding run on the models' execution provider (on CPU, on one thread: SUMMARY_THREADS).
+  const pairGraphs = await PairSummaryGraph.open(pair.expert.vocabSize, { ...sessionOptions, threads: undefined }).catch(async (err: unknown) => {
     await Promise.all([pair.expert.session.release(), pair.amateur.session.release()]);
     throw err;
   });
@@ -100,7 +100,7 @@ export async function startInferenceServer(options: InferenceServerOptions): Pro
     vocabSize: pair.expert.vocabSize,
     maxContextTokens,
     scheduler,
-    summaries,
+    pairGraphs,
     adapters,
     limits,
     metrics,
@@ -126,7 +126,7 @@ export async function startInferenceServer(options: InferenceServerOptions): Pro
     server.forceShutdown();
     await scheduler.shutdown(0);
     await adapters.close();
-    await Promise.all([pair.expert.session.release(), pair.amateur.session.release(), summaries.release()]);
+    await Promise.all([pair.expert.session.release(), pair.amateur.session.release(), pairGraphs.release()]);
     throw err;
   }
   const dialHost = host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host.includes(":") ? `[${host}]` : host;
@@ -149,7 +149,7 @@ export async function startInferenceServer(options: InferenceServerOptions): Pro
     await metricsEndpoint.close();
     metrics.registry.clear();
     await adapters.close();
-    await Promise.all([pair.expert.session.release(), pair.amateur.session.release(), summaries.release()]);
+    await Promise.all([pair.expert.session.release(), pair.amateur.session.release(), pairGraphs.release()]);
     logger.info("inference server stopped");
   };
 

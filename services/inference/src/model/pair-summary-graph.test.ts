@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { logSoftmax } from "#core/math/distribution.ts";
+import { float32ArrayToFloat16 } from "#core/math/float16.ts";
 import { SeededRandom } from "#core/math/random.ts";
 import { selectStep } from "#core/math/selection.ts";
 import { type SparseStep, selectFromSummary, summarizeStep, validateSparseStep } from "#core/math/sparse-step.ts";
@@ -141,6 +142,29 @@ describe("top-k through the chunks with the best maxima", () => {
       const options = { alpha: 0.2, topK: 5 };
       const native = await graph.summarize({ logpExpert: view(1), logpAmateur: view(2), ...options });
       expectSummary(native, summarizeStep(view(1).slice(), view(2).slice(), options));
+    } finally {
+      await graph.release();
+    }
+  });
+});
+
+describe("FULL float16 by a Cast", () => {
+  it("rounds as core/math's float32ArrayToFloat16 does, bit for bit, across the float32 range", async () => {
+    // Every 65,537th float32 bit pattern (all exponents, both signs) and the half-precision
+    // landmarks: ties, the overflow edge, subnormals, infinities, signed zeros. No NaN: a
+    // log-probability is never NaN (logSoftmax refuses it).
+    const bits = new Uint32Array(65_536);
+    for (let i = 0; i < bits.length; i++) bits[i] = Math.imul(i, 65_537) >>> 0;
+    const sweep = new Float32Array(bits.buffer);
+    const landmarks = [0, -0, Infinity, -Infinity, 65504, 65519.99, 65520, -65520, 2 ** -24, 2 ** -25, 3 * 2 ** -26, 2 ** -14, 1 + 2 ** -11, 1 + 3 * 2 ** -11, -1e30];
+    landmarks.forEach((v, j) => (sweep[j] = v));
+    const rows = sweep.map((v) => (Number.isNaN(v) ? 0 : v));
+    const graph = await PairSummaryGraph.open(rows.length, { executionProvider: "cpu" });
+    try {
+      const reversed = rows.slice().reverse();
+      const half = await graph.toFloat16(rows, reversed);
+      expect(Array.from(half.expert)).toEqual(Array.from(float32ArrayToFloat16(rows)));
+      expect(Array.from(half.amateur)).toEqual(Array.from(float32ArrayToFloat16(reversed)));
     } finally {
       await graph.release();
     }

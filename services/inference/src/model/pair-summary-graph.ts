@@ -1,12 +1,13 @@
-// The SPARSE step summary (core/math summarizeStep) of an expert/amateur pair computed by
-// ONNX Runtime: the full-vocabulary sums (KL, expert entropy, both probability masses) and
-// both models' top-k come out of vectorized kernels, and only k-sized results reach
-// JavaScript. The plausible set is cut from the expert's top candidates with plausibleSet's
-// own float64 test on their exact float32 values, so ids, order and log-probabilities are
-// bit for bit today's; the sums are float32 and agree with core/math within
-// SUMMARY_TOLERANCE. One run per pair, reading the caller's arrays in place: a run's
-// intermediates then fit in a core's L2 cache, which measured cheaper per pair than
-// batching rows (lightreasoner bench, section step).
+// The per-step work on an expert/amateur pair of log-probability rows, computed by ONNX
+// Runtime instead of JavaScript. The SPARSE step summary (core/math summarizeStep): the
+// full-vocabulary sums (KL, expert entropy, both probability masses) and both models' top-k
+// come out of vectorized kernels, and only k-sized results reach JavaScript. The plausible
+// set is cut from the expert's top candidates with plausibleSet's own float64 test on their
+// exact float32 values, so ids, order and log-probabilities are bit for bit today's; the
+// sums are float32 and agree with core/math within SUMMARY_TOLERANCE. And FULL float16: both
+// rows rounded to half precision by a Cast, bit for bit core/math's float32ArrayToFloat16.
+// One run per pair, reading the caller's arrays in place: a run's intermediates then fit in
+// a core's L2 cache, which measured cheaper per pair than batching rows.
 import * as ort from "onnxruntime-node";
 import type { TopK } from "#core/math/distribution.ts";
 import { PROBABILITY_SMOOTHING, assertSameVocabulary } from "#core/math/distribution.ts";
@@ -137,6 +138,17 @@ class Chunks {
   }
 }
 
+/** Both rows of a pair rounded to float16 (ties to even, overflow to infinity), in one run. */
+export function buildHalfPrecisionGraph(vocabSize: number): GraphBuilder {
+  if (!Number.isInteger(vocabSize) || vocabSize < 1) throw new MethodInputError("vocabSize", `must be a positive integer, got ${vocabSize}`);
+  const g = new GraphBuilder();
+  for (const model of ["expert", "amateur"]) {
+    const row = g.input(model, "float32", [vocabSize]);
+    g.output(g.op("Cast", [row], { to: int(ONNX_DATA_TYPE.float16) }), `${model}_half`, "float16", [vocabSize]);
+  }
+  return g;
+}
+
 /**
  * The chunk length of the two-level sums: the largest divisor of the vocabulary up to its
  * square root, so neither level adds up many terms (151,936 = 1,187 chunks of 128). A prime
@@ -154,19 +166,43 @@ export interface PairSummaryRequest extends SummarizeOptions {
   logpAmateur: Float32Array;
 }
 
-/** summarizeStep on one ONNX Runtime session, for pairs of one vocabulary. */
+/** summarizeStep and the float16 rounding on ONNX Runtime sessions, for pairs of one vocabulary. */
 export class PairSummaryGraph {
   private constructor(
     private readonly session: ort.InferenceSession,
+    private readonly halfSession: ort.InferenceSession,
     readonly vocabSize: number,
     readonly provider: ExecutionProvider,
   ) {}
 
   /** `options.threads` defaults to SUMMARY_THREADS here, whatever the models run with. */
   static async open(vocabSize: number, options: OrtSessionOptions = {}): Promise<PairSummaryGraph> {
-    const model = encodeInline(buildPairSummaryGraph(vocabSize), { graphName: "pair_summary", docString: "SPARSE step summary of an expert/amateur log-probability pair" });
-    const { session, provider } = await openOrtSession(model, { ...options, threads: options.threads ?? SUMMARY_THREADS });
-    return new PairSummaryGraph(session, vocabSize, provider);
+    const sessionOptions = { ...options, threads: options.threads ?? SUMMARY_THREADS };
+    const summary = encodeInline(buildPairSummaryGraph(vocabSize), { graphName: "pair_summary", docString: "SPARSE step summary of an expert/amateur log-probability pair" });
+    const half = encodeInline(buildHalfPrecisionGraph(vocabSize), { graphName: "pair_float16", docString: "FULL float16 encoding of an expert/amateur log-probability pair" });
+    const { session, provider } = await openOrtSession(summary, sessionOptions);
+    try {
+      const { session: halfSession } = await openOrtSession(half, { ...sessionOptions, executionProvider: provider });
+      return new PairSummaryGraph(session, halfSession, vocabSize, provider);
+    } catch (err) {
+      await session.release();
+      throw err;
+    }
+  }
+
+  /** float32ArrayToFloat16 of both rows, bit for bit (NaN aside: log-probabilities have none). */
+  async toFloat16(logpExpert: Float32Array, logpAmateur: Float32Array): Promise<{ expert: Uint16Array; amateur: Uint16Array }> {
+    this.checkRows(logpExpert, logpAmateur);
+    const V = this.vocabSize;
+    const out = await this.halfSession.run({ expert: new ort.Tensor("float32", logpExpert, [V]), amateur: new ort.Tensor("float32", logpAmateur, [V]) });
+    return { expert: out.expert_half.data as Uint16Array, amateur: out.amateur_half.data as Uint16Array };
+  }
+
+  private checkRows(logpExpert: Float32Array, logpAmateur: Float32Array): void {
+    assertSameVocabulary(logpExpert, logpAmateur);
+    if (logpExpert.length !== this.vocabSize) {
+      throw new MethodInputError("logpExpert", `covers ${logpExpert.length} tokens but the summary graph was built for ${this.vocabSize}`);
+    }
   }
 
   /** summarizeStep(logpExpert, logpAmateur, { alpha, topK }), to SUMMARY_TOLERANCE. */
@@ -174,9 +210,8 @@ export class PairSummaryGraph {
     const { logpExpert, logpAmateur, alpha, topK } = request;
     validateAlpha(alpha);
     if (!Number.isInteger(topK) || topK < 0) throw new MethodInputError("k", `must be a non-negative integer, got ${topK}`);
-    assertSameVocabulary(logpExpert, logpAmateur);
+    this.checkRows(logpExpert, logpAmateur);
     const V = this.vocabSize;
-    if (logpExpert.length !== V) throw new MethodInputError("logpExpert", `covers ${logpExpert.length} tokens but the summary graph was built for ${V}`);
     // TopK wants k >= 1; a top_k of 0 takes none of what it returns.
     const kExpert = Math.min(V, Math.max(topK, PLAUSIBLE_CANDIDATES));
     const kAmateur = Math.min(V, Math.max(1, topK));
@@ -207,7 +242,7 @@ export class PairSummaryGraph {
   }
 
   async release(): Promise<void> {
-    await this.session.release();
+    await Promise.all([this.session.release(), this.halfSession.release()]);
   }
 }
 

@@ -21,8 +21,8 @@ export interface ServingContext {
   /** The smaller of the two models' context lengths. */
   maxContextTokens: number;
   scheduler: Scheduler;
-  /** Computes SPARSE step summaries on ONNX Runtime. */
-  summaries: PairSummaryGraph;
+  /** SPARSE step summaries and FULL float16 rounding on ONNX Runtime. */
+  pairGraphs: PairSummaryGraph;
   adapters: AdapterRegistry;
   limits: ServerLimits;
   metrics: InferenceMetrics;

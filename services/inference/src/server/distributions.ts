@@ -1,9 +1,10 @@
 // The per-step distributions of both models in the encoding a client asked for: FULL as raw
 // little-endian float32/float16 bytes of the log-probabilities, SPARSE as the method's
 // quantities computed here over the full vocabulary, which is tens of bytes per step instead
-// of two vocabulary-sized vectors. The server summarizes on ONNX Runtime (PairSummaryGraph,
-// float32 sums within SUMMARY_TOLERANCE of core/math); encodeDistributions keeps core/math's
-// summarizeStep in JavaScript, the exact reference the benchmark sets beside it.
+// of two vocabulary-sized vectors. The server summarizes and rounds to float16 on ONNX
+// Runtime (PairSummaryGraph: float32 sums within SUMMARY_TOLERANCE of core/math, float16 bit
+// for bit); encodeDistributions keeps core/math's JavaScript, the exact reference the
+// benchmarks set beside it.
 import { endianness } from "node:os";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { FloatDtype } from "#core/gen/lightreasoner/v1/common_pb.ts";
@@ -46,10 +47,16 @@ export function encodeDistributions(logpExpert: LogProbs, logpAmateur: LogProbs,
   return sparseDistributions(summarizeStep(logpExpert, logpAmateur, { alpha: spec.alpha, topK: spec.topK }), spec.topK);
 }
 
-/** The same encoding with SPARSE summarized by ONNX Runtime, as the server sends it. */
-export async function encodeStepDistributions(logpExpert: LogProbs, logpAmateur: LogProbs, spec: DistributionSpec, summaries: PairSummaryGraph): Promise<EncodedDistributions> {
-  if (spec.encoding !== "sparse") return encodeUnsummarized(logpExpert, logpAmateur, spec);
-  return sparseDistributions(await summaries.summarize({ logpExpert, logpAmateur, alpha: spec.alpha, topK: spec.topK }), spec.topK);
+/** The same encoding as the server sends it: SPARSE summarized and FULL float16 rounded by ONNX Runtime. */
+export async function encodeStepDistributions(logpExpert: LogProbs, logpAmateur: LogProbs, spec: DistributionSpec, pairGraphs: PairSummaryGraph): Promise<EncodedDistributions> {
+  if (spec.encoding === "sparse") {
+    return sparseDistributions(await pairGraphs.summarize({ logpExpert, logpAmateur, alpha: spec.alpha, topK: spec.topK }), spec.topK);
+  }
+  if (spec.encoding === "full" && spec.dtype === "float16") {
+    const half = await pairGraphs.toFloat16(logpExpert, logpAmateur);
+    return { case: "full", value: { dtype: FloatDtype.FLOAT16, expertLogProbs: littleEndianBytes(half.expert), amateurLogProbs: littleEndianBytes(half.amateur) } };
+  }
+  return encodeUnsummarized(logpExpert, logpAmateur, spec);
 }
 
 function encodeUnsummarized(logpExpert: LogProbs, logpAmateur: LogProbs, spec: Exclude<DistributionSpec, { encoding: "sparse" }>): EncodedDistributions {

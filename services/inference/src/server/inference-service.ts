@@ -154,7 +154,7 @@ async function score(ctx: ServingContext, request: ScoreRequest, send: Send<type
       for (let position = first; position <= n; position++) {
         if (signal.aborted) throw signal.reason;
         // Row position - 1 holds the distribution over the token at `position`.
-        const distributions = await encodeStepDistributions(logSoftmax(expert.logits!, (position - 1) * V, V), logSoftmax(amateur.logits!, (position - 1) * V, V), spec, ctx.summaries);
+        const distributions = await encodeStepDistributions(logSoftmax(expert.logits!, (position - 1) * V, V), logSoftmax(amateur.logits!, (position - 1) * V, V), spec, ctx.pairGraphs);
         await send({ event: { case: "position", value: { position, tokenId: position < n ? ids[position] : undefined, distributions } } });
       }
     } finally {

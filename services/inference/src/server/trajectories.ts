@@ -163,7 +163,7 @@ function startTrajectory(ctx: ServingContext, id: string, start: TrajectoryReque
           metrics.tokensStreamed.inc({ mode: "trajectory" });
           metrics.stepsStreamed.inc({ encoding });
           const { step, position, tokenId, text, adapterVersion } = e;
-          lastStep = encodeStepDistributions(e.logpExpert!, e.logpAmateur!, spec, ctx.summaries).then(
+          lastStep = encodeStepDistributions(e.logpExpert!, e.logpAmateur!, spec, ctx.pairGraphs).then(
             (distributions) =>
               post({ requestId: id, event: { case: "step", value: { step, position, tokenId, tokenText: text, adapterVersion, distributions } } }).then((taken) =>
                 taken ? trajectory.handle?.resume() : trajectory.handle?.cancel(),

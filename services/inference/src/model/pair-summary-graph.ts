@@ -40,8 +40,9 @@ export function withinSummaryTolerance(native: number, exact: number): boolean {
 
 /**
  * ONNX Runtime threads for the summary on CPU: one, the calling thread. Its kernels take 5 to
- * 250 us each, too short for a thread pool to pay: with the default pool of two on a shared
- * 2-core machine the process spent 2.7x the CPU time per pair (bench/distributions.ts).
+ * 350 us each, too short for a thread pool to pay: with the default pool of two on a shared
+ * 2-core machine the process spent 2.2x the CPU time and 2-3x the wall time per pair
+ * (`npx tsx bench/distributions.ts --threads 2` against the default).
  */
 export const SUMMARY_THREADS = 1;
 

@@ -9,6 +9,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { withinSummaryTolerance } from "#inference/model/pair-summary-graph.ts";
 import { composeInferenceArgs } from "./deploy-files.ts";
 import { killAll, localArgs, root, runToEnd, startReplica } from "./processes.ts";
 import type { Replica } from "./processes.ts";
@@ -78,7 +79,8 @@ describe.skipIf(python === undefined)("the Python grpcio client (no python3 with
     expect(sparse.map((s) => s.token_id)).toEqual(full.map((s) => s.token_id));
     sparse.forEach((s, i) => {
       expect(s.encoding).toBe("sparse");
-      expect(Math.abs(s.kl - full[i].kl), `KL at step ${i}`).toBeLessThan(1e-6);
+      // The server's KL is a float32 sum on ONNX Runtime, the client's a float64 one from FULL.
+      expect(withinSummaryTolerance(s.kl, full[i].kl), `KL at step ${i}: ${s.kl} vs ${full[i].kl}`).toBe(true);
       expect([...s.plausible_token_ids].sort((a: number, b: number) => a - b), `plausible set at step ${i}`).toEqual(full[i].plausible_token_ids);
       expect(s.expert.plausible_log_probs).toHaveLength(s.plausible_token_ids.length);
       expect(s.amateur.plausible_log_probs).toHaveLength(s.plausible_token_ids.length);

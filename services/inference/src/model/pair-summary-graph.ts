@@ -41,7 +41,7 @@ export function withinSummaryTolerance(native: number, exact: number): boolean {
 /**
  * ONNX Runtime threads for the summary on CPU: one, the calling thread. Its kernels take 5 to
  * 350 us each, too short for a thread pool to pay: with the default pool of two on a shared
- * 2-core machine the process spent 2.2x the CPU time and 2-3x the wall time per pair
+ * 2-core machine the process spent 2-2.3x the CPU time and 2-3x the wall time per pair
  * (`npx tsx bench/distributions.ts --threads 2` against the default).
  */
 export const SUMMARY_THREADS = 1;

@@ -119,6 +119,33 @@ describe("PEFT adapter validation", () => {
     expect(errorOf(tampered({ config: (c) => (c.target_modules = "lm_head") })).message).toMatch(/matches no linear module/);
   });
 
+  it("matches a target_modules regex in linear time and refuses what the matcher does not accept", () => {
+    // The nested quantifier that froze the server: now a quick "matches nothing".
+    const started = performance.now();
+    expect(errorOf(tampered({ config: (c) => (c.target_modules = "mo([a-z._0-9]+)+X") })).message).toMatch(/"mo\(\[a-z\._0-9\]\+\)\+X" matches no linear module/);
+    expect(performance.now() - started).toBeLessThan(1000);
+    const lookahead = errorOf(tampered({ config: (c) => (c.target_modules = "^(?!.*mlp).*q_proj") })) as ModelFormatError;
+    expect(lookahead).toBeInstanceOf(ModelFormatError);
+    expect(lookahead.file).toBe(CONFIG_FILE);
+    expect(lookahead.problem).toBe(`"target_modules" regex "^(?!.*mlp).*q_proj" is not accepted: lookahead is not supported at position 1`);
+    const long = errorOf(tampered({ config: (c) => (c.target_modules = "q".repeat(5000)) })) as ModelFormatError;
+    expect(long.problem).toMatch(/^"target_modules" regex "q{119}\.\.\. is not accepted: the pattern has 5000 characters, above the limit of 1024$/);
+  });
+
+  it("refuses NaN and infinite weights, naming the tensor and the element", () => {
+    for (const [value, shown] of [[Number.NaN, "NaN"], [Number.POSITIVE_INFINITY, "Infinity"], [Number.NEGATIVE_INFINITY, "-Infinity"]] as const) {
+      const err = errorOf(tampered({
+        tensors: (t) => {
+          // lora_B of layer 1 v_proj is [out 16, rank 4]: element [2, 3] is index 11.
+          t.get("base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight")!.data[11] = value;
+        },
+      })) as ModelFormatError;
+      expect(err).toBeInstanceOf(ModelFormatError);
+      expect(err.file).toBe(WEIGHTS_FILE);
+      expect(err.problem).toBe(`"base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight" holds a non-finite value (${shown}) at [2, 3]; LoRA weights must be finite`);
+    }
+  });
+
   it("refuses tensors for modules target_modules does not list", () => {
     const err = errorOf(tampered({ config: (c) => (c.target_modules = ["q_proj", "down_proj"]) }));
     expect(err.message).toMatch(/adapter_model\.safetensors: ".*v_proj\.lora_A\.weight" adapts v_proj, which .*adapter_config\.json does not list in target_modules \(q_proj, down_proj\)/);

@@ -8,6 +8,7 @@ import { ModelFormatError, UnsupportedModelError } from "#core/model/errors.ts";
 import type { ModelConfig } from "#core/model/config.ts";
 import { LINEAR_MODULES, linearShape, linearWeightName, type Float32Tensor, type LinearModule } from "#core/model/weights.ts";
 import { loraTargets, type LoraAdapter, type LoraPair, type LoraSettings } from "#core/model/lora.ts";
+import { LinearRegex, RegexSyntaxError } from "./linear-regex.ts";
 import { encodeSafetensors, parseSafetensors, type SafetensorsDtype } from "./safetensors.ts";
 
 export const ADAPTER_CONFIG_FILE = "adapter_config.json";
@@ -17,6 +18,11 @@ const isMlp = (m: LinearModule) => m === "gate_proj" || m === "up_proj" || m ===
 const blockOf = (m: LinearModule) => (isMlp(m) ? "mlp" : "self_attn");
 const isLinearModule = (name: string): name is LinearModule => (LINEAR_MODULES as readonly string[]).includes(name);
 const fmtShape = (s: readonly number[]) => `[${s.join(", ")}]`;
+/** A client's value in an error message as JSON, cut short so a huge one does not fill the message. */
+const brief = (value: unknown, max = 120) => {
+  const json = JSON.stringify(value) ?? String(value);
+  return json.length > max ? `${json.slice(0, max)}...` : json;
+};
 
 /** `model.layers.0.self_attn.q_proj.weight` -> `base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`. */
 export function peftTensorName(weightName: string, which: "A" | "B"): string {
@@ -37,7 +43,7 @@ export interface PeftConfig {
 /** Fields PEFT supports that change what the tensors mean; we refuse rather than misapply them. */
 function rejectUnsupported(cfg: Record<string, unknown>, file: string): void {
   const unsupported = (field: string, why: string) => {
-    throw new UnsupportedModelError(file, `"${field}": ${JSON.stringify(cfg[field])} is not supported (${why})`);
+    throw new UnsupportedModelError(file, `"${field}": ${brief(cfg[field])} is not supported (${why})`);
   };
   if (cfg.bias !== undefined && cfg.bias !== "none") unsupported("bias", "only adapters without trained biases, bias = \"none\"");
   if (cfg.fan_in_fan_out === true) unsupported("fan_in_fan_out", "llama and qwen2 use nn.Linear, not Conv1D");
@@ -54,25 +60,35 @@ function rejectUnsupported(cfg: Record<string, unknown>, file: string): void {
 function parseTargetModules(value: unknown, config: ModelConfig, file: string): LinearModule[] {
   if (value === "all-linear") return [...LINEAR_MODULES];
   if (typeof value === "string") {
-    // PEFT treats a string as a regular expression that must match a whole module path.
-    let re: RegExp;
+    // PEFT treats a string as a regular expression that must match a whole module path. A client
+    // sends it, so it is matched in linear time with bounded work, never by a backtracking RegExp.
+    let re: LinearRegex;
     try {
-      re = new RegExp(`^(?:${value})$`);
+      re = new LinearRegex(value);
     } catch (err) {
-      throw new ModelFormatError(file, `"target_modules" regex ${JSON.stringify(value)} is invalid: ${(err as Error).message}`);
+      if (!(err instanceof RegexSyntaxError)) throw err;
+      throw new ModelFormatError(file, `"target_modules" regex ${brief(value)} is not accepted: ${err.message}`);
     }
+    const fullMatch = (path: string) => {
+      try {
+        return re.fullMatch(path);
+      } catch (err) {
+        if (!(err instanceof RegexSyntaxError)) throw err;
+        throw new ModelFormatError(file, `"target_modules" regex ${brief(value)} is not accepted: ${err.message}`);
+      }
+    };
     const chosen = LINEAR_MODULES.filter((m) => {
-      const hits = Array.from({ length: config.numLayers }, (_, i) => re.test(linearWeightName(i, m).replace(/\.weight$/, "")));
+      const hits = Array.from({ length: config.numLayers }, (_, i) => fullMatch(linearWeightName(i, m).replace(/\.weight$/, "")));
       if (hits.some((h) => h) && !hits.every((h) => h)) {
-        throw new UnsupportedModelError(file, `"target_modules" regex ${JSON.stringify(value)} selects ${m} in some layers only; adapters must cover every layer`);
+        throw new UnsupportedModelError(file, `"target_modules" regex ${brief(value)} selects ${m} in some layers only; adapters must cover every layer`);
       }
       return hits[0];
     });
-    if (chosen.length === 0) throw new ModelFormatError(file, `"target_modules" regex ${JSON.stringify(value)} matches no linear module of this ${config.modelType} model`);
+    if (chosen.length === 0) throw new ModelFormatError(file, `"target_modules" regex ${brief(value)} matches no linear module of this ${config.modelType} model`);
     return chosen;
   }
   if (!Array.isArray(value) || value.length === 0 || !value.every((v) => typeof v === "string")) {
-    throw new ModelFormatError(file, `"target_modules" must be a non-empty list of module names, got ${JSON.stringify(value)}`);
+    throw new ModelFormatError(file, `"target_modules" must be a non-empty list of module names, got ${brief(value)}`);
   }
   const chosen = new Set<LinearModule>();
   for (const entry of value as string[]) {
@@ -81,7 +97,7 @@ function parseTargetModules(value: unknown, config: ModelConfig, file: string): 
     if (!isLinearModule(last)) {
       throw new ModelFormatError(
         file,
-        `target module "${entry}" is not a linear module of a ${config.modelType} model; known: ${LINEAR_MODULES.join(", ")}`,
+        `target module ${brief(entry)} is not a linear module of a ${config.modelType} model; known: ${LINEAR_MODULES.join(", ")}`,
       );
     }
     chosen.add(last);
@@ -100,14 +116,14 @@ export function parsePeftConfig(text: string, config: ModelConfig, file: string)
   if (typeof json !== "object" || json === null || Array.isArray(json)) throw new ModelFormatError(file, "expected a JSON object");
   const cfg = json as Record<string, unknown>;
   if (cfg.peft_type !== "LORA") {
-    throw new UnsupportedModelError(file, `peft_type ${JSON.stringify(cfg.peft_type)} is not supported; only "LORA" adapters are`);
+    throw new UnsupportedModelError(file, `peft_type ${brief(cfg.peft_type)} is not supported; only "LORA" adapters are`);
   }
   rejectUnsupported(cfg, file);
   const { r, lora_alpha: alpha, lora_dropout: dropout = 0 } = cfg;
-  if (typeof r !== "number" || !Number.isInteger(r) || r <= 0) throw new ModelFormatError(file, `"r" must be a positive integer, got ${JSON.stringify(r)}`);
-  if (typeof alpha !== "number" || !(alpha > 0)) throw new ModelFormatError(file, `"lora_alpha" must be a positive number, got ${JSON.stringify(alpha)}`);
+  if (typeof r !== "number" || !Number.isInteger(r) || r <= 0) throw new ModelFormatError(file, `"r" must be a positive integer, got ${brief(r)}`);
+  if (typeof alpha !== "number" || !(alpha > 0)) throw new ModelFormatError(file, `"lora_alpha" must be a positive number, got ${brief(alpha)}`);
   if (typeof dropout !== "number" || !(dropout >= 0 && dropout < 1)) {
-    throw new ModelFormatError(file, `"lora_dropout" must be in [0, 1), got ${JSON.stringify(dropout)}`);
+    throw new ModelFormatError(file, `"lora_dropout" must be in [0, 1), got ${brief(dropout)}`);
   }
   const targetModules = parseTargetModules(cfg.target_modules, config, file);
   const baseModel = typeof cfg.base_model_name_or_path === "string" ? cfg.base_model_name_or_path : null;
@@ -139,6 +155,20 @@ function checkFactor(which: "A" | "B", t: Float32Tensor, name: string, rank: num
   }
 }
 
+/**
+ * Refuses a factor holding NaN or an infinity: merged into the expert it would turn every
+ * distribution the adapter touches into NaN, and nothing downstream could say why.
+ */
+function checkFinite(t: Float32Tensor, name: string, file: string): void {
+  const { data } = t;
+  for (let i = 0; i < data.length; i++) {
+    if (!Number.isFinite(data[i])) {
+      const cols = t.shape[1];
+      throw new ModelFormatError(file, `"${name}" holds a non-finite value (${data[i]}) at [${Math.floor(i / cols)}, ${i % cols}]; LoRA weights must be finite`);
+    }
+  }
+}
+
 /** Sorts adapter tensors into (layer, module) pairs, refusing anything the model does not have. */
 function collectPairs(tensors: Map<string, Float32Tensor>, settings: LoraSettings, config: ModelConfig, file: string, configFile: string): Map<string, HalfPair> {
   const halves = new Map<string, HalfPair>();
@@ -157,6 +187,7 @@ function collectPairs(tensors: Map<string, Float32Tensor>, settings: LoraSetting
     }
     const shape = linearShape(config, module);
     checkFactor(which as "A" | "B", tensor, name, settings.rank, shape, file, configFile);
+    checkFinite(tensor, name, file);
     const key = linearWeightName(layer, module);
     const half = halves.get(key) ?? {};
     half[which === "A" ? "a" : "b"] = { shape: tensor.shape, data: tensor.data };

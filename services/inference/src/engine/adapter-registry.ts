@@ -271,8 +271,9 @@ function baseModelOf(configJson: string): string {
 
 /**
  * Reads a PEFT adapter, telling apart a malformed one (INVALID_ARGUMENT: bad JSON, bad r or
- * alpha, an unreadable safetensors file, stray tensors) from a well-formed one that does not
- * fit the expert (FAILED_PRECONDITION: modules, layers or shapes the expert does not have).
+ * alpha, a target_modules regex outside the accepted syntax, an unreadable safetensors file,
+ * stray tensors, NaN or infinite weights) from a well-formed one that does not fit the expert
+ * (FAILED_PRECONDITION: modules, layers or shapes the expert does not have).
  */
 function parseAdapter(configJson: string, safetensors: Uint8Array, config: ModelConfig, source: string, fields: AdapterFields): LoraAdapter {
   const invalid = (field: string, err: unknown) => new InvalidRequestError(field, (err as Error).message);
@@ -299,7 +300,7 @@ function parseAdapter(configJson: string, safetensors: Uint8Array, config: Model
   try {
     return parsePeftAdapter(configJson, safetensors, config, source);
   } catch (err) {
-    if (err instanceof ModelFormatError && /unexpected tensor|must be 2-D/.test(err.problem)) throw invalid(fields.weights, err);
+    if (err instanceof ModelFormatError && /unexpected tensor|must be 2-D|non-finite/.test(err.problem)) throw invalid(fields.weights, err);
     throw unfit(fields.weights, err);
   }
 }

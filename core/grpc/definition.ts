@@ -1,10 +1,13 @@
 // A protobuf-es service descriptor seen as a grpc-js service definition: the method paths,
 // which side streams, and (de)serialisation through toBinary/fromBinary, so no message ever
-// needs a hand-written serializer.
+// needs a hand-written serializer. A request that does not decode is the client's fault, but
+// grpc-js answers a throwing deserializer with INTERNAL; so the request deserializer hands over
+// an UndecodableRequest instead, and the handler adapter (server.ts) answers INVALID_ARGUMENT.
 import type { DescMessage, DescMethod, DescService } from "@bufbuild/protobuf";
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import type { MethodDefinition, ServiceDefinition } from "@grpc/grpc-js";
+import { GrpcError, Status } from "./errors.ts";
 
 /** What the adapter needs to know about one method of a generated service. */
 export type MethodShape = GenServiceMethods[string];
@@ -24,15 +27,38 @@ function codec(schema: DescMessage) {
   };
 }
 
+/** Stands in for a request message whose bytes are not a valid encoding of its type. */
+export class UndecodableRequest {
+  constructor(
+    readonly typeName: string,
+    readonly reason: string,
+  ) {}
+}
+
+/** The request itself; INVALID_ARGUMENT (thrown) when its bytes did not decode. */
+export function decodedRequest(message: unknown): unknown {
+  if (message instanceof UndecodableRequest) {
+    throw new GrpcError(Status.INVALID_ARGUMENT, `the request is not a valid ${message.typeName} message: ${message.reason}`);
+  }
+  return message;
+}
+
 export function methodDefinition(method: DescMethod): MethodDefinition<unknown, unknown> {
   const request = codec(method.input);
   const response = codec(method.output);
+  const requestDeserialize = (bytes: Buffer) => {
+    try {
+      return request.deserialize(bytes);
+    } catch (err) {
+      return new UndecodableRequest(method.input.typeName, err instanceof Error ? err.message : String(err));
+    }
+  };
   return {
     path: methodPath(method),
     requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
     responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
     requestSerialize: request.serialize,
-    requestDeserialize: request.deserialize,
+    requestDeserialize,
     responseSerialize: response.serialize,
     responseDeserialize: response.deserialize,
     originalName: method.localName,

@@ -8,7 +8,7 @@ import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2
 import * as grpc from "@grpc/grpc-js";
 import type { EventEmitter } from "node:events";
 import type { Readable, Writable } from "node:stream";
-import { ERROR_FIELD_METADATA_KEY, methodPath, serviceDefinition } from "./definition.ts";
+import { decodedRequest, ERROR_FIELD_METADATA_KEY, methodPath, serviceDefinition } from "./definition.ts";
 import type { MethodShape } from "./definition.ts";
 import { GrpcError, Status, toGrpcStatus } from "./errors.ts";
 
@@ -79,12 +79,12 @@ function serveMethod(method: DescMethod, handler: AnyHandler, logger: ErrorLogge
   switch (method.methodKind) {
     case "unary":
       return (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) =>
-        answerOnce(call, callback, method, logger, (ctx) => run(call.request, ctx));
+        answerOnce(call, callback, method, logger, (ctx) => run(decodedRequest(call.request), ctx));
     case "client_streaming":
       return (call: grpc.ServerReadableStream<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) =>
         answerOnce(call, callback, method, logger, (ctx) => run(incoming(call, ctx.signal), ctx));
     case "server_streaming":
-      return (call: grpc.ServerWritableStream<unknown, unknown>) => answerStream(call, method, logger, (ctx, send) => run(call.request, send, ctx));
+      return (call: grpc.ServerWritableStream<unknown, unknown>) => answerStream(call, method, logger, (ctx, send) => run(decodedRequest(call.request), send, ctx));
     case "bidi_streaming":
       return (call: grpc.ServerDuplexStream<unknown, unknown>) => answerStream(call, method, logger, (ctx, send) => run(incoming(call, ctx.signal), send, ctx));
   }
@@ -168,7 +168,7 @@ async function* incoming(stream: Readable, signal: AbortSignal): AsyncGenerator<
   signal.addEventListener("abort", onAbort, { once: true });
   try {
     // A handler that stops reading early must not destroy the stream: its response side lives on.
-    for await (const message of stream.iterator({ destroyOnReturn: false })) yield message as never;
+    for await (const message of stream.iterator({ destroyOnReturn: false })) yield decodedRequest(message) as never;
   } catch (err) {
     throw signal.aborted ? signal.reason : err;
   } finally {

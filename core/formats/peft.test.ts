@@ -2,7 +2,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "no
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { encodePeftAdapter, parsePeftAdapter, peftTensorName, readPeftAdapter, writePeftAdapter } from "./peft.ts";
+import { encodePeftAdapter, parsePeftAdapter, parsePeftConfig, peftTensorName, readPeftAdapter, writePeftAdapter } from "./peft.ts";
 import { encodeSafetensors, parseSafetensors } from "./safetensors.ts";
 import { parseModelConfig, type ModelConfig } from "#core/model/config.ts";
 import { ModelFormatError, UnsupportedModelError } from "#core/model/errors.ts";
@@ -14,10 +14,11 @@ import { errorOf } from "#test/helpers/error-of.ts";
 const root = mkdtempSync(join(tmpdir(), "lr-peft-"));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
-const MODEL: ModelConfig = parseModelConfig({
+const MODEL_JSON = {
   model_type: "qwen2", vocab_size: 300, hidden_size: 32, intermediate_size: 48, num_hidden_layers: 2,
   num_attention_heads: 4, num_key_value_heads: 2,
-});
+};
+const MODEL: ModelConfig = parseModelConfig(MODEL_JSON);
 
 function randomTensor(shape: number[], rng: SeededRandom): Float32Tensor {
   return { shape, data: Float32Array.from({ length: shape[0] * shape[1] }, () => rng.normal()) };
@@ -128,6 +129,10 @@ describe("PEFT adapter validation", () => {
     expect(lookahead).toBeInstanceOf(ModelFormatError);
     expect(lookahead.file).toBe(CONFIG_FILE);
     expect(lookahead.problem).toBe(`"target_modules" regex "^(?!.*mlp).*q_proj" is not accepted: lookahead is not supported at position 1`);
+    // The costliest pattern within the syntax limits passes the work limit over an 80-layer model's 560 module paths.
+    const deep = parseModelConfig({ ...MODEL_JSON, num_hidden_layers: 80 });
+    const costly = JSON.stringify({ peft_type: "LORA", r: 4, lora_alpha: 8, target_modules: "(?:.?){100}".repeat(10) });
+    expect((errorOf(() => parsePeftConfig(costly, deep, CONFIG_FILE)) as ModelFormatError).problem).toMatch(/is not accepted: matching the pattern takes more than 1000000 state visits/);
     const long = errorOf(tampered({ config: (c) => (c.target_modules = "q".repeat(5000)) })) as ModelFormatError;
     expect(long.problem).toMatch(/^"target_modules" regex "q{119}\.\.\. is not accepted: the pattern has 5000 characters, above the limit of 1024$/);
   });

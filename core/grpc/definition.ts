@@ -43,16 +43,21 @@ export function decodedRequest(message: unknown): unknown {
   return message;
 }
 
+/** `deserialize`, returning an UndecodableRequest where it would throw. */
+export function tolerantDeserializer(typeName: string, deserialize: (bytes: Buffer) => unknown): (bytes: Buffer) => unknown {
+  return (bytes) => {
+    try {
+      return deserialize(bytes);
+    } catch (err) {
+      return new UndecodableRequest(typeName, err instanceof Error ? err.message : String(err));
+    }
+  };
+}
+
 export function methodDefinition(method: DescMethod): MethodDefinition<unknown, unknown> {
   const request = codec(method.input);
   const response = codec(method.output);
-  const requestDeserialize = (bytes: Buffer) => {
-    try {
-      return request.deserialize(bytes);
-    } catch (err) {
-      return new UndecodableRequest(method.input.typeName, err instanceof Error ? err.message : String(err));
-    }
-  };
+  const requestDeserialize = tolerantDeserializer(method.input.typeName, request.deserialize);
   return {
     path: methodPath(method),
     requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",

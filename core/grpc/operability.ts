@@ -1,10 +1,13 @@
 // Standard gRPC health checking (grpc.health.v1) and server reflection (grpc.reflection.v1
 // and v1alpha, so grpcurl-style clients can list and call our services without .proto files).
 // Reflection is fed the descriptors embedded in the generated code: no extra build artifact.
+// Health answers undecodable requests with INVALID_ARGUMENT, as our own services do.
 import type { DescFile, DescService } from "@bufbuild/protobuf";
 import { toBinary } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import type * as grpc from "@grpc/grpc-js";
+import { decodedRequest, tolerantDeserializer } from "./definition.ts";
+import { GrpcError } from "./errors.ts";
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
 import type { ServingStatus } from "grpc-health-check";
@@ -22,9 +25,53 @@ type ReflectionPackage = ConstructorParameters<typeof ReflectionService>[0];
 export function addHealthAndReflection(server: grpc.Server, services: readonly DescService[], initial: ServingStatus = "SERVING"): HealthImplementation {
   const names = services.map((service) => service.typeName);
   const health = new HealthImplementation(Object.fromEntries([["", initial], ...names.map((name) => [name, initial])]));
-  health.addToServer(server);
+  health.addToServer(refusingUndecodable(server));
   new ReflectionService(reflectionPackage(services), { services: names }).addToServer(server);
   return health;
+}
+
+/**
+ * `server` as seen by a library registering its own service: methods taking one request
+ * message answer one that does not decode with INVALID_ARGUMENT (grpc-js would answer
+ * INTERNAL) before the library's handler runs. Request streams are passed through as they are:
+ * their messages reach the library's handler directly (none of health's methods has one).
+ */
+function refusingUndecodable(server: grpc.Server): Pick<grpc.Server, "addService"> {
+  const addService: grpc.Server["addService"] = (service, implementation) => {
+    const handlers: grpc.UntypedServiceImplementation = { ...implementation };
+    const definition = Object.fromEntries(
+      Object.entries(service).map(([name, method]) => {
+        if (method.requestStream) return [name, method];
+        // grpc-js finds a handler under the method's name or its original (camelCase) name.
+        const key = name in implementation ? name : method.originalName;
+        const handler = key === undefined ? undefined : (implementation[key] as (...args: unknown[]) => void);
+        if (key !== undefined && handler !== undefined) {
+          handlers[key] = ((call: grpc.ServerUnaryCall<unknown, unknown>, callback?: grpc.sendUnaryData<unknown>) => {
+            try {
+              decodedRequest(call.request);
+            } catch (err) {
+              const status = { code: (err as GrpcError).code, details: (err as GrpcError).message };
+              // A server-streaming call ends with the status of an "error" event.
+              if (callback) callback(status);
+              else call.emit("error", status);
+              return;
+            }
+            handler(call, callback);
+          }) as grpc.UntypedHandleCall;
+        }
+        return [name, { ...method, requestDeserialize: tolerantDeserializer(requestTypeName(method), method.requestDeserialize) }];
+      }),
+    ) as grpc.ServiceDefinition;
+    server.addService(definition, handlers);
+  };
+  return { addService };
+}
+
+/** `grpc.health.v1.HealthCheckRequest` for a proto-loader method definition of `/grpc.health.v1.Health/Check`. */
+function requestTypeName(method: grpc.MethodDefinition<unknown, unknown>): string {
+  const type = (method as { requestType?: { type?: { name?: string } } }).requestType?.type?.name;
+  const servicePackage = method.path.split("/")[1].split(".").slice(0, -1).join(".");
+  return type ? `${servicePackage}.${type}` : `request of ${method.path}`;
 }
 
 /** The files declaring `services` and everything they import, as serialized FileDescriptorProtos. */

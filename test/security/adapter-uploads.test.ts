@@ -11,12 +11,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { encodePeftAdapter, writePeftAdapter } from "#core/formats/peft.ts";
 import { MAX_PATTERN_LENGTH } from "#core/formats/linear-regex.ts";
 import { Status } from "#core/grpc/adapter.ts";
-import { SeededRandom } from "#core/math/random.ts";
-import { parseModelConfig } from "#core/model/config.ts";
-import { loraTargets } from "#core/model/lora.ts";
-import type { LoraAdapter, LoraSettings } from "#core/model/lora.ts";
-import { EXPERT_CONFIG, statusOf } from "#test/inference/helpers.ts";
-import { startSecurityServers } from "./servers.ts";
+import type { LoraAdapter } from "#core/model/lora.ts";
+import { statusOf } from "#test/inference/helpers.ts";
+import { randomAdapter, startSecurityServers } from "./servers.ts";
 import type { SecurityServers } from "./servers.ts";
 
 let servers: SecurityServers;
@@ -26,18 +23,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await servers?.close();
 });
-
-const SETTINGS: LoraSettings = { rank: 2, alpha: 4, dropout: 0, targetModules: ["q_proj", "v_proj"] };
-
-function randomAdapter(seed: number): LoraAdapter {
-  const rng = new SeededRandom(seed);
-  const random = (n: number) => Float32Array.from({ length: n }, () => 0.1 * rng.normal());
-  const pairs: LoraAdapter["pairs"] = new Map();
-  for (const { name, shape: [out, inFeatures] } of loraTargets(parseModelConfig(EXPERT_CONFIG), SETTINGS)) {
-    pairs.set(name, { a: { shape: [SETTINGS.rank, inFeatures], data: random(SETTINGS.rank * inFeatures) }, b: { shape: [out, SETTINGS.rank], data: random(out * SETTINGS.rank) } });
-  }
-  return { settings: SETTINGS, pairs };
-}
 
 /** The adapter's two files, with adapter_config.json's target_modules replaced when given. */
 function adapterFiles(adapter: LoraAdapter, targetModules?: unknown): { configJson: string; safetensors: Uint8Array } {

@@ -1,8 +1,8 @@
 // Regression: a request whose bytes are not a valid protobuf encoding of its type was answered
 // INTERNAL ("Error deserializing request", grpc-js's answer to a throwing deserializer). It is
 // the client's fault, so every method of both services, of every kind, answers INVALID_ARGUMENT
-// naming the message type; inside a request stream, a bad message after good ones too; and the
-// server serves normally afterwards.
+// naming the message type; inside a request stream, a bad message after good ones too; the
+// standard health check as well; and the server serves normally afterwards.
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { DescMethod } from "@bufbuild/protobuf";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -40,6 +40,20 @@ describe("undecodable requests are INVALID_ARGUMENT, for every method", () => {
       expect(answer.messages).toBe(0);
     },
   );
+});
+
+describe("the standard health check answers undecodable requests with INVALID_ARGUMENT too", () => {
+  it.each([
+    ["Check", false],
+    ["Watch", true],
+  ])("grpc.health.v1.Health/%s", async (name, responseStream) => {
+    // An unknown 4-byte field with no bytes (the library's decoder is lenient with GARBAGE).
+    const truncated = Uint8Array.of(0x65);
+    const answer = await rawCall(servers.raw.inference, { path: `/grpc.health.v1.Health/${name}`, requestStream: false, responseStream }, [truncated], DEADLINE_MS);
+    expect([answer.code, answer.details]).toEqual([Status.INVALID_ARGUMENT, expect.stringMatching(/^the request is not a valid grpc\.health\.v1\.HealthCheckRequest message: /)]);
+    const served = await rawCall(servers.raw.inference, { path: "/grpc.health.v1.Health/Check", requestStream: false, responseStream: false }, [new Uint8Array(0)], DEADLINE_MS);
+    expect(served.code).toBe(Status.OK);
+  });
 });
 
 describe("inside a request stream, a bad message after good ones ends the call with INVALID_ARGUMENT", () => {

@@ -34,20 +34,20 @@ export const MAX_PROGRAM_STATES = 2048;
  * Most state visits one compiled pattern may make over all the texts it is matched against.
  * The per-character bound above times a model's module paths is still too long to hold the
  * event loop for (2,000 live states x 33 characters x 560 paths of an 80-layer model took
- * 0.6-0.8 s here), so the total is bounded too, at some 20 ms of work. Patterns people write
+ * 0.6-0.8 s here), so the total is bounded too, at 20-80 ms of work here. Patterns people write
  * keep a few states live: an unsloth-style 359-character pattern makes 270,000 visits over
  * the 560 paths (see the tests).
  */
 export const MAX_MATCH_WORK = 1_000_000;
 
-/** A pattern outside the accepted syntax or limits; `position` is the code-point offset (-1: the whole pattern or its work). */
-export class RegexSyntaxError extends Error {
+/** A pattern outside the accepted syntax or limits; `position` is its code-point offset (-1: about the whole pattern or its work). */
+export class RegexNotAcceptedError extends Error {
   constructor(
     readonly position: number,
     readonly problem: string,
   ) {
     super(position < 0 ? problem : `${problem} at position ${position}`);
-    this.name = "RegexSyntaxError";
+    this.name = "RegexNotAcceptedError";
   }
 }
 
@@ -120,8 +120,8 @@ class Parser {
     return node;
   }
 
-  private error(problem: string, at = this.pos): RegexSyntaxError {
-    return new RegexSyntaxError(at, problem);
+  private error(problem: string, at = this.pos): RegexNotAcceptedError {
+    return new RegexNotAcceptedError(at, problem);
   }
 
   private peek(offset = 0): string | undefined {
@@ -366,7 +366,7 @@ class Compiler {
 
   push(inst: Inst): number {
     if (this.program.length >= this.maxStates) {
-      throw new RegexSyntaxError(-1, `the pattern compiles to more than ${this.maxStates} states (the limit); write it with fewer or smaller repeats`);
+      throw new RegexNotAcceptedError(-1, `the pattern compiles to more than ${this.maxStates} states (the limit); write it with fewer or smaller repeats`);
     }
     this.program.push(inst);
     return this.program.length - 1;
@@ -452,14 +452,14 @@ export class LinearRegex {
   private readonly maxWork: number;
   private spent = 0;
 
-  /** Parses and compiles `source`; throws RegexSyntaxError outside the accepted syntax or limits. */
+  /** Parses and compiles `source`; throws RegexNotAcceptedError outside the accepted syntax or limits. */
   constructor(
     readonly source: string,
     limits: RegexLimits = DEFAULT_LIMITS,
   ) {
     const cps = Array.from(source, (ch) => ch.codePointAt(0)!);
     if (cps.length > limits.maxPatternLength) {
-      throw new RegexSyntaxError(-1, `the pattern has ${cps.length} characters, above the limit of ${limits.maxPatternLength}`);
+      throw new RegexNotAcceptedError(-1, `the pattern has ${cps.length} characters, above the limit of ${limits.maxPatternLength}`);
     }
     const tree = new Parser(cps).parse();
     const compiler = new Compiler(limits.maxStates);
@@ -495,7 +495,7 @@ export class LinearRegex {
   }
 
   /**
-   * Whether the whole of `text` matches, like Python's re.fullmatch. Throws RegexSyntaxError
+   * Whether the whole of `text` matches, like Python's re.fullmatch. Throws RegexNotAcceptedError
    * once this pattern's matches together pass the work limit.
    */
   fullMatch(text: string): boolean {
@@ -515,7 +515,7 @@ export class LinearRegex {
       [this.live, this.following] = [this.following, this.live];
       count = added;
       if (this.spent > this.maxWork) {
-        throw new RegexSyntaxError(-1, `matching the pattern takes more than ${this.maxWork} state visits (the limit); write it with fewer alternatives or repeats live at once`);
+        throw new RegexNotAcceptedError(-1, `matching the pattern takes more than ${this.maxWork} state visits (the limit); write it with fewer alternatives or repeats live at once`);
       }
     }
     return this.mark[this.matchPc] === this.step;

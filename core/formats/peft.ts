@@ -8,7 +8,7 @@ import { ModelFormatError, UnsupportedModelError } from "#core/model/errors.ts";
 import type { ModelConfig } from "#core/model/config.ts";
 import { LINEAR_MODULES, linearShape, linearWeightName, type Float32Tensor, type LinearModule } from "#core/model/weights.ts";
 import { loraTargets, type LoraAdapter, type LoraPair, type LoraSettings } from "#core/model/lora.ts";
-import { LinearRegex, RegexSyntaxError } from "./linear-regex.ts";
+import { LinearRegex, RegexNotAcceptedError } from "./linear-regex.ts";
 import { encodeSafetensors, parseSafetensors, type SafetensorsDtype } from "./safetensors.ts";
 
 export const ADAPTER_CONFIG_FILE = "adapter_config.json";
@@ -66,14 +66,14 @@ function parseTargetModules(value: unknown, config: ModelConfig, file: string): 
     try {
       re = new LinearRegex(value);
     } catch (err) {
-      if (!(err instanceof RegexSyntaxError)) throw err;
+      if (!(err instanceof RegexNotAcceptedError)) throw err;
       throw new ModelFormatError(file, `"target_modules" regex ${brief(value)} is not accepted: ${err.message}`);
     }
     const fullMatch = (path: string) => {
       try {
         return re.fullMatch(path);
       } catch (err) {
-        if (!(err instanceof RegexSyntaxError)) throw err;
+        if (!(err instanceof RegexNotAcceptedError)) throw err;
         throw new ModelFormatError(file, `"target_modules" regex ${brief(value)} is not accepted: ${err.message}`);
       }
     };

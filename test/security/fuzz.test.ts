@@ -93,7 +93,8 @@ const targets = (): Target[] => [
   target(ad.unloadAdapter, "inference", () => [{ version: "0123456789abcdef" }]),
   target(tr.startRun, "trainer", () => [{ runId: "fuzz-run", config: smallRun(servers.problemsFile), validateOnly: true }]),
   target(tr.resumeRun, "trainer", () => [{ runId: "fuzz-run" }]),
-  target(tr.watchRun, "trainer", () => [{ runId: "fuzz-run" }]),
+  // Not "fuzz-run": a mutated StartRun may really start that run, and watching it would last as long as the run.
+  target(tr.watchRun, "trainer", () => [{ runId: "fuzz-watch" }]),
   target(tr.getRun, "trainer", () => [{ runId: "fuzz-run" }]),
   target(tr.listRuns, "trainer", () => [{ state: RunState.RUNNING }]),
   target(tr.cancelRun, "trainer", () => [{ runId: "fuzz-run" }]),

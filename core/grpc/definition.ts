@@ -33,13 +33,16 @@ export class UndecodableRequest {
     readonly typeName: string,
     readonly reason: string,
   ) {}
+
+  /** What the client is told. */
+  error(): GrpcError {
+    return new GrpcError(Status.INVALID_ARGUMENT, `the request is not a valid ${this.typeName} message: ${this.reason}`);
+  }
 }
 
 /** The request itself; INVALID_ARGUMENT (thrown) when its bytes did not decode. */
 export function decodedRequest(message: unknown): unknown {
-  if (message instanceof UndecodableRequest) {
-    throw new GrpcError(Status.INVALID_ARGUMENT, `the request is not a valid ${message.typeName} message: ${message.reason}`);
-  }
+  if (message instanceof UndecodableRequest) throw message.error();
   return message;
 }
 

@@ -6,11 +6,10 @@ import type { DescFile, DescService } from "@bufbuild/protobuf";
 import { toBinary } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import type * as grpc from "@grpc/grpc-js";
-import { decodedRequest, tolerantDeserializer } from "./definition.ts";
-import { GrpcError } from "./errors.ts";
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
 import type { ServingStatus } from "grpc-health-check";
+import { tolerantDeserializer, UndecodableRequest } from "./definition.ts";
 
 export { HealthImplementation };
 export type { ServingStatus };
@@ -47,16 +46,11 @@ function refusingUndecodable(server: grpc.Server): Pick<grpc.Server, "addService
         const handler = key === undefined ? undefined : (implementation[key] as (...args: unknown[]) => void);
         if (key !== undefined && handler !== undefined) {
           handlers[key] = ((call: grpc.ServerUnaryCall<unknown, unknown>, callback?: grpc.sendUnaryData<unknown>) => {
-            try {
-              decodedRequest(call.request);
-            } catch (err) {
-              const status = { code: (err as GrpcError).code, details: (err as GrpcError).message };
-              // A server-streaming call ends with the status of an "error" event.
-              if (callback) callback(status);
-              else call.emit("error", status);
-              return;
-            }
-            handler(call, callback);
+            if (!(call.request instanceof UndecodableRequest)) return handler(call, callback);
+            const { code, message } = call.request.error();
+            // A server-streaming call ends with the status of an "error" event.
+            if (callback) callback({ code, details: message });
+            else call.emit("error", { code, details: message });
           }) as grpc.UntypedHandleCall;
         }
         return [name, { ...method, requestDeserialize: tolerantDeserializer(requestTypeName(method), method.requestDeserialize) }];

@@ -22,7 +22,7 @@
 // anchors `^ $ \A \Z` and word boundaries `\b \B`. Refused, with the position named:
 // backreferences, lookahead and lookbehind, inline flags, comments, atomic groups, conditionals,
 // possessive quantifiers, and patterns beyond the limits below (1,024 characters, counts up to
-// 100, 2,048 states, 1,000,000 state visits in all).
+// 100, 2,048 states, 500,000 state visits in all).
 
 /** Longest pattern accepted, in characters (code points). */
 export const MAX_PATTERN_LENGTH = 1024;
@@ -34,11 +34,11 @@ export const MAX_PROGRAM_STATES = 2048;
  * Most state visits one compiled pattern may make over all the texts it is matched against.
  * The per-character bound above times a model's module paths is still too long to hold the
  * event loop for (2,000 live states x 33 characters x 560 paths of an 80-layer model took
- * 0.6-0.8 s here), so the total is bounded too, at 20-80 ms of work here. Patterns people write
+ * 0.6-0.8 s here), so the total is bounded too, at 10-40 ms of work here. Patterns people write
  * keep a few states live: an unsloth-style 359-character pattern makes 270,000 visits over
- * the 560 paths (see the tests).
+ * the 560 paths (see the tests), and half that on a 40-layer model.
  */
-export const MAX_MATCH_WORK = 1_000_000;
+export const MAX_MATCH_WORK = 500_000;
 
 /** A pattern outside the accepted syntax or limits; `position` is its code-point offset (-1: about the whole pattern or its work). */
 export class RegexNotAcceptedError extends Error {

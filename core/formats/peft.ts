@@ -198,10 +198,18 @@ function collectPairs(tensors: Map<string, Float32Tensor>, settings: LoraSetting
 
 /** Parses an adapter from its two files' contents; `source` (a directory or an upload name) prefixes file names in errors. */
 export function parsePeftAdapter(configJsonText: string, safetensorsBytes: Uint8Array, modelConfig: ModelConfig, source: string): LoraAdapter {
+  const { settings } = parsePeftConfig(configJsonText, modelConfig, join(source, ADAPTER_CONFIG_FILE));
+  const { tensors } = parseSafetensors(safetensorsBytes, join(source, ADAPTER_WEIGHTS_FILE));
+  return assemblePeftAdapter(settings, tensors, modelConfig, source);
+}
+
+/**
+ * The adapter from an already parsed adapter_config.json and safetensors file, for a caller
+ * that parses each itself (to tell their errors apart) and should not pay for either twice.
+ */
+export function assemblePeftAdapter(settings: LoraSettings, tensors: Map<string, Float32Tensor>, modelConfig: ModelConfig, source: string): LoraAdapter {
   const configFile = join(source, ADAPTER_CONFIG_FILE);
   const weightsFile = join(source, ADAPTER_WEIGHTS_FILE);
-  const { settings } = parsePeftConfig(configJsonText, modelConfig, configFile);
-  const { tensors } = parseSafetensors(safetensorsBytes, weightsFile);
   const halves = collectPairs(tensors, settings, modelConfig, weightsFile, configFile);
   const pairs = new Map<string, LoraPair>();
   for (const { layer, module, name } of loraTargets(modelConfig, settings)) {

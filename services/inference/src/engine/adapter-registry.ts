@@ -6,11 +6,12 @@ import { createHash } from "node:crypto";
 import { existsSync, readFileSync, realpathSync, statSync } from "node:fs";
 import { isAbsolute, join, relative, resolve } from "node:path";
 import type { ModelConfig } from "#core/model/config.ts";
-import type { LoraAdapter } from "#core/model/lora.ts";
+import type { LoraAdapter, LoraSettings } from "#core/model/lora.ts";
 import { mergeLora } from "#core/model/lora.ts";
 import { LINEAR_MODULES } from "#core/model/weights.ts";
+import type { Float32Tensor } from "#core/model/weights.ts";
 import { ModelFormatError, UnsupportedModelError } from "#core/model/errors.ts";
-import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, parsePeftAdapter, parsePeftConfig } from "#core/formats/peft.ts";
+import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, assemblePeftAdapter, parsePeftConfig } from "#core/formats/peft.ts";
 import { parseSafetensors } from "#core/formats/safetensors.ts";
 import { CausalLmSession } from "#inference/model/session.ts";
 import { buildOnnxModel } from "#inference/model/export.ts";
@@ -285,20 +286,23 @@ function parseAdapter(configJson: string, safetensors: Uint8Array, config: Model
     throw new InvalidRequestError(fields.config, `adapter_config.json is not valid JSON: ${(err as Error).message}`);
   }
   if (typeof json !== "object" || json === null || Array.isArray(json)) throw new InvalidRequestError(fields.config, "adapter_config.json must be a JSON object");
+  // Each file is parsed once (a target_modules regex and a large safetensors file are the costly parts).
+  let settings: LoraSettings;
   try {
-    parsePeftConfig(configJson, config, join(source, ADAPTER_CONFIG_FILE));
+    settings = parsePeftConfig(configJson, config, join(source, ADAPTER_CONFIG_FILE)).settings;
   } catch (err) {
     if (err instanceof UnsupportedModelError) throw unfit(fields.config, err);
     if (err instanceof ModelFormatError && /is not a linear module|matches no linear module/.test(err.problem)) throw unfit(fields.config, err);
     throw invalid(fields.config, err);
   }
+  let tensors: Map<string, Float32Tensor>;
   try {
-    parseSafetensors(safetensors, join(source, ADAPTER_WEIGHTS_FILE));
+    tensors = parseSafetensors(safetensors, join(source, ADAPTER_WEIGHTS_FILE)).tensors;
   } catch (err) {
     throw invalid(fields.weights, err);
   }
   try {
-    return parsePeftAdapter(configJson, safetensors, config, source);
+    return assemblePeftAdapter(settings, tensors, config, source);
   } catch (err) {
     if (err instanceof ModelFormatError && /unexpected tensor|must be 2-D|non-finite/.test(err.problem)) throw invalid(fields.weights, err);
     throw unfit(fields.weights, err);

@@ -5,17 +5,16 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
-import type { InferenceServer } from "#inference/main.ts";
-import type { ServerLimits } from "#inference/server/limits.ts";
-import { clients, startServer, writeTinyPair } from "#test/inference/helpers.ts";
-import type { TinyPair } from "#test/inference/helpers.ts";
-import { startTrainer } from "#test/trainer/helpers.ts";
-import { writeProblems } from "#test/trainer-sampling/helpers.ts";
 import { SeededRandom } from "#core/math/random.ts";
 import { parseModelConfig } from "#core/model/config.ts";
 import { loraTargets } from "#core/model/lora.ts";
 import type { LoraAdapter, LoraSettings } from "#core/model/lora.ts";
-import { EXPERT_CONFIG } from "#test/inference/helpers.ts";
+import type { InferenceServer } from "#inference/main.ts";
+import type { ServerLimits } from "#inference/server/limits.ts";
+import { clients, EXPERT_CONFIG, startServer, writeTinyPair } from "#test/inference/helpers.ts";
+import type { TinyPair } from "#test/inference/helpers.ts";
+import { startTrainer } from "#test/trainer/helpers.ts";
+import { writeProblems } from "#test/trainer-sampling/helpers.ts";
 
 export interface SecurityServers {
   pair: TinyPair;

@@ -68,6 +68,21 @@ async function latenciesDuring(attack: () => Promise<unknown>, minProbes = 6): P
   return latencies;
 }
 
+/**
+ * Asserts that no probe during `attack` waited 100 ms, allowing up to three tries: a machine
+ * shared with other work can stall any process for a moment, but an attack that blocks the
+ * server makes every try slow (the RegExp version held each one for over a minute).
+ */
+async function expectProbesWithin100ms(attack: () => Promise<unknown>): Promise<void> {
+  const tries: number[][] = [];
+  for (let i = 0; i < 3; i++) {
+    const latencies = await latenciesDuring(attack);
+    tries.push(latencies);
+    if (Math.max(...latencies) < 100) return;
+  }
+  expect.fail(`a probe took 100 ms or more in every try; latencies (ms): ${tries.map((t) => t.map((ms) => ms.toFixed(1)).join(", ")).join(" | ")}`);
+}
+
 describe("a target_modules regex cannot hold the server", () => {
   // PEFT's regex form: nested quantifiers that make a backtracking engine try every split.
   const EVIL = "mo([a-z._0-9]+)+X";
@@ -75,14 +90,13 @@ describe("a target_modules regex cannot hold the server", () => {
   it("the upload that froze the server for ~36 s is answered at once, and other calls meanwhile within 100 ms", async () => {
     const files = adapterFiles(randomAdapter(1), EVIL);
     let refusal: Awaited<ReturnType<typeof statusOf>> | undefined;
-    const latencies = await latenciesDuring(async () => {
+    await expectProbesWithin100ms(async () => {
       refusal = await statusOf(() => upload(files));
     });
     // A well-formed pattern that selects no module of this expert: the adapter does not fit it.
     expect(refusal!.code).toBe(Status.FAILED_PRECONDITION);
     expect(refusal!.field).toBe("header.adapter_config_json");
     expect(refusal!.message).toContain(`"target_modules" regex ${JSON.stringify(EVIL)} matches no linear module`);
-    expect(Math.max(...latencies), `probe latencies ${latencies.map((ms) => ms.toFixed(1)).join(", ")} ms`).toBeLessThan(100);
   });
 
   it("LoadAdapter reads the same pattern from a directory just as quickly", async () => {
@@ -91,23 +105,21 @@ describe("a target_modules regex cannot hold the server", () => {
     const configFile = join(dir, "adapter_config.json");
     writeFileSync(configFile, JSON.stringify({ ...JSON.parse(readFileSync(configFile, "utf8")), target_modules: EVIL }));
     let refusal: Awaited<ReturnType<typeof statusOf>> | undefined;
-    const latencies = await latenciesDuring(async () => {
+    await expectProbesWithin100ms(async () => {
       refusal = await statusOf(() => servers.typed.adapters.loadAdapter({ directory: dir }, { timeoutMs: 60_000 }));
     });
     expect([refusal!.code, refusal!.field]).toEqual([Status.FAILED_PRECONDITION, "directory"]);
-    expect(Math.max(...latencies)).toBeLessThan(100);
   });
 
   it("the costliest pattern the matcher's limits allow is refused by its work limit; other calls still answer within 100 ms", async () => {
     // ~2,000 states all live at every character of the expert's 14 module paths.
     const files = adapterFiles(randomAdapter(3), "(?:.?){100}".repeat(10));
     let refusal: Awaited<ReturnType<typeof statusOf>> | undefined;
-    const latencies = await latenciesDuring(async () => {
+    await expectProbesWithin100ms(async () => {
       refusal = await statusOf(() => upload(files));
     });
     expect([refusal!.code, refusal!.field]).toEqual([Status.INVALID_ARGUMENT, "header.adapter_config_json"]);
     expect(refusal!.message).toContain(`matching the pattern takes more than ${MAX_MATCH_WORK} state visits`);
-    expect(Math.max(...latencies), `probe latencies ${latencies.map((ms) => ms.toFixed(1)).join(", ")} ms`).toBeLessThan(100);
   });
 
   it.each([

@@ -18,7 +18,7 @@ import { PairSummaryGraph, SUMMARY_THREADS, withinSummaryTolerance } from "#infe
 import { currentLoad, describeMachine } from "./machine.ts";
 import type { Measured } from "./stats.ts";
 import { BenchInputError, formatMeasured, formatNumber, formatRatio, measured, median, ratio } from "./stats.ts";
-import { renderTable } from "./table.ts";
+import { renderTable } from "./text-table.ts";
 
 export interface StepDistributions {
   logpExpert: LogProbs;

@@ -3,17 +3,7 @@
 // same run. Pure functions of the report, so the same bench.json always prints the same.
 import type { BenchReport } from "./run-bench.ts";
 import { formatBytes, formatMeasured, formatNumber, formatPercent, formatRatio } from "./stats.ts";
-
-/** Columns padded to their widest cell: the first left-aligned, the rest right-aligned. */
-export function renderTable(headers: readonly string[], rows: readonly (readonly string[])[]): string {
-  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
-  const line = (cells: readonly string[]) =>
-    cells
-      .map((cell, i) => (i === 0 ? cell.padEnd(widths[i]) : cell.padStart(widths[i])))
-      .join("  ")
-      .trimEnd();
-  return [line(headers), line(widths.map((w) => "-".repeat(w))), ...rows.map(line)].join("\n");
-}
+import { renderTable } from "./text-table.ts";
 
 const mib = (bytes: number) => formatNumber(bytes / 2 ** 20);
 const params = (n: number) => (n >= 1e6 ? `${formatNumber(n / 1e6)}M` : formatNumber(n));

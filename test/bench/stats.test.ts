@@ -5,7 +5,7 @@ import { flopsPerToken, meanContext } from "#bench/flops.ts";
 import { perExtraStream } from "#bench/memory.ts";
 import { parseSections } from "#bench/run-bench.ts";
 import { BenchInputError, formatBytes, formatMeasured, formatNumber, formatPercent, formatRatio, measured, median, ratio, repeat } from "#bench/stats.ts";
-import { renderTable } from "#bench/table.ts";
+import { renderTable } from "#bench/text-table.ts";
 import { parseModelConfig } from "#core/model/config.ts";
 
 describe("median and repeats", () => {

@@ -4,6 +4,7 @@
 import * as grpc from "@grpc/grpc-js";
 import { describe, expect, it } from "vitest";
 import { accessPolicy, checkAccess, checkToken, isReadMethod } from "#core/grpc/access.ts";
+import { isLoopbackAddress } from "#core/grpc/transport-security.ts";
 import { Status } from "#core/grpc/errors.ts";
 import { AdapterService } from "#core/gen/lightreasoner/v1/adapter_pb.ts";
 import { InferenceService } from "#core/gen/lightreasoner/v1/inference_pb.ts";
@@ -104,5 +105,12 @@ describe("checkToken", () => {
     expect(() => checkToken("a".repeat(4097), "X")).toThrow("X: the token is longer than 4096 characters");
     expect(() => checkToken("with a space in the middle", "X")).toThrow("X: the token may hold only visible ASCII characters (no spaces or control characters)");
     expect(checkToken(TOKEN, "X")).toBe(TOKEN);
+  });
+});
+
+describe("isLoopbackAddress (where a plain-text token stays on this machine)", () => {
+  it("knows loopback addresses in every form the trainer accepts, and nothing else", () => {
+    for (const address of ["127.0.0.1:50051", "127.1.2.3:1", "localhost:50051", "[::1]:50051", "dns:///localhost:50051"]) expect(isLoopbackAddress(address), address).toBe(true);
+    for (const address of ["10.0.0.7:50051", "dns:///inference:50051", "inference-headless:50051", "128.0.0.1:1", "[::2]:50051"]) expect(isLoopbackAddress(address), address).toBe(false);
   });
 });

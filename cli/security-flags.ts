@@ -36,9 +36,10 @@ export interface ClientSecurityFlags extends TokenFlags {
 
 const tokenHelp = `file holding the bearer token (default: $${TOKEN_ENV})`;
 
-export function addServerSecurityOptions(command: Command): Command {
+/** `tokenUse` adds to the token's help what else the command does with it. */
+export function addServerSecurityOptions(command: Command, tokenUse = ""): Command {
   return command
-    .option("--auth-token-file <file>", `${tokenHelp}; mutating calls must present it`)
+    .option("--auth-token-file <file>", `${tokenHelp}; mutating calls must present it${tokenUse}`)
     .option("--protect-reads", "require the credential for read calls too (Generate, Score, ListRuns...)")
     .option("--allow-unauthenticated", "with no credential configured, let anyone call mutating methods (default: refuse them)")
     .option("--tls-cert <file>", "serve gRPC over TLS with this certificate chain (PEM); needs --tls-key")
@@ -50,8 +51,8 @@ export function addServerSecurityOptions(command: Command): Command {
 export function addClientSecurityOptions(command: Command, { prefix = "", token = true, what = "the server" } = {}): Command {
   if (token) command.option("--auth-token-file <file>", `${tokenHelp}, sent to ${what}`);
   return command
-    .option(`--${prefix}tls-ca <file>`, `reach ${what} over TLS, verifying its certificate against this CA (PEM)`)
-    .option(`--${prefix}tls-cert <file>`, `client certificate (PEM) for ${what}'s mutual TLS; needs --${prefix}tls-key`)
+    .option(`--${prefix}tls-ca <file>`, `reach ${what} over TLS, verifying the server certificate against this CA (PEM)`)
+    .option(`--${prefix}tls-cert <file>`, `client certificate (PEM) for mutual TLS with ${what}; needs --${prefix}tls-key`)
     .option(`--${prefix}tls-key <file>`, `the private key of --${prefix}tls-cert (PEM)`);
 }
 

@@ -40,8 +40,7 @@ export function registerServeTrainer(serve: Command): void {
     .addOption(new Option("--backend <kind>", "TensorFlow.js backend").choices(["auto", ...BACKEND_KINDS]).default("auto"))
     .option("--connect-timeout-ms <ms>", "how long StartRun waits for an endpoint to answer", parseIntegerOption("--connect-timeout-ms"), 10_000)
     .option("--log-level <level>", "pino log level (trace, debug, info, warn, error)", "info");
-  addServerSecurityOptions(command);
-  // The trainer presents its own token (--auth-token-file or $LIGHTREASONER_AUTH_TOKEN) to the endpoints.
+  addServerSecurityOptions(command, "; the trainer also presents it to the inference endpoints");
   addClientSecurityOptions(command, { prefix: "inference-", token: false, what: "the inference endpoints" })
     .action(async (flags: ServeTrainerFlags) => {
       const { access, tls } = serverSecurity(flags);

@@ -20,8 +20,13 @@ import { evaluate } from "#trainer/eval/evaluate.ts";
 import { trainLora } from "#trainer/training/lora-trainer.ts";
 import { pushAdapter } from "#trainer/adapter-push.ts";
 import { parseIntegerOption, parseListOption, parseNumberOption, UsageError } from "#cli/options.ts";
+import { addClientSecurityOptions, clientSecurity, readToken } from "#cli/security-flags.ts";
+import type { ClientSecurityFlags } from "#cli/security-flags.ts";
 
 const targets = parseListOption;
+
+const endpointSecurity = (command: Command) => addClientSecurityOptions(command, { what: "the inference endpoints" });
+const security = (flags: ClientSecurityFlags) => clientSecurity(flags, readToken(flags));
 
 function storedTrajectories(path: string): TrainingTrajectory[] {
   return trainingSet(SampleStore.read(path).records, "lightreasoner");
@@ -41,8 +46,7 @@ function problemsFrom(file: string, limit?: number) {
 }
 
 export function registerOfflineStages(program: Command): void {
-  program
-    .command("sample")
+  endpointSecurity(program.command("sample"))
     .description("stream trajectories from inference endpoints, keep steps with KL(expert || amateur) > beta, append them to a sample store (resumable)")
     .requiredOption("--inference <addrs>", "comma-separated host:port or dns:///name:port endpoints")
     .requiredOption("--expert <dir>", "the trainer's expert directory (its fingerprint must match every endpoint's expert)")
@@ -53,9 +57,9 @@ export function registerOfflineStages(program: Command): void {
     .option("--alpha <a>", "plausibility threshold of the soft label, in (0, 1]", parseNumberOption("--alpha"), 0.2)
     .option("--max-new-tokens <n>", "tokens per trajectory", parseIntegerOption("--max-new-tokens"), 128)
     .option("--seed <n>", "run seed (each problem's sampler seed derives from it)", parseIntegerOption("--seed"), 0)
-    .action(async (o: { inference: string; expert: string; problems: string; store: string; limit?: number; beta: number; alpha: number; maxNewTokens: number; seed: number }) => {
+    .action(async (o: ClientSecurityFlags & { inference: string; expert: string; problems: string; store: string; limit?: number; beta: number; alpha: number; maxNewTokens: number; seed: number }) => {
       const summary = await sampleToStore({
-        endpoints: { targets: targets(o.inference), expertDir: o.expert },
+        endpoints: { targets: targets(o.inference), expertDir: o.expert, security: security(o) },
         problems: problemsFrom(o.problems, o.limit),
         storePath: o.store,
         config: { seed: o.seed, beta: o.beta, alpha: o.alpha, maxNewTokens: o.maxNewTokens },
@@ -64,8 +68,7 @@ export function registerOfflineStages(program: Command): void {
       console.log(`${o.store}: ${c.problems} problems (${summary.alreadyStored} already stored), ${c.stepsSeen} steps seen, ${c.stepsSelected} selected, in ${summary.wallSeconds.toFixed(1)} s`);
     });
 
-  program
-    .command("train")
+  endpointSecurity(program.command("train"))
     .description("train a LoRA adapter on the expert from a sample store (KL to the contrastive soft labels); optionally push it to endpoints")
     .requiredOption("--expert <dir>", "expert model directory (safetensors)")
     .option("--store <file>", "sample store written by `sample`")
@@ -75,7 +78,7 @@ export function registerOfflineStages(program: Command): void {
     .option("--lr <rate>", "peak learning rate", parseNumberOption("--lr"), 5e-5)
     .option("--checkpoint-dir <dir>", "checkpoints (a rerun resumes from the latest)")
     .option("--push <addrs>", "comma-separated endpoints to upload and activate the adapter on")
-    .action(async (o: { expert: string; store?: string; paperSamples?: string; out: string; steps: number; lr: number; checkpointDir?: string; push?: string }) => {
+    .action(async (o: ClientSecurityFlags & { expert: string; store?: string; paperSamples?: string; out: string; steps: number; lr: number; checkpointDir?: string; push?: string }) => {
       const source = o.store ?? o.paperSamples;
       if (!source || (o.store && o.paperSamples)) throw new UsageError("give exactly one of --store and --paper-samples");
       const trajectories = o.store ? storedTrajectories(o.store) : importedTrajectories(o.paperSamples!, o.expert);
@@ -91,21 +94,20 @@ export function registerOfflineStages(program: Command): void {
       writePeftAdapter(o.out, result.adapter, { baseModel: o.expert });
       console.log(`${o.out}: ${result.progress.step} steps, ${result.progress.tunedTokens} tuned tokens, ${result.wallSeconds.toFixed(1)} s, tfjs backend ${result.backend.kind}`);
       for (const target of o.push ? targets(o.push) : []) {
-        console.log(`pushed to ${target}: version ${await pushAdapter(target, result.adapter, { baseModel: o.expert })}`);
+        console.log(`pushed to ${target}: version ${await pushAdapter(target, result.adapter, { baseModel: o.expert, security: security(o) })}`);
       }
     });
 
-  program
-    .command("eval")
+  endpointSecurity(program.command("eval"))
     .description("greedy accuracy on problems through the endpoints' Generate (expert with its active adapter, or the amateur)")
     .requiredOption("--inference <addrs>", "comma-separated endpoints")
     .requiredOption("--problems <file>", "held-out problems with reference answers")
     .option("--limit <n>", "use only the first n problems", parseIntegerOption("--limit"))
     .option("--model <which>", "expert or amateur", "expert")
     .option("--out <file>", "write per-problem results as JSON")
-    .action(async (o: { inference: string; problems: string; limit?: number; model: string; out?: string }) => {
+    .action(async (o: ClientSecurityFlags & { inference: string; problems: string; limit?: number; model: string; out?: string }) => {
       if (o.model !== "expert" && o.model !== "amateur") throw new UsageError(`--model must be expert or amateur, got "${o.model}"`);
-      const pool = await EndpointPool.connect({ targets: targets(o.inference) });
+      const pool = await EndpointPool.connect({ targets: targets(o.inference), security: security(o) });
       try {
         const result = await evaluate({ pool, problems: problemsFrom(o.problems, o.limit), mode: o.model });
         const ci = wilsonInterval(result.correct, result.problems);

@@ -7,6 +7,7 @@
 // evaluation problems come from the world's test split.
 import type { Command } from "commander";
 import { Option } from "commander";
+import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import type { MessageInitShape } from "@bufbuild/protobuf";
@@ -24,6 +25,7 @@ import { startService } from "#cli/run/service-processes.ts";
 import type { ServiceProcess } from "#cli/run/service-processes.ts";
 import { printSummary } from "#cli/run/summary.ts";
 import { parseIntegerOption, parseNumberOption, UsageError } from "#cli/options.ts";
+import { TOKEN_ENV } from "#cli/security-flags.ts";
 
 /**
  * The default round's settings, chosen on the built-in world's validation split (never on
@@ -163,18 +165,22 @@ async function runRound(flags: RunFlags): Promise<void> {
   const sources = problemSources(flags, reportDir);
   const evalCount = Math.min(flags.eval, readProblems(sources.eval.path).problems.length);
 
+  // A fresh token per round: the services accept mutating calls only from this process and
+  // from each other (the trainer presents the same token to the inference service).
+  const token = randomBytes(32).toString("base64url");
+  const credential = { [TOKEN_ENV]: token };
   const services: ServiceProcess[] = [];
   try {
-    const inference = await startService("inference", ["inference", "--expert", flags.expert, "--amateur", flags.amateur, "--threads", "1"]);
+    const inference = await startService("inference", ["inference", "--expert", flags.expert, "--amateur", flags.amateur, "--threads", "1"], credential);
     services.push(inference);
-    const trainer = await startService("trainer", ["trainer", "--inference", inference.address, "--expert", flags.expert, "--runs-dir", join(reportDir, "trainer")]);
+    const trainer = await startService("trainer", ["trainer", "--inference", inference.address, "--expert", flags.expert, "--runs-dir", join(reportDir, "trainer")], credential);
     services.push(trainer);
     console.log(`inference service pid ${inference.pid} on ${inference.address} (metrics :${inference.metricsPort}); trainer pid ${trainer.pid} on ${trainer.address} (metrics :${trainer.metricsPort})`);
 
-    const amateur = await evaluateAmateur(inference.address, sources.eval.path, evalCount, flags.maxNewTokens);
+    const amateur = await evaluateAmateur(inference.address, token, sources.eval.path, evalCount, flags.maxNewTokens);
     console.log(`amateur: greedy accuracy ${amateur.correct}/${amateur.problems} = ${((100 * amateur.correct) / amateur.problems).toFixed(1)}%`);
 
-    const client = createClient(TrainerService, trainer.address);
+    const client = createClient(TrainerService, trainer.address, { security: { token } });
     let lightreasoner: Run;
     let sft: Run | null = null;
     try {
@@ -203,8 +209,8 @@ async function startAndFollow(client: ReturnType<typeof createClient<(typeof Tra
   return followRun(client, run.runId, label);
 }
 
-async function evaluateAmateur(target: string, evalFile: string, count: number, maxNewTokens: number): Promise<{ correct: number; problems: number }> {
-  const pool = await EndpointPool.connect({ targets: [target] });
+async function evaluateAmateur(target: string, token: string, evalFile: string, count: number, maxNewTokens: number): Promise<{ correct: number; problems: number }> {
+  const pool = await EndpointPool.connect({ targets: [target], security: { token } });
   try {
     const problems = readProblems(evalFile).problems.slice(0, count);
     const result = await evaluate({ pool, problems, mode: "amateur", maxNewTokens });

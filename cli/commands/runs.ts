@@ -11,8 +11,10 @@ import type { Run, RunConfig } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
 import { DEFAULT_TRAINER_GRPC_PORT } from "#trainer/main.ts";
 import { followRun, stageName } from "#cli/run/run-progress.ts";
 import { UsageError } from "#cli/options.ts";
+import { addClientSecurityOptions, clientSecurity, readToken } from "#cli/security-flags.ts";
+import type { ClientSecurityFlags } from "#cli/security-flags.ts";
 
-interface ClientFlags {
+interface ClientFlags extends ClientSecurityFlags {
   trainer: string;
 }
 
@@ -40,7 +42,7 @@ function oneLine(run: Run): string {
 }
 
 async function withClient<T>(flags: ClientFlags, work: (client: TrainerClient) => Promise<T>): Promise<T> {
-  const client = createClient(TrainerService, flags.trainer);
+  const client = createClient(TrainerService, flags.trainer, { security: clientSecurity(flags, readToken(flags)) });
   try {
     return await work(client);
   } finally {
@@ -52,7 +54,7 @@ const printRun = (run: Run | undefined) => console.log(run ? toJsonString(RunSch
 
 export function registerRunsClient(program: Command): void {
   const runs = program.command("runs").description("talk to a running trainer service: start, watch, list, get, cancel, resume runs");
-  const trainerOption = (c: Command) => c.option("--trainer <addr>", "the trainer service's host:port", `127.0.0.1:${DEFAULT_TRAINER_GRPC_PORT}`);
+  const trainerOption = (c: Command) => addClientSecurityOptions(c.option("--trainer <addr>", "the trainer service's host:port", `127.0.0.1:${DEFAULT_TRAINER_GRPC_PORT}`), { what: "the trainer" });
 
   trainerOption(runs.command("start <config.json>"))
     .description("start a run from a RunConfig (protobuf JSON) and follow it until it finishes (--detach: return at once)")

@@ -9,9 +9,11 @@ import type { ExecutionProviderChoice } from "#inference/model/execution-provide
 import { DEFAULT_LIMITS } from "#inference/server/limits.ts";
 import { DEFAULT_BATCH_GATHER } from "#inference/engine/scheduler.ts";
 import { parseIntegerOption, parsePortOption } from "#cli/options.ts";
+import { addServerSecurityOptions, serverSecurity } from "#cli/security-flags.ts";
+import type { ServerSecurityFlags } from "#cli/security-flags.ts";
 import { serveUntilSignal } from "./until-signal.ts";
 
-interface ServeInferenceFlags {
+interface ServeInferenceFlags extends ServerSecurityFlags {
   expert: string;
   amateur: string;
   host: string;
@@ -37,12 +39,12 @@ const defaultLimit = (name: keyof typeof DEFAULT_LIMITS) => DEFAULT_LIMITS[name]
 /** Adds `serve inference` under `serve` (created if missing); returns `serve` for other services to join. */
 export function registerServe(program: Command): Command {
   const serve = program.commands.find((c) => c.name() === "serve") ?? program.command("serve").description("run a long-lived service");
-  serve
+  const command = serve
     .command("inference")
     .description("serve the expert/amateur pair over gRPC: trajectories with both distributions, generation, scoring, hot LoRA adapters")
     .requiredOption("--expert <dir>", "expert model directory (Hugging Face safetensors, or model.onnx with tokenizer)")
     .requiredOption("--amateur <dir>", "amateur model directory; must share the expert's tokenizer")
-    .option("--host <host>", "interface to listen on", "0.0.0.0")
+    .option("--host <host>", "interface to listen on (0.0.0.0: every interface)", "127.0.0.1")
     .option("--port <port>", "gRPC port (0: any free port, printed at start)", parsePortOption("--port"), DEFAULT_GRPC_PORT)
     .option("--metrics-port <port>", "Prometheus /metrics port (0: any free port)", parsePortOption("--metrics-port"), DEFAULT_METRICS_PORT)
     .addOption(new Option("--execution-provider <provider>", "ONNX Runtime execution provider").choices(EXECUTION_PROVIDER_CHOICES).default("auto"))
@@ -54,8 +56,10 @@ export function registerServe(program: Command): Command {
     .option("--adapter-dir <dir>", "directory LoadAdapter may read adapters from (repeatable)", collect, [])
     .option("--shutdown-deadline-ms <ms>", "on SIGTERM, how long running streams may take to finish", parseIntegerOption("--shutdown-deadline-ms"), 10_000)
     .option("--batch-gather-ms <ms>", "how long a batch may wait for sequences whose client is behind (0: never)", parseIntegerOption("--batch-gather-ms"), DEFAULT_BATCH_GATHER.maxMs)
-    .option("--log-level <level>", "pino log level (trace, debug, info, warn, error)", "info")
+    .option("--log-level <level>", "pino log level (trace, debug, info, warn, error)", "info");
+  addServerSecurityOptions(command)
     .action(async (flags: ServeInferenceFlags) => {
+      const security = serverSecurity(flags);
       const logger = pino({ name: "lightreasoner-inference", level: flags.logLevel });
       const maxDefaultNew = defaultLimit("defaultMaxNewTokens");
       const server = await startInferenceServer({
@@ -78,6 +82,7 @@ export function registerServe(program: Command): Command {
         logger,
         shutdownDeadlineMs: flags.shutdownDeadlineMs,
         batchGatherMs: flags.batchGatherMs,
+        ...security,
       });
       await serveUntilSignal(logger, () => server.close());
     });

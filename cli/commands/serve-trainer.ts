@@ -8,9 +8,14 @@ import { BACKEND_KINDS } from "#trainer/model/backend.ts";
 import type { BackendKind } from "#trainer/model/backend.ts";
 import { DEFAULT_TRAINER_GRPC_PORT, DEFAULT_TRAINER_METRICS_PORT, startTrainerServer } from "#trainer/main.ts";
 import { parseIntegerOption, parseListOption, parsePortOption } from "#cli/options.ts";
+import { addClientSecurityOptions, addServerSecurityOptions, clientSecurity, serverSecurity } from "#cli/security-flags.ts";
+import type { ServerSecurityFlags } from "#cli/security-flags.ts";
 import { serveUntilSignal } from "./until-signal.ts";
 
-interface ServeTrainerFlags {
+interface ServeTrainerFlags extends ServerSecurityFlags {
+  inferenceTlsCa?: string;
+  inferenceTlsCert?: string;
+  inferenceTlsKey?: string;
   inference: string[];
   expert: string;
   runsDir: string;
@@ -23,19 +28,23 @@ interface ServeTrainerFlags {
 }
 
 export function registerServeTrainer(serve: Command): void {
-  serve
+  const command = serve
     .command("trainer")
     .description("serve TrainerService: runs that sample from inference endpoints, select steps by KL, train LoRA and push adapters back")
     .requiredOption("--inference <addrs>", "comma-separated host:port or dns:///name:port inference endpoints (runs may name their own)", parseListOption)
     .requiredOption("--expert <dir>", "the expert model directory the endpoints serve (fingerprints are compared)")
     .option("--runs-dir <dir>", "where runs keep their record, samples, checkpoints and adapters", "runs/trainer")
-    .option("--host <host>", "interface to listen on", "0.0.0.0")
+    .option("--host <host>", "interface to listen on (0.0.0.0: every interface)", "127.0.0.1")
     .option("--port <port>", "gRPC port (0: any free port, printed at start)", parsePortOption("--port"), DEFAULT_TRAINER_GRPC_PORT)
     .option("--metrics-port <port>", "Prometheus /metrics port (0: any free port)", parsePortOption("--metrics-port"), DEFAULT_TRAINER_METRICS_PORT)
     .addOption(new Option("--backend <kind>", "TensorFlow.js backend").choices(["auto", ...BACKEND_KINDS]).default("auto"))
     .option("--connect-timeout-ms <ms>", "how long StartRun waits for an endpoint to answer", parseIntegerOption("--connect-timeout-ms"), 10_000)
-    .option("--log-level <level>", "pino log level (trace, debug, info, warn, error)", "info")
+    .option("--log-level <level>", "pino log level (trace, debug, info, warn, error)", "info");
+  addServerSecurityOptions(command, "; the trainer also presents it to the inference endpoints");
+  addClientSecurityOptions(command, { prefix: "inference-", token: false, what: "the inference endpoints" })
     .action(async (flags: ServeTrainerFlags) => {
+      const { access, tls } = serverSecurity(flags);
+      const inferenceSecurity = clientSecurity({ tlsCa: flags.inferenceTlsCa, tlsCert: flags.inferenceTlsCert, tlsKey: flags.inferenceTlsKey }, access.token ?? null, "inference-");
       const logger = pino({ name: "lightreasoner-trainer", level: flags.logLevel });
       const server = await startTrainerServer({
         expertDir: flags.expert,
@@ -47,6 +56,9 @@ export function registerServeTrainer(serve: Command): void {
         backend: flags.backend,
         connectTimeoutMs: flags.connectTimeoutMs,
         logger,
+        access,
+        tls,
+        inferenceSecurity,
       });
       await serveUntilSignal(logger, () => server.close());
     });

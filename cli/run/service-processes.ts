@@ -1,7 +1,8 @@
 // The services `lightreasoner run` starts as child processes of its own, on loopback ports
 // the OS picks: each is the same `lightreasoner serve ...` an operator runs. Ready means the
 // service logged where it listens (pino's JSON line with port and metricsPort); stopped
-// means it exited after SIGTERM, with its exit code checked.
+// means it exited after SIGTERM, with its exit code checked. The credential goes to them
+// through the environment, never the command line, which other users of the machine can read.
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
@@ -20,10 +21,14 @@ export interface ServiceProcess {
   stop(timeoutMs?: number): Promise<number>;
 }
 
-/** Starts `lightreasoner serve <args>` on 127.0.0.1 with OS-chosen ports; warnings and errors go to stderr. */
-export async function startService(name: string, args: string[]): Promise<ServiceProcess> {
+/**
+ * Starts `lightreasoner serve <args>` on 127.0.0.1 with OS-chosen ports; warnings and errors go
+ * to stderr. `env` is added to this process's environment (the token, see security-flags.ts).
+ */
+export async function startService(name: string, args: string[], env: Record<string, string> = {}): Promise<ServiceProcess> {
   const child = spawn(process.execPath, [BIN, "serve", ...args, "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0", "--log-level", "info"], {
     stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, ...env },
   });
   const stderr: string[] = [];
   child.stderr!.on("data", (chunk: Buffer) => {

@@ -11,6 +11,8 @@ import type { Readable, Writable } from "node:stream";
 import { ERROR_FIELD_METADATA_KEY, methodDefinition } from "./definition.ts";
 import type { MethodShape } from "./definition.ts";
 import { GrpcError, Status } from "./errors.ts";
+import { clientTransport } from "./transport-security.ts";
+import type { ClientSecurity } from "./transport-security.ts";
 
 export interface CallOptions {
   /** Fails the call with DEADLINE_EXCEEDED after this many milliseconds. */
@@ -54,19 +56,24 @@ export type ServiceClient<R extends GenServiceMethods> = { readonly [K in keyof 
 };
 
 export interface ClientOptions {
-  /** Default: insecure (plain-text HTTP/2), as inside a cluster or on loopback. */
-  credentials?: grpc.ChannelCredentials;
+  /** TLS and the bearer token (default: plain-text HTTP/2 without a token, as on loopback). */
+  security?: ClientSecurity;
   channelOptions?: grpc.ChannelOptions;
 }
 
 /** A typed client for `service` at `target` ("host:port"), or on an existing client's connection. */
 export function createClient<R extends GenServiceMethods>(service: GenService<R>, target: string | grpc.Client, options: ClientOptions = {}): ServiceClient<R> {
-  const channel = typeof target === "string" ? new grpc.Client(target, options.credentials ?? grpc.credentials.createInsecure(), options.channelOptions) : target;
+  const channel = typeof target === "string" ? openChannel(target, options) : target;
   const client: Record<string, unknown> = { channel, close: () => channel.close() };
   for (const method of (service as unknown as { methods: DescMethod[] }).methods) {
     client[method.localName] = callMethod(channel, method);
   }
   return client as ServiceClient<R>;
+}
+
+function openChannel(target: string, options: ClientOptions): grpc.Client {
+  const { credentials, interceptors } = clientTransport(options.security);
+  return new grpc.Client(target, credentials, { ...options.channelOptions, interceptors });
 }
 
 function callMethod(channel: grpc.Client, method: DescMethod): (...args: never[]) => unknown {

@@ -1,13 +1,16 @@
 // Serving a protobuf-es service with grpc-js: typed handlers for the four method kinds, a
 // `send` that waits when the client reads slowly (so nothing buffers without bound), an
-// AbortSignal that fires when the client cancels or the deadline passes, and every thrown
-// error turned into a status at this one boundary (errors.ts).
+// AbortSignal that fires when the client cancels or the deadline passes, every thrown error
+// turned into a status at this one boundary (errors.ts), and the caller's credential checked
+// before any handler runs (access.ts).
 import type { DescMessage, DescMethod, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
 import { create } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import * as grpc from "@grpc/grpc-js";
 import type { EventEmitter } from "node:events";
 import type { Readable, Writable } from "node:stream";
+import { checkAccess } from "./access.ts";
+import type { AccessPolicy } from "./access.ts";
 import { decodedRequest, ERROR_FIELD_METADATA_KEY, methodPath, serviceDefinition } from "./definition.ts";
 import type { MethodShape } from "./definition.ts";
 import { GrpcError, Status, toGrpcStatus } from "./errors.ts";
@@ -24,6 +27,8 @@ export interface CallContext {
   readonly deadline: grpc.Deadline;
   /** The method's path, e.g. `/lightreasoner.v1.InferenceService/Generate`. */
   readonly path: string;
+  /** The client's TLS certificate, present only when the handshake verified it (mTLS). */
+  readonly peerCertificate?: object;
 }
 
 /** Sends one response; resolves when the transport can take more (rejects once the call is over). */
@@ -48,9 +53,10 @@ export type MethodHandler<M extends MethodShape> = M["methodKind"] extends "unar
 /** One handler per method, keyed like the generated service's `method` (camelCase). */
 export type ServiceHandlers<R extends GenServiceMethods> = { [K in keyof R]: MethodHandler<R[K]> };
 
-/** Where unexpected errors are reported; pino's logger fits. */
+/** Where unexpected errors (and, given `warn`, refused credentials) are reported; pino's logger fits. */
 export interface ErrorLogger {
   error(details: Record<string, unknown>, message: string): void;
+  warn?(details: Record<string, unknown>, message: string): void;
 }
 
 const consoleLogger: ErrorLogger = {
@@ -63,15 +69,33 @@ const consoleLogger: ErrorLogger = {
 type AnyHandler = (...args: never[]) => unknown;
 type ServerCall = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerReadableStream<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>;
 
-/** Registers `handlers` for `service` on a grpc-js server. */
-export function addService<R extends GenServiceMethods>(server: grpc.Server, service: GenService<R>, handlers: ServiceHandlers<R>, logger: ErrorLogger = consoleLogger): void {
+/**
+ * Registers `handlers` for `service` on a grpc-js server. With `access`, every call must pass
+ * its check before its handler runs; without, every method is open (test doubles, benches).
+ */
+export function addService<R extends GenServiceMethods>(server: grpc.Server, service: GenService<R>, handlers: ServiceHandlers<R>, logger: ErrorLogger = consoleLogger, access?: AccessPolicy): void {
   const implementation: grpc.UntypedServiceImplementation = {};
   for (const method of service.methods) {
     const handler = handlers[method.localName as keyof R] as AnyHandler | undefined;
     if (typeof handler !== "function") throw new TypeError(`no handler for ${methodPath(method)}`);
-    implementation[method.name] = serveMethod(method, handler, logger);
+    implementation[method.name] = serveMethod(method, access ? guarded(method, handler, access, logger) : handler, logger);
   }
   server.addService(serviceDefinition(service as never), implementation);
+}
+
+/** `handler` behind the access check; a refusal is thrown like any handler error, so it becomes the call's status. */
+function guarded(method: DescMethod, handler: AnyHandler, access: AccessPolicy, logger: ErrorLogger): AnyHandler {
+  const run = handler as (...args: unknown[]) => unknown;
+  return ((...args: unknown[]) => {
+    // Every handler kind takes its CallContext last.
+    const ctx = args[args.length - 1] as CallContext;
+    const refused = checkAccess(access, method, ctx);
+    if (refused) {
+      logger.warn?.({ method: ctx.path, peer: ctx.peer, code: refused.codeName }, refused.message);
+      throw refused;
+    }
+    return run(...args);
+  }) as AnyHandler;
 }
 
 function serveMethod(method: DescMethod, handler: AnyHandler, logger: ErrorLogger): grpc.UntypedHandleCall {
@@ -133,7 +157,7 @@ function openCall(call: ServerCall, logger: ErrorLogger): OpenCall {
     controller.abort(expired ? new GrpcError(Status.DEADLINE_EXCEEDED, "deadline exceeded") : new GrpcError(Status.CANCELLED, "cancelled by the client"));
   };
   events.once("cancelled", onCancelled);
-  const ctx: CallContext = { signal: controller.signal, metadata: call.metadata, peer: call.getPeer(), deadline: call.getDeadline(), path };
+  const ctx: CallContext = { signal: controller.signal, metadata: call.metadata, peer: call.getPeer(), deadline: call.getDeadline(), path, peerCertificate: call.getAuthContext().sslPeerCertificate };
   return {
     ctx,
     async run(body) {

@@ -54,7 +54,7 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
 ENTRYPOINT ["node", "/app/bin/lightreasoner.mjs"]
 # --execution-provider cuda fails at start when CUDA cannot be used, rather than falling back
 # to the CPU unseen.
-CMD ["serve", "inference", "--expert", "/app/models/expert", "--amateur", "/app/models/amateur", "--port", "50051", "--metrics-port", "9464", "--execution-provider", "cuda"]
+CMD ["serve", "inference", "--host", "0.0.0.0", "--expert", "/app/models/expert", "--amateur", "/app/models/amateur", "--port", "50051", "--metrics-port", "9464", "--execution-provider", "cuda"]
 
 FROM ${NODE_IMAGE} AS cpu
 ENV NODE_ENV=production
@@ -67,4 +67,4 @@ EXPOSE 50051 9464
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
   CMD ["node", "/app/deploy/docker/grpc-health-probe.mjs", "--addr", "127.0.0.1:50051", "--service", "lightreasoner.v1.InferenceService"]
 ENTRYPOINT ["node", "/app/bin/lightreasoner.mjs"]
-CMD ["serve", "inference", "--expert", "/app/models/expert", "--amateur", "/app/models/amateur", "--port", "50051", "--metrics-port", "9464", "--execution-provider", "cpu"]
+CMD ["serve", "inference", "--host", "0.0.0.0", "--expert", "/app/models/expert", "--amateur", "/app/models/amateur", "--port", "50051", "--metrics-port", "9464", "--execution-provider", "cpu"]

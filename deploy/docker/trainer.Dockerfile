@@ -52,7 +52,7 @@ EXPOSE 50052 9465
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
   CMD ["node", "/app/deploy/docker/grpc-health-probe.mjs", "--addr", "127.0.0.1:50052", "--service", "lightreasoner.v1.TrainerService"]
 ENTRYPOINT ["node", "/app/bin/lightreasoner.mjs"]
-CMD ["serve", "trainer", "--inference", "dns:///inference:50051", "--expert", "/app/models/expert", "--port", "50052", "--metrics-port", "9465", "--runs-dir", "/var/lib/lightreasoner/runs"]
+CMD ["serve", "trainer", "--host", "0.0.0.0", "--inference", "dns:///inference:50051", "--expert", "/app/models/expert", "--port", "50052", "--metrics-port", "9465", "--runs-dir", "/var/lib/lightreasoner/runs"]
 
 FROM ${NODE_IMAGE} AS cpu
 ENV NODE_ENV=production
@@ -68,4 +68,4 @@ EXPOSE 50052 9465
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
   CMD ["node", "/app/deploy/docker/grpc-health-probe.mjs", "--addr", "127.0.0.1:50052", "--service", "lightreasoner.v1.TrainerService"]
 ENTRYPOINT ["node", "/app/bin/lightreasoner.mjs"]
-CMD ["serve", "trainer", "--inference", "dns:///inference:50051", "--expert", "/app/models/expert", "--port", "50052", "--metrics-port", "9465", "--runs-dir", "/var/lib/lightreasoner/runs"]
+CMD ["serve", "trainer", "--host", "0.0.0.0", "--inference", "dns:///inference:50051", "--expert", "/app/models/expert", "--port", "50052", "--metrics-port", "9465", "--runs-dir", "/var/lib/lightreasoner/runs"]

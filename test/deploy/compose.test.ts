@@ -2,8 +2,9 @@
 // replicas reachable on the ports their command serves, the trainer pointed at all of them
 // through the service's DNS name, Prometheus scraping every replica and the trainer on the
 // ports they serve metrics on, Grafana provisioned with that Prometheus and a dashboard with
-// the panels operators need, and every mounted or built path present. (The compose command of
-// the inference service really starts: prometheus-e2e.test.ts runs it.)
+// the panels operators need, every mounted or built path present, and both services listening
+// on every interface with the token of one compose secret (which the trainer also presents to
+// the replicas). (The compose commands really start: prometheus-e2e.test.ts runs them.)
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -128,10 +129,27 @@ describe("deploy/compose.yaml", () => {
     }
   });
 
+  it("listens on every interface and reads the token from one compose secret, in both services", () => {
+    // The secret's file is created by the operator (deploy/README.md) and ignored by git.
+    expect(Object.keys(compose.secrets)).toEqual(["auth-token"]);
+    expect(compose.secrets["auth-token"]).toEqual({ file: "./auth-token" });
+    expect(readFileSync(join(root, ".gitignore"), "utf8").split("\n")).toContain("/deploy/auth-token");
+    for (const [name, service] of [["inference", inference], ["trainer", trainer], ["inference (gpu)", gpu.services.inference]] as const) {
+      expect(flagValue(service.command, "--host"), name).toBe("0.0.0.0");
+      expect(flagValue(service.command, "--auth-token-file"), name).toBe("/run/secrets/auth-token");
+      expect(service.command, name).not.toContain("--allow-unauthenticated");
+    }
+    for (const service of [inference, trainer]) expect(service.secrets).toEqual(["auth-token"]);
+    // The trainer presents its own token to the replicas: no separate client flag, no TLS to configure.
+    expect(trainer.command.filter((a: string) => a.startsWith("--inference-tls"))).toEqual([]);
+    // The token never sits in a command line or the environment, where `docker inspect` shows it.
+    for (const service of Object.values<any>(compose.services)) expect(JSON.stringify(service.environment ?? {})).not.toMatch(/LIGHTREASONER_AUTH_TOKEN/);
+  });
+
   it("the GPU override asks for a GPU per replica and CUDA, keeping the ports", () => {
     const command = gpu.services.inference.command;
     expect(flagValue(command, "--execution-provider")).toBe("cuda");
-    for (const flag of ["--port", "--metrics-port", "--expert", "--amateur"]) expect(flagValue(command, flag), flag).toBe(flagValue(inference.command, flag));
+    for (const flag of ["--port", "--metrics-port", "--expert", "--amateur", "--host", "--auth-token-file"]) expect(flagValue(command, flag), flag).toBe(flagValue(inference.command, flag));
     for (const name of ["inference", "trainer"]) {
       expect(gpu.services[name].deploy.resources.reservations.devices, name).toEqual([{ driver: "nvidia", count: 1, capabilities: ["gpu"] }]);
     }

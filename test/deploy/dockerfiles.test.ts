@@ -89,6 +89,8 @@ describe.each(Object.entries(files))("deploy/docker/%s.Dockerfile", (service, fi
     const cmd = exec(find(s, "CMD")[0].args);
     expect(exec(find(s, "ENTRYPOINT")[0].args)).toEqual(["node", "/app/bin/lightreasoner.mjs"]);
     expect(cmd.slice(0, 2)).toEqual(["serve", service]);
+    // A container's port is reached from outside it: the service's loopback default would hide it.
+    expect(flagValue(cmd, "--host")).toBe("0.0.0.0");
     expect(flagValue(cmd, "--port")).toBe(grpcPort);
     expect(flagValue(cmd, "--metrics-port")).toBe(metricsPort);
     expect(find(s, "EXPOSE").map((e) => e.args)).toEqual([`${grpcPort} ${metricsPort}`]);

@@ -1,8 +1,11 @@
 // deploy/docker/grpc-health-probe.mjs, the images' HEALTHCHECK, run as the container runs it
 // (plain node, no tsx): SERVING is healthy (0), NOT_SERVING or an unknown service is not (1),
 // no answer is another failure (2), bad flags are refused (3). Against the same health
-// implementation the services use, and against a real inference server.
+// implementation the services use (in plain text and over mutual TLS), and against a real
+// inference server.
 import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
@@ -10,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { InferenceServer } from "#inference/main.ts";
 import { startServer, writeTinyPair } from "#test/inference/helpers.ts";
 import type { TinyPair } from "#test/inference/helpers.ts";
+import { makeCa } from "#test/security/helpers.ts";
 import { freePort, root } from "./processes.ts";
 
 const PROBE = join(root, "deploy", "docker", "grpc-health-probe.mjs");
@@ -61,6 +65,39 @@ describe("the gRPC health probe of the images", () => {
   it("exits 3 on bad flags", async () => {
     expect((await probe("--adress", address)).code).toBe(3);
     expect((await probe("--timeout-ms", "soon")).code).toBe(3);
+  });
+});
+
+describe("the probe over mutual TLS", () => {
+  let dir: string;
+  let server: grpc.Server;
+  let address: string;
+  let ca: ReturnType<typeof makeCa>;
+  let client: ReturnType<ReturnType<typeof makeCa>["issue"]>;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), "lr-probe-tls-"));
+    ca = makeCa(dir, "probe-ca");
+    const identity = ca.issue("server", "server");
+    client = ca.issue("probe", "client");
+    server = new grpc.Server();
+    new HealthImplementation({ "": "SERVING" }).addToServer(server);
+    const credentials = grpc.ServerCredentials.createSsl(ca.cert, [{ cert_chain: identity.cert, private_key: identity.key }], true);
+    const port = await new Promise<number>((resolve, reject) => server.bindAsync("127.0.0.1:0", credentials, (err, p) => (err ? reject(err) : resolve(p))));
+    address = `127.0.0.1:${port}`;
+  });
+  afterAll(() => {
+    server?.forceShutdown();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("exits 0 with the CA and a client certificate, 2 without the certificate, 3 on half a key pair", async () => {
+    const ok = await probe("--addr", address, "--tls-ca", ca.certFile, "--tls-cert", client.certFile, "--tls-key", client.keyFile);
+    expect(ok.code, ok.output).toBe(0);
+    expect(ok.output).toContain(`grpc-health-probe: ${address} service "": SERVING\n`);
+    expect((await probe("--addr", address, "--tls-ca", ca.certFile)).code).toBe(2);
+    expect((await probe("--addr", address)).code).toBe(2);
+    expect(await probe("--addr", address, "--tls-ca", ca.certFile, "--tls-cert", client.certFile)).toEqual({ code: 3, output: "grpc-health-probe: --tls-cert and --tls-key go together\n" });
   });
 });
 

@@ -2,7 +2,8 @@
 // every object validates against the Kubernetes API schemas offline, strictly (no unknown
 // field), broken manifests are rejected, and the wiring an operator relies on holds: gRPC
 // probes on the served port, the trainer on the headless service, the HPA on the Deployment,
-// GPUs only in the gpu overlay, non-root pods, and the PrometheusRule equal to the rule file.
+// GPUs only in the gpu overlay, non-root pods, both services listening on the pod's interfaces
+// with the token of one Secret mounted as a file, and the PrometheusRule equal to the rule file.
 import { execFileSync, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync, mkdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -163,6 +164,33 @@ describe("what the manifests promise an operator", () => {
     expect(runsDir.startsWith(`${mount.mountPath}/`)).toBe(true);
     expect(trainer.spec.volumeClaimTemplates[0].metadata.name).toBe("data");
     expect(find(rendered[variant], "Service", trainer.spec.serviceName).spec.clusterIP).toBe("None");
+  });
+
+  it.each(variants)("%s: both services listen on the pod's interfaces and read the token of one Secret from a file", (variant) => {
+    const secretNames = new Set<string>();
+    for (const workload of [find(rendered[variant], "Deployment", "inference"), find(rendered[variant], "StatefulSet", "trainer")]) {
+      const c = container(workload);
+      const what = `${variant} ${workload.kind}/${workload.metadata.name}`;
+      expect(flag(c.args, "--host"), what).toBe("0.0.0.0");
+      expect(c.args, what).not.toContain("--allow-unauthenticated");
+      // The file lies in a read-only mount of a secret volume, holding the Secret's key as that file.
+      const tokenFile = flag(c.args, "--auth-token-file")!;
+      const mount = c.volumeMounts.find((m: any) => tokenFile.startsWith(`${m.mountPath}/`));
+      expect(mount, what).toMatchObject({ readOnly: true });
+      const volume = workload.spec.template.spec.volumes.find((v: any) => v.name === mount.name);
+      expect(volume.secret.optional, `${what}: a pod without the Secret must not start open`).not.toBe(true);
+      const item = volume.secret.items.find((i: any) => i.path === tokenFile.slice(mount.mountPath.length + 1));
+      expect(item, what).toEqual({ key: "token", path: "token" });
+      // Readable by the pod's group only (0440), the group the pod runs as.
+      expect(volume.secret.defaultMode).toBe(0o440);
+      expect(workload.spec.template.spec.securityContext.fsGroup).toBe(10001);
+      secretNames.add(volume.secret.secretName);
+      // Never in the environment, where it would show in `kubectl describe` and crash dumps.
+      expect(JSON.stringify(c.env ?? [])).not.toMatch(/LIGHTREASONER_AUTH_TOKEN/);
+    }
+    // One Secret: the trainer presents the token the replicas accept.
+    expect([...secretNames]).toEqual(["lightreasoner-auth"]);
+    expect(flag(container(find(rendered[variant], "StatefulSet", "trainer")).args, "--inference-tls-ca")).toBeUndefined();
   });
 
   it.each(variants)("%s: the HPA scales the inference Deployment on load, with a PDB beside it", (variant) => {

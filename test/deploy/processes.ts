@@ -4,7 +4,9 @@
 // HTTP APIs. Every process is killed when the test file ends, whatever happened.
 import { spawn, spawnSync } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { createServer } from "node:net";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
@@ -62,12 +64,29 @@ export async function runToEnd(command: string, args: string[], options: { cwd?:
 // ---------------------------------------------------------------------------------------
 // Shipped arguments, made local
 
+/** The token of the services started from the shipped commands; clients of mutating calls present it. */
+export const LOCAL_TOKEN = randomBytes(24).toString("base64url");
+let tokenFile: string | null = null;
+
+function localTokenFile(): string {
+  if (tokenFile === null) {
+    const dir = mkdtempSync(join(tmpdir(), "lr-token-"));
+    process.once("exit", () => rmSync(dir, { recursive: true, force: true }));
+    tokenFile = join(dir, "token");
+    writeFileSync(tokenFile, `${LOCAL_TOKEN}\n`, { mode: 0o600 });
+  }
+  return tokenFile;
+}
+
 /**
  * Shipped `serve inference` arguments for a process here: image paths (/app/...) become
  * repository paths, and the ports and host are replaced (ports 0: the OS picks).
  */
 export function localArgs(shipped: string[], replace: Record<string, string>): string[] {
   const args = shipped.map((a) => (a.startsWith("/app/") ? join(root, a.slice("/app/".length)) : a));
+  // The deployment's Secret becomes a file of this test process, holding LOCAL_TOKEN.
+  const secret = args.indexOf("--auth-token-file");
+  if (secret >= 0) args[secret + 1] = localTokenFile();
   for (const [flag, value] of Object.entries(replace)) {
     const i = args.indexOf(flag);
     if (i >= 0) args[i + 1] = value;

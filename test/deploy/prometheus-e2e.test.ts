@@ -16,7 +16,7 @@ import { RunMode, RunState, TrainerService } from "#core/gen/lightreasoner/v1/tr
 import { buildWorldData } from "#world/build-data.ts";
 import { finished } from "#test/trainer/helpers.ts";
 import { composeInferenceArgs, dashboardQueries, readYaml } from "./deploy-files.ts";
-import { eventually, killAll, localArgs, root, runs, startPrometheus, startReplica, startService } from "./processes.ts";
+import { eventually, killAll, LOCAL_TOKEN, localArgs, root, runs, startPrometheus, startReplica, startService } from "./processes.ts";
 import type { PrometheusServer, Replica, Service } from "./processes.ts";
 
 const hasPrometheus = runs("prometheus", ["--version"]);
@@ -59,7 +59,7 @@ describe.skipIf(!hasPrometheus)("Prometheus scraping two inference replicas and 
 
     // A small LightReasoner run on the trainer's default endpoints: both replicas.
     buildWorldData({ outDir: join(dir, "world"), trainCount: 1, testCount: 24, seed: 3 });
-    const client = createClient(TrainerService, trainer.address);
+    const client = createClient(TrainerService, trainer.address, { security: { token: LOCAL_TOKEN } });
     try {
       await client.startRun({
         runId: "prometheus-e2e",

@@ -26,7 +26,7 @@ describe("offline stages through the CLI", () => {
   let server: InferenceServer;
   let target: string;
   beforeAll(async () => {
-    server = await startInferenceServer({ expertDir: "models/expert", amateurDir: "models/amateur", host: "127.0.0.1", port: 0, metricsPort: 0, logger: pino({ level: "silent" }) });
+    server = await startInferenceServer({ expertDir: "models/expert", amateurDir: "models/amateur", host: "127.0.0.1", port: 0, metricsPort: 0, logger: pino({ level: "silent" }), access: { allowUnauthenticated: true } });
     target = `127.0.0.1:${server.port}`;
     expect((await cli("world-data", "--out", join(dir, "world"), "--train", "20", "--test", "40")).status).toBe(0);
   });

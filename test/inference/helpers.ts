@@ -57,7 +57,7 @@ export function writeTinyPair(overrides: { expert?: Record<string, unknown>; ama
 
 export const silentLogger = () => pino({ level: "silent" });
 
-/** A server on 127.0.0.1 with OS-chosen ports for gRPC and metrics. */
+/** A server on 127.0.0.1 with OS-chosen ports for gRPC and metrics, open to every caller (test/security checks credentials). */
 export function startServer(pair: Pick<TinyPair, "expertDir" | "amateurDir">, options: Partial<InferenceServerOptions> = {}): Promise<InferenceServer> {
   return startInferenceServer({
     expertDir: pair.expertDir,
@@ -68,6 +68,7 @@ export function startServer(pair: Pick<TinyPair, "expertDir" | "amateurDir">, op
     executionProvider: "cpu",
     threads: 1,
     logger: silentLogger(),
+    access: { allowUnauthenticated: true },
     ...options,
   });
 }

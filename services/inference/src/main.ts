@@ -6,7 +6,8 @@
 import * as grpc from "@grpc/grpc-js";
 import { pino } from "pino";
 import type { Logger } from "pino";
-import { addService } from "#core/grpc/adapter.ts";
+import { accessPolicy, addService, logPolicy, serverCredentials, tlsMode } from "#core/grpc/adapter.ts";
+import type { AccessOptions, ServerTls } from "#core/grpc/adapter.ts";
 import { addHealthAndReflection } from "#core/grpc/operability.ts";
 import { AdapterService } from "#core/gen/lightreasoner/v1/adapter_pb.ts";
 import { InferenceService } from "#core/gen/lightreasoner/v1/inference_pb.ts";
@@ -28,7 +29,7 @@ import type { ServerLimits } from "./server/limits.ts";
 export interface InferenceServerOptions {
   expertDir: string;
   amateurDir: string;
-  /** Interface to listen on (default 0.0.0.0); the metrics port listens on the same one. */
+  /** Interface to listen on (default 127.0.0.1: loopback only); the metrics port listens on the same one. */
   host?: string;
   /** gRPC port; 0 lets the OS pick one (default 50051). */
   port?: number;
@@ -45,6 +46,10 @@ export interface InferenceServerOptions {
   shutdownDeadlineMs?: number;
   /** Most milliseconds a batch waits for sequences whose reader is behind (0: never; default 50, see BatchGather). */
   batchGatherMs?: number;
+  /** Which calls need a credential and what counts as one (default: mutating calls refused, see access.ts). */
+  access?: AccessOptions;
+  /** Serve gRPC over TLS (mTLS with a client CA); default plain text. */
+  tls?: ServerTls | null;
 }
 
 export interface InferenceServer {
@@ -69,7 +74,10 @@ const MAX_MESSAGE_BYTES = 8 * 1024 * 1024;
 export async function startInferenceServer(options: InferenceServerOptions): Promise<InferenceServer> {
   const logger = options.logger ?? pino({ name: "lightreasoner-inference" });
   const limits = resolveLimits(options.limits);
-  const host = options.host ?? "0.0.0.0";
+  const host = options.host ?? "127.0.0.1";
+  // Checked before the models load, so a bad credential setting fails fast.
+  const access = accessPolicy({ ...options.access, clientCertificates: Boolean(options.tls?.clientCa) });
+  const credentials = serverCredentials(options.tls);
   const sessionOptions = { executionProvider: options.executionProvider ?? "auto", threads: options.threads, log: (message: string) => logger.info(message) };
 
   const pair = await openModelPair(options.expertDir, options.amateurDir, sessionOptions);
@@ -110,16 +118,16 @@ export async function startInferenceServer(options: InferenceServerOptions): Pro
   };
 
   const server = new grpc.Server({ "grpc.max_receive_message_length": MAX_MESSAGE_BYTES, "grpc.max_send_message_length": MAX_MESSAGE_BYTES });
-  const errorLogger = { error: (details: Record<string, unknown>, message: string) => logger.error(details, message) };
-  addService(server, InferenceService, instrumented(InferenceService, inferenceHandlers(ctx), metrics, logger), errorLogger);
-  addService(server, AdapterService, instrumented(AdapterService, adapterHandlers(ctx), metrics, logger), errorLogger);
+  const errorLogger = { error: (details: Record<string, unknown>, message: string) => logger.error(details, message), warn: (details: Record<string, unknown>, message: string) => logger.warn(details, message) };
+  addService(server, InferenceService, instrumented(InferenceService, inferenceHandlers(ctx), metrics, logger), errorLogger, access);
+  addService(server, AdapterService, instrumented(AdapterService, adapterHandlers(ctx), metrics, logger), errorLogger, access);
   const health = addHealthAndReflection(server, [InferenceService, AdapterService]);
 
   let port: number;
   let metricsEndpoint: MetricsEndpoint;
   try {
     port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync(`${host}:${options.port ?? DEFAULT_GRPC_PORT}`, grpc.ServerCredentials.createInsecure(), (err, bound) => (err ? reject(err) : resolve(bound))),
+      server.bindAsync(`${host}:${options.port ?? DEFAULT_GRPC_PORT}`, credentials, (err, bound) => (err ? reject(err) : resolve(bound))),
     );
     metricsEndpoint = await serveMetrics(metrics.registry, host, options.metricsPort ?? DEFAULT_METRICS_PORT);
   } catch (err) {
@@ -130,7 +138,8 @@ export async function startInferenceServer(options: InferenceServerOptions): Pro
     throw err;
   }
   const dialHost = host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host.includes(":") ? `[${host}]` : host;
-  logger.info({ host, port, metricsPort: metricsEndpoint.port, limits, executionProvider: pair.expert.session.provider }, `inference server listening on ${host}:${port} (metrics on :${metricsEndpoint.port}/metrics)`);
+  logger.info({ host, port, metricsPort: metricsEndpoint.port, limits, executionProvider: pair.expert.session.provider, tls: tlsMode(options.tls) }, `inference server listening on ${host}:${port} (metrics on :${metricsEndpoint.port}/metrics)`);
+  logPolicy(logger, access);
 
   let closing: Promise<void> | null = null;
   const close = async (deadlineMs: number) => {

@@ -4,14 +4,15 @@
 import type { LoraAdapter } from "#core/model/lora.ts";
 import { encodePeftAdapter } from "#core/formats/peft.ts";
 import { createClient } from "#core/grpc/adapter.ts";
+import type { ClientSecurity } from "#core/grpc/adapter.ts";
 import { AdapterService } from "#core/gen/lightreasoner/v1/adapter_pb.ts";
 
 /** Bytes per upload message, well under grpc-js's 4 MiB default. */
 const CHUNK_BYTES = 1 << 20;
 
-export async function pushAdapter(target: string, adapter: LoraAdapter, options: { baseModel?: string; activate?: boolean } = {}): Promise<string> {
+export async function pushAdapter(target: string, adapter: LoraAdapter, options: { baseModel?: string; activate?: boolean; security?: ClientSecurity } = {}): Promise<string> {
   const { configJson, safetensors } = encodePeftAdapter(adapter, { baseModel: options.baseModel });
-  const client = createClient(AdapterService, target);
+  const client = createClient(AdapterService, target, { security: options.security });
   try {
     const upload = client.uploadAdapter({ timeoutMs: 60_000 });
     await upload.write({ part: { case: "header", value: { adapterConfigJson: configJson, safetensorsSize: safetensors.length, activate: options.activate ?? true } } });

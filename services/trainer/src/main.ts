@@ -7,7 +7,8 @@ import { basename, resolve } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { pino } from "pino";
 import type { Logger } from "pino";
-import { addService } from "#core/grpc/adapter.ts";
+import { accessPolicy, addService, isLoopbackAddress, logPolicy, serverCredentials, tlsMode } from "#core/grpc/adapter.ts";
+import type { AccessOptions, ClientSecurity, ServerTls } from "#core/grpc/adapter.ts";
 import { addHealthAndReflection } from "#core/grpc/operability.ts";
 import { TrainerService } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
 import { loadModelDir, modelFingerprint } from "#core/formats/model-dir.ts";
@@ -27,7 +28,7 @@ export interface TrainerServerOptions {
   inferenceTargets: readonly string[];
   /** Where runs keep their record, samples, checkpoints and adapters. */
   runsDir: string;
-  /** Interface to listen on (default 0.0.0.0); the metrics port listens on the same one. */
+  /** Interface to listen on (default 127.0.0.1: loopback only); the metrics port listens on the same one. */
   host?: string;
   /** gRPC port; 0 lets the OS pick one (default 50052). */
   port?: number;
@@ -38,6 +39,12 @@ export interface TrainerServerOptions {
   /** How long StartRun waits for an endpoint to answer (default 10 s). */
   connectTimeoutMs?: number;
   logger?: Logger;
+  /** Which calls need a credential and what counts as one (default: mutating calls refused, see access.ts). */
+  access?: AccessOptions;
+  /** Serve gRPC over TLS (mTLS with a client CA); default plain text. */
+  tls?: ServerTls | null;
+  /** How the trainer reaches the inference endpoints: TLS and the token it presents. */
+  inferenceSecurity?: ClientSecurity;
 }
 
 export interface TrainerServer {
@@ -56,7 +63,9 @@ export const DEFAULT_TRAINER_METRICS_PORT = 9465;
 
 export async function startTrainerServer(options: TrainerServerOptions): Promise<TrainerServer> {
   const logger = options.logger ?? pino({ name: "lightreasoner-trainer" });
-  const host = options.host ?? "0.0.0.0";
+  const host = options.host ?? "127.0.0.1";
+  const access = accessPolicy({ ...options.access, clientCertificates: Boolean(options.tls?.clientCa) });
+  const credentials = serverCredentials(options.tls);
   if (options.inferenceTargets.length > 0) parseEndpointTargets(options.inferenceTargets, "--inference");
   const { config, weights } = loadModelDir(options.expertDir);
   const backend = await selectBackend({ force: options.backend });
@@ -72,17 +81,18 @@ export async function startTrainerServer(options: TrainerServerOptions): Promise
     metrics,
     log: (message) => logger.info(message),
     connectTimeoutMs: options.connectTimeoutMs,
+    inferenceSecurity: options.inferenceSecurity,
   });
   const manager = runs;
 
   const server = new grpc.Server();
-  addService(server, TrainerService, trainerHandlers(manager), { error: (details, message) => logger.error(details, message) });
+  addService(server, TrainerService, trainerHandlers(manager), { error: (details, message) => logger.error(details, message), warn: (details, message) => logger.warn(details, message) }, access);
   const health = addHealthAndReflection(server, [TrainerService]);
   let port: number;
   let metricsEndpoint: MetricsEndpoint;
   try {
     port = await new Promise<number>((done, fail) =>
-      server.bindAsync(`${host}:${options.port ?? DEFAULT_TRAINER_GRPC_PORT}`, grpc.ServerCredentials.createInsecure(), (err, bound) => (err ? fail(err) : done(bound))),
+      server.bindAsync(`${host}:${options.port ?? DEFAULT_TRAINER_GRPC_PORT}`, credentials, (err, bound) => (err ? fail(err) : done(bound))),
     );
     metricsEndpoint = await serveMetrics(metrics.registry, host, options.metricsPort ?? DEFAULT_TRAINER_METRICS_PORT);
   } catch (err) {
@@ -90,7 +100,10 @@ export async function startTrainerServer(options: TrainerServerOptions): Promise
     throw err;
   }
   const dialHost = host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host.includes(":") ? `[${host}]` : host;
-  logger.info({ host, port, metricsPort: metricsEndpoint.port, runsDir: resolve(options.runsDir), inference: options.inferenceTargets }, `trainer listening on ${host}:${port} (metrics on :${metricsEndpoint.port}/metrics)`);
+  logger.info({ host, port, metricsPort: metricsEndpoint.port, runsDir: resolve(options.runsDir), inference: options.inferenceTargets, tls: tlsMode(options.tls) }, `trainer listening on ${host}:${port} (metrics on :${metricsEndpoint.port}/metrics)`);
+  logPolicy(logger, access);
+  const plainText = options.inferenceSecurity?.token && !options.inferenceSecurity.tls ? options.inferenceTargets.filter((target) => !isLoopbackAddress(target)) : [];
+  if (plainText.length > 0) logger.warn({ inference: plainText }, "the token goes to these inference endpoints in plain text: keep them on a private network, or give --inference-tls-ca");
 
   let closing: Promise<void> | null = null;
   const close = async () => {

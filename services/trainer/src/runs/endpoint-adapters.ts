@@ -20,7 +20,7 @@ export function replicaAddresses(pool: EndpointPool): string[] {
 /** Uploads and activates `adapter` on every replica; returns the version they all report. */
 export async function pushToReplicas(pool: EndpointPool, adapter: LoraAdapter, baseModel: string, onRetry?: (message: string) => void): Promise<{ version: string; endpoints: string[] }> {
   const addresses = replicaAddresses(pool);
-  const versions = await Promise.all(addresses.map((address) => withRetries(`push the adapter to ${address}`, () => pushAdapter(address, adapter, { baseModel }), onRetry)));
+  const versions = await Promise.all(addresses.map((address) => withRetries(`push the adapter to ${address}`, () => pushAdapter(address, adapter, { baseModel, security: pool.security }), onRetry)));
   const distinct = [...new Set(versions)];
   if (distinct.length !== 1) throw new GrpcError(Status.INTERNAL, `the replicas named the same adapter differently: ${addresses.map((a, i) => `${a}=${versions[i]}`).join(", ")}`);
   return { version: distinct[0], endpoints: addresses };
@@ -31,7 +31,7 @@ export async function rollbackReplicas(pool: EndpointPool, onRetry?: (message: s
   await Promise.all(
     replicaAddresses(pool).map((address) =>
       withRetries(`roll ${address} back to the base expert`, async () => {
-        const client = createClient(AdapterService, address);
+        const client = createClient(AdapterService, address, { security: pool.security });
         try {
           await client.rollbackToBase({}, { timeoutMs: 10_000 });
         } finally {

@@ -9,6 +9,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { readPeftAdapter, writePeftAdapter } from "#core/formats/peft.ts";
 import { TextTokenizer } from "#core/formats/tokenizer.ts";
+import type { ClientSecurity } from "#core/grpc/adapter.ts";
 import type { ModelConfig } from "#core/model/config.ts";
 import type { LoraAdapter } from "#core/model/lora.ts";
 import type { WeightMap } from "#core/model/weights.ts";
@@ -51,6 +52,8 @@ export interface RunServices {
   log: (message: string) => void;
   /** How long StartRun waits for an endpoint to answer. */
   connectTimeoutMs?: number;
+  /** TLS and the token for the inference endpoints (default: plain text, no token). */
+  inferenceSecurity?: ClientSecurity;
 }
 
 /** What a run's events look like to the run manager (the contract's WatchRunResponse.event). */
@@ -90,7 +93,7 @@ export async function prepareRun(plan: RunPlan, services: RunServices): Promise<
   const problems = plan.problems ? loadProblemSource(plan.problems, "problems") : [];
   const evalProblems = plan.evalProblems ? loadProblemSource(plan.evalProblems, "eval_problems") : [];
   if (plan.importSamplesPath && !existsSync(plan.importSamplesPath)) throw new RunConfigError("import_samples_path", `no file at ${plan.importSamplesPath}`);
-  const pool = await EndpointPool.connect({ targets: plan.endpoints, expertFingerprint: services.expert.fingerprint, expertDir: services.expert.dir, connectTimeoutMs: services.connectTimeoutMs });
+  const pool = await EndpointPool.connect({ targets: plan.endpoints, expertFingerprint: services.expert.fingerprint, expertDir: services.expert.dir, connectTimeoutMs: services.connectTimeoutMs, security: services.inferenceSecurity });
   try {
     const sampler = resolveSamplerConfig(plan.sampler, pool.served);
     return { plan, pool, sampler, problems, evalProblems };

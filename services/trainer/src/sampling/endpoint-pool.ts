@@ -10,7 +10,7 @@
 import { lookup } from "node:dns/promises";
 import type { ChannelOptions } from "@grpc/grpc-js";
 import { createClient, GrpcError, Status } from "#core/grpc/adapter.ts";
-import type { ServiceClient } from "#core/grpc/adapter.ts";
+import type { ClientOptions, ClientSecurity, ServiceClient } from "#core/grpc/adapter.ts";
 import { InferenceService } from "#core/gen/lightreasoner/v1/inference_pb.ts";
 import type { GetModelInfoResponse } from "#core/gen/lightreasoner/v1/inference_pb.ts";
 import { modelFingerprint } from "#core/formats/model-dir.ts";
@@ -36,6 +36,8 @@ export interface EndpointPoolOptions {
   requireSameAdapter?: boolean;
   /** Extra grpc-js channel options. */
   channelOptions?: ChannelOptions;
+  /** TLS and the bearer token for every endpoint (default: plain text, no token). */
+  security?: ClientSecurity;
 }
 
 /** What every endpoint serves (checked equal at connect) and the tightest of their limits. */
@@ -97,13 +99,15 @@ export class EndpointPool {
     readonly served: ServedPair,
     readonly downForMs: number,
     channelOptions: ChannelOptions,
+    /** How every channel to the replicas is secured; adapter pushes use it too. */
+    readonly security: ClientSecurity | undefined,
   ) {
     this.lanes = endpoints.flatMap((endpoint) =>
       endpoint.info.map(({ address }, i) => ({
         id: endpoint.info.length > 1 ? `${endpoint.name}#${i}` : endpoint.name,
         endpoint,
         address,
-        client: createClient(InferenceService, address, { channelOptions }),
+        client: createClient(InferenceService, address, { channelOptions, security }),
         outstanding: 0,
         downUntil: 0,
         lastError: null,
@@ -117,10 +121,10 @@ export class EndpointPool {
     const timeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
     const channelOptions = { "grpc.max_receive_message_length": MAX_MESSAGE_BYTES, ...KEEPALIVE, ...options.channelOptions };
     const endpoints: Endpoint[] = [];
-    for (const target of targets) endpoints.push({ target, name: target.text, info: await describeEndpoint(target, timeoutMs, channelOptions) });
+    for (const target of targets) endpoints.push({ target, name: target.text, info: await describeEndpoint(target, timeoutMs, { channelOptions, security: options.security }) });
     const expected = options.expertFingerprint ?? (options.expertDir ? modelFingerprint(options.expertDir) : null);
     const served = checkEndpoints(endpoints, expected, options.expertDir ?? null, options.requireSameAdapter ?? false);
-    return new EndpointPool(endpoints, served, options.downForMs ?? DEFAULT_DOWN_FOR_MS, channelOptions);
+    return new EndpointPool(endpoints, served, options.downForMs ?? DEFAULT_DOWN_FOR_MS, channelOptions, options.security);
   }
 
   isUp(lane: Lane, now = Date.now()): boolean {
@@ -175,7 +179,7 @@ export class EndpointPool {
 }
 
 /** GetModelInfo from every address behind a target, each on a direct channel of its own. */
-async function describeEndpoint(target: EndpointTarget, timeoutMs: number, channelOptions: ChannelOptions): Promise<Endpoint["info"]> {
+async function describeEndpoint(target: EndpointTarget, timeoutMs: number, connection: ClientOptions): Promise<Endpoint["info"]> {
   let addresses: string[];
   if (target.kind === "direct") addresses = [hostPort(target.host, target.port)];
   else {
@@ -190,14 +194,14 @@ async function describeEndpoint(target: EndpointTarget, timeoutMs: number, chann
   const out: Endpoint["info"] = [];
   for (const address of addresses) {
     const name = target.kind === "dns" ? `${target.text} (${address})` : target.text;
-    out.push({ address, info: await modelInfo(address, name, timeoutMs, channelOptions) });
+    out.push({ address, info: await modelInfo(address, name, timeoutMs, connection) });
   }
   return out;
 }
 
 /** Asks one address until it answers or the time is up (a server may still be starting). */
-async function modelInfo(address: string, name: string, timeoutMs: number, channelOptions: ChannelOptions): Promise<GetModelInfoResponse> {
-  const client = createClient(InferenceService, address, { channelOptions });
+async function modelInfo(address: string, name: string, timeoutMs: number, connection: ClientOptions): Promise<GetModelInfoResponse> {
+  const client = createClient(InferenceService, address, connection);
   const deadline = Date.now() + timeoutMs;
   try {
     for (;;) {

@@ -9,7 +9,7 @@
 import type { LogProbs } from "#core/math/distribution.ts";
 import { argmaxToken } from "#core/math/sampling.ts";
 import type { SparseStep, SummarizeOptions } from "#core/math/sparse-step.ts";
-import type { CausalLmSession } from "#inference/model/session.ts";
+import type { CausalLmSession, StepRequest, StepResult } from "#inference/model/session.ts";
 import { BenchInputError } from "./stats.ts";
 
 export type AmateurScoring = "kv-cache" | "re-encode";
@@ -28,6 +28,12 @@ export interface EngineRunOptions {
   scoring: AmateurScoring;
   summarize: Summarize;
   summary: SummarizeOptions;
+  /**
+   * Most streams per prefill pass (default: all at once). The runner computes logits at
+   * every prompt position, so 64 prompts of 64 tokens at vocabulary 151,936 would want
+   * 2.5 GB of logits in one pass; decoding still runs every stream in one batch.
+   */
+  maxPrefillBatch?: number;
 }
 
 /** Wall-clock phases of one run of concurrent trajectories. */
@@ -46,8 +52,17 @@ export const tokensPerSecond = (t: RunTiming) => t.tokens / t.seconds;
 /** Tokens after each stream's first, per second of the time after the last first token. */
 export const decodeTokensPerSecond = (t: RunTiming) => (t.tokens - t.streams) / Math.max(t.seconds - t.firstTokenSeconds, 1e-9);
 
+/** session.step over `requests` in consecutive groups of at most `group`. */
+export async function stepInGroups(session: CausalLmSession, requests: StepRequest[], group: number): Promise<StepResult[]> {
+  const out: StepResult[] = [];
+  for (let i = 0; i < requests.length; i += group) out.push(...(await session.step(requests.slice(i, i + group))));
+  return out;
+}
+
 export async function runEngineTrajectories(options: EngineRunOptions): Promise<RunTiming> {
   const { expert, amateur, prompts, newTokens, scoring, summarize, summary, eosTokenIds } = options;
+  const maxPrefillBatch = options.maxPrefillBatch ?? prompts.length;
+  if (!Number.isInteger(maxPrefillBatch) || maxPrefillBatch < 1) throw new BenchInputError("maxPrefillBatch", `must be a positive integer, got ${maxPrefillBatch}`);
   if (prompts.length === 0) throw new BenchInputError("prompts", "must hold at least one prompt");
   if (prompts.some((p) => p.length === 0)) throw new BenchInputError("prompts", "must not hold an empty prompt");
   if (!Number.isInteger(newTokens) || newTokens < 1) throw new BenchInputError("newTokens", `must be a positive integer, got ${newTokens}`);
@@ -58,11 +73,12 @@ export async function runEngineTrajectories(options: EngineRunOptions): Promise<
   let firstTokenAt = 0;
   let tokens = 0;
   while (active.length > 0) {
-    const expertOut = await expert.step(active.map((s) => ({ cache: s.expertCache, tokens: s.pending })));
+    const group = firstTokenAt === 0 ? maxPrefillBatch : active.length;
+    const expertOut = await stepInGroups(expert, active.map((s) => ({ cache: s.expertCache, tokens: s.pending })), group);
     const amateurOut =
       scoring === "kv-cache"
-        ? await amateur.step(active.map((s) => ({ cache: s.amateurCache, tokens: s.pending })))
-        : await amateur.step(active.map((s) => ({ cache: amateur.newCache(), tokens: s.sequence })));
+        ? await stepInGroups(amateur, active.map((s) => ({ cache: s.amateurCache, tokens: s.pending })), group)
+        : await stepInGroups(amateur, active.map((s) => ({ cache: amateur.newCache(), tokens: s.sequence })), group);
     active.forEach((s, b) => {
       summarize(expertOut[b].logProbs, amateurOut[b].logProbs, summary);
       const token = argmaxToken(expertOut[b].logProbs);

@@ -1,13 +1,16 @@
 // Section "limits": what this machine can do at best. A one-node MatMul graph, written with
 // the project's own ONNX graph builder and run by ONNX Runtime exactly as the models run
-// (CPU provider, default threads), gives the float32 matrix-multiply rate; the model pairs'
-// FLOPs per generated token turn it into a ceiling in tokens per second, which the
-// sampling section's best measured rate is held against.
+// (CPU provider, default threads), gives the float32 matrix-multiply rate, and PyTorch and
+// numpy (bench/peers/matmul.py) are timed on the same shapes in the same run, with the BLAS
+// library they loaded named. The best rate any of them reached is the machine's ceiling; the
+// model pairs' FLOPs per generated token turn it into tokens per second, which the sampling
+// and amateur sections' measured rates are held against.
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { SeededRandom } from "#core/math/random.ts";
 import { parseModelConfig } from "#core/model/config.ts";
+import type { ModelConfig } from "#core/model/config.ts";
 import { openOrtSession } from "#inference/model/execution-provider.ts";
 import { GraphBuilder } from "#inference/model/onnx-builder.ts";
 import { encodeInline } from "#inference/model/onnx-file.ts";
@@ -18,7 +21,9 @@ import { REPO_ROOT } from "./paths.ts";
 import { ensureWorld, worldPrompts } from "./workloads.ts";
 import type { BenchSettings, PairWorkload } from "./settings.ts";
 import type { Measured } from "./stats.ts";
-import { BenchInputError, repeat } from "./stats.ts";
+import { BenchInputError, measured, repeat } from "./stats.ts";
+import type { PeerLibrary } from "./python-peers.ts";
+import { runPeer } from "./python-peers.ts";
 
 export interface MatmulRate {
   /** [m, k] x [k, n]. */
@@ -41,12 +46,82 @@ export interface PairCeiling {
   ceilingTokensPerSecond: number;
 }
 
+/** A Python library's MatMul on the same shapes, or why it was not measured. */
+export interface PeerMatmul {
+  library: PeerLibrary;
+  available: boolean;
+  /** When not available: what was missing and how to install it. */
+  missing?: string;
+  install?: string;
+  interpreter?: string;
+  version?: string;
+  /** Threads PyTorch was told to use; null for numpy (its BLAS decides). */
+  threads?: number | null;
+  /** The BLAS shared libraries the peer's process had loaded, and what they are. */
+  blasLibraries?: string[];
+  blas?: string;
+  matmul: MatmulRate[];
+}
+
+export type MatmulLibrary = "onnxruntime" | PeerLibrary;
+
 export interface LimitsResult {
   how: string;
+  /** The CPU, as /proc/cpuinfo names it. */
+  cpuModel: string;
+  /** ONNX Runtime's rates. */
   matmul: MatmulRate[];
-  /** The best median over the shapes: the ceiling's rate. */
+  peers: PeerMatmul[];
+  /** The best median over every library and shape: the ceiling's rate. */
   peakGflops: number;
+  peakBy: { library: MatmulLibrary; m: number; k: number; n: number };
+  /** ONNX Runtime's own best median (the rate the project's models could reach at best). */
+  onnxruntimePeakGflops: number;
   pairs: PairCeiling[];
+}
+
+/** What a list of loaded BLAS libraries is, in words; the reference BLAS is flagged as slow. */
+export function blasKind(libraries: readonly string[]): string {
+  const all = libraries.join(" ").toLowerCase();
+  if (all.includes("openblas")) return "OpenBLAS";
+  if (all.includes("mkl")) return "MKL";
+  if (all.includes("blis")) return "BLIS";
+  if (/\/blas\/libblas/.test(all)) return "reference BLAS (slow: install libopenblas0-openmp)";
+  return libraries.length === 0 ? "none loaded" : "unknown";
+}
+
+interface PeerMatmulAnswer {
+  library: PeerLibrary;
+  version: string;
+  threads: number | null;
+  blas: string[];
+  shapes: { m: number; k: number; n: number; gflops: number[] }[];
+}
+
+/** PyTorch's or numpy's MatMul rates on `shapes`; a missing library is reported, not measured. */
+export async function measurePeerMatmul(library: PeerLibrary, shapes: readonly [number, number, number][], options: { minMs: number; repeats: number }): Promise<PeerMatmul> {
+  const budgetMs = 120_000 + shapes.length * (options.repeats + 1) * options.minMs * 4;
+  const outcome = await runPeer<PeerMatmulAnswer>("matmul.py", { library, shapes, minMs: options.minMs, repeats: options.repeats }, budgetMs);
+  if (!outcome.ok) return { library, available: false, missing: outcome.missing, install: outcome.install, matmul: [] };
+  const r = outcome.result;
+  return {
+    library,
+    available: true,
+    interpreter: outcome.interpreter,
+    version: r.version,
+    threads: r.threads,
+    blasLibraries: r.blas,
+    blas: blasKind(r.blas),
+    matmul: r.shapes.map((x) => ({ m: x.m, k: x.k, n: x.n, gflops: measured(x.gflops, "GFLOP/s") })),
+  };
+}
+
+/** The best median over every library's shapes. */
+export function peakOf(onnxruntime: readonly MatmulRate[], peers: readonly PeerMatmul[]): { gflops: number; by: LimitsResult["peakBy"] } {
+  const all: [MatmulLibrary, MatmulRate][] = [...onnxruntime.map((r): [MatmulLibrary, MatmulRate] => ["onnxruntime", r]), ...peers.flatMap((p) => p.matmul.map((r): [MatmulLibrary, MatmulRate] => [p.library, r]))];
+  if (all.length === 0) throw new BenchInputError("matmul", "holds no measured rate");
+  const [library, best] = all.reduce((a, b) => (b[1].gflops.median > a[1].gflops.median ? b : a));
+  return { gflops: best.gflops.median, by: { library, m: best.m, k: best.k, n: best.n } };
 }
 
 /** An ONNX model computing Y = X W with W [k, n] as a weight, as every linear layer of the models does. */
@@ -84,7 +159,7 @@ export async function measureOrtMatmul(m: number, k: number, n: number, options:
 }
 
 /** The model configs of a recipe without generating the models (FLOPs need only the shape). */
-function recipeConfigs(recipe: PairRecipe) {
+export function recipeConfigs(recipe: PairRecipe) {
   const source = recipe.source;
   if (source.kind === "random") return { expert: parseModelConfig(source.expert), amateur: parseModelConfig(source.amateur) };
   const read = (dir: string) => {
@@ -102,24 +177,38 @@ function meanWorldPromptTokens(workload: PairWorkload, cacheDir: string): number
 
 export const LIMITS_HOW =
   "float32 MatMul graphs built with the project's ONNX graph builder, run by onnxruntime-node on the CPU provider with its default threads; " +
+  "PyTorch (torch.matmul, threads = the process's cores) and numpy (x @ w) on the same shapes in bench/peers/matmul.py; the ceiling is the best median of all three; " +
   "FLOPs per token = 2 x (linear weights + LM head) + 4 x layers x heads x head_dim x context, expert + amateur";
 
-export async function runLimits(settings: BenchSettings, log: (line: string) => void): Promise<LimitsResult> {
+/** The ceiling in tokens/s of a pair at a mean context, from a peak rate. */
+export function pairCeiling(pair: string, expert: ModelConfig, amateur: ModelConfig, context: number, peakGflops: number): PairCeiling {
+  const e = flopsPerToken(expert, context);
+  const a = flopsPerToken(amateur, context);
+  const total = e.total + a.total;
+  return { pair, context, expert: e, amateur: a, flopsPerToken: total, ceilingTokensPerSecond: (peakGflops * 1e9) / total };
+}
+
+export async function runLimits(settings: BenchSettings, log: (line: string) => void, cpuModel: string): Promise<LimitsResult> {
   const matmul: MatmulRate[] = [];
   for (const [m, k, n] of settings.limits.shapes) {
     const gflops = await measureOrtMatmul(m, k, n, settings.limits);
     matmul.push({ m, k, n, gflops });
-    log(`  MatMul [${m}x${k}]x[${k}x${n}]: ${gflops.median.toFixed(1)} GFLOP/s`);
+    log(`  ONNX Runtime MatMul [${m}x${k}]x[${k}x${n}]: ${gflops.median.toFixed(1)} GFLOP/s`);
   }
-  const peakGflops = Math.max(...matmul.map((r) => r.gflops.median));
+  const peers: PeerMatmul[] = [];
+  for (const library of ["torch", "numpy"] as const) {
+    const peer = await measurePeerMatmul(library, settings.limits.shapes, settings.limits);
+    peers.push(peer);
+    if (!peer.available) log(`  ${library}: not measured, ${peer.missing} is missing (${peer.install})`);
+    else for (const r of peer.matmul) log(`  ${library} ${peer.version} (${peer.blas}) MatMul [${r.m}x${r.k}]x[${r.k}x${r.n}]: ${r.gflops.median.toFixed(1)} GFLOP/s`);
+  }
+  const peak = peakOf(matmul, peers);
+  const peakGflops = peak.gflops;
   const pairs = settings.sampling.pairs.map((workload) => {
     const { expert, amateur } = recipeConfigs(workload.recipe);
     const prompt = workload.prompts === "world" ? meanWorldPromptTokens(workload, settings.cacheDir) : workload.prompts;
-    const context = meanContext(prompt, workload.newTokens);
-    const e = flopsPerToken(expert, context);
-    const a = flopsPerToken(amateur, context);
-    const total = e.total + a.total;
-    return { pair: workload.name, context, expert: e, amateur: a, flopsPerToken: total, ceilingTokensPerSecond: (peakGflops * 1e9) / total };
+    return pairCeiling(workload.name, expert, amateur, meanContext(prompt, workload.newTokens), peakGflops);
   });
-  return { how: LIMITS_HOW, matmul, peakGflops, pairs };
+  const onnxruntimePeakGflops = Math.max(...matmul.map((r) => r.gflops.median));
+  return { how: LIMITS_HOW, cpuModel, matmul, peers, peakGflops, peakBy: peak.by, onnxruntimePeakGflops, pairs };
 }

@@ -30,6 +30,17 @@ function packageVersion(name: string): string {
   }
 }
 
+/** The CPU's "model name" from /proc/cpuinfo, else what Node reports (other platforms). */
+export function cpuModelName(): string {
+  try {
+    const name = /^model name\s*:\s*(.*)$/m.exec(readFileSync("/proc/cpuinfo", "utf8"))?.[1].trim();
+    if (name) return name;
+  } catch {
+    // not Linux: fall through to Node's view
+  }
+  return cpus()[0]?.model.trim() ?? "unknown";
+}
+
 function vectorFeatures(): string[] {
   try {
     const flags = /^flags\s*:\s*(.*)$/m.exec(readFileSync("/proc/cpuinfo", "utf8"))?.[1].split(/\s+/) ?? [];
@@ -42,7 +53,7 @@ function vectorFeatures(): string[] {
 export function describeMachine(): MachineInfo {
   const list = cpus();
   return {
-    cpuModel: list[0]?.model.trim() ?? "unknown",
+    cpuModel: cpuModelName(),
     cores: list.length,
     vectorFeatures: vectorFeatures(),
     memoryGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10,

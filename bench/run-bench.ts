@@ -4,6 +4,10 @@
 // pair reached, are computed here from sections of the same run, never carried over.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
+import type { AmateurResult } from "./amateur.ts";
+import { runAmateur } from "./amateur.ts";
+import type { DecodeResult } from "./decode.ts";
+import { runDecode } from "./decode.ts";
 import type { LimitsResult } from "./limits.ts";
 import { runLimits } from "./limits.ts";
 import type { MachineInfo } from "./machine.ts";
@@ -46,11 +50,26 @@ export interface BenchReport {
   machine: MachineInfo;
   step?: StepResult;
   limits?: LimitsResult;
+  amateur?: AmateurResult;
+  decode?: DecodeResult;
   transport?: TransportResult;
   sampling?: SamplingResult;
   training?: TrainingResult;
   memory?: MemoryResult;
-  derived: { ceilingFractions: CeilingFraction[] };
+  derived: { ceilingFractions: CeilingFraction[]; endToEndCeiling: EndToEndCeiling[] };
+}
+
+/** The amateur section's end-to-end lockstep rate against the same run's ceiling. */
+export interface EndToEndCeiling {
+  pair: string;
+  streams: number;
+  newTokens: number;
+  ceilingGflops: number;
+  ceilingTokensPerSecond: number;
+  tokensPerSecond: number;
+  fraction: number;
+  decodeTokensPerSecond: number;
+  decodeFraction: number;
 }
 
 export interface BenchOptions {
@@ -96,6 +115,29 @@ export function ceilingFractions(limits: LimitsResult | undefined, sampling: Sam
   });
 }
 
+/** Fractions of the ceiling for the amateur section's end-to-end runs (needs the limits section). */
+export function endToEndCeilings(limits: LimitsResult | undefined, amateur: AmateurResult | undefined): EndToEndCeiling[] {
+  if (!limits || !amateur) return [];
+  return amateur.pairs.flatMap((p) => {
+    const e = p.endToEnd;
+    if (!e) return [];
+    const ceilingTokensPerSecond = (limits.peakGflops * 1e9) / e.flopsPerToken;
+    return [
+      {
+        pair: p.pair.name,
+        streams: e.streams,
+        newTokens: e.newTokens,
+        ceilingGflops: limits.peakGflops,
+        ceilingTokensPerSecond,
+        tokensPerSecond: e.tokensPerSecond.median,
+        fraction: e.tokensPerSecond.median / ceilingTokensPerSecond,
+        decodeTokensPerSecond: e.decodeTokensPerSecond.median,
+        decodeFraction: e.decodeTokensPerSecond.median / ceilingTokensPerSecond,
+      },
+    ];
+  });
+}
+
 export async function runBench(options: BenchOptions): Promise<BenchReport> {
   const sections = parseSections(options.only);
   const log = options.log ?? (() => {});
@@ -110,12 +152,13 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     wallSeconds: 0,
     sectionSeconds: {},
     machine: describeMachine(),
-    derived: { ceilingFractions: [] },
+    derived: { ceilingFractions: [], endToEndCeiling: [] },
   };
   const save = () => {
     report.wallSeconds = (performance.now() - started) / 1000;
     report.machine.loadAverageAtEnd = currentLoad();
     report.derived.ceilingFractions = ceilingFractions(report.limits, report.sampling);
+    report.derived.endToEndCeiling = endToEndCeilings(report.limits, report.amateur);
     mkdirSync(dirname(out), { recursive: true });
     writeFileSync(out, `${JSON.stringify(report, null, 2)}\n`);
   };
@@ -127,7 +170,13 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
         report.step = await runStep(settings, log);
         break;
       case "limits":
-        report.limits = await runLimits(settings, log);
+        report.limits = await runLimits(settings, log, report.machine.cpuModel);
+        break;
+      case "amateur":
+        report.amateur = await runAmateur(settings, log);
+        break;
+      case "decode":
+        report.decode = await runDecode(settings, log);
         break;
       case "transport":
         report.transport = await runTransport(settings, log);

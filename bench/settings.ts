@@ -5,7 +5,8 @@
 import type { PairRecipe } from "./models.ts";
 import { BUILT_IN_PAIR, DEFAULT_CACHE_DIR, QWEN05_PAIR } from "./models.ts";
 
-export const SECTIONS = ["step", "limits", "transport", "sampling", "training", "memory"] as const;
+// "limits" runs before the sections whose rates are held against its ceiling.
+export const SECTIONS = ["step", "limits", "amateur", "decode", "transport", "sampling", "training", "memory"] as const;
 export type Section = (typeof SECTIONS)[number];
 
 export interface PairWorkload {
@@ -27,10 +28,38 @@ export interface PairWorkload {
   repeats: number;
 }
 
+/** The amateur's cost, alone and inside the whole lockstep loop, at the method's length. */
+export interface AmateurWorkload {
+  name: string;
+  recipe: PairRecipe;
+  promptTokens: number;
+  newTokens: number;
+  /** Trajectories scored together (the same batch both ways). */
+  streams: number;
+  repeats: number;
+  /** The whole lockstep loop at this length, or null to skip it. */
+  endToEnd: { streams: number; repeats: number; maxPrefillBatch: number } | null;
+}
+
+export interface DecodeSettings {
+  /** The pair whose expert is raced against PyTorch. */
+  recipe: PairRecipe;
+  batches: number[];
+  promptTokens: number;
+  /** Timed decode steps per repeat. */
+  steps: number;
+  repeats: number;
+  maxPrefillBatch: number;
+  /** The logits compared before timing: a prefill of this many tokens, then single steps. */
+  parity: { prefillTokens: number; decodeTokens: number };
+}
+
 export interface BenchSettings {
   quick: boolean;
   cacheDir: string;
   sampling: { pairs: PairWorkload[]; alpha: number; topK: number };
+  amateur: { pairs: AmateurWorkload[] };
+  decode: DecodeSettings;
   limits: { shapes: [number, number, number][]; minMs: number; repeats: number };
   transport: { vocabSize: number; steps: { full32: number; full16: number; sparse: number }; repeats: number; alpha: number; topK: number };
   training: { loraWarmupSteps: number; loraSteps: number; pretrainWarmupSteps: number; pretrainSteps: number; matmulSize: number };
@@ -65,6 +94,25 @@ export function benchSettings(options: { quick: boolean; cacheDir?: string }): B
     quick,
     cacheDir,
     sampling: { pairs: quick ? [builtIn, qwen] : [builtIn, qwen, qwenLong], alpha: 0.2, topK: 4 },
+    // The method's trajectory: 128 new tokens after a 64-token prompt. Re-encoding the
+    // 0.5B-shaped amateur costs about 16,000 positions per trajectory, hence few streams.
+    amateur: {
+      pairs: [
+        { name: BUILT_IN_PAIR.name, recipe: BUILT_IN_PAIR, promptTokens: 64, newTokens: 128, streams: 16, repeats: quick ? 2 : 3, endToEnd: { streams: 64, repeats: quick ? 1 : 3, maxPrefillBatch: 64 } },
+        {
+          name: QWEN05_PAIR.name,
+          recipe: QWEN05_PAIR,
+          promptTokens: 64,
+          newTokens: 128,
+          streams: quick ? 1 : 4,
+          repeats: quick ? 1 : 2,
+          endToEnd: { streams: quick ? 4 : 64, repeats: 1, maxPrefillBatch: 8 },
+        },
+      ],
+    },
+    decode: quick
+      ? { recipe: QWEN05_PAIR, batches: [1, 16], promptTokens: 16, steps: 4, repeats: 2, maxPrefillBatch: 8, parity: { prefillTokens: 6, decodeTokens: 2 } }
+      : { recipe: QWEN05_PAIR, batches: [1, 16, 64], promptTokens: 32, steps: 8, repeats: 3, maxPrefillBatch: 8, parity: { prefillTokens: 8, decodeTokens: 3 } },
     limits: {
       // A decode batch through the 0.5B expert's MLP, a square product, and one token alone.
       shapes: [

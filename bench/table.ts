@@ -2,10 +2,14 @@
 // over repeats with its range in parentheses, every comparison a ratio of medians from the
 // same run. Pure functions of the report, so the same bench.json always prints the same.
 import type { BenchReport } from "./run-bench.ts";
+import { blasKind as blasKindOf } from "./limits.ts";
 import { formatBytes, formatMeasured, formatNumber, formatPercent, formatRatio } from "./stats.ts";
 import { renderTable } from "./text-table.ts";
 
 const mib = (bytes: number) => formatNumber(bytes / 2 ** 20);
+/** Every table names the CPU it was measured on: machines of one kind differ. */
+const on = (r: BenchReport) => ` on ${r.machine.cpuModel}`;
+const LIBRARY_NAMES = { onnxruntime: "ONNX Runtime", torch: "PyTorch", numpy: "numpy" } as const;
 const params = (n: number) => (n >= 1e6 ? `${formatNumber(n / 1e6)}M` : formatNumber(n));
 
 function machineLines(r: BenchReport): string[] {
@@ -23,7 +27,7 @@ function stepLines(r: BenchReport): string[] {
   const s = r.step;
   if (!s) return [];
   return [
-    `Per-step JavaScript work at vocabulary ${formatNumber(s.vocabSize)} (ms per stream and step; alpha ${s.alpha}, top-k ${s.topK})`,
+    `Per-step JavaScript work${on(r)} at vocabulary ${formatNumber(s.vocabSize)} (ms per stream and step; alpha ${s.alpha}, top-k ${s.topK})`,
     renderTable(
       ["work", "ms", "vs. multi-pass"],
       [
@@ -33,6 +37,13 @@ function stepLines(r: BenchReport): string[] {
       ],
     ),
   ];
+}
+
+function peerLine(p: NonNullable<BenchReport["limits"]>["peers"][number]): string {
+  const name = LIBRARY_NAMES[p.library];
+  if (!p.available) return `  ${name}: not measured (${p.missing} is missing here; install: ${p.install})`;
+  const threads = p.threads === null || p.threads === undefined ? "" : `, ${p.threads} threads`;
+  return `  ${name} ${p.version} on ${p.blas} (${(p.blasLibraries ?? []).join(", ")})${threads}, ${p.interpreter}`;
 }
 
 function limitsLines(r: BenchReport): string[] {
@@ -51,34 +62,121 @@ function limitsLines(r: BenchReport): string[] {
       f ? formatPercent(f.decodeFraction) : "-",
     ];
   });
+  const peerRate = (library: "torch" | "numpy", m: { m: number; k: number; n: number }) => {
+    const peer = l.peers.find((p) => p.library === library);
+    const rate = peer?.matmul.find((x) => x.m === m.m && x.k === m.k && x.n === m.n);
+    return rate ? formatMeasured(rate.gflops) : peer && !peer.available ? "not installed" : "-";
+  };
+  const by = l.peakBy;
   return [
-    "Limit: ONNX Runtime float32 MatMul on this machine",
+    `Limit: float32 MatMul${on(r)} (GFLOP/s), ONNX Runtime beside PyTorch and numpy in this run`,
     renderTable(
-      ["shape", "GFLOP/s"],
-      l.matmul.map((m) => [`[${m.m}x${m.k}] x [${m.k}x${m.n}]`, formatMeasured(m.gflops)]),
+      ["shape", "ONNX Runtime", "PyTorch", "numpy"],
+      l.matmul.map((m) => [`[${m.m}x${m.k}] x [${m.k}x${m.n}]`, formatMeasured(m.gflops), peerRate("torch", m), peerRate("numpy", m)]),
     ),
+    ...l.peers.map(peerLine),
     "",
-    `Ceiling = ${formatNumber(l.peakGflops)} GFLOP/s / (expert + amateur FLOPs per token); reached by the service (sampling section)`,
+    `Ceiling = ${formatNumber(l.peakGflops)} GFLOP/s (${LIBRARY_NAMES[by.library]} at [${by.m}x${by.k}] x [${by.k}x${by.n}], the best of this run; ONNX Runtime's best ${formatNumber(l.onnxruntimePeakGflops)}) / (expert + amateur FLOPs per token); reached by the service (sampling section)${on(r)}`,
     renderTable(["pair", "FLOPs/token", "ceiling tok/s", "best tok/s (streams)", "of ceiling", "best decode tok/s", "of ceiling"], rows),
+  ];
+}
+
+function amateurLines(r: BenchReport): string[] {
+  const a = r.amateur;
+  if (!a) return [];
+  const cost = a.pairs.map((p) => [
+    `${p.pair.name} (${params(p.pair.amateurParameters)})`,
+    String(p.cost.streams),
+    `${formatNumber(p.positions.lockstep)} / ${formatNumber(p.positions.reencode)} (${formatRatio(p.positions.ratio)})`,
+    formatMeasured(p.cost.lockstepSeconds),
+    formatMeasured(p.cost.reencodeSeconds),
+    formatRatio(p.cost.speedup),
+  ]);
+  const out = [
+    `The amateur's cost${on(r)}: the amateur alone scoring trajectories of ${a.pairs[0]?.newTokens ?? "-"} new tokens after a ${a.pairs[0]?.promptTokens ?? "-"}-token prompt, the same batch both ways`,
+    `how: ${a.how}`,
+    renderTable(["amateur", "streams", "positions/trajectory: lockstep / re-encoding", "lockstep s", "re-encoding s", "re-encoding / lockstep"], cost),
+  ];
+  const ends = a.pairs.filter((p) => p.endToEnd);
+  if (ends.length > 0) {
+    const ceiling = r.derived.endToEndCeiling;
+    out.push(
+      "",
+      `End to end at that length${on(r)}: expert + amateur in lockstep + SPARSE summary every step; ceiling from the limits section of this run`,
+      renderTable(
+        ["pair", "streams", "tok/s", "decode tok/s", "ceiling tok/s (GFLOP/s)", "of ceiling", "decode of ceiling"],
+        ends.map((p) => {
+          const e = p.endToEnd!;
+          const c = ceiling.find((x) => x.pair === p.pair.name);
+          return [
+            p.pair.name,
+            String(e.streams),
+            formatMeasured(e.tokensPerSecond),
+            formatMeasured(e.decodeTokensPerSecond),
+            c ? `${formatNumber(c.ceilingTokensPerSecond)} (${formatNumber(c.ceilingGflops)})` : "no limits section in this run",
+            c ? formatPercent(c.fraction) : "-",
+            c ? formatPercent(c.decodeFraction) : "-",
+          ];
+        }),
+      ),
+    );
+  }
+  return out;
+}
+
+function decodeLines(r: BenchReport): string[] {
+  const d = r.decode;
+  if (!d) return [];
+  const peer = d.torch ? `PyTorch ${d.torch.version} eager on ${blasKindOf(d.torch.blas)}, ${d.torch.threads} threads` : `PyTorch not measured (${d.torchMissing?.missing} is missing here; install: ${d.torchMissing?.install})`;
+  const parity = d.parity
+    ? `  same computation: logits of ${d.parity.positions} positions (a ${d.parity.prefillTokens}-token prefill, then ${d.parity.decodeTokens} cached steps), max abs diff ONNX Runtime vs PyTorch ${d.parity.maxAbsDiff.toExponential(2)} (largest |logit| ${formatNumber(d.parity.maxAbsLogit)}), same argmax at ${d.parity.sameArgmax} of ${d.parity.positions}`
+    : "  logits not compared: PyTorch is not installed";
+  return [
+    `Expert decode${on(r)}: ${d.pair.name} expert (${params(d.pair.expertParameters)}), tokens/s of ${d.stepsPerRepeat} greedy steps after a ${d.promptTokens}-token prompt, ${d.repeats} repeats; ${peer}`,
+    `how: ${d.how}`,
+    renderTable(
+      ["batch", "ONNX Runtime tok/s", "PyTorch eager tok/s", "ONNX Runtime / PyTorch"],
+      d.rows.map((row) => [String(row.batch), formatMeasured(row.onnxruntime), row.torch ? formatMeasured(row.torch) : "-", formatRatio(row.speedup)]),
+    ),
+    parity,
   ];
 }
 
 function transportLines(r: BenchReport): string[] {
   const t = r.transport;
   if (!t) return [];
+  const ms = (v: number) => formatNumber(v);
+  const pct = (m: { median: number; min: number; max: number }) => `${formatPercent(m.median)} (${formatPercent(m.min)}-${formatPercent(m.max)})`;
   return [
-    `Transport on loopback, vocabulary ${formatNumber(t.vocabSize)} (steps per second; one step = both models' distributions)`,
+    `Transport on loopback${on(r)}, vocabulary ${formatNumber(t.vocabSize)} (steps per second; one step = both models' distributions)`,
     renderTable(
-      ["encoding", "bytes/step", "gRPC steps/s", "gRPC, 8 MiB window", "raw TCP steps/s", "gRPC/TCP", "gRPC MiB/s", "encode ms/step"],
+      ["encoding", "bytes/step", "gRPC steps/s", "gRPC, 8 MiB window", "raw TCP steps/s", "gRPC/TCP, per repeat", "8 MiB window/TCP, per repeat", "gRPC MiB/s", "encode ms/step"],
       t.rows.map((row) => [
         row.encoding,
         formatBytes(row.bytesPerStep),
         formatMeasured(row.grpcStepsPerSecond),
         formatMeasured(row.grpcWideWindowStepsPerSecond),
         formatMeasured(row.tcpStepsPerSecond),
-        formatPercent(row.grpcOverTcp),
+        pct(row.grpcOverTcpPerRepeat),
+        pct(row.grpcWideWindowOverTcpPerRepeat),
         formatNumber((row.grpcStepsPerSecond.median * row.bytesPerStep) / 2 ** 20),
         formatMeasured(row.encodeMsPerStep),
+      ]),
+    ),
+    "  where a step's time goes (ms per step): raw TCP, then what each layer adds, from the medians of this run (server and client overlap, so the CPU work timed alone need not add up)",
+    renderTable(
+      ["encoding", "raw TCP", "+ HTTP/2 & grpc-js (wide window)", "+ 64 KiB default window", "+ protobuf (the adapter)", "= gRPC", "bytes-only gRPC steps/s (default / 8 MiB)", "alone: toBinary", "5-byte prefix copy", "fromBinary"],
+      t.rows.map((row) => [
+        row.encoding,
+        ms(row.breakdown.tcpMs),
+        ms(row.breakdown.http2Ms),
+        ms(row.breakdown.defaultWindowMs),
+        ms(row.breakdown.protobufMs),
+        ms(row.breakdown.grpcMs),
+        `${formatMeasured(row.rawGrpcStepsPerSecond)} / ${formatMeasured(row.rawGrpcWideWindowStepsPerSecond)}`,
+        formatMeasured(row.serializeMsPerStep),
+        formatMeasured(row.frameCopyMsPerStep),
+        formatMeasured(row.parseMsPerStep),
       ]),
     ),
   ];
@@ -87,7 +185,7 @@ function transportLines(r: BenchReport): string[] {
 function samplingLines(r: BenchReport): string[] {
   const s = r.sampling;
   if (!s) return [];
-  const out = ["Lockstep sampling (tokens/s: expert writes, amateur scores, SPARSE summary every step)", `how: ${s.how}`];
+  const out = [`Lockstep sampling${on(r)} (tokens/s: expert writes, amateur scores, SPARSE summary every step)`, `how: ${s.how}`];
   for (const p of s.pairs) {
     const w = p.workload;
     out.push(
@@ -153,7 +251,7 @@ function trainingLines(r: BenchReport): string[] {
     `${mib(run.memory.peakRssBytes)} MiB`,
   ];
   return [
-    `Training on the built-in expert's shape (${params(t.lora.parameters)} parameters)`,
+    `Training${on(r)} on the built-in expert's shape (${params(t.lora.parameters)} parameters)`,
     renderTable(["loop", "backend", "samples/s", "tokens/s", "GFLOP/s", "backend matMul GFLOP/s", "of matMul", "peak RSS"], [row("LoRA (selected steps)", t.lora), row("pretraining (sequences)", t.pretrain)]),
     `  LoRA: ${t.lora.what}; pretraining: ${t.pretrain.what}`,
   ];
@@ -173,7 +271,7 @@ function memoryLines(r: BenchReport): string[] {
     s.perExtraStreamBytes === null ? "-" : mib(s.perExtraStreamBytes),
   ]);
   const out = [
-    "Memory: peak resident set (VmHWM, MiB) of `lightreasoner serve inference`, after serving up to N concurrent streams",
+    `Memory${on(r)}: peak resident set (VmHWM, MiB) of \`lightreasoner serve inference\`, after serving up to N concurrent streams`,
     renderTable(["pair", "idle", ...streams.map((n) => `${n} stream${n === 1 ? "" : "s"}`), "per extra stream"], rows),
   ];
   if (m.trainer.length > 0) out.push(`  trainer processes: ${m.trainer.map((t) => `${t.what}: ${mib(t.peakRssBytes)} MiB`).join("; ")}`);
@@ -181,7 +279,7 @@ function memoryLines(r: BenchReport): string[] {
 }
 
 export function renderReport(report: BenchReport): string {
-  const blocks = [machineLines(report), stepLines(report), limitsLines(report), transportLines(report), samplingLines(report), trainingLines(report), memoryLines(report)];
+  const blocks = [machineLines(report), stepLines(report), limitsLines(report), amateurLines(report), decodeLines(report), transportLines(report), samplingLines(report), trainingLines(report), memoryLines(report)];
   return blocks
     .filter((b) => b.length > 0)
     .map((b) => b.join("\n"))

@@ -3,7 +3,9 @@
 // StreamTrajectories streams one step message per requested token, the step's distributions
 // encoded once by the service's own encoder (FULL float32, FULL float16 or SPARSE), and a
 // plain TCP server that writes the very same serialized bytes, length-prefixed, as fast as
-// the socket takes them. Only the wire differs between the two.
+// the socket takes them. Only the wire differs between the two. A third, bench-only gRPC
+// method streams the same pre-serialized bytes with identity codecs on both ends: HTTP/2 and
+// grpc-js without protobuf, so the transport section can say which layer the time goes to.
 import { create, toBinary } from "@bufbuild/protobuf";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
@@ -26,6 +28,28 @@ export interface TransportPeerInput {
   alpha: number;
   topK: number;
 }
+
+/** The bench-only server-streaming method: its request is JSON `{encoding, steps}`, its responses raw step bytes. */
+export const RAW_STREAM_PATH = "/lightreasoner.bench.v1.TransportPeer/StreamBytes";
+
+export interface RawStreamRequest {
+  encoding: TransportEncoding;
+  steps: number;
+}
+
+const identity = (bytes: Buffer) => bytes;
+
+export const RAW_STREAM_DEFINITION: grpc.ServiceDefinition = {
+  streamBytes: {
+    path: RAW_STREAM_PATH,
+    requestStream: false,
+    responseStream: true,
+    requestSerialize: (request: RawStreamRequest) => Buffer.from(JSON.stringify(request)),
+    requestDeserialize: (bytes: Buffer) => JSON.parse(bytes.toString()) as RawStreamRequest,
+    responseSerialize: identity,
+    responseDeserialize: identity,
+  },
+};
 
 export interface TransportPeerReady {
   grpcPort: number;
@@ -91,11 +115,37 @@ function grpcPeer(messages: Record<TransportEncoding, Response>): grpc.Server {
   return server;
 }
 
+/** Serialized step bytes per encoding, as both the TCP socket and the raw gRPC method send them. */
+function serializedSteps(messages: Record<TransportEncoding, Response>): Record<TransportEncoding, Uint8Array> {
+  return Object.fromEntries(TRANSPORT_ENCODINGS.map((e) => [e, toBinary(StreamTrajectoriesResponseSchema, create(StreamTrajectoriesResponseSchema, messages[e]))])) as Record<TransportEncoding, Uint8Array>;
+}
+
+/** Streams `steps` copies of the pre-serialized step, waiting for "drain" as the adapter's sender does. */
+function rawStreamHandler(steps: Record<TransportEncoding, Uint8Array>) {
+  return (call: grpc.ServerWritableStream<RawStreamRequest, Buffer>) => {
+    const bytes = steps[call.request.encoding];
+    if (!bytes || !Number.isInteger(call.request.steps) || call.request.steps < 0 || call.request.steps > 1_000_000) {
+      call.emit("error", { code: grpc.status.INVALID_ARGUMENT, details: "request: encoding must be full32, full16 or sparse and steps an integer in [0, 1000000]" });
+      return;
+    }
+    const message = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    let left = call.request.steps;
+    const pump = () => {
+      while (left > 0) {
+        left--;
+        if (!call.write(message)) return void call.once("drain", pump);
+      }
+      call.end();
+    };
+    pump();
+  };
+}
+
 /** Answers "<encoding> <count>\n" with `count` frames of [uint32 LE length][step message bytes]. */
-function tcpPeer(messages: Record<TransportEncoding, Response>): Server {
+function tcpPeer(steps: Record<TransportEncoding, Uint8Array>): Server {
   const frames = Object.fromEntries(
     TRANSPORT_ENCODINGS.map((encoding) => {
-      const bytes = toBinary(StreamTrajectoriesResponseSchema, create(StreamTrajectoriesResponseSchema, messages[encoding]));
+      const bytes = steps[encoding];
       const frame = Buffer.alloc(4 + bytes.length);
       frame.writeUInt32LE(bytes.length, 0);
       frame.set(bytes, 4);
@@ -130,14 +180,14 @@ function tcpPeer(messages: Record<TransportEncoding, Response>): Server {
 export async function runTransportPeer(input: TransportPeerInput, print: (line: unknown) => void): Promise<void> {
   const messages = stepMessages(input);
   const server = grpcPeer(messages);
+  const steps = serializedSteps(messages);
+  server.addService(RAW_STREAM_DEFINITION, { streamBytes: rawStreamHandler(steps) });
   const grpcPort = await new Promise<number>((resolve, reject) =>
     server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
   );
-  const tcp = tcpPeer(messages);
+  const tcp = tcpPeer(steps);
   const tcpPort = await new Promise<number>((resolve) => tcp.listen(0, "127.0.0.1", () => resolve((tcp.address() as { port: number }).port)));
-  const messageBytes = Object.fromEntries(
-    TRANSPORT_ENCODINGS.map((e) => [e, toBinary(StreamTrajectoriesResponseSchema, create(StreamTrajectoriesResponseSchema, messages[e])).length]),
-  ) as Record<TransportEncoding, number>;
+  const messageBytes = Object.fromEntries(TRANSPORT_ENCODINGS.map((e) => [e, steps[e].length])) as Record<TransportEncoding, number>;
   const ready: TransportPeerReady = { grpcPort, tcpPort, messageBytes };
   print({ ready });
   await new Promise<void>((resolve) => process.once("SIGTERM", () => resolve()));

@@ -2,8 +2,15 @@
 // for FULL float32, FULL float16 and SPARSE at a 151,936-token vocabulary, next to a raw TCP
 // socket carrying the same serialized bytes between the same two processes; plus what it costs
 // the server to produce one step's message (the service's encoder, then protobuf), since that
-// is paid on the serving thread before the wire sees a byte.
-import { create, toBinary } from "@bufbuild/protobuf";
+// is paid on the serving thread before the wire sees a byte. To say where gRPC's time goes,
+// the same steps also travel as pre-serialized bytes over a bench-only gRPC method with
+// identity codecs (HTTP/2 and grpc-js alone, no protobuf), with the client's default 64 KiB
+// flow-control window and with a wide one, and the per-message CPU work (protobuf
+// serialization, grpc-js's length-prefix copy, protobuf parsing) is timed in isolation.
+// Every transport variant runs once per repeat, in turn, so a busy moment hits them all, and
+// the share of TCP is also given per repeat (its spread says how stable the figure is).
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
 import { connect } from "node:net";
 import { createClient } from "#core/grpc/adapter.ts";
 import { FinishReason } from "#core/gen/lightreasoner/v1/common_pb.ts";
@@ -15,7 +22,7 @@ import type { BenchSettings } from "./settings.ts";
 import type { Measured } from "./stats.ts";
 import { measured, ratio, repeat } from "./stats.ts";
 import type { TransportEncoding, TransportPeerInput, TransportPeerReady } from "./transport-peer.ts";
-import { TRANSPORT_ENCODINGS, requestOf, specOf } from "./transport-peer.ts";
+import { RAW_STREAM_DEFINITION, TRANSPORT_ENCODINGS, requestOf, specOf, stepMessages } from "./transport-peer.ts";
 
 export interface TransportRow {
   encoding: TransportEncoding;
@@ -26,10 +33,49 @@ export interface TransportRow {
   /** The same stream with the client's HTTP/2 flow-control window raised from 64 KiB (see WIDE_WINDOW_BYTES). */
   grpcWideWindowStepsPerSecond: Measured;
   tcpStepsPerSecond: Measured;
-  /** gRPC over raw TCP: the share of the socket's rate the gRPC stream keeps. */
+  /** Pre-serialized bytes over gRPC with identity codecs: HTTP/2 + grpc-js, no protobuf. */
+  rawGrpcStepsPerSecond: Measured;
+  rawGrpcWideWindowStepsPerSecond: Measured;
+  /** gRPC over raw TCP: the share of the socket's rate the gRPC stream keeps (ratio of medians). */
   grpcOverTcp: number | null;
+  grpcWideWindowOverTcp: number | null;
+  /** The same share within each repeat (gRPC and TCP run back to back), so its spread shows stability. */
+  grpcOverTcpPerRepeat: Measured;
+  grpcWideWindowOverTcpPerRepeat: Measured;
   /** Server-side cost of one step before the wire: encodeDistributions + protobuf serialization. */
   encodeMsPerStep: Measured;
+  /** Per-message CPU work timed alone in this process: protobuf serialization of the built message, grpc-js's 5-byte-prefix copy, protobuf parsing. */
+  serializeMsPerStep: Measured;
+  frameCopyMsPerStep: Measured;
+  parseMsPerStep: Measured;
+  /** Where a step's time goes, in ms per step, from the medians above (see breakdown()). */
+  breakdown: TransportBreakdown;
+}
+
+/**
+ * Differences of measured per-step times (1 / rate), each the cost one layer adds over the
+ * one below it: the raw socket, then HTTP/2 + grpc-js framing at the client's default window,
+ * then what that window costs over a wide one, then protobuf on top (the project's adapter).
+ * Server and client work overlap in time (two processes), so these need not add up to the
+ * CPU costs timed alone; a negative difference means the layer cost less than the noise.
+ */
+export interface TransportBreakdown {
+  tcpMs: number;
+  http2Ms: number;
+  defaultWindowMs: number;
+  protobufMs: number;
+  grpcMs: number;
+}
+
+export function breakdown(rates: { tcp: number; rawGrpcWide: number; rawGrpc: number; grpc: number }): TransportBreakdown {
+  const ms = (rate: number) => 1000 / rate;
+  return {
+    tcpMs: ms(rates.tcp),
+    http2Ms: ms(rates.rawGrpcWide) - ms(rates.tcp),
+    defaultWindowMs: ms(rates.rawGrpc) - ms(rates.rawGrpcWide),
+    protobufMs: ms(rates.grpc) - ms(rates.rawGrpc),
+    grpcMs: ms(rates.grpc),
+  };
 }
 
 export interface TransportResult {
@@ -76,6 +122,51 @@ async function grpcRun(address: string, encoding: TransportEncoding, steps: numb
   }
 }
 
+/** Streams `steps` pre-serialized step messages over the bench-only identity-codec method; returns steps per second. */
+function rawGrpcRun(address: string, encoding: TransportEncoding, steps: number, window?: number): Promise<number> {
+  const options = { "grpc.max_receive_message_length": 64 << 20, ...(window === undefined ? {} : { "grpc-node.flow_control_window": window }) };
+  const client = new grpc.Client(address, grpc.credentials.createInsecure(), options);
+  const method = RAW_STREAM_DEFINITION.streamBytes;
+  return new Promise<number>((resolve, reject) => {
+    const started = performance.now();
+    let received = 0;
+    const call = client.makeServerStreamRequest(method.path, method.requestSerialize, method.responseDeserialize, { encoding, steps });
+    call.on("data", () => received++);
+    call.on("error", reject);
+    call.on("end", () => {
+      if (received !== steps) reject(new BenchProcessError(`transport peer: ${received} of ${steps} raw steps arrived over gRPC`));
+      else resolve(steps / ((performance.now() - started) / 1000));
+    });
+  }).finally(() => client.close());
+}
+
+/** Milliseconds per call of `work`, over enough calls to last about 20 ms at 1 ms per call. */
+function msPerCall(calls: number, work: () => unknown): number {
+  const started = performance.now();
+  for (let i = 0; i < calls; i++) work();
+  return (performance.now() - started) / calls;
+}
+
+/** The per-message CPU work of the gRPC path, each timed alone. */
+async function messageWork(encoding: TransportEncoding, settings: BenchSettings["transport"], repeats: number): Promise<{ serialize: Measured; frameCopy: Measured; parse: Measured }> {
+  const message = create(StreamTrajectoriesResponseSchema, stepMessages({ vocabSize: settings.vocabSize, alpha: settings.alpha, topK: settings.topK })[encoding]);
+  const bytes = toBinary(StreamTrajectoriesResponseSchema, message);
+  const calls = encoding === "sparse" ? 2000 : 40;
+  // grpc-js's serializeMessage: a new buffer of 5 + n bytes, the prefix, then a copy of the message.
+  const frameCopy = () => {
+    const framed = Buffer.allocUnsafe(bytes.length + 5);
+    framed.writeUInt8(0, 0);
+    framed.writeUInt32BE(bytes.length, 1);
+    framed.set(bytes, 5);
+    return framed;
+  };
+  const work = { serialize: () => toBinary(StreamTrajectoriesResponseSchema, message), frameCopy, parse: () => fromBinary(StreamTrajectoriesResponseSchema, bytes) };
+  const out = { serialize: [] as number[], frameCopy: [] as number[], parse: [] as number[] };
+  for (const name of ["serialize", "frameCopy", "parse"] as const) msPerCall(3, work[name]);
+  for (let r = 0; r < repeats; r++) for (const name of ["serialize", "frameCopy", "parse"] as const) out[name].push(msPerCall(calls, work[name]));
+  return { serialize: measured(out.serialize, "ms"), frameCopy: measured(out.frameCopy, "ms"), parse: measured(out.parse, "ms") };
+}
+
 /** Reads `steps` length-prefixed frames from the peer's TCP socket; returns steps per second. */
 function tcpRun(port: number, encoding: TransportEncoding, steps: number, frameBytes: number): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -118,23 +209,48 @@ export async function runTransport(settings: BenchSettings, log: (line: string) 
     for (const encoding of TRANSPORT_ENCODINGS) {
       const steps = t.steps[encoding];
       const bytes = ready.messageBytes[encoding];
-      // Alternate the two transports within each repeat, so a busy moment hits both.
-      const grpcRates: number[] = [];
-      const wideRates: number[] = [];
-      const tcpRates: number[] = [];
+      // Every variant once per repeat, in turn, so a busy moment falls on all of them.
+      const variants = {
+        grpc: () => grpcRun(address, encoding, steps, t),
+        grpcWide: () => grpcRun(address, encoding, steps, t, WIDE_WINDOW_BYTES),
+        rawGrpc: () => rawGrpcRun(address, encoding, steps),
+        rawGrpcWide: () => rawGrpcRun(address, encoding, steps, WIDE_WINDOW_BYTES),
+        tcp: () => tcpRun(ready.tcpPort, encoding, steps, bytes + 4),
+      };
+      type Variant = keyof typeof variants;
+      const names = Object.keys(variants) as Variant[];
+      const rates = Object.fromEntries(names.map((n) => [n, [] as number[]])) as Record<Variant, number[]>;
       await grpcRun(address, encoding, Math.ceil(steps / 4), t);
-      await grpcRun(address, encoding, Math.ceil(steps / 4), t, WIDE_WINDOW_BYTES);
+      await rawGrpcRun(address, encoding, Math.ceil(steps / 4));
       await tcpRun(ready.tcpPort, encoding, Math.ceil(steps / 4), bytes + 4);
-      for (let r = 0; r < t.repeats; r++) {
-        grpcRates.push(await grpcRun(address, encoding, steps, t));
-        wideRates.push(await grpcRun(address, encoding, steps, t, WIDE_WINDOW_BYTES));
-        tcpRates.push(await tcpRun(ready.tcpPort, encoding, steps, bytes + 4));
-      }
-      const grpcStepsPerSecond = measured(grpcRates, "steps/s");
-      const grpcWideWindowStepsPerSecond = measured(wideRates, "steps/s");
-      const tcpStepsPerSecond = measured(tcpRates, "steps/s");
+      for (let r = 0; r < t.repeats; r++) for (const n of names) rates[n].push(await variants[n]());
+      const perRepeat = (over: Variant) => measured(rates[over].map((v, i) => v / rates.tcp[i]), "fraction");
+      const grpcStepsPerSecond = measured(rates.grpc, "steps/s");
+      const grpcWideWindowStepsPerSecond = measured(rates.grpcWide, "steps/s");
+      const tcpStepsPerSecond = measured(rates.tcp, "steps/s");
+      const rawGrpcStepsPerSecond = measured(rates.rawGrpc, "steps/s");
+      const rawGrpcWideWindowStepsPerSecond = measured(rates.rawGrpcWide, "steps/s");
       const encodeMsPerStep = await encodeCost(encoding, t, t.repeats);
-      rows.push({ encoding, bytesPerStep: bytes, stepsPerRun: steps, grpcStepsPerSecond, grpcWideWindowStepsPerSecond, tcpStepsPerSecond, grpcOverTcp: ratio(grpcStepsPerSecond, tcpStepsPerSecond), encodeMsPerStep });
+      const work = await messageWork(encoding, t, t.repeats);
+      rows.push({
+        encoding,
+        bytesPerStep: bytes,
+        stepsPerRun: steps,
+        grpcStepsPerSecond,
+        grpcWideWindowStepsPerSecond,
+        tcpStepsPerSecond,
+        rawGrpcStepsPerSecond,
+        rawGrpcWideWindowStepsPerSecond,
+        grpcOverTcp: ratio(grpcStepsPerSecond, tcpStepsPerSecond),
+        grpcWideWindowOverTcp: ratio(grpcWideWindowStepsPerSecond, tcpStepsPerSecond),
+        grpcOverTcpPerRepeat: perRepeat("grpc"),
+        grpcWideWindowOverTcpPerRepeat: perRepeat("grpcWide"),
+        encodeMsPerStep,
+        serializeMsPerStep: work.serialize,
+        frameCopyMsPerStep: work.frameCopy,
+        parseMsPerStep: work.parse,
+        breakdown: breakdown({ tcp: tcpStepsPerSecond.median, rawGrpcWide: rawGrpcWideWindowStepsPerSecond.median, rawGrpc: rawGrpcStepsPerSecond.median, grpc: grpcStepsPerSecond.median }),
+      });
       log(`  ${encoding}: ${bytes} B/step, gRPC ${grpcStepsPerSecond.median.toFixed(0)} steps/s (${grpcWideWindowStepsPerSecond.median.toFixed(0)} with an 8 MiB window), TCP ${tcpStepsPerSecond.median.toFixed(0)} steps/s, encode ${encodeMsPerStep.median.toFixed(2)} ms`);
     }
   } finally {

@@ -11,7 +11,7 @@ import type { Measured } from "#bench/stats.ts";
 
 function cli(...args: string[]): Promise<{ status: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, ["bin/lightreasoner.mjs", ...args], { encoding: "utf8", timeout: 60_000 }, (err, stdout, stderr) => {
+    execFile(process.execPath, ["bin/lightreasoner.mjs", ...args], { encoding: "utf8", timeout: 110_000 }, (err, stdout, stderr) => {
       resolve({ status: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
     });
   });
@@ -51,7 +51,22 @@ describe("lightreasoner bench", () => {
     const limits = report.limits!;
     expect(limits.matmul.length).toBeGreaterThan(0);
     for (const rate of limits.matmul) expectMeasured(rate.gflops, "GFLOP/s");
-    expect(limits.peakGflops).toBe(Math.max(...limits.matmul.map((r) => r.gflops.median)));
+    // The ceiling is the best rate any library reached in this run; the peers are measured or say why not.
+    const peerRates = limits.peers.flatMap((p) => (p.available ? p.matmul.map((r) => r.gflops.median) : []));
+    expect(limits.onnxruntimePeakGflops).toBe(Math.max(...limits.matmul.map((r) => r.gflops.median)));
+    expect(limits.peakGflops).toBe(Math.max(limits.onnxruntimePeakGflops, ...peerRates));
+    expect(limits.peers.map((p) => p.library)).toEqual(["torch", "numpy"]);
+    for (const peer of limits.peers) {
+      if (peer.available) {
+        expect(peer.matmul.map((r) => [r.m, r.k, r.n])).toEqual(limits.matmul.map((r) => [r.m, r.k, r.n]));
+        for (const rate of peer.matmul) expectMeasured(rate.gflops, "GFLOP/s");
+        expect(peer.blas).not.toBe("none loaded");
+      } else {
+        expect(peer.matmul).toEqual([]);
+        expect(peer.install).toMatch(/apt-get install/);
+      }
+    }
+    expect(limits.cpuModel).toBe(report.machine.cpuModel);
     expect(limits.pairs.map((p) => p.pair)).toEqual(["built-in", "qwen2.5-0.5b-shape"]);
     for (const p of limits.pairs) {
       expect(p.flopsPerToken).toBe(p.expert.total + p.amateur.total);
@@ -60,15 +75,16 @@ describe("lightreasoner bench", () => {
     // Without the sampling section there is nothing to hold against the ceiling.
     expect(report.derived.ceilingFractions).toEqual([]);
 
-    expect(run.stdout).toMatch(/Per-step JavaScript work at vocabulary 151,936/);
+    expect(run.stdout).toContain(`Per-step JavaScript work on ${report.machine.cpuModel} at vocabulary 151,936`);
     expect(run.stdout).toMatch(/SPARSE summary, one pass \(after\)\s+\S.*x faster/);
-    expect(run.stdout).toMatch(/Limit: ONNX Runtime float32 MatMul/);
+    expect(run.stdout).toContain(`Limit: float32 MatMul on ${report.machine.cpuModel} (GFLOP/s), ONNX Runtime beside PyTorch and numpy in this run`);
+    expect(run.stdout).toMatch(/Ceiling = \S+ GFLOP\/s \((ONNX Runtime|PyTorch|numpy) at /);
     expect(run.stdout).toContain(`wrote ${out}`);
   });
 
   it("refuses an unknown section with the known ones", async () => {
     const run = await cli("bench", "--only", "sampling,speed", "--out", join(dir, "never.json"));
     expect(run.status).toBe(1);
-    expect(run.stderr).toMatch(/--only: unknown section "speed"; choose from step, limits, transport, sampling, training, memory/);
+    expect(run.stderr).toMatch(/--only: unknown section "speed"; choose from step, limits, amateur, decode, transport, sampling, training, memory/);
   });
 });

@@ -1,0 +1,98 @@
+// The new benchmark sections' arithmetic, with hand-computed expectations: the positions the
+// amateur runs over each way, where a transport step's time goes, the end-to-end fraction
+// of the ceiling, the best MatMul across libraries, what a loaded BLAS is, and the logits
+// comparison behind the decode race.
+import { describe, expect, it } from "vitest";
+import { amateurPositions } from "#bench/amateur.ts";
+import type { AmateurResult } from "#bench/amateur.ts";
+import { compareLogits } from "#bench/decode.ts";
+import type { LimitsResult, MatmulRate, PeerMatmul } from "#bench/limits.ts";
+import { blasKind, peakOf } from "#bench/limits.ts";
+import { endToEndCeilings } from "#bench/run-bench.ts";
+import { BenchInputError, measured } from "#bench/stats.ts";
+import { breakdown } from "#bench/transport.ts";
+
+describe("amateur positions per trajectory", () => {
+  it("lockstep: the prompt once, then one per step; re-encoding: the whole prefix every step", () => {
+    // 64-token prompt, 128 new tokens: 64 + 127 = 191; 128 x 64 + (0 + 1 + ... + 127) = 8,192 + 8,128.
+    expect(amateurPositions(64, 128)).toEqual({ lockstep: 191, reencode: 16_320, ratio: 16_320 / 191 });
+    expect(amateurPositions(64, 128).ratio).toBeCloseTo(85.45, 2);
+    // One new token: both ways run the prompt once.
+    expect(amateurPositions(5, 1)).toEqual({ lockstep: 5, reencode: 5, ratio: 1 });
+    // 2-token prompt, 3 new tokens: 2 + 3 + 4 = 9 against 2 + 1 + 1 = 4.
+    expect(amateurPositions(2, 3)).toEqual({ lockstep: 4, reencode: 9, ratio: 2.25 });
+  });
+
+  it("refuses lengths that are not positive integers, naming the field", () => {
+    expect(() => amateurPositions(0, 128)).toThrow(BenchInputError);
+    expect(() => amateurPositions(64, 1.5)).toThrow(/newTokens: must be a positive integer, got 1.5/);
+  });
+});
+
+describe("transport breakdown", () => {
+  it("is the per-step time each layer adds, from the rates", () => {
+    // 1 ms per step over TCP, 2 ms bytes-only gRPC with a wide window, 4 ms at the default window, 5 ms through the adapter.
+    expect(breakdown({ tcp: 1000, rawGrpcWide: 500, rawGrpc: 250, grpc: 200 })).toEqual({ tcpMs: 1, http2Ms: 1, defaultWindowMs: 2, protobufMs: 1, grpcMs: 5 });
+  });
+
+  it("shows a layer faster than noise as a negative difference rather than hiding it", () => {
+    expect(breakdown({ tcp: 1000, rawGrpcWide: 500, rawGrpc: 1000, grpc: 500 }).defaultWindowMs).toBe(-1);
+  });
+});
+
+describe("end to end against the ceiling", () => {
+  const flops = { linear: 0, lmHead: 0, attention: 0, total: 0 };
+  const amateur = {
+    pairs: [
+      { pair: { name: "p" }, endToEnd: { streams: 64, newTokens: 128, flopsPerToken: 2e9, tokensPerSecond: measured([20, 25, 30], "tokens/s"), decodeTokensPerSecond: measured([40], "tokens/s"), expert: flops, amateur: flops } },
+      { pair: { name: "q" }, endToEnd: null },
+    ],
+  } as unknown as AmateurResult;
+
+  it("divides by the same run's peak: 100 GFLOP/s over 2 GFLOP per token is 50 tokens/s", () => {
+    const limits = { peakGflops: 100 } as LimitsResult;
+    expect(endToEndCeilings(limits, amateur)).toEqual([
+      { pair: "p", streams: 64, newTokens: 128, ceilingGflops: 100, ceilingTokensPerSecond: 50, tokensPerSecond: 25, fraction: 0.5, decodeTokensPerSecond: 40, decodeFraction: 0.8 },
+    ]);
+  });
+
+  it("is left out without the limits section of the same run", () => {
+    expect(endToEndCeilings(undefined, amateur)).toEqual([]);
+  });
+});
+
+describe("the ceiling across libraries", () => {
+  const rate = (m: number, gflops: number): MatmulRate => ({ m, k: 8, n: 8, gflops: measured([gflops], "GFLOP/s") });
+  const ort = [rate(1, 10), rate(64, 120)];
+
+  it("is the best median of any library, and says which and where", () => {
+    const torch: PeerMatmul = { library: "torch", available: true, matmul: [rate(1, 5), rate(64, 150)] };
+    const numpy: PeerMatmul = { library: "numpy", available: false, missing: "numpy", install: "apt-get install python3-numpy", matmul: [] };
+    expect(peakOf(ort, [torch, numpy])).toEqual({ gflops: 150, by: { library: "torch", m: 64, k: 8, n: 8 } });
+    expect(peakOf(ort, [numpy])).toEqual({ gflops: 120, by: { library: "onnxruntime", m: 64, k: 8, n: 8 } });
+  });
+
+  it("needs at least one measured rate", () => {
+    expect(() => peakOf([], [])).toThrow(/matmul: holds no measured rate/);
+  });
+
+  it("names the BLAS a peer loaded, and flags the reference BLAS as slow", () => {
+    expect(blasKind(["/usr/lib/x86_64-linux-gnu/openblas-openmp/libblas.so.3", "/usr/lib/x86_64-linux-gnu/openblas-openmp/libopenblasp-r0.3.21.so"])).toBe("OpenBLAS");
+    expect(blasKind(["/usr/lib/x86_64-linux-gnu/blas/libblas.so.3.11.0"])).toMatch(/^reference BLAS \(slow/);
+    expect(blasKind(["/opt/intel/lib/libmkl_rt.so.2"])).toBe("MKL");
+    expect(blasKind([])).toBe("none loaded");
+  });
+});
+
+describe("logits comparison", () => {
+  it("gives the largest difference, the scale, and argmax agreement per row", () => {
+    const a = Float32Array.from([1, 5, 2, /* row 2 */ 0, -7, 3]);
+    const b = Float32Array.from([1, 4.5, 2, /* row 2 */ 4, -7, 3.25]);
+    // Row 1: diff 0.5, both argmax 1. Row 2: diff 4 at index 0, argmax 2 against 0.
+    expect(compareLogits(a, b, 3)).toEqual({ maxAbsDiff: 4, maxAbsLogit: 7, sameArgmax: 1, positions: 2 });
+  });
+
+  it("refuses arrays that are not rows of the vocabulary", () => {
+    expect(() => compareLogits(new Float32Array(6), new Float32Array(5), 3)).toThrow(/do not make rows of 3/);
+  });
+});

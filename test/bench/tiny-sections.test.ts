@@ -1,0 +1,120 @@
+// The amateur, decode and transport sections run end to end at tiny shapes (the built-in
+// pair, a 2,000-token vocabulary on the wire): the two ways of scoring the amateur compute
+// the same distributions, PyTorch's own Qwen2/Llama forward over the same safetensors gives
+// ONNX Runtime's logits, and every transport variant delivers every step. No timing is
+// asserted: on a shared machine only the structure and the computation can be checked.
+import { describe, expect, it } from "vitest";
+import { runAmateur, scoreTrajectories } from "#bench/amateur.ts";
+import { ortLogits, runDecode } from "#bench/decode.ts";
+import { BUILT_IN_PAIR, preparePair } from "#bench/models.ts";
+import { findPython, runPeer } from "#bench/python-peers.ts";
+import { openSession } from "#bench/sampling.ts";
+import { benchSettings } from "#bench/settings.ts";
+import type { BenchSettings } from "#bench/settings.ts";
+import { runTransport } from "#bench/transport.ts";
+import { randomPrompts } from "#bench/workloads.ts";
+import type { StepResult } from "#inference/model/session.ts";
+
+const python = await findPython();
+const base = benchSettings({ quick: true });
+const tiny = (overrides: Partial<BenchSettings>): BenchSettings => ({ ...base, ...overrides });
+
+describe("amateur section at the built-in pair's shape", () => {
+  it("lockstep and re-encoding compute the same distribution before every token", async () => {
+    const prepared = await preparePair(BUILT_IN_PAIR, base.cacheDir);
+    const amateur = await openSession(prepared.amateur.dir);
+    try {
+      const vocab = prepared.amateur.config.vocabSize;
+      const prompts = randomPrompts(vocab, 3, 5, 1);
+      const continuations = randomPrompts(vocab, 3, 4, 2);
+      const seen = { lockstep: [] as StepResult[][], "re-encode": [] as StepResult[][] };
+      for (const way of ["lockstep", "re-encode"] as const) await scoreTrajectories(amateur, prompts, continuations, way, (t, results) => (seen[way][t] = results));
+      expect(seen.lockstep).toHaveLength(4);
+      expect(seen["re-encode"]).toHaveLength(4);
+      for (let t = 0; t < 4; t++) {
+        for (let b = 0; b < 3; b++) {
+          const x = seen.lockstep[t][b].logProbs;
+          const y = seen["re-encode"][t][b].logProbs;
+          expect(x.length).toBe(vocab);
+          expect(Math.max(...x.map((v, i) => Math.abs(v - y[i])))).toBeLessThan(1e-4);
+        }
+      }
+      await expect(scoreTrajectories(amateur, prompts, continuations.slice(1), "lockstep")).rejects.toThrow(/continuations: must hold one continuation per prompt/);
+    } finally {
+      await amateur.release();
+    }
+  });
+
+  it("reports both times, the position counts and the end-to-end run of the workload", async () => {
+    const settings = tiny({
+      amateur: { pairs: [{ name: "built-in", recipe: BUILT_IN_PAIR, promptTokens: 6, newTokens: 5, streams: 2, repeats: 2, endToEnd: { streams: 3, repeats: 1, maxPrefillBatch: 2 } }] },
+    });
+    const result = await runAmateur(settings, () => {});
+    expect(result.pairs).toHaveLength(1);
+    const p = result.pairs[0];
+    expect(p.positions).toEqual({ lockstep: 10, reencode: 40, ratio: 4 });
+    expect(p.cost.streams).toBe(2);
+    expect(p.cost.lockstepSeconds.repeats).toHaveLength(2);
+    expect(p.cost.speedup).toBeCloseTo(p.cost.reencodeSeconds.median / p.cost.lockstepSeconds.median, 10);
+    const e = p.endToEnd!;
+    expect(e).toMatchObject({ streams: 3, newTokens: 5, maxPrefillBatch: 2, context: 6 + 3 });
+    expect(e.flopsPerToken).toBe(e.expert.total + e.amateur.total);
+    expect(e.tokensPerSecond.median).toBeGreaterThan(0);
+  });
+});
+
+describe.skipIf(!python?.has.torch)("decode section: PyTorch's forward is ONNX Runtime's computation", () => {
+  it("the peer's logits match the runner's over a prefill and cached steps", async () => {
+    const prepared = await preparePair(BUILT_IN_PAIR, base.cacheDir);
+    const tokens = randomPrompts(prepared.expert.config.vocabSize, 1, 9, 5)[0];
+    const session = await openSession(prepared.expert.dir);
+    let ort: Float32Array;
+    try {
+      ort = await ortLogits(session, tokens, 6);
+      // The cached steps give what one pass over all nine tokens gives.
+      const whole = (await session.step([{ cache: session.newCache(), tokens, allLogits: true }]))[0].logits!;
+      expect(Math.max(...ort.map((v, i) => Math.abs(v - whole[i])))).toBeLessThan(1e-4);
+    } finally {
+      await session.release();
+    }
+    const result = await runDecode(
+      tiny({ decode: { recipe: BUILT_IN_PAIR, batches: [1, 3], promptTokens: 4, steps: 2, repeats: 2, maxPrefillBatch: 2, parity: { prefillTokens: 6, decodeTokens: 3 } } }),
+      () => {},
+    );
+    expect(result.torch?.version).toMatch(/^1\.|^2\./);
+    expect(result.parity).toMatchObject({ prefillTokens: 6, decodeTokens: 3, positions: 9, sameArgmax: 9 });
+    expect(result.parity!.maxAbsDiff).toBeLessThan(1e-4);
+    expect(result.rows.map((r) => r.batch)).toEqual([1, 3]);
+    for (const row of result.rows) {
+      expect(row.onnxruntime.repeats).toHaveLength(2);
+      expect(row.torch!.repeats).toHaveLength(2);
+      expect(row.speedup).toBeCloseTo(row.onnxruntime.median / row.torch!.median, 10);
+    }
+  });
+
+  it("a peer refuses an unknown task with an error line", async () => {
+    await expect(runPeer("qwen2_torch.py", { task: "train", modelDir: "/nonexistent" }, 60_000)).rejects.toThrow(/task: 'train' is not decode or logits/);
+  });
+});
+
+describe("transport section at a tiny vocabulary", () => {
+  it("every variant delivers every step; the breakdown comes from the same medians", async () => {
+    const settings = tiny({ transport: { vocabSize: 2000, steps: { full32: 12, full16: 12, sparse: 40 }, repeats: 2, alpha: 0.2, topK: 4 } });
+    const result = await runTransport(settings, () => {});
+    expect(result.rows.map((r) => r.encoding)).toEqual(["full32", "full16", "sparse"]);
+    for (const row of result.rows) {
+      for (const m of [row.grpcStepsPerSecond, row.grpcWideWindowStepsPerSecond, row.rawGrpcStepsPerSecond, row.rawGrpcWideWindowStepsPerSecond, row.tcpStepsPerSecond]) {
+        expect(m.repeats).toHaveLength(2);
+        expect(m.repeats.every((v) => v > 0)).toBe(true);
+      }
+      expect(row.grpcOverTcpPerRepeat.repeats).toEqual(row.grpcStepsPerSecond.repeats.map((v, i) => v / row.tcpStepsPerSecond.repeats[i]));
+      expect(row.breakdown.grpcMs).toBeCloseTo(1000 / row.grpcStepsPerSecond.median, 10);
+      const b = row.breakdown;
+      expect(b.tcpMs + b.http2Ms + b.defaultWindowMs + b.protobufMs).toBeCloseTo(b.grpcMs, 10);
+      expect(row.serializeMsPerStep.median).toBeGreaterThan(0);
+    }
+    // float32: two vectors of 2,000 values, 16,000 bytes of payload plus the message's framing.
+    expect(result.rows[0].bytesPerStep).toBeGreaterThan(16_000);
+    expect(result.rows[0].bytesPerStep).toBeLessThan(16_200);
+  });
+});

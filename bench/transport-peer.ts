@@ -3,12 +3,15 @@
 // StreamTrajectories streams one step message per requested token, the step's distributions
 // encoded once by the service's own encoder (FULL float32, FULL float16 or SPARSE), and a
 // plain TCP server that writes the very same serialized bytes, length-prefixed, as fast as
-// the socket takes them. Only the wire differs between the two. A third, bench-only gRPC
-// method streams the same pre-serialized bytes with identity codecs on both ends: HTTP/2 and
-// grpc-js without protobuf, so the transport section can say which layer the time goes to.
+// the socket takes them. Only the wire differs between the two. Between them, to say which
+// layer the time goes to: a bench-only gRPC method streaming the same pre-serialized bytes
+// with identity codecs on both ends (HTTP/2 and grpc-js, no protobuf), and a plain Node
+// HTTP/2 server writing the TCP frames on one stream (HTTP/2 alone, no grpc-js).
 import { create, toBinary } from "@bufbuild/protobuf";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
+import { createServer as createHttp2Server } from "node:http2";
+import type { Http2Server } from "node:http2";
 import { createServer } from "node:net";
 import type { Server, Socket } from "node:net";
 import { addService, GrpcError, Status } from "#core/grpc/adapter.ts";
@@ -54,6 +57,8 @@ export const RAW_STREAM_DEFINITION: grpc.ServiceDefinition = {
 export interface TransportPeerReady {
   grpcPort: number;
   tcpPort: number;
+  /** Plain HTTP/2: GET /<encoding>/<steps> answers with the TCP frames as the body of one stream. */
+  http2Port: number;
   /** Serialized StreamTrajectoriesResponse bytes of one step, per encoding. */
   messageBytes: Record<TransportEncoding, number>;
 }
@@ -142,8 +147,9 @@ function rawStreamHandler(steps: Record<TransportEncoding, Uint8Array>) {
 }
 
 /** Answers "<encoding> <count>\n" with `count` frames of [uint32 LE length][step message bytes]. */
-function tcpPeer(steps: Record<TransportEncoding, Uint8Array>): Server {
-  const frames = Object.fromEntries(
+/** [uint32 LE length][step message bytes] per encoding: what the TCP and plain HTTP/2 peers send per step. */
+function lengthPrefixed(steps: Record<TransportEncoding, Uint8Array>): Record<TransportEncoding, Buffer> {
+  return Object.fromEntries(
     TRANSPORT_ENCODINGS.map((encoding) => {
       const bytes = steps[encoding];
       const frame = Buffer.alloc(4 + bytes.length);
@@ -152,6 +158,9 @@ function tcpPeer(steps: Record<TransportEncoding, Uint8Array>): Server {
       return [encoding, frame];
     }),
   ) as Record<TransportEncoding, Buffer>;
+}
+
+function tcpPeer(frames: Record<TransportEncoding, Buffer>): Server {
   return createServer((socket: Socket) => {
     let line = "";
     const onData = (chunk: Buffer) => {
@@ -176,6 +185,32 @@ function tcpPeer(steps: Record<TransportEncoding, Uint8Array>): Server {
   });
 }
 
+/** The same frames as the TCP socket, as the body of one HTTP/2 stream, written with backpressure. */
+function http2Peer(frames: Record<TransportEncoding, Buffer>): Http2Server {
+  const server = createHttp2Server();
+  server.on("stream", (stream, headers) => {
+    const [, encoding, countText] = String(headers[":path"] ?? "").split("/");
+    const frame = frames[encoding as TransportEncoding];
+    const count = Number(countText);
+    if (!frame || !Number.isInteger(count) || count < 0 || count > 1_000_000) {
+      stream.respond({ ":status": 400 });
+      return void stream.end("path: /<full32|full16|sparse>/<steps up to 1000000>");
+    }
+    stream.respond({ ":status": 200 });
+    let left = count;
+    const pump = () => {
+      while (left > 0) {
+        left--;
+        if (!stream.write(frame)) return void stream.once("drain", pump);
+      }
+      stream.end();
+    };
+    pump();
+  });
+  server.on("sessionError", () => {});
+  return server;
+}
+
 /** Starts both servers on loopback, prints the ready line, and serves until SIGTERM. */
 export async function runTransportPeer(input: TransportPeerInput, print: (line: unknown) => void): Promise<void> {
   const messages = stepMessages(input);
@@ -185,12 +220,16 @@ export async function runTransportPeer(input: TransportPeerInput, print: (line: 
   const grpcPort = await new Promise<number>((resolve, reject) =>
     server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
   );
-  const tcp = tcpPeer(steps);
+  const frames = lengthPrefixed(steps);
+  const tcp = tcpPeer(frames);
+  const http2 = http2Peer(frames);
+  const http2Port = await new Promise<number>((resolve) => http2.listen(0, "127.0.0.1", () => resolve((http2.address() as { port: number }).port)));
   const tcpPort = await new Promise<number>((resolve) => tcp.listen(0, "127.0.0.1", () => resolve((tcp.address() as { port: number }).port)));
   const messageBytes = Object.fromEntries(TRANSPORT_ENCODINGS.map((e) => [e, steps[e].length])) as Record<TransportEncoding, number>;
-  const ready: TransportPeerReady = { grpcPort, tcpPort, messageBytes };
+  const ready: TransportPeerReady = { grpcPort, tcpPort, http2Port, messageBytes };
   print({ ready });
   await new Promise<void>((resolve) => process.once("SIGTERM", () => resolve()));
   server.forceShutdown();
   await new Promise<void>((resolve) => tcp.close(() => resolve()));
+  http2.close();
 }

@@ -11,6 +11,7 @@
 // the share of TCP is also given per repeat (its spread says how stable the figure is).
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
+import { connect as connectHttp2 } from "node:http2";
 import { connect } from "node:net";
 import { createClient } from "#core/grpc/adapter.ts";
 import { FinishReason } from "#core/gen/lightreasoner/v1/common_pb.ts";
@@ -33,6 +34,9 @@ export interface TransportRow {
   /** The same stream with the client's HTTP/2 flow-control window raised from 64 KiB (see WIDE_WINDOW_BYTES). */
   grpcWideWindowStepsPerSecond: Measured;
   tcpStepsPerSecond: Measured;
+  /** The TCP frames as the body of one plain HTTP/2 stream (Node's http2, no grpc-js), default and wide window. */
+  http2StepsPerSecond: Measured;
+  http2WideWindowStepsPerSecond: Measured;
   /** Pre-serialized bytes over gRPC with identity codecs: HTTP/2 + grpc-js, no protobuf. */
   rawGrpcStepsPerSecond: Measured;
   rawGrpcWideWindowStepsPerSecond: Measured;
@@ -54,24 +58,27 @@ export interface TransportRow {
 
 /**
  * Differences of measured per-step times (1 / rate), each the cost one layer adds over the
- * one below it: the raw socket, then HTTP/2 + grpc-js framing at the client's default window,
- * then what that window costs over a wide one, then protobuf on top (the project's adapter).
+ * one below it: the raw socket, then plain HTTP/2, then grpc-js (both with a wide window),
+ * then what the client's default 64 KiB window costs grpc-js, then protobuf on top (the
+ * project's adapter).
  * Server and client work overlap in time (two processes), so these need not add up to the
  * CPU costs timed alone; a negative difference means the layer cost less than the noise.
  */
 export interface TransportBreakdown {
   tcpMs: number;
   http2Ms: number;
+  grpcJsMs: number;
   defaultWindowMs: number;
   protobufMs: number;
   grpcMs: number;
 }
 
-export function breakdown(rates: { tcp: number; rawGrpcWide: number; rawGrpc: number; grpc: number }): TransportBreakdown {
+export function breakdown(rates: { tcp: number; http2Wide: number; rawGrpcWide: number; rawGrpc: number; grpc: number }): TransportBreakdown {
   const ms = (rate: number) => 1000 / rate;
   return {
     tcpMs: ms(rates.tcp),
-    http2Ms: ms(rates.rawGrpcWide) - ms(rates.tcp),
+    http2Ms: ms(rates.http2Wide) - ms(rates.tcp),
+    grpcJsMs: ms(rates.rawGrpcWide) - ms(rates.http2Wide),
     defaultWindowMs: ms(rates.rawGrpc) - ms(rates.rawGrpcWide),
     protobufMs: ms(rates.grpc) - ms(rates.rawGrpc),
     grpcMs: ms(rates.grpc),
@@ -138,6 +145,31 @@ function rawGrpcRun(address: string, encoding: TransportEncoding, steps: number,
       else resolve(steps / ((performance.now() - started) / 1000));
     });
   }).finally(() => client.close());
+}
+
+/** Reads `steps` length-prefixed frames as the body of one plain HTTP/2 stream; returns steps per second. */
+function http2Run(port: number, encoding: TransportEncoding, steps: number, frameBytes: number, window?: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const session = connectHttp2(`http://127.0.0.1:${port}`, window === undefined ? {} : { settings: { initialWindowSize: window } });
+    const fail = (err: Error) => {
+      session.destroy();
+      reject(err);
+    };
+    session.on("error", fail);
+    if (window !== undefined) session.once("connect", () => session.setLocalWindowSize(window));
+    const expected = steps * frameBytes;
+    let received = 0;
+    const stream = session.request({ ":path": `/${encoding}/${steps}` });
+    stream.on("data", (chunk: Buffer) => (received += chunk.length));
+    stream.on("error", fail);
+    stream.on("end", () => {
+      const seconds = (performance.now() - started) / 1000;
+      session.close();
+      if (received !== expected) reject(new BenchProcessError(`transport peer: ${received} of ${expected} bytes arrived over HTTP/2`));
+      else resolve(steps / seconds);
+    });
+  });
 }
 
 /** Milliseconds per call of `work`, over enough calls to last about 20 ms at 1 ms per call. */
@@ -213,6 +245,8 @@ export async function runTransport(settings: BenchSettings, log: (line: string) 
       const variants = {
         grpc: () => grpcRun(address, encoding, steps, t),
         grpcWide: () => grpcRun(address, encoding, steps, t, WIDE_WINDOW_BYTES),
+        http2: () => http2Run(ready.http2Port, encoding, steps, bytes + 4),
+        http2Wide: () => http2Run(ready.http2Port, encoding, steps, bytes + 4, WIDE_WINDOW_BYTES),
         rawGrpc: () => rawGrpcRun(address, encoding, steps),
         rawGrpcWide: () => rawGrpcRun(address, encoding, steps, WIDE_WINDOW_BYTES),
         tcp: () => tcpRun(ready.tcpPort, encoding, steps, bytes + 4),
@@ -222,12 +256,15 @@ export async function runTransport(settings: BenchSettings, log: (line: string) 
       const rates = Object.fromEntries(names.map((n) => [n, [] as number[]])) as Record<Variant, number[]>;
       await grpcRun(address, encoding, Math.ceil(steps / 4), t);
       await rawGrpcRun(address, encoding, Math.ceil(steps / 4));
+      await http2Run(ready.http2Port, encoding, Math.ceil(steps / 4), bytes + 4);
       await tcpRun(ready.tcpPort, encoding, Math.ceil(steps / 4), bytes + 4);
       for (let r = 0; r < t.repeats; r++) for (const n of names) rates[n].push(await variants[n]());
       const perRepeat = (over: Variant) => measured(rates[over].map((v, i) => v / rates.tcp[i]), "fraction");
       const grpcStepsPerSecond = measured(rates.grpc, "steps/s");
       const grpcWideWindowStepsPerSecond = measured(rates.grpcWide, "steps/s");
       const tcpStepsPerSecond = measured(rates.tcp, "steps/s");
+      const http2StepsPerSecond = measured(rates.http2, "steps/s");
+      const http2WideWindowStepsPerSecond = measured(rates.http2Wide, "steps/s");
       const rawGrpcStepsPerSecond = measured(rates.rawGrpc, "steps/s");
       const rawGrpcWideWindowStepsPerSecond = measured(rates.rawGrpcWide, "steps/s");
       const encodeMsPerStep = await encodeCost(encoding, t, t.repeats);
@@ -239,6 +276,8 @@ export async function runTransport(settings: BenchSettings, log: (line: string) 
         grpcStepsPerSecond,
         grpcWideWindowStepsPerSecond,
         tcpStepsPerSecond,
+        http2StepsPerSecond,
+        http2WideWindowStepsPerSecond,
         rawGrpcStepsPerSecond,
         rawGrpcWideWindowStepsPerSecond,
         grpcOverTcp: ratio(grpcStepsPerSecond, tcpStepsPerSecond),
@@ -249,7 +288,7 @@ export async function runTransport(settings: BenchSettings, log: (line: string) 
         serializeMsPerStep: work.serialize,
         frameCopyMsPerStep: work.frameCopy,
         parseMsPerStep: work.parse,
-        breakdown: breakdown({ tcp: tcpStepsPerSecond.median, rawGrpcWide: rawGrpcWideWindowStepsPerSecond.median, rawGrpc: rawGrpcStepsPerSecond.median, grpc: grpcStepsPerSecond.median }),
+        breakdown: breakdown({ tcp: tcpStepsPerSecond.median, http2Wide: http2WideWindowStepsPerSecond.median, rawGrpcWide: rawGrpcWideWindowStepsPerSecond.median, rawGrpc: rawGrpcStepsPerSecond.median, grpc: grpcStepsPerSecond.median }),
       });
       log(`  ${encoding}: ${bytes} B/step, gRPC ${grpcStepsPerSecond.median.toFixed(0)} steps/s (${grpcWideWindowStepsPerSecond.median.toFixed(0)} with an 8 MiB window), TCP ${tcpStepsPerSecond.median.toFixed(0)} steps/s, encode ${encodeMsPerStep.median.toFixed(2)} ms`);
     }

@@ -103,14 +103,14 @@ describe("transport section at a tiny vocabulary", () => {
     const result = await runTransport(settings, () => {});
     expect(result.rows.map((r) => r.encoding)).toEqual(["full32", "full16", "sparse"]);
     for (const row of result.rows) {
-      for (const m of [row.grpcStepsPerSecond, row.grpcWideWindowStepsPerSecond, row.rawGrpcStepsPerSecond, row.rawGrpcWideWindowStepsPerSecond, row.tcpStepsPerSecond]) {
+      for (const m of [row.grpcStepsPerSecond, row.grpcWideWindowStepsPerSecond, row.http2StepsPerSecond, row.http2WideWindowStepsPerSecond, row.rawGrpcStepsPerSecond, row.rawGrpcWideWindowStepsPerSecond, row.tcpStepsPerSecond]) {
         expect(m.repeats).toHaveLength(2);
         expect(m.repeats.every((v) => v > 0)).toBe(true);
       }
       expect(row.grpcOverTcpPerRepeat.repeats).toEqual(row.grpcStepsPerSecond.repeats.map((v, i) => v / row.tcpStepsPerSecond.repeats[i]));
       expect(row.breakdown.grpcMs).toBeCloseTo(1000 / row.grpcStepsPerSecond.median, 10);
       const b = row.breakdown;
-      expect(b.tcpMs + b.http2Ms + b.defaultWindowMs + b.protobufMs).toBeCloseTo(b.grpcMs, 10);
+      expect(b.tcpMs + b.http2Ms + b.grpcJsMs + b.defaultWindowMs + b.protobufMs).toBeCloseTo(b.grpcMs, 10);
       expect(row.serializeMsPerStep.median).toBeGreaterThan(0);
     }
     // float32: two vectors of 2,000 values, 16,000 bytes of payload plus the message's framing.

@@ -86,6 +86,7 @@ function amateurLines(r: BenchReport): string[] {
   if (!a) return [];
   const cost = a.pairs.map((p) => [
     `${p.pair.name} (${params(p.pair.amateurParameters)})`,
+    `${p.promptTokens} + ${p.newTokens}`,
     String(p.cost.streams),
     `${formatNumber(p.positions.lockstep)} / ${formatNumber(p.positions.reencode)} (${formatRatio(p.positions.ratio)})`,
     formatMeasured(p.cost.lockstepSeconds),
@@ -93,23 +94,24 @@ function amateurLines(r: BenchReport): string[] {
     formatRatio(p.cost.speedup),
   ]);
   const out = [
-    `The amateur's cost${on(r)}: the amateur alone scoring trajectories of ${a.pairs[0]?.newTokens ?? "-"} new tokens after a ${a.pairs[0]?.promptTokens ?? "-"}-token prompt, the same batch both ways`,
+    `The amateur's cost${on(r)}: the amateur alone scoring trajectories (prompt + new tokens), the same batch both ways`,
     `how: ${a.how}`,
-    renderTable(["amateur", "streams", "positions/trajectory: lockstep / re-encoding", "lockstep s", "re-encoding s", "re-encoding / lockstep"], cost),
+    renderTable(["amateur", "tokens", "streams", "positions/trajectory: lockstep / re-encoding", "lockstep s", "re-encoding s", "re-encoding / lockstep"], cost),
   ];
   const ends = a.pairs.filter((p) => p.endToEnd);
   if (ends.length > 0) {
     const ceiling = r.derived.endToEndCeiling;
     out.push(
       "",
-      `End to end at that length${on(r)}: expert + amateur in lockstep + SPARSE summary every step; ceiling from the limits section of this run`,
+      `End to end at the same lengths${on(r)}: expert + amateur in lockstep + SPARSE summary every step; ceiling from the limits section of this run`,
       renderTable(
-        ["pair", "streams", "tok/s", "decode tok/s", "ceiling tok/s (GFLOP/s)", "of ceiling", "decode of ceiling"],
+        ["pair", "tokens", "streams", "tok/s", "decode tok/s", "ceiling tok/s (GFLOP/s)", "of ceiling", "decode of ceiling"],
         ends.map((p) => {
           const e = p.endToEnd!;
           const c = ceiling.find((x) => x.pair === p.pair.name);
           return [
             p.pair.name,
+            `${p.promptTokens} + ${e.newTokens}`,
             String(e.streams),
             formatMeasured(e.tokensPerSecond),
             formatMeasured(e.decodeTokensPerSecond),

@@ -11,6 +11,8 @@ import { findPython, runPeer } from "#bench/python-peers.ts";
 import { openSession } from "#bench/sampling.ts";
 import { benchSettings } from "#bench/settings.ts";
 import type { BenchSettings } from "#bench/settings.ts";
+import type { BenchReport } from "#bench/run-bench.ts";
+import { renderReport } from "#bench/table.ts";
 import { runTransport } from "#bench/transport.ts";
 import { randomPrompts } from "#bench/workloads.ts";
 import type { StepResult } from "#inference/model/session.ts";
@@ -18,6 +20,9 @@ import type { StepResult } from "#inference/model/session.ts";
 const python = await findPython();
 const base = benchSettings({ quick: true });
 const tiny = (overrides: Partial<BenchSettings>): BenchSettings => ({ ...base, ...overrides });
+/** The printed table of a report holding only `sections`. */
+const printed = (sections: Partial<BenchReport>) =>
+  renderReport({ quick: true, sections: [], sectionSeconds: {}, wallSeconds: 1, machine: { cpuModel: "Test CPU", cores: 2, vectorFeatures: [], memoryGiB: 1, platform: "", node: "", onnxruntimeNode: "", tfjs: "", loadAverageAtStart: 0 }, derived: { ceilingFractions: [], endToEndCeiling: [] }, ...sections } as BenchReport);
 
 describe("amateur section at the built-in pair's shape", () => {
   it("lockstep and re-encoding compute the same distribution before every token", async () => {
@@ -60,6 +65,11 @@ describe("amateur section at the built-in pair's shape", () => {
     expect(e).toMatchObject({ streams: 3, newTokens: 5, maxPrefillBatch: 2, context: 6 + 3 });
     expect(e.flopsPerToken).toBe(e.expert.total + e.amateur.total);
     expect(e.tokensPerSecond.median).toBeGreaterThan(0);
+    const table = printed({ amateur: result });
+    expect(table).toContain("The amateur's cost on Test CPU");
+    expect(table).toMatch(/built-in \(99,200\)\s+6 \+ 5\s+2\s+10.0 \/ 40.0 \(4.00x\)/);
+    // Without the limits section there is no ceiling to hold the end-to-end rate against, and the table says so.
+    expect(table).toContain("no limits section in this run");
   });
 });
 
@@ -90,6 +100,9 @@ describe.skipIf(!python?.has.torch)("decode section: PyTorch's forward is ONNX R
       expect(row.torch!.repeats).toHaveLength(2);
       expect(row.speedup).toBeCloseTo(row.onnxruntime.median / row.torch!.median, 10);
     }
+    const table = printed({ decode: result });
+    expect(table).toMatch(/Expert decode on Test CPU: built-in expert \(99,200\), .*; PyTorch \S+ eager on \S+/);
+    expect(table).toMatch(/same argmax at 9 of 9/);
   });
 
   it("a peer refuses an unknown task with an error line", async () => {
@@ -116,5 +129,8 @@ describe("transport section at a tiny vocabulary", () => {
     // float32: two vectors of 2,000 values, 16,000 bytes of payload plus the message's framing.
     expect(result.rows[0].bytesPerStep).toBeGreaterThan(16_000);
     expect(result.rows[0].bytesPerStep).toBeLessThan(16_200);
+    const table = printed({ transport: result });
+    expect(table).toContain("Transport on loopback on Test CPU, vocabulary 2,000");
+    expect(table).toMatch(/where a step's time goes/);
   });
 });

@@ -159,7 +159,7 @@ export async function measureOrtMatmul(m: number, k: number, n: number, options:
 }
 
 /** The model configs of a recipe without generating the models (FLOPs need only the shape). */
-export function recipeConfigs(recipe: PairRecipe) {
+function recipeConfigs(recipe: PairRecipe) {
   const source = recipe.source;
   if (source.kind === "random") return { expert: parseModelConfig(source.expert), amateur: parseModelConfig(source.amateur) };
   const read = (dir: string) => {

@@ -100,8 +100,10 @@ export const WIDE_WINDOW_BYTES = 8 << 20;
 
 export const TRANSPORT_HOW =
   "a `lightreasoner bench-worker transport-peer` child process serves StreamTrajectories through the project's grpc-js adapter " +
-  "(one step message per token, distributions encoded once by the service's encoder) and a plain TCP socket writing the same " +
-  "serialized bytes; the benchmark process reads either; encode = encodeDistributions + toBinary in the benchmark process";
+  "(one step message per token, distributions encoded once by the service's encoder), a plain TCP socket writing the same " +
+  "serialized bytes, a plain Node HTTP/2 stream carrying them, and a bytes-only gRPC method (identity codecs); the benchmark process reads each, " +
+  "every variant once per repeat in turn; the HTTP/2 and gRPC variants at the client's default 64 KiB window and at 8 MiB; " +
+  "encode = encodeDistributions + toBinary, and toBinary, the 5-byte-prefix copy and fromBinary alone, in the benchmark process";
 
 /** Streams `steps` step messages over one StreamTrajectories call; returns steps per second. */
 async function grpcRun(address: string, encoding: TransportEncoding, steps: number, settings: BenchSettings["transport"], window?: number): Promise<number> {

@@ -1,7 +1,7 @@
 // The benchmark's Python peers (bench/peers/*.py: numpy and PyTorch on the same work as ONNX
 // Runtime), run as one-shot child processes that print one JSON line. Which interpreter:
-// $LIGHTREASONER_BENCH_PYTHON if set, else the first of Debian's /usr/bin/python3 and the
-// PATH's python3 that has torch (then numpy): a version manager's python3 often shadows the
+// $LIGHTREASONER_BENCH_PYTHON if set (and then only it), else the first of Debian's
+// /usr/bin/python3 and the PATH's python3 that has torch (then numpy): a version manager's python3 often shadows the
 // one apt installed the peers into. A peer that is not installed is reported as missing,
 // with how to install it; it never yields a figure.
 import { execFile } from "node:child_process";
@@ -40,7 +40,9 @@ let found: Promise<PythonFound | null> | undefined;
 /** The interpreter the peers run with (found once per process), or null when there is no Python at all. */
 export function findPython(): Promise<PythonFound | null> {
   found ??= (async () => {
-    const candidates = [process.env.LIGHTREASONER_BENCH_PYTHON, "/usr/bin/python3", "python3"].filter((c): c is string => !!c);
+    // One the user named is used as it is, even without torch: then the peers say what is missing.
+    const named = process.env.LIGHTREASONER_BENCH_PYTHON;
+    const candidates = named ? [named] : ["/usr/bin/python3", "python3"];
     const probed: PythonFound[] = [];
     for (const interpreter of candidates) {
       const { code, stdout } = await exec(interpreter, ["-c", PROBE], 30_000);

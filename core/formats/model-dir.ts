@@ -157,6 +157,41 @@ export function loadModelDir(dir: string): ModelDir {
   return { dir, config, weights };
 }
 
+/** Where one float32 tensor's bytes lie in a safetensors file, for a runtime that reads them itself. */
+export interface StoredTensor {
+  shape: number[];
+  /** The shard's file name, relative to the model directory. */
+  file: string;
+  /** Byte offset of the tensor's data in that file, and its length. */
+  offset: number;
+  byteLength: number;
+}
+
+/**
+ * The same checks as loadModelDir, reading headers only: config and, for each expected tensor,
+ * where its bytes lie. Null when some tensor is not stored as float32 (F16, BF16), which needs
+ * decoding; the caller then loads the directory instead.
+ */
+export function locateModelWeights(dir: string): { config: ModelConfig; tensors: Map<string, StoredTensor> } | null {
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new ModelFormatError(dir, "model directory does not exist");
+  const configPath = join(dir, CONFIG_FILE);
+  if (!existsSync(configPath)) throw new ModelFormatError(configPath, `missing: a model directory needs ${CONFIG_FILE}`);
+  const config = readModelConfig(configPath);
+  const located = new Map<string, StoredTensor>();
+  for (const [file, names] of planReads(locateWeights(dir), config, configPath)) {
+    const header = readSafetensorsHeader(file);
+    const wanted = new Set(names);
+    for (const entry of header.entries) {
+      if (!wanted.has(entry.name)) continue;
+      if (entry.dtype !== "F32" || entry.end - entry.begin !== elementCount(entry.shape) * 4) return null;
+      located.set(entry.name, { shape: entry.shape, file: basename(file), offset: header.dataStart + entry.begin, byteLength: entry.end - entry.begin });
+    }
+  }
+  const tensors = new Map<string, StoredTensor>();
+  for (const name of expectedWeights(config).keys()) tensors.set(name, located.get(name)!);
+  return { config, tensors };
+}
+
 // ---------------------------------------------------------------------------------------
 // Writing
 

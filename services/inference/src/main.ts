@@ -87,7 +87,7 @@ export async function startInferenceServer(options: InferenceServerOptions): Pro
     await Promise.all([pair.expert.session.release(), pair.amateur.session.release()]);
     throw err;
   });
-  const adapters = new AdapterRegistry(pair.expert, sessionOptions, options.adapterDirs ?? [], limits.maxAdapterBytes);
+  const adapters = new AdapterRegistry(pair.expert, options.adapterDirs ?? [], limits.maxAdapterBytes);
   const maxContextTokens = Math.min(pair.expert.description.maxContextTokens, pair.amateur.description.maxContextTokens);
   let scheduler: Scheduler | undefined;
   const metrics = new InferenceMetrics(() => scheduler?.load ?? { running: 0, paused: 0, waiting: 0 });

@@ -146,7 +146,7 @@ async function score(ctx: ServingContext, request: ScoreRequest, send: Send<type
     const lease = ctx.adapters.lease();
     try {
       const [[expert], [amateur]] = await Promise.all([
-        lease.session.step([{ cache: lease.session.newCache(), tokens: ids, allLogits: true }]),
+        lease.session.step([{ cache: lease.session.newCache(), tokens: ids, allLogits: true, adapter: lease.adapter }]),
         ctx.pair.amateur.session.step([{ cache: ctx.pair.amateur.session.newCache(), tokens: ids, allLogits: true }]),
       ]);
       await send({ event: { case: "started", value: { tokenIds: ids, adapterVersion: lease.version } } });

@@ -8,7 +8,7 @@ import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import type { ModelConfig } from "#core/model/config.ts";
-import { loadModelDir, locateModelWeights, modelFingerprint } from "#core/formats/model-dir.ts";
+import { loadModelDir, locateModelWeights, modelFingerprintInBackground } from "#core/formats/model-dir.ts";
 import { TextTokenizer } from "#core/formats/tokenizer.ts";
 import { ModelFormatError } from "#core/model/errors.ts";
 import { CausalLmSession } from "#inference/model/session.ts";
@@ -35,7 +35,8 @@ export interface ServedModel {
   /** "expert" or "amateur", for messages and metrics. */
   role: string;
   dir: string;
-  fingerprint: string;
+  /** Hashed on worker threads while the model loads (gigabytes of sha256 need not delay listening). */
+  fingerprint: Promise<string>;
   tokenizer: TextTokenizer;
   session: CausalLmSession;
   /** Present when the directory holds Hugging Face weights (adapters are checked against it). */
@@ -49,14 +50,22 @@ export function onnxFileIn(dir: string): string | undefined {
   return [join(dir, "model.onnx"), defaultOnnxPath(dir)].find((p) => existsSync(p));
 }
 
-export async function openServedModel(role: string, dirArg: string, options: OrtSessionOptions): Promise<ServedModel> {
+/**
+ * Opens one model. `peer` (the expert, when opening the amateur) lends its tokenizer when
+ * every file the tokenizer is read from says the same, since building a 150k-token
+ * tokenizer takes about a second.
+ */
+export async function openServedModel(role: string, dirArg: string, options: OrtSessionOptions, peer?: ServedModel): Promise<ServedModel> {
   const dir = resolve(dirArg);
   if (!existsSync(dir)) throw new ModelFormatError(dir, `${role} model directory does not exist`);
-  const tokenizer = TextTokenizer.load(dir);
+  const tokenizer = peer && sameTokenizerFiles(peer.dir, dir) ? peer.tokenizer : TextTokenizer.load(dir);
   const hasWeights = existsSync(join(dir, "config.json")) && (existsSync(join(dir, "model.safetensors")) || existsSync(join(dir, "model.safetensors.index.json")));
   const onnxFile = hasWeights ? undefined : onnxFileIn(dir);
   let session: CausalLmSession;
   let config: ModelConfig | undefined;
+  const fingerprint = hasWeights ? modelFingerprintInBackground(dir) : undefined;
+  // Failures surface where the fingerprint is awaited (GetModelInfo), not as unhandled rejections.
+  fingerprint?.catch(() => {});
   if (hasWeights) {
     const built = servedGraph(dir);
     config = built.config;
@@ -78,7 +87,7 @@ export async function openServedModel(role: string, dirArg: string, options: Ort
     return {
       role,
       dir,
-      fingerprint: hasWeights ? modelFingerprint(dir) : onnxFingerprint(onnxFile!, dir),
+      fingerprint: fingerprint ?? Promise.resolve(onnxFingerprint(onnxFile!, dir)),
       tokenizer,
       session,
       config,
@@ -101,6 +110,18 @@ function servedGraph(dir: string): { config: ModelConfig; graph: ServedGraph } {
   if (located) return { config: located.config, graph: buildServedGraph(located.config, fileBackedWeights(dir, located.tensors), dir) };
   const loaded = loadModelDir(dir);
   return { config: loaded.config, graph: buildServedGraph(loaded.config, loaded.weights, dir) };
+}
+
+/** tokenizer.json and tokenizer_config.json byte for byte, and the eos ids TextTokenizer.load reads from the two configs. */
+function sameTokenizerFiles(a: string, b: string): boolean {
+  const bytes = (dir: string, name: string) => (existsSync(join(dir, name)) ? readFileSync(join(dir, name)) : null);
+  for (const name of ["tokenizer.json", "tokenizer_config.json"]) {
+    const x = bytes(a, name);
+    const y = bytes(b, name);
+    if (x === null || y === null ? x !== y : !x.equals(y)) return false;
+  }
+  const eos = (dir: string) => ["generation_config.json", "config.json"].map((name) => JSON.stringify(readOptionalJson(join(dir, name))?.eos_token_id ?? null)).join();
+  return eos(a) === eos(b);
 }
 
 /** Name, family and size from config.json, else from an ONNX Runtime GenAI genai_config.json, else the graph. */

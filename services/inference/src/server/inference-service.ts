@@ -25,12 +25,12 @@ export function inferenceHandlers(ctx: ServingContext): ServiceHandlers<Methods>
     streamTrajectories: streamTrajectoriesHandler(ctx),
     generate: (request, send, call) => generate(ctx, request, send, call.signal),
     score: (request, send, call) => score(ctx, request, send, call.signal),
-    getModelInfo: () => {
+    getModelInfo: async () => {
       const { expert, amateur } = ctx.pair;
       const tokenizer = expert.tokenizer;
       return {
-        expert: describeModel(expert),
-        amateur: describeModel(amateur),
+        expert: await describeModel(expert),
+        amateur: await describeModel(amateur),
         vocabSize: ctx.vocabSize,
         tokenizer: {
           size: tokenizer.vocabSize,
@@ -47,11 +47,11 @@ export function inferenceHandlers(ctx: ServingContext): ServiceHandlers<Methods>
   };
 }
 
-function describeModel(model: ServedModel): MessageInitShape<typeof ModelDescriptionSchema> {
+async function describeModel(model: ServedModel): Promise<MessageInitShape<typeof ModelDescriptionSchema>> {
   const d = model.description;
   return {
     name: d.name,
-    fingerprint: model.fingerprint,
+    fingerprint: await model.fingerprint,
     modelType: d.modelType,
     numLayers: d.numLayers,
     hiddenSize: d.hiddenSize,

@@ -2,8 +2,10 @@
 // until it listens, resident memory once idle (both models loaded) against the weights'
 // float32 bytes, and the growth of the peak per extra concurrent stream against that
 // stream's KV cache. Run it on its own (the 0.5B-shaped pair takes ~2.5 GB and minutes):
+// Start-up is also given as the CPU seconds the service used until it listened (fingerprint
+// hashing on worker threads included), which holds up on a busy machine where wall time does not.
 //   npx tsx bench/footprint.ts <expertDir> <amateurDir> [--streams 1,8] [--prompt 64] [--new 32] [--starts 2]
-import { statSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { readModelConfig } from "#core/model/config.ts";
 import type { ModelConfig } from "#core/model/config.ts";
@@ -15,6 +17,12 @@ const MIB = 2 ** 20;
 /** float32 bytes of the weights, from the safetensors files' sizes (headers are a few KiB). */
 function weightBytes(dir: string): number {
   return statSync(join(dir, "model.safetensors")).size;
+}
+
+/** CPU seconds (user + system, every thread) a process has used so far. */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
 /** One stream's KV cache in both models after `tokens` positions, float32. */
@@ -52,6 +60,8 @@ async function main(): Promise<void> {
   const served = await serveInference({ expertDir, amateurDir, maxBatchSize: Math.max(...streams), maxNewTokens: newTokens });
   startSeconds.push(served.startSeconds);
   try {
+    // CPU time is what start-up costs on a machine shared with other work, where wall time is not.
+    const startCpuSeconds = cpuSeconds(served.pid);
     const idle = served.memory();
     const rows: { streams: number; peak: number; msPerStep: number }[] = [];
     for (const n of streams) {
@@ -68,6 +78,7 @@ async function main(): Promise<void> {
           expertDir,
           amateurDir,
           startSeconds: startSeconds.map((s) => Number(s.toFixed(2))),
+          startCpuSeconds,
           weightsMiB: Math.round(weights / MIB),
           idleRssMiB: Math.round(idle.rssBytes / MIB),
           idlePeakMiB: Math.round(idle.peakRssBytes / MIB),

@@ -188,6 +188,19 @@ function block(ctx: Context, x: string, layer: number, bias: string, rope: { cos
 }
 
 /**
+ * The head's matrix. A tied head read from a file gets an initializer of its own over the same
+ * bytes: ONNX Runtime then prepacks it for Gemm and drops that mapping, while the embedding's
+ * own mapping is only touched at the rows Gather reads, instead of the whole matrix staying
+ * resident twice (packed and mapped).
+ */
+function headWeight(ctx: Context): string {
+  const name = lmHeadName(ctx.config);
+  const embed = ctx.weights.get("model.embed_tokens.weight");
+  if (name === "lm_head.weight" || !embed || !isFileSlice(embed.data)) return weight(ctx, name);
+  return ctx.g.weight("lm_head.weight", embed.shape, embed.data);
+}
+
+/**
  * The last `num_logits_to_keep` positions (all when 0) through the final norm and the head:
  * logits = x W^T through Gemm(transB), so a tied head shares the embedding matrix as stored,
  * and their log-softmax.
@@ -198,7 +211,7 @@ function lmHead(ctx: Context, x: string, keep: string): void {
   const kept = g.op("Slice", [x, from, g.int64([Number.MAX_SAFE_INTEGER]), g.int64([1])], {}, { name: "keep_logits" });
   const normed = rmsNorm(ctx, kept, "model.norm.weight");
   const flat = g.op("Reshape", [normed, g.int64([-1, config.hiddenSize])]);
-  const scores = g.op("Gemm", [flat, weight(ctx, lmHeadName(config))], { transB: int(1) }, { name: "lm_head" });
+  const scores = g.op("Gemm", [flat, headWeight(ctx)], { transB: int(1) }, { name: "lm_head" });
   const shape = g.op("Concat", [g.op("Shape", [kept], { start: int(0), end: int(2) }), g.int64([config.vocabSize])], { axis: int(0) });
   g.op("Reshape", [scores, shape], {}, { outputs: ["logits"] });
   g.op("Reshape", [g.op("LogSoftmax", [scores], { axis: int(-1) }), shape], {}, { outputs: [LOG_PROBS] });

@@ -2,7 +2,7 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { loadModelDir, modelFingerprint, writeModelDir } from "./model-dir.ts";
+import { loadModelDir, locateModelWeights, modelFingerprint, modelFingerprintInBackground, writeModelDir } from "./model-dir.ts";
 import { writeSafetensors } from "./safetensors.ts";
 import { parseModelConfig } from "#core/model/config.ts";
 import { ModelFormatError, UnsupportedModelError } from "#core/model/errors.ts";
@@ -126,6 +126,30 @@ describe("model fingerprint", () => {
 
     writeModelDir(b, { configJson: LLAMA, weights, shardBytes: 10_000 });
     expect(modelFingerprint(b)).not.toBe(modelFingerprint(a));
+  });
+
+  it("hashed on worker threads, is the same value, sharded or not", async () => {
+    const weights = weightsFor(LLAMA);
+    const single = freshDir("fp-bg");
+    const sharded = freshDir("fp-bg");
+    writeModelDir(single, { configJson: LLAMA, weights });
+    writeModelDir(sharded, { configJson: LLAMA, weights, shardBytes: 10_000 });
+    expect(await modelFingerprintInBackground(single)).toBe(modelFingerprint(single));
+    expect(await modelFingerprintInBackground(sharded)).toBe(modelFingerprint(sharded));
+  });
+});
+
+describe("locating float32 weights for a runtime that reads the file itself", () => {
+  it("gives each tensor's file, offset and length, which hold exactly its values", () => {
+    const weights = weightsFor(LLAMA);
+    const dir = freshDir("locate");
+    writeModelDir(dir, { configJson: LLAMA, weights, shardBytes: 10_000 });
+    const located = locateModelWeights(dir)!;
+    expect([...located.tensors.keys()]).toEqual([...weights.keys()]);
+    for (const [name, t] of located.tensors) {
+      const bytes = readFileSync(join(dir, t.file)).subarray(t.offset, t.offset + t.byteLength);
+      expect(new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength))).toEqual(weights.get(name)!.data);
+    }
   });
 });
 

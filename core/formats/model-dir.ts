@@ -4,6 +4,7 @@
 // tensor data is read, so a wrong file fails in milliseconds with the tensor named.
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createHash } from "node:crypto";
+import { Worker } from "node:worker_threads";
 import { basename, join } from "node:path";
 import { ModelFormatError } from "#core/model/errors.ts";
 import { parseModelConfig, readModelConfig, type ModelConfig } from "#core/model/config.ts";
@@ -157,6 +158,41 @@ export function loadModelDir(dir: string): ModelDir {
   return { dir, config, weights };
 }
 
+/** Where one float32 tensor's bytes lie in a safetensors file, for a runtime that reads them itself. */
+export interface StoredTensor {
+  shape: number[];
+  /** The shard's file name, relative to the model directory. */
+  file: string;
+  /** Byte offset of the tensor's data in that file, and its length. */
+  offset: number;
+  byteLength: number;
+}
+
+/**
+ * The same checks as loadModelDir, reading headers only: config and, for each expected tensor,
+ * where its bytes lie. Null when some tensor is not stored as float32 (F16, BF16), which needs
+ * decoding; the caller then loads the directory instead.
+ */
+export function locateModelWeights(dir: string): { config: ModelConfig; tensors: Map<string, StoredTensor> } | null {
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new ModelFormatError(dir, "model directory does not exist");
+  const configPath = join(dir, CONFIG_FILE);
+  if (!existsSync(configPath)) throw new ModelFormatError(configPath, `missing: a model directory needs ${CONFIG_FILE}`);
+  const config = readModelConfig(configPath);
+  const located = new Map<string, StoredTensor>();
+  for (const [file, names] of planReads(locateWeights(dir), config, configPath)) {
+    const header = readSafetensorsHeader(file);
+    const wanted = new Set(names);
+    for (const entry of header.entries) {
+      if (!wanted.has(entry.name)) continue;
+      if (entry.dtype !== "F32" || entry.end - entry.begin !== elementCount(entry.shape) * 4) return null;
+      located.set(entry.name, { shape: entry.shape, file: basename(file), offset: header.dataStart + entry.begin, byteLength: entry.end - entry.begin });
+    }
+  }
+  const tensors = new Map<string, StoredTensor>();
+  for (const name of expectedWeights(config).keys()) tensors.set(name, located.get(name)!);
+  return { config, tensors };
+}
+
 // ---------------------------------------------------------------------------------------
 // Writing
 
@@ -280,21 +316,77 @@ function hashFileTail(hash: ReturnType<typeof createHash>, path: string, from: n
  * second per 0.5B float32 parameters, less than reading the model does.
  */
 export function modelFingerprint(dir: string): string {
-  const hash = createHash("sha256");
+  const digests = new Map<string, Uint8Array>();
+  for (const { file, from } of weightDataSections(dir)) {
+    const data = createHash("sha256");
+    hashFileTail(data, file, from);
+    digests.set(file, data.digest());
+  }
+  return combineFingerprint(dir, digests);
+}
+
+/**
+ * modelFingerprint with the data sections hashed on worker threads, so a service can load
+ * its models meanwhile instead of waiting for gigabytes of sha256; the same value.
+ */
+export async function modelFingerprintInBackground(dir: string): Promise<string> {
+  const sections = weightDataSections(dir);
+  const digests = await Promise.all(sections.map(({ file, from }) => tailDigestInWorker(file, from)));
+  return combineFingerprint(dir, new Map(sections.map(({ file }, i) => [file, digests[i]])));
+}
+
+/** Every weight file and where its data section starts. */
+function weightDataSections(dir: string): { file: string; from: number }[] {
   const configPath = join(dir, CONFIG_FILE);
   if (!existsSync(configPath)) throw new ModelFormatError(configPath, `missing: a model directory needs ${CONFIG_FILE}`);
+  return locateWeights(dir).files.map((file) => ({ file, from: readSafetensorsHeader(file).dataStart }));
+}
+
+/** The fingerprint, given the sha256 of each weight file's data section. */
+function combineFingerprint(dir: string, dataDigests: ReadonlyMap<string, Uint8Array>): string {
+  const hash = createHash("sha256");
+  const configPath = join(dir, CONFIG_FILE);
   hash.update(`lightreasoner-model-fingerprint-v1\n${CONFIG_FILE}\n`).update(readFileSync(configPath));
   const layout = locateWeights(dir);
   if (layout.index) hash.update(`\n${WEIGHTS_INDEX_FILE}\n`).update(readFileSync(layout.index));
   for (const file of layout.files) {
-    const header = readSafetensorsHeader(file);
-    const data = createHash("sha256");
-    hashFileTail(data, file, header.dataStart);
-    hash.update(`\n${basename(file)}\n`).update(header.headerBytes).update(data.digest());
+    const digest = dataDigests.get(file);
+    if (!digest) throw new ModelFormatError(file, "the weight files changed while the model was fingerprinted");
+    hash.update(`\n${basename(file)}\n`).update(readSafetensorsHeader(file).headerBytes).update(digest);
   }
   for (const name of FINGERPRINT_FILES) {
     const path = join(dir, name);
     if (existsSync(path)) hash.update(`\n${name}\n`).update(readFileSync(path));
   }
   return hash.digest("hex");
+}
+
+/** Plain CommonJS, so the worker needs no TypeScript loader: sha256 of a file from an offset on. */
+const TAIL_DIGEST_WORKER = `
+const { parentPort, workerData } = require("node:worker_threads");
+const { createHash } = require("node:crypto");
+const { openSync, readSync, closeSync } = require("node:fs");
+const hash = createHash("sha256");
+const fd = openSync(workerData.path, "r");
+try {
+  const buf = new Uint8Array(16 << 20);
+  for (let pos = workerData.from; ; ) {
+    const got = readSync(fd, buf, 0, buf.length, pos);
+    if (got === 0) break;
+    hash.update(buf.subarray(0, got));
+    pos += got;
+  }
+} finally {
+  closeSync(fd);
+}
+parentPort.postMessage(hash.digest());
+`;
+
+function tailDigestInWorker(path: string, from: number): Promise<Uint8Array> {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(TAIL_DIGEST_WORKER, { eval: true, workerData: { path, from } });
+    worker.once("message", (digest: Uint8Array) => resolve(new Uint8Array(digest)));
+    worker.once("error", (err) => reject(new ModelFormatError(path, `cannot hash the weights: ${err.message}`)));
+    worker.once("exit", (code) => (code === 0 ? undefined : reject(new ModelFormatError(path, `the hashing worker exited with code ${code}`))));
+  });
 }

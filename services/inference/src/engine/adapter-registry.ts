@@ -1,21 +1,22 @@
-// Hot LoRA adapters for the expert. Each adapter gets a version derived from its content;
-// activating one swaps the session that NEW requests lease in one assignment, while requests
-// already running keep the lease they started with, so their session is released only when
-// the last of them finishes. The base expert (version "") is always there for rollback.
+// Hot LoRA adapters for the expert. Each adapter gets a version derived from its content and
+// is kept as small resident tensors (its A and B factors) that the expert's one session
+// applies as a low-rank side branch, per sequence: no merged copy of the weights, no second
+// session. Activating one changes the adapter NEW requests lease in one assignment, while
+// requests already running keep the lease they started with (an unloaded adapter's tensors
+// live on until its last request ends). The base expert (version "") is always there for rollback.
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync, realpathSync, statSync } from "node:fs";
 import { isAbsolute, join, relative, resolve } from "node:path";
 import type { ModelConfig } from "#core/model/config.ts";
 import type { LoraAdapter, LoraSettings } from "#core/model/lora.ts";
-import { mergeLora } from "#core/model/lora.ts";
 import { LINEAR_MODULES } from "#core/model/weights.ts";
 import type { Float32Tensor } from "#core/model/weights.ts";
 import { ModelFormatError, UnsupportedModelError } from "#core/model/errors.ts";
 import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, assemblePeftAdapter, parsePeftConfig } from "#core/formats/peft.ts";
 import { parseSafetensors } from "#core/formats/safetensors.ts";
-import { CausalLmSession } from "#inference/model/session.ts";
-import { buildOnnxModel } from "#inference/model/export.ts";
-import type { OrtSessionOptions } from "#inference/model/execution-provider.ts";
+import type { CausalLmSession } from "#inference/model/session.ts";
+import type { AdapterInputs } from "#inference/model/lora-inputs.ts";
+import { AdapterFitError } from "#inference/model/lora-inputs.ts";
 import { CapacityError, InvalidRequestError, NotFoundError, PermissionDeniedError, PreconditionError } from "./errors.ts";
 import type { ServedModel } from "./served-model.ts";
 
@@ -39,18 +40,18 @@ export interface AdapterInfo {
 
 interface Entry {
   version: string;
-  adapter: LoraAdapter | null;
+  /** The adapter as the expert's LoRA inputs; null for the base expert. */
+  adapter: AdapterInputs | null;
   info: Omit<AdapterInfo, "active" | "requestsInFlight">;
-  /** Open while active or in use; inactive idle adapters give their session back. */
-  session: CausalLmSession | null;
-  opening: Promise<CausalLmSession> | null;
   inUse: number;
 }
 
-/** A lease on the expert session of one version; release() when the request ends (extra calls are ignored). */
+/** A lease on one version of the expert; release() when the request ends (extra calls are ignored). */
 export interface ExpertLease {
   version: string;
   session: CausalLmSession;
+  /** What to pass as the step requests' adapter (null: the base expert). */
+  adapter: AdapterInputs | null;
   release(): void;
 }
 
@@ -71,20 +72,18 @@ export type ActiveVersionListener = (version: string, previous: string) => void;
 export class AdapterRegistry {
   private readonly base: Entry;
   private readonly entries = new Map<string, Entry>();
-  private readonly loading = new Map<string, Promise<Entry>>();
   private current: Entry;
   private readonly listeners: ActiveVersionListener[] = [];
 
   constructor(
     private readonly expert: ServedModel,
-    private readonly sessionOptions: OrtSessionOptions,
     /** Directories from which load-by-path is allowed; none means load-by-path is off. */
     private readonly allowedDirs: string[] = [],
     /** Largest adapter_model.safetensors accepted, in bytes. */
     readonly maxAdapterBytes = Number.MAX_SAFE_INTEGER,
   ) {
     const info = { version: BASE_VERSION, rank: 0, loraAlpha: 0, targetModules: [], baseModelNameOrPath: "", sizeBytes: 0, source: expert.dir, loadedAtMs: Date.now() };
-    this.base = { version: BASE_VERSION, adapter: null, info, session: expert.session, opening: null, inUse: 0 };
+    this.base = { version: BASE_VERSION, adapter: null, info, inUse: 0 };
     this.current = this.base;
   }
 
@@ -99,43 +98,37 @@ export class AdapterRegistry {
 
   /** Validates and registers an adapter given as its two PEFT files. */
   async load(configJson: string, safetensors: Uint8Array, options: { source: string; activate: boolean; fields: AdapterFields }): Promise<LoadResult> {
-    const base = this.expert.weights;
-    if (!base) {
-      throw new PreconditionError(`the expert (${this.expert.dir}) is served from an ONNX file without Hugging Face weights, so LoRA adapters cannot be merged into it`);
+    const config = this.expert.config;
+    if (!config || !this.expert.session.takesAdapters) {
+      throw new PreconditionError(`the expert (${this.expert.dir}) is served from an ONNX file without Hugging Face weights and LoRA inputs, so LoRA adapters cannot be applied to it`);
     }
     if (safetensors.byteLength > this.maxAdapterBytes) {
       throw new CapacityError(`${options.fields.weights}: ${safetensors.byteLength} bytes is above the limit of ${this.maxAdapterBytes}`, options.fields.weights);
     }
-    const adapter = parseAdapter(configJson, safetensors, base.config, options.source, options.fields);
+    const adapter = parseAdapter(configJson, safetensors, config, options.source, options.fields);
     const version = adapterVersion(adapter);
     let entry = this.entries.get(version);
     const alreadyLoaded = entry !== undefined;
     if (!entry) {
-      let pending = this.loading.get(version);
-      if (!pending) {
-        const info = {
-          version,
-          rank: adapter.settings.rank,
-          loraAlpha: adapter.settings.alpha,
-          targetModules: [...adapter.settings.targetModules],
-          baseModelNameOrPath: baseModelOf(configJson),
-          sizeBytes: safetensors.byteLength,
-          source: options.source,
-          loadedAtMs: Date.now(),
-        };
-        // Only an adapter about to be activated needs its merged session now; the others open on activation.
-        const session = options.activate ? this.openMerged(adapter) : Promise.resolve(null);
-        pending = session.then((opened) => ({ version, adapter, info, session: opened, opening: null, inUse: 0 }));
-        this.loading.set(version, pending);
-        pending.then(
-          (loaded) => {
-            this.loading.delete(version);
-            this.entries.set(version, loaded);
-          },
-          () => this.loading.delete(version),
-        );
+      let inputs: AdapterInputs;
+      try {
+        inputs = this.expert.session.prepareAdapter(adapter);
+      } catch (err) {
+        if (err instanceof AdapterFitError) throw new PreconditionError(`${options.fields.weights}: the adapter does not fit the expert: ${err.problem}`, options.fields.weights);
+        throw err;
       }
-      entry = await pending;
+      const info = {
+        version,
+        rank: adapter.settings.rank,
+        loraAlpha: adapter.settings.alpha,
+        targetModules: [...adapter.settings.targetModules],
+        baseModelNameOrPath: baseModelOf(configJson),
+        sizeBytes: safetensors.byteLength,
+        source: options.source,
+        loadedAtMs: Date.now(),
+      };
+      entry = { version, adapter: inputs, info, inUse: 0 };
+      this.entries.set(version, entry);
     }
     if (options.activate) await this.activate(version);
     return { info: this.describe(entry), alreadyLoaded };
@@ -174,11 +167,9 @@ export class AdapterRegistry {
   async activate(version: string): Promise<string> {
     const entry = version === BASE_VERSION ? this.base : this.entries.get(version);
     if (!entry) throw new NotFoundError(`version: adapter ${version} is not loaded (loaded: ${this.knownVersions()})`, "version");
-    if (entry !== this.base) await this.sessionOf(entry);
     const previous = this.current;
     this.current = entry;
     if (previous !== entry) {
-      this.releaseIfIdle(previous);
       for (const listener of this.listeners) listener(entry.version, previous.version);
     }
     return previous.version;
@@ -188,13 +179,12 @@ export class AdapterRegistry {
     return this.activate(BASE_VERSION);
   }
 
-  /** Forgets a loaded, inactive adapter; requests still running on it keep its session until they end. */
+  /** Forgets a loaded, inactive adapter; requests still running on it keep its tensors until they end. */
   unload(version: string): void {
     const entry = this.entries.get(version);
     if (!entry) throw new NotFoundError(`version: adapter ${version} is not loaded (loaded: ${this.knownVersions()})`, "version");
     if (entry === this.current) throw new PreconditionError(`version: adapter ${version} is active; activate another version or roll back to the base expert first`, "version");
     this.entries.delete(version);
-    this.releaseIfIdle(entry);
   }
 
   /** Loaded adapters, oldest first (the base expert is not listed). */
@@ -202,30 +192,27 @@ export class AdapterRegistry {
     return [...this.entries.values()].map((entry) => this.describe(entry));
   }
 
-  /** The active version's session, held until the lease is released. */
+  /** The active version, held until the lease is released. */
   lease(): ExpertLease {
     const entry = this.current;
     entry.inUse++;
     let released = false;
     return {
       version: entry.version,
-      session: entry.session!,
+      session: this.expert.session,
+      adapter: entry.adapter,
       release: () => {
         if (released) return;
         released = true;
         entry.inUse--;
-        this.releaseIfIdle(entry);
       },
     };
   }
 
+  /** Forgets every adapter (the expert's session belongs to the caller). */
   async close(): Promise<void> {
-    await Promise.allSettled([...this.loading.values()]);
-    for (const entry of this.entries.values()) {
-      const session = entry.session;
-      entry.session = null;
-      await session?.release();
-    }
+    this.entries.clear();
+    this.current = this.base;
   }
 
   private describe(entry: Entry): AdapterInfo {
@@ -236,25 +223,6 @@ export class AdapterRegistry {
     return this.entries.size === 0 ? "none" : [...this.entries.keys()].join(", ");
   }
 
-  private async sessionOf(entry: Entry): Promise<CausalLmSession> {
-    if (entry.session) return entry.session;
-    entry.opening ??= this.openMerged(entry.adapter!).finally(() => (entry.opening = null));
-    entry.session = await entry.opening;
-    return entry.session;
-  }
-
-  private async openMerged(adapter: LoraAdapter): Promise<CausalLmSession> {
-    const base = this.expert.weights!;
-    return CausalLmSession.open(buildOnnxModel(base.config, mergeLora(base.weights, adapter)), this.sessionOptions);
-  }
-
-  /** An adapter nobody runs on and new requests do not use gives back its session (its weights stay). */
-  private releaseIfIdle(entry: Entry): void {
-    if (entry === this.base || entry === this.current || entry.inUse > 0 || !entry.session) return;
-    const session = entry.session;
-    entry.session = null;
-    void session.release();
-  }
 }
 
 function realpathOrSelf(path: string): string {

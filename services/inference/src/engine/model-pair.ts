@@ -25,7 +25,7 @@ export async function openModelPair(expertDir: string, amateurDir: string, optio
   const expert = await openServedModel("expert", expertDir, options);
   let amateur: ServedModel;
   try {
-    amateur = await openServedModel("amateur", amateurDir, options);
+    amateur = await openServedModel("amateur", amateurDir, options, expert);
   } catch (err) {
     await expert.session.release();
     throw err;

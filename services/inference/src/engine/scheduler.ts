@@ -196,9 +196,9 @@ export class Scheduler {
   }
 
   /**
-   * One batched expert call per adapter session in use and one amateur call, each split in
-   * two: sequences in prefill (empty cache, the whole prompt) and sequences decoding (one
-   * token after their cache). Kept apart because graphs exported by other tools (ONNX
+   * One batched expert call (its rows may run different adapters: each passes its own) and
+   * one amateur call, each split in two: sequences in prefill (empty cache, the whole prompt)
+   * and sequences decoding (one token after their cache). Kept apart because graphs exported by other tools (ONNX
    * Runtime GenAI's GroupQueryAttention) accept either a prompt with no past or one token
    * after a past, never a mix, and because a decode padded to a prompt's length wastes work.
    */
@@ -235,7 +235,7 @@ export class Scheduler {
     for (const { session, batch, cacheOf } of batches) {
       const started = performance.now();
       try {
-        const out = await session.step(batch.map((s) => ({ cache: cacheOf(s), tokens: s.pending })));
+        const out = await session.step(batch.map((s) => ({ cache: cacheOf(s), tokens: s.pending, adapter: model === "expert" ? s.lease!.adapter : null })));
         this.observer.batchRan?.(model, batch.length, (performance.now() - started) / 1000);
         batch.forEach((s, i) => results.set(s, out[i]));
       } catch (err) {

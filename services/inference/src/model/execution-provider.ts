@@ -16,6 +16,8 @@ export interface OrtSessionOptions {
   executionProvider?: ExecutionProviderChoice;
   /** Threads inside one operator; ONNX Runtime's default (all cores) when absent. */
   threads?: number;
+  /** Let ONNX Runtime prepack weights on the CPU (default true; false saves start-up time, costs decode speed). */
+  prepack?: boolean;
   /** Receives one line saying which provider runs, and why CUDA was not used under "auto". */
   log?: (message: string) => void;
 }
@@ -41,14 +43,26 @@ export function cudaProviderInstalled(): boolean {
   return existsSync(join(dir, file));
 }
 
-function sessionOptions(provider: ExecutionProvider, threads: number | undefined): ort.InferenceSession.SessionOptions {
+/** How the model's bytes are found: external data of an in-memory graph is resolved in `externalDataDir`. */
+export interface ModelLocation {
+  externalDataDir?: string | null;
+}
+
+function sessionOptions(provider: ExecutionProvider, { threads, prepack }: OrtSessionOptions, location: ModelLocation): ort.InferenceSession.SessionOptions {
   if (threads !== undefined && !(Number.isInteger(threads) && threads > 0)) {
     throw new ExecutionProviderError(`threads must be a positive integer, got ${threads}`);
   }
+  const session: Record<string, string> = {};
+  if (location.externalDataDir) session.model_external_initializers_file_folder_path = location.externalDataDir;
+  // Prepacking puts every Gemm weight in MLAS's blocked layout once (the file mapping it came
+  // from is then dropped); without it each call packs again: 1.5-1.8x slower decode steps at
+  // batch 8 on the 0.5B shape, for about the same resident memory.
+  if (provider === "cpu" && prepack === false) session.disable_prepacking = "1";
   return {
     executionProviders: [provider],
     graphOptimizationLevel: "all",
     ...(threads === undefined ? {} : { intraOpNumThreads: threads, interOpNumThreads: 1 }),
+    ...(Object.keys(session).length > 0 ? { extra: { session } } : {}),
   };
 }
 
@@ -67,6 +81,7 @@ async function create(model: string | Uint8Array, options: ort.InferenceSession.
 export async function openOrtSession(
   model: string | Uint8Array,
   options: OrtSessionOptions = {},
+  location: ModelLocation = {},
 ): Promise<{ session: ort.InferenceSession; provider: ExecutionProvider }> {
   const choice = options.executionProvider ?? "auto";
   if (!(EXECUTION_PROVIDER_CHOICES as readonly string[]).includes(choice)) {
@@ -80,7 +95,7 @@ export async function openOrtSession(
     const installed = cudaProviderInstalled();
     if (installed) {
       try {
-        const session = await ortCreate(model, sessionOptions("cuda", options.threads));
+        const session = await ortCreate(model, sessionOptions("cuda", options, location));
         log(`onnxruntime: CUDA execution provider for ${source}`);
         return { session, provider: "cuda" };
       } catch (err) {
@@ -93,7 +108,7 @@ export async function openOrtSession(
       log(`onnxruntime: CUDA provider not installed; CPU execution provider for ${source}`);
     }
   }
-  const session = await create(model, sessionOptions("cpu", options.threads), source);
+  const session = await create(model, sessionOptions("cpu", options, location), source);
   if (choice === "cpu") log(`onnxruntime: CPU execution provider for ${source}`);
   return { session, provider: "cpu" };
 }

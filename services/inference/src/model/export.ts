@@ -1,14 +1,18 @@
 // `export-onnx`: a Hugging Face model directory, optionally with a PEFT LoRA adapter merged
-// into its weights, written as the ONNX graph the inference service runs.
+// into its weights, written as a standalone ONNX graph (no LoRA inputs: the file stands for
+// one model). The inference service itself builds its graph at start-up (buildServedGraph),
+// with LoRA side branches and the weights left in the safetensors file.
 import { join } from "node:path";
 import type { ModelConfig } from "#core/model/config.ts";
 import type { WeightMap } from "#core/model/weights.ts";
+import type { StoredTensor } from "#core/formats/model-dir.ts";
 import { mergeLora } from "#core/model/lora.ts";
 import { loadModelDir } from "#core/formats/model-dir.ts";
 import { readPeftAdapter } from "#core/formats/peft.ts";
+import type { GraphOptions, GraphWeights } from "./onnx-graph.ts";
 import { buildCausalLmGraph } from "./onnx-graph.ts";
 import type { ModelInfo, WrittenModel } from "./onnx-file.ts";
-import { EXTERNAL_DATA_THRESHOLD, encodeInline, writeModelFile } from "./onnx-file.ts";
+import { EXTERNAL_DATA_THRESHOLD, encodeInline, externalDataDir, writeModelFile } from "./onnx-file.ts";
 
 export interface ExportOptions {
   modelDir: string;
@@ -41,16 +45,33 @@ function modelInfo(config: ModelConfig, adapterDir?: string): ModelInfo {
   };
 }
 
-/** The ONNX model with inline weights, as bytes ONNX Runtime can open directly. */
-export function buildOnnxModel(config: ModelConfig, weights: WeightMap): Uint8Array {
-  return encodeInline(buildCausalLmGraph(config, weights), modelInfo(config));
+/** The ONNX model with inline weights and LoRA inputs (unless options say otherwise), as bytes ONNX Runtime can open directly. */
+export function buildOnnxModel(config: ModelConfig, weights: WeightMap, options: GraphOptions = {}): Uint8Array {
+  return encodeInline(buildCausalLmGraph(config, weights, "weights", options), modelInfo(config));
+}
+
+/** A served model's graph: bytes to open, and the folder ONNX Runtime reads file-backed weights from. */
+export interface ServedGraph {
+  bytes: Uint8Array;
+  externalDataDir: string | null;
+}
+
+/** Safetensors tensors as graph weights that ONNX Runtime reads from `dir` itself. */
+export function fileBackedWeights(dir: string, tensors: ReadonlyMap<string, StoredTensor>): GraphWeights {
+  return new Map([...tensors].map(([name, t]) => [name, { shape: t.shape, data: { dir, location: t.file, offset: t.offset, byteLength: t.byteLength } }]));
+}
+
+/** The graph the inference service serves: LoRA inputs on every projection, weights where they are. */
+export function buildServedGraph(config: ModelConfig, weights: GraphWeights, source: string): ServedGraph {
+  const graph = buildCausalLmGraph(config, weights, source);
+  return { bytes: encodeInline(graph, modelInfo(config)), externalDataDir: externalDataDir(graph) };
 }
 
 export async function exportOnnx(options: ExportOptions): Promise<ExportResult> {
   const { dir, config, weights } = loadModelDir(options.modelDir);
   let exported = weights;
   if (options.adapterDir) exported = mergeLora(weights, readPeftAdapter(options.adapterDir, config));
-  const graph = buildCausalLmGraph(config, exported, dir);
+  const graph = buildCausalLmGraph(config, exported, dir, { loraModules: [] });
   const outPath = options.outPath ?? defaultOnnxPath(dir);
   const written = writeModelFile(graph, modelInfo(config, options.adapterDir), outPath, options.externalDataThreshold ?? EXTERNAL_DATA_THRESHOLD);
   return { ...written, modelType: config.modelType, numLayers: config.numLayers, adapterMerged: options.adapterDir !== undefined };

@@ -3,6 +3,8 @@
 // (Optimum, ONNX Runtime GenAI's builder, float16 ones) run through the same code.
 import type * as ort from "onnxruntime-node";
 import { ModelFormatError } from "#core/model/errors.ts";
+import type { LinearModule } from "#core/model/weights.ts";
+import { LINEAR_MODULES } from "#core/model/weights.ts";
 
 /** Element types the runtime accepts for the KV cache and the logits. */
 export type FloatType = "float32" | "float16";
@@ -17,12 +19,29 @@ export interface ModelIo {
   vocabSize: number | null;
   /** A few exported graphs derive positions from the mask and take no position_ids. */
   hasPositionIds: boolean;
+  /** The graph takes num_logits_to_keep and computes the head only at that many last positions. */
+  keepsLogits: boolean;
+  /** The graph emits log_probs (the log-softmax of its logits). */
+  hasLogProbs: boolean;
+  /** The projections with a LoRA side branch (lora_a / lora_b inputs); empty for other graphs. */
+  lora: LoraSlot[];
+}
+
+/** One projection's LoRA inputs: A [lora_batch, inFeatures, rank], B [lora_batch, rank, outFeatures]. */
+export interface LoraSlot {
+  layer: number;
+  module: LinearModule;
+  a: string;
+  b: string;
+  inFeatures: number;
+  outFeatures: number;
 }
 
 type Metadata = readonly ort.InferenceSession.ValueMetadata[];
 
 const PAST = /^past_key_values\.(\d+)\.(key|value)$/;
 const PRESENT = /^present\.(\d+)\.(key|value)$/;
+const LORA = /^lora_(a|b)\.(\d+)\.([a-z_]+)$/;
 
 function tensorMeta(list: Metadata, name: string, source: string): ort.InferenceSession.TensorValueMetadata {
   const meta = list.find((m) => m.name === name);
@@ -52,9 +71,14 @@ export function describeModelIo(session: ort.InferenceSession, source: string): 
   }
   const hasPositionIds = inputs.some((m) => m.name === "position_ids");
   for (const m of inputs) {
-    if (!["input_ids", "attention_mask", "position_ids"].includes(m.name) && !PAST.test(m.name)) {
-      throw new ModelFormatError(source, `unsupported graph input ${m.name}; expected input_ids, attention_mask, position_ids and past_key_values.{i}.key|value`);
+    if (!["input_ids", "attention_mask", "position_ids", "num_logits_to_keep"].includes(m.name) && !PAST.test(m.name) && !LORA.test(m.name)) {
+      throw new ModelFormatError(source, `unsupported graph input ${m.name}; expected input_ids, attention_mask, position_ids, past_key_values.{i}.key|value and optionally num_logits_to_keep, lora_a|lora_b.{i}.{module}`);
     }
+  }
+  const keepsLogits = inputs.some((m) => m.name === "num_logits_to_keep");
+  if (keepsLogits) {
+    const keep = tensorMeta(inputs, "num_logits_to_keep", source);
+    if (keep.type !== "int64" || keep.shape.length !== 0) throw new ModelFormatError(source, "num_logits_to_keep must be an int64 scalar");
   }
 
   const layers = new Set(inputs.flatMap((m) => PAST.exec(m.name)?.[1] ?? []).map(Number));
@@ -82,6 +106,11 @@ export function describeModelIo(session: ort.InferenceSession, source: string): 
   const logits = tensorMeta(outputs, "logits", source);
   if (logits.shape.length !== 3) throw new ModelFormatError(source, `logits must be [batch, sequence, vocab], got rank ${logits.shape.length}`);
   const vocab = logits.shape[2];
+  const hasLogProbs = outputs.some((m) => m.name === "log_probs");
+  if (hasLogProbs) {
+    const logProbs = tensorMeta(outputs, "log_probs", source);
+    if (logProbs.type !== "float32" || logProbs.shape.length !== 3) throw new ModelFormatError(source, "log_probs must be float32 [batch, sequence, vocab]");
+  }
   return {
     numLayers,
     numKvHeads,
@@ -90,5 +119,28 @@ export function describeModelIo(session: ort.InferenceSession, source: string): 
     logitsType: floatType(logits, source),
     vocabSize: typeof vocab === "number" && vocab > 0 ? vocab : null,
     hasPositionIds,
+    keepsLogits,
+    hasLogProbs,
+    lora: loraSlots(inputs, source),
   };
+}
+
+function loraSlots(inputs: Metadata, source: string): LoraSlot[] {
+  const slots: LoraSlot[] = [];
+  for (const m of inputs) {
+    const match = LORA.exec(m.name);
+    if (!match || match[1] !== "a") continue;
+    const [, , layerText, moduleName] = match;
+    if (!(LINEAR_MODULES as readonly string[]).includes(moduleName)) throw new ModelFormatError(source, `${m.name} names no linear module (${LINEAR_MODULES.join(", ")})`);
+    const a = tensorMeta(inputs, m.name, source);
+    const bName = `lora_b.${layerText}.${moduleName}`;
+    const b = tensorMeta(inputs, bName, source);
+    if (a.type !== "float32" || b.type !== "float32" || a.shape.length !== 3 || b.shape.length !== 3) {
+      throw new ModelFormatError(source, `${m.name} and ${bName} must be float32 [lora_batch, in, rank] and [lora_batch, rank, out]`);
+    }
+    slots.push({ layer: Number(layerText), module: moduleName as LinearModule, a: m.name, b: bName, inFeatures: fixedDim(a, 1, "input size", source), outFeatures: fixedDim(b, 2, "output size", source) });
+  }
+  const unpaired = inputs.find((m) => LORA.exec(m.name)?.[1] === "b" && !slots.some((s) => s.b === m.name));
+  if (unpaired) throw new ModelFormatError(source, `${unpaired.name} has no matching lora_a input`);
+  return slots;
 }

@@ -1,7 +1,11 @@
 // A small typed layer over the onnx-proto messages, so the model graph reads as a list of
 // operators rather than protobuf bookkeeping. Weights are kept as lazy initializers: the
 // file writer decides whether their bytes go inline or to an external data file, and a
-// multi-gigabyte model never has to sit in memory twice.
+// multi-gigabyte model never has to sit in memory twice. A weight may also be a slice of a
+// file (a safetensors tensor), which ONNX Runtime reads itself as external data, so a served
+// model's weights never pass through JavaScript at all.
+import { closeSync, openSync, readSync } from "node:fs";
+import { join } from "node:path";
 import onnxProto from "onnx-proto";
 
 const { onnx } = onnxProto;
@@ -29,6 +33,16 @@ export const int = (value: number): Attribute => ({ int: value });
 export const float = (value: number): Attribute => ({ float: value });
 export const ints = (values: number[]): Attribute => ({ ints: values });
 
+/** float32 bytes lying in a file: `location` relative to `dir`, the folder the model's external data is read from. */
+export interface FileSlice {
+  dir: string;
+  location: string;
+  offset: number;
+  byteLength: number;
+}
+
+export const isFileSlice = (data: unknown): data is FileSlice => typeof data === "object" && data !== null && "location" in data;
+
 /** A constant tensor of the graph whose bytes are produced only when the file is written. */
 export interface Initializer {
   name: string;
@@ -36,6 +50,23 @@ export interface Initializer {
   dims: number[];
   byteLength: number;
   bytes(): Uint8Array;
+  /** Set when the bytes stay in a file that the runtime reads (the graph then refers to it). */
+  external?: FileSlice;
+}
+
+function readSlice({ dir, location, offset, byteLength }: FileSlice): Uint8Array {
+  const bytes = new Uint8Array(byteLength);
+  const fd = openSync(join(dir, location), "r");
+  try {
+    for (let done = 0; done < byteLength; ) {
+      const n = readSync(fd, bytes, done, byteLength - done, offset + done);
+      if (n === 0) throw new Error(`${location}: file ends before byte ${offset + byteLength}`);
+      done += n;
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return bytes;
 }
 
 function attributeProto(name: string, value: Attribute): IAttributeProto {
@@ -83,10 +114,15 @@ export class GraphBuilder {
     this.outputs.push(valueInfo(name, type, dims));
   }
 
-  /** A float32 weight; `data` may be a thunk so transposed copies are made one at a time when written. */
-  weight(name: string, dims: number[], data: Float32Array | (() => Float32Array)): string {
+  /** A float32 weight: values in memory, a thunk producing them when written, or a slice of a file. */
+  weight(name: string, dims: number[], data: Float32Array | (() => Float32Array) | FileSlice): string {
     this.claim(name);
     const count = dims.reduce((a, b) => a * b, 1);
+    if (isFileSlice(data)) {
+      if (data.byteLength !== count * 4) throw new Error(`initializer ${name}: ${data.byteLength} bytes for shape [${dims.join(", ")}] of float32`);
+      this.initializers.push({ name, type: "float32", dims, byteLength: data.byteLength, bytes: () => readSlice(data), external: data });
+      return name;
+    }
     if (typeof data !== "function" && data.length !== count) {
       throw new Error(`initializer ${name}: ${data.length} values for shape [${dims.join(", ")}]`);
     }

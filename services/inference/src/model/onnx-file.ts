@@ -1,6 +1,7 @@
-// Serialises a built graph as an ONNX ModelProto: in memory with the weights inline, or to
-// disk with the weights in an external data file beside the .onnx when protobuf's 2 GiB
-// message limit (or plain memory) makes inline bytes a bad idea.
+// Serialises a built graph as an ONNX ModelProto: in memory with the weights inline (or left
+// in the files they came from, for ONNX Runtime to read), or to disk with the weights in an
+// external data file beside the .onnx when protobuf's 2 GiB message limit (or plain memory)
+// makes inline bytes a bad idea.
 import { closeSync, mkdirSync, openSync, writeFileSync, writeSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import onnxProto from "onnx-proto";
@@ -55,13 +56,37 @@ function tensorHeader(t: Initializer): ITensorProto {
   return { name: t.name, dataType: ONNX_DATA_TYPE[t.type], dims: t.dims };
 }
 
-/** The whole model with every weight inline (small models, tests, in-memory sessions). */
+function externalHeader(t: Initializer, location: string, offset: number, length: number): ITensorProto {
+  return {
+    ...tensorHeader(t),
+    dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
+    externalData: [
+      { key: "location", value: location },
+      { key: "offset", value: String(offset) },
+      { key: "length", value: String(length) },
+    ],
+  };
+}
+
+/** The one folder the graph's file-backed weights lie in (ONNX Runtime resolves them there), or null. */
+export function externalDataDir(graph: GraphBuilder): string | null {
+  const dirs = new Set(graph.initializers.flatMap((t) => (t.external ? [t.external.dir] : [])));
+  if (dirs.size > 1) throw new Error(`the graph's weights lie in ${dirs.size} folders (${[...dirs].join(", ")}); one is supported`);
+  return dirs.size === 1 ? [...dirs][0] : null;
+}
+
+/**
+ * The model as bytes ONNX Runtime can open: in-memory weights inline, file-backed ones
+ * (FileSlice) referred to as external data, to be resolved in externalDataDir(graph).
+ */
 export function encodeInline(graph: GraphBuilder, info: ModelInfo): Uint8Array {
-  const total = weightBytes(graph);
+  const total = graph.initializers.reduce((n, t) => n + (t.external ? 0 : t.byteLength), 0);
   if (total > PROTOBUF_LIMIT) {
     throw new RangeError(`${total} weight bytes do not fit one protobuf message (2 GiB); write the model to a file with external data`);
   }
-  const initializers = graph.initializers.map((t) => ({ ...tensorHeader(t), rawData: t.bytes() }));
+  const initializers = graph.initializers.map((t) =>
+    t.external ? externalHeader(t, t.external.location, t.external.offset, t.external.byteLength) : { ...tensorHeader(t), rawData: t.bytes() },
+  );
   return onnx.ModelProto.encode(modelProto(graph, info, initializers)).finish();
 }
 
@@ -81,7 +106,9 @@ export function writeModelFile(graph: GraphBuilder, info: ModelInfo, outPath: st
   mkdirSync(dirname(outPath), { recursive: true });
   const total = weightBytes(graph);
   if (total <= externalThreshold) {
-    writeFileSync(outPath, encodeInline(graph, info));
+    // Every byte inline, file-backed weights included: the file must stand alone.
+    const inline = graph.initializers.map((t) => ({ ...tensorHeader(t), rawData: t.bytes() }));
+    writeFileSync(outPath, onnx.ModelProto.encode(modelProto(graph, info, inline)).finish());
     return { onnxPath: outPath, weightBytes: total };
   }
   const dataPath = `${outPath}.data`;
@@ -98,15 +125,7 @@ export function writeModelFile(graph: GraphBuilder, info: ModelInfo, outPath: st
       offset = Math.ceil(offset / EXTERNAL_ALIGNMENT) * EXTERNAL_ALIGNMENT;
       const bytes = t.bytes();
       for (let done = 0; done < bytes.length; ) done += writeSync(fd, bytes, done, bytes.length - done, offset + done);
-      headers.push({
-        ...tensorHeader(t),
-        dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
-        externalData: [
-          { key: "location", value: location },
-          { key: "offset", value: String(offset) },
-          { key: "length", value: String(bytes.length) },
-        ],
-      });
+      headers.push(externalHeader(t, location, offset, bytes.length));
       offset += bytes.length;
     }
   } finally {

@@ -1,16 +1,29 @@
 // The llama/qwen2 causal LM as an ONNX graph, block for block beside the TensorFlow.js
 // forward: embeddings, then per layer RMSNorm -> attention (RoPE, grouped-query, KV cache)
 // -> residual -> RMSNorm -> SwiGLU MLP -> residual, then the final norm and the LM head.
-// Inputs and outputs carry the Optimum causal-LM names so other ONNX tooling can drive it.
+// Inputs and outputs carry the Optimum causal-LM names so other ONNX tooling can drive it,
+// plus three of our own:
+// - `num_logits_to_keep` (int64 scalar, HF's meaning): the head and the log-softmax run only
+//   at the last N new positions (0: all), so a prefill pays the 896 x 151,936 head once, not
+//   once per prompt token;
+// - `log_probs`: LogSoftmax over the kept logits, so no per-step loop over the vocabulary is
+//   left to JavaScript;
+// - `lora_a.{layer}.{module}` [lora_batch, in, rank] and `lora_b...` [lora_batch, rank, out]:
+//   each adapted projection adds the low-rank branch (x A) B to x W^T, so one session serves
+//   the base model (rank 0) and any adapter, a different one per batch row if need be
+//   (lora_batch = batch), or one for all rows (lora_batch = 1, broadcast).
+// Linear weights stay in PyTorch's [out, in] layout (Gemm with transB), so they can be read
+// by ONNX Runtime straight from the safetensors file, untouched by JavaScript.
 //
 // Attention uses the opset 23 `Attention` operator with an additive mask built in the graph
 // from `attention_mask` and causality, rather than `is_causal`: the batch rows may be left
 // padded, in the cache as well as in the new tokens, and a padded slot must never be seen.
 import type { ModelConfig } from "#core/model/config.ts";
 import { ModelFormatError } from "#core/model/errors.ts";
-import type { Float32Tensor, LinearModule, WeightMap } from "#core/model/weights.ts";
-import { expectedWeights, layerPrefix, linearWeightName, lmHeadName } from "#core/model/weights.ts";
-import { GraphBuilder, float, int, ints } from "./onnx-builder.ts";
+import type { LinearModule } from "#core/model/weights.ts";
+import { LINEAR_MODULES, expectedWeights, layerPrefix, linearShape, linearWeightName, lmHeadName } from "#core/model/weights.ts";
+import type { FileSlice } from "./onnx-builder.ts";
+import { GraphBuilder, float, int, isFileSlice } from "./onnx-builder.ts";
 
 export const OPSET_VERSION = 23;
 
@@ -20,12 +33,33 @@ export const AXES = {
   sequence: "sequence_length",
   past: "past_sequence_length",
   total: "total_sequence_length",
+  kept: "kept_sequence_length",
+  loraBatch: "lora_batch",
+  loraRank: "lora_rank",
 } as const;
+
+export const NUM_LOGITS_TO_KEEP = "num_logits_to_keep";
+export const LOG_PROBS = "log_probs";
 
 export const pastKeyName = (layer: number) => `past_key_values.${layer}.key`;
 export const pastValueName = (layer: number) => `past_key_values.${layer}.value`;
 export const presentKeyName = (layer: number) => `present.${layer}.key`;
 export const presentValueName = (layer: number) => `present.${layer}.value`;
+export const loraAName = (layer: number, module: LinearModule) => `lora_a.${layer}.${module}`;
+export const loraBName = (layer: number, module: LinearModule) => `lora_b.${layer}.${module}`;
+
+/** A weight as the graph takes it: float32 values in memory, or where they lie in a file. */
+export interface GraphWeight {
+  shape: number[];
+  data: Float32Array | FileSlice;
+}
+/** Hugging Face name -> weight; a WeightMap is one. */
+export type GraphWeights = ReadonlyMap<string, GraphWeight>;
+
+export interface GraphOptions {
+  /** Projections that get a LoRA side branch (graph inputs); default all of them, none for a standalone export. */
+  loraModules?: readonly LinearModule[];
+}
 
 /** Added to the score of a masked key. Finite, so a row with every key masked (a leading
  *  pad) averages instead of producing NaN that would reach the cache of the next layer. */
@@ -34,11 +68,15 @@ const MASKED_SCORE = -3.4028234663852886e38;
 interface Context {
   g: GraphBuilder;
   config: ModelConfig;
-  weights: WeightMap;
+  weights: GraphWeights;
+  loraModules: readonly LinearModule[];
+  /** [batch, new] of input_ids; linear() reshapes its 2-D result back to [batch, new, out]. */
+  rows: string;
+  rowShapes: Map<number, string>;
 }
 
 /** Checks that every tensor the config implies is present with its shape. */
-export function checkWeights(config: ModelConfig, weights: WeightMap, source = "weights"): void {
+export function checkWeights(config: ModelConfig, weights: GraphWeights, source = "weights"): void {
   for (const [name, shape] of expectedWeights(config)) {
     const tensor = weights.get(name);
     if (!tensor) throw new ModelFormatError(source, `tensor ${name} is missing`);
@@ -46,42 +84,49 @@ export function checkWeights(config: ModelConfig, weights: WeightMap, source = "
       throw new ModelFormatError(source, `tensor ${name} has shape [${tensor.shape.join(", ")}], the config implies [${shape.join(", ")}]`);
     }
     const count = shape.reduce((a, b) => a * b, 1);
-    if (tensor.data.length !== count) {
-      throw new ModelFormatError(source, `tensor ${name} holds ${tensor.data.length} values, its shape needs ${count}`);
+    const held = isFileSlice(tensor.data) ? tensor.data.byteLength / 4 : tensor.data.length;
+    if (held !== count) {
+      throw new ModelFormatError(source, `tensor ${name} holds ${held} values, its shape needs ${count}`);
     }
   }
 }
 
-function tensor(ctx: Context, name: string): Float32Tensor {
+/** The named weight as an initializer of the graph (registered once, shared by every use). */
+function weight(ctx: Context, name: string): string {
   const t = ctx.weights.get(name);
   if (!t) throw new ModelFormatError("weights", `tensor ${name} is missing`);
-  return t;
+  if (!ctx.g.initializers.some((i) => i.name === name)) ctx.g.weight(name, t.shape, t.data);
+  return name;
 }
 
-/** [out, in] (PyTorch) -> [in, out], so MatMul needs no transpose at run time. */
-function transposed({ shape: [rows, cols], data }: Float32Tensor): Float32Array {
-  const out = new Float32Array(rows * cols);
-  for (let r = 0; r < rows; r++) {
-    const row = r * cols;
-    for (let c = 0; c < cols; c++) out[c * rows + r] = data[row + c];
+/** [batch, new, size], the shape linear() gives back, built once per size. */
+function rowShape(ctx: Context, size: number): string {
+  let shape = ctx.rowShapes.get(size);
+  if (!shape) {
+    shape = ctx.g.op("Concat", [ctx.rows, ctx.g.int64([size])], { axis: int(0) });
+    ctx.rowShapes.set(size, shape);
   }
-  return out;
+  return shape;
 }
 
+/** x W^T (+ bias) through Gemm on the [batch * new, in] view, plus scale * (x A) B where LoRA applies. */
 function linear(ctx: Context, x: string, layer: number, module: LinearModule, withBias: boolean): string {
+  const { g } = ctx;
   const name = linearWeightName(layer, module);
-  const w = tensor(ctx, name);
-  const wT = ctx.g.weight(`${name}.T`, [w.shape[1], w.shape[0]], () => transposed(w));
-  const y = ctx.g.op("MatMul", [x, wT], {}, { name: `${layerPrefix(layer)}.${module}` });
-  if (!withBias) return y;
-  const biasName = name.replace(/\.weight$/, ".bias");
-  const bias = ctx.g.weight(biasName, [w.shape[0]], tensor(ctx, biasName).data);
-  return ctx.g.op("Add", [y, bias]);
+  const [out, inFeatures] = linearShape(ctx.config, module);
+  const inputs = [g.op("Reshape", [x, g.int64([-1, inFeatures])]), weight(ctx, name)];
+  if (withBias) inputs.push(weight(ctx, name.replace(/\.weight$/, ".bias")));
+  const y = g.op("Reshape", [g.op("Gemm", inputs, { transB: int(1) }, { name: `${layerPrefix(layer)}.${module}` }), rowShape(ctx, out)]);
+  if (!ctx.loraModules.includes(module)) return y;
+  // The adapter's scale is folded into lora_b by whoever feeds it.
+  const a = g.input(loraAName(layer, module), "float32", [AXES.loraBatch, inFeatures, AXES.loraRank]);
+  const b = g.input(loraBName(layer, module), "float32", [AXES.loraBatch, AXES.loraRank, out]);
+  const side = g.op("MatMul", [g.op("MatMul", [x, a]), b], {}, { name: `${layerPrefix(layer)}.${module}.lora` });
+  return g.op("Add", [y, side]);
 }
 
 function rmsNorm(ctx: Context, x: string, weightName: string): string {
-  const scale = ctx.g.weight(weightName, [ctx.config.hiddenSize], tensor(ctx, weightName).data);
-  return ctx.g.op("RMSNormalization", [x, scale], { axis: int(-1), epsilon: float(ctx.config.rmsNormEps), stash_type: int(1) });
+  return ctx.g.op("RMSNormalization", [x, weight(ctx, weightName)], { axis: int(-1), epsilon: float(ctx.config.rmsNormEps), stash_type: int(1) });
 }
 
 /** Additive mask [batch, 1, new, total]: 0 where a new token may see a key, MASKED_SCORE elsewhere. */
@@ -142,23 +187,41 @@ function block(ctx: Context, x: string, layer: number, bias: string, rope: { cos
   return ctx.g.op("Add", [h, mlp(ctx, rmsNorm(ctx, h, `${p}.post_attention_layernorm.weight`), layer)]);
 }
 
-/** logits = x W^T through Gemm(transB), so a tied head shares the embedding matrix as stored. */
-function lmHead(ctx: Context, x: string, inputIds: string): string {
+/**
+ * The head's matrix. A tied head read from a file gets an initializer of its own over the same
+ * bytes: ONNX Runtime then prepacks it for Gemm and drops that mapping, while the embedding's
+ * own mapping is only touched at the rows Gather reads, instead of the whole matrix staying
+ * resident twice (packed and mapped).
+ */
+function headWeight(ctx: Context): string {
+  const name = lmHeadName(ctx.config);
+  const embed = ctx.weights.get("model.embed_tokens.weight");
+  if (name === "lm_head.weight" || !embed || !isFileSlice(embed.data)) return weight(ctx, name);
+  return ctx.g.weight("lm_head.weight", embed.shape, embed.data);
+}
+
+/**
+ * The last `num_logits_to_keep` positions (all when 0) through the final norm and the head:
+ * logits = x W^T through Gemm(transB), so a tied head shares the embedding matrix as stored,
+ * and their log-softmax.
+ */
+function lmHead(ctx: Context, x: string, keep: string): void {
   const { g, config } = ctx;
-  const name = lmHeadName(config);
-  const head = name === "lm_head.weight" ? g.weight(name, [config.vocabSize, config.hiddenSize], tensor(ctx, name).data) : name;
-  const flat = g.op("Reshape", [x, g.int64([-1, config.hiddenSize])]);
-  const scores = g.op("Gemm", [flat, head], { transB: int(1) });
-  const shape = g.op("Concat", [g.op("Shape", [inputIds]), g.int64([config.vocabSize])], { axis: int(0) });
-  return g.op("Reshape", [scores, shape], {}, { outputs: ["logits"] });
+  const from = g.op("Neg", [g.op("Unsqueeze", [keep, g.int64([0])])]);
+  const kept = g.op("Slice", [x, from, g.int64([Number.MAX_SAFE_INTEGER]), g.int64([1])], {}, { name: "keep_logits" });
+  const normed = rmsNorm(ctx, kept, "model.norm.weight");
+  const flat = g.op("Reshape", [normed, g.int64([-1, config.hiddenSize])]);
+  const scores = g.op("Gemm", [flat, headWeight(ctx)], { transB: int(1) }, { name: "lm_head" });
+  const shape = g.op("Concat", [g.op("Shape", [kept], { start: int(0), end: int(2) }), g.int64([config.vocabSize])], { axis: int(0) });
+  g.op("Reshape", [scores, shape], {}, { outputs: ["logits"] });
+  g.op("Reshape", [g.op("LogSoftmax", [scores], { axis: int(-1) }), shape], {}, { outputs: [LOG_PROBS] });
 }
 
 /** The whole causal LM; `weights` must hold every tensor expectedWeights(config) lists. */
-export function buildCausalLmGraph(config: ModelConfig, weights: WeightMap, source = "weights"): GraphBuilder {
+export function buildCausalLmGraph(config: ModelConfig, weights: GraphWeights, source = "weights", options: GraphOptions = {}): GraphBuilder {
   checkWeights(config, weights, source);
   const g = new GraphBuilder();
-  const ctx: Context = { g, config, weights };
-  const { batch, sequence, past, total } = AXES;
+  const { batch, sequence, past, total, kept } = AXES;
   const kvDims = (axis: string) => [batch, config.numKvHeads, axis, config.headDim];
 
   const inputIds = g.input("input_ids", "int64", [batch, sequence]);
@@ -168,16 +231,17 @@ export function buildCausalLmGraph(config: ModelConfig, weights: WeightMap, sour
     g.input(pastKeyName(i), "float32", kvDims(past));
     g.input(pastValueName(i), "float32", kvDims(past));
   }
+  const keep = g.input(NUM_LOGITS_TO_KEEP, "int64", []);
+  const ctx: Context = { g, config, weights, loraModules: options.loraModules ?? LINEAR_MODULES, rows: g.op("Shape", [inputIds]), rowShapes: new Map() };
 
-  const embed = g.weight("model.embed_tokens.weight", [config.vocabSize, config.hiddenSize], tensor(ctx, "model.embed_tokens.weight").data);
-  let x = g.op("Gather", [embed, inputIds], { axis: int(0) }, { name: "embed_tokens" });
+  let x = g.op("Gather", [weight(ctx, "model.embed_tokens.weight"), inputIds], { axis: int(0) }, { name: "embed_tokens" });
   const bias = attentionBias(ctx, inputIds, attentionMask);
   const rope = rotaryTables(ctx, positionIds);
   for (let i = 0; i < config.numLayers; i++) x = block(ctx, x, i, bias, rope);
-  x = rmsNorm(ctx, x, "model.norm.weight");
-  lmHead(ctx, x, inputIds);
+  lmHead(ctx, x, keep);
 
-  g.output("logits", "logits", "float32", [batch, sequence, config.vocabSize]);
+  g.output("logits", "logits", "float32", [batch, kept, config.vocabSize]);
+  g.output(LOG_PROBS, LOG_PROBS, "float32", [batch, kept, config.vocabSize]);
   for (let i = 0; i < config.numLayers; i++) {
     g.output(presentKeyName(i), presentKeyName(i), "float32", kvDims(total));
     g.output(presentValueName(i), presentValueName(i), "float32", kvDims(total));

@@ -25,12 +25,12 @@ export function inferenceHandlers(ctx: ServingContext): ServiceHandlers<Methods>
     streamTrajectories: streamTrajectoriesHandler(ctx),
     generate: (request, send, call) => generate(ctx, request, send, call.signal),
     score: (request, send, call) => score(ctx, request, send, call.signal),
-    getModelInfo: () => {
+    getModelInfo: async () => {
       const { expert, amateur } = ctx.pair;
       const tokenizer = expert.tokenizer;
       return {
-        expert: describeModel(expert),
-        amateur: describeModel(amateur),
+        expert: await describeModel(expert),
+        amateur: await describeModel(amateur),
         vocabSize: ctx.vocabSize,
         tokenizer: {
           size: tokenizer.vocabSize,
@@ -47,11 +47,11 @@ export function inferenceHandlers(ctx: ServingContext): ServiceHandlers<Methods>
   };
 }
 
-function describeModel(model: ServedModel): MessageInitShape<typeof ModelDescriptionSchema> {
+async function describeModel(model: ServedModel): Promise<MessageInitShape<typeof ModelDescriptionSchema>> {
   const d = model.description;
   return {
     name: d.name,
-    fingerprint: model.fingerprint,
+    fingerprint: await model.fingerprint,
     modelType: d.modelType,
     numLayers: d.numLayers,
     hiddenSize: d.hiddenSize,
@@ -146,7 +146,7 @@ async function score(ctx: ServingContext, request: ScoreRequest, send: Send<type
     const lease = ctx.adapters.lease();
     try {
       const [[expert], [amateur]] = await Promise.all([
-        lease.session.step([{ cache: lease.session.newCache(), tokens: ids, allLogits: true }]),
+        lease.session.step([{ cache: lease.session.newCache(), tokens: ids, allLogits: true, adapter: lease.adapter }]),
         ctx.pair.amateur.session.step([{ cache: ctx.pair.amateur.session.newCache(), tokens: ids, allLogits: true }]),
       ]);
       await send({ event: { case: "started", value: { tokenIds: ids, adapterVersion: lease.version } } });

@@ -1,0 +1,99 @@
+// The inference service's footprint at a given pair, as a user starts it: seconds from spawn
+// until it listens, resident memory once idle (both models loaded) against the weights'
+// float32 bytes, and the growth of the peak per extra concurrent stream against that
+// stream's KV cache. Run it on its own (the 0.5B-shaped pair takes ~2.5 GB and minutes):
+// Start-up is also given as the CPU seconds the service used until it listened (fingerprint
+// hashing on worker threads included), which holds up on a busy machine where wall time does not.
+//   npx tsx bench/footprint.ts <expertDir> <amateurDir> [--streams 1,8] [--prompt 64] [--new 32] [--starts 2]
+import { readFileSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { readModelConfig } from "#core/model/config.ts";
+import type { ModelConfig } from "#core/model/config.ts";
+import { serveInference } from "./processes.ts";
+import { runServiceTrajectories } from "./trajectory-client.ts";
+
+const MIB = 2 ** 20;
+
+/** float32 bytes of the weights, from the safetensors files' sizes (headers are a few KiB). */
+function weightBytes(dir: string): number {
+  return statSync(join(dir, "model.safetensors")).size;
+}
+
+/** CPU seconds (user + system, every thread) a process has used so far. */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/** One stream's KV cache in both models after `tokens` positions, float32. */
+function kvBytes(configs: ModelConfig[], tokens: number): number {
+  return configs.reduce((n, c) => n + 2 * c.numLayers * c.numKvHeads * c.headDim * 4 * tokens, 0);
+}
+
+function option(args: string[], name: string, fallback: string): string {
+  const i = args.indexOf(name);
+  return i >= 0 && i + 1 < args.length ? args[i + 1] : fallback;
+}
+
+async function main(): Promise<void> {
+  const args = process.argv.slice(2);
+  const [expertDir, amateurDir] = args;
+  if (!expertDir || !amateurDir || expertDir.startsWith("--")) throw new Error("usage: footprint.ts <expertDir> <amateurDir> [--streams 1,8] [--prompt 64] [--new 32] [--starts 2]");
+  const streams = option(args, "--streams", "1,8").split(",").map(Number);
+  const promptTokens = Number(option(args, "--prompt", "64"));
+  const newTokens = Number(option(args, "--new", "32"));
+  const starts = Number(option(args, "--starts", "2"));
+  const configs = [readModelConfig(join(expertDir, "config.json")), readModelConfig(join(amateurDir, "config.json"))];
+  const weights = weightBytes(expertDir) + weightBytes(amateurDir);
+  const vocab = configs[0].vocabSize;
+  let seed = 17;
+  const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  const prompts = Array.from({ length: Math.max(...streams) }, () => Array.from({ length: promptTokens }, () => Math.floor(random() * Math.min(vocab, 100_000))));
+
+  // Earlier starts warm the page cache; the last one is measured.
+  const startSeconds: number[] = [];
+  for (let i = 0; i < starts - 1; i++) {
+    const warm = await serveInference({ expertDir, amateurDir, maxBatchSize: Math.max(...streams), maxNewTokens: newTokens });
+    startSeconds.push(warm.startSeconds);
+    await warm.stop();
+  }
+  const served = await serveInference({ expertDir, amateurDir, maxBatchSize: Math.max(...streams), maxNewTokens: newTokens });
+  startSeconds.push(served.startSeconds);
+  try {
+    // CPU time is what start-up costs on a machine shared with other work, where wall time is not.
+    const startCpuSeconds = cpuSeconds(served.pid);
+    const idle = served.memory();
+    const rows: { streams: number; peak: number; msPerStep: number }[] = [];
+    for (const n of streams) {
+      const run = await runServiceTrajectories({ address: served.address, prompts: prompts.slice(0, n), newTokens, alpha: 0.1, topK: 20 });
+      rows.push({ streams: n, peak: served.memory().peakRssBytes, msPerStep: (run.seconds * 1000) / newTokens });
+    }
+    const first = rows[0];
+    const last = rows[rows.length - 1];
+    const perStream = last.streams > first.streams ? (last.peak - first.peak) / (last.streams - first.streams) : null;
+    const kv = kvBytes(configs, promptTokens + newTokens);
+    console.log(
+      JSON.stringify(
+        {
+          expertDir,
+          amateurDir,
+          startSeconds: startSeconds.map((s) => Number(s.toFixed(2))),
+          startCpuSeconds,
+          weightsMiB: Math.round(weights / MIB),
+          idleRssMiB: Math.round(idle.rssBytes / MIB),
+          idlePeakMiB: Math.round(idle.peakRssBytes / MIB),
+          idleOverWeights: Number((idle.rssBytes / weights).toFixed(2)),
+          byStreams: rows.map((r) => ({ streams: r.streams, peakMiB: Math.round(r.peak / MIB), wallMsPerStep: Number(r.msPerStep.toFixed(1)) })),
+          perExtraStreamMiB: perStream === null ? null : Number((perStream / MIB).toFixed(2)),
+          kvCachePerStreamMiB: Number((kv / MIB).toFixed(2)),
+        },
+        null,
+        1,
+      ),
+    );
+  } finally {
+    await served.stop();
+  }
+}
+
+await main();

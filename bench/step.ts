@@ -1,12 +1,15 @@
-// Section "step": the JavaScript work the service does per stream and step at a real
+// Section "step": the distribution work the service does per stream and step at a real
 // vocabulary, on the serving thread where no model runs meanwhile: the log-softmax of each
-// model's logits, and the SPARSE summary of the pair (KL, entropy, plausible set, top-k),
-// in its first multi-pass form and in the single pass that replaced it. At 64 streams of a
-// 151,936-token vocabulary this work rivals the 0.5B-shaped pair's own forward pass.
+// model's logits in JavaScript (what the graphs now do inside), the SPARSE summary of the
+// pair (KL, entropy, plausible set, top-k) in JavaScript, multi-pass and single-pass, and
+// the same summary on the server's ONNX Runtime graph at 1, 16 and 64 stream-steps of one
+// scheduler step. At 64 streams of a 151,936-token vocabulary the JavaScript summary alone
+// rivalled the 0.5B-shaped pair's own forward pass.
 import { logSoftmax } from "#core/math/distribution.ts";
 import { SeededRandom } from "#core/math/random.ts";
 import { summarizeStep, summarizeStepInPasses } from "#core/math/sparse-step.ts";
-import { syntheticStep } from "./distributions.ts";
+import type { HalfPrecisionRace, SummaryRace } from "./distributions.ts";
+import { raceSummaries, syntheticStep } from "./distributions.ts";
 import type { BenchSettings } from "./settings.ts";
 import type { Measured } from "./stats.ts";
 import { measured, ratio } from "./stats.ts";
@@ -21,6 +24,10 @@ export interface StepResult {
   summarySinglePassMs: Measured;
   /** inPasses over singlePass. */
   speedup: number | null;
+  /** The single-pass JavaScript summary against the server's ONNX Runtime graph, per stream-step. */
+  native: SummaryRace[];
+  /** FULL float16 rounding of both rows, JavaScript against the graph's Cast. */
+  float16: HalfPrecisionRace;
 }
 
 export const STEP_HOW = "milliseconds per call on synthetic LM-like distributions, alternating the two summaries within each repeat";
@@ -54,7 +61,7 @@ export async function runStep(settings: BenchSettings, log: (line: string) => vo
   }
   const summaryInPassesMs = measured(before, "ms");
   const summarySinglePassMs = measured(after, "ms");
-  const result = { how: STEP_HOW, vocabSize, alpha, topK, logSoftmaxMs: measured(softmax, "ms"), summaryInPassesMs, summarySinglePassMs, speedup: ratio(summaryInPassesMs, summarySinglePassMs) };
   log(`  summary at V=${vocabSize}: ${summaryInPassesMs.median.toFixed(2)} ms in passes, ${summarySinglePassMs.median.toFixed(2)} ms in one pass`);
-  return result;
+  const { summaries: native, float16 } = await raceSummaries({ vocabSize, rows: [1, 16, 64], repeats, alpha, topK }, log);
+  return { how: STEP_HOW, vocabSize, alpha, topK, logSoftmaxMs: measured(softmax, "ms"), summaryInPassesMs, summarySinglePassMs, speedup: ratio(summaryInPassesMs, summarySinglePassMs), native, float16 };
 }

@@ -27,15 +27,21 @@ function stepLines(r: BenchReport): string[] {
   const s = r.step;
   if (!s) return [];
   return [
-    `Per-step JavaScript work${on(r)} at vocabulary ${formatNumber(s.vocabSize)} (ms per stream and step; alpha ${s.alpha}, top-k ${s.topK})`,
+    `Per-step distribution work${on(r)} at vocabulary ${formatNumber(s.vocabSize)} (ms per stream and step; alpha ${s.alpha}, top-k ${s.topK})`,
     renderTable(
       ["work", "ms", "vs. multi-pass"],
       [
-        ["log-softmax of one model's logits", formatMeasured(s.logSoftmaxMs), ""],
-        ["SPARSE summary, multi-pass (before)", formatMeasured(s.summaryInPassesMs), ""],
-        ["SPARSE summary, one pass (after)", formatMeasured(s.summarySinglePassMs), `${formatRatio(s.speedup)} faster`],
+        ["log-softmax of one model's logits in JavaScript (now inside the model graph)", formatMeasured(s.logSoftmaxMs), ""],
+        ["SPARSE summary in JavaScript, multi-pass", formatMeasured(s.summaryInPassesMs), ""],
+        ["SPARSE summary in JavaScript, one pass", formatMeasured(s.summarySinglePassMs), `${formatRatio(s.speedup)} faster`],
       ],
     ),
+    "SPARSE summary per stream-step, JavaScript one pass against the server's ONNX Runtime graph (wall and process CPU ms; rows = stream-steps of one scheduler step)",
+    renderTable(
+      ["rows", "JavaScript", "JS CPU", "ONNX Runtime graph", "graph CPU", "speedup", "CPU speedup"],
+      s.native.map((n) => [String(n.rows), formatMeasured(n.javascriptMs), formatMeasured(n.javascriptCpuMs), formatMeasured(n.nativeMs), formatMeasured(n.nativeCpuMs), formatRatio(n.speedup), formatRatio(n.cpuSpeedup)]),
+    ),
+    `FULL float16 rounding of both rows: JavaScript ${formatMeasured(s.float16.javascriptMs)} ms, ONNX Runtime Cast ${formatMeasured(s.float16.nativeMs)} ms (${formatRatio(s.float16.speedup)} faster)`,
   ];
 }
 

@@ -47,6 +47,13 @@ describe("lightreasoner bench", () => {
     expect(step.vocabSize).toBe(151_936);
     for (const m of [step.logSoftmaxMs, step.summaryInPassesMs, step.summarySinglePassMs]) expectMeasured(m, "ms");
     expect(step.speedup).toBeCloseTo(step.summaryInPassesMs.median / step.summarySinglePassMs.median, 10);
+    // The server's ONNX Runtime summary raced against the JavaScript one at three batch sizes.
+    expect(step.native.map((n) => n.rows)).toEqual([1, 16, 64]);
+    for (const n of step.native) {
+      for (const m of [n.javascriptMs, n.javascriptCpuMs, n.nativeMs, n.nativeCpuMs]) expectMeasured(m, "ms");
+      expect(n.speedup).toBeCloseTo(n.javascriptMs.median / n.nativeMs.median, 10);
+    }
+    expectMeasured(step.float16.nativeMs, "ms");
 
     const limits = report.limits!;
     expect(limits.matmul.length).toBeGreaterThan(0);

@@ -1,0 +1,258 @@
+// The frozen expert as ONNX Runtime sessions that give the LoRA loss and gradients of one
+// micro-batch: the gradient graphs of gradient-graphs.ts, one session per layer plus one
+// for the embedding and the head, driven layer by layer from here. This is how a
+// 0.5B-parameter expert trains on a CPU-only machine, where TensorFlow.js has only wasm
+// (about 3 GFLOP/s, and a 4 GiB heap that cannot hold the weights) while ONNX Runtime's CPU
+// kernels run the same products at about 100 GFLOP/s.
+//
+// Memory plan (float32; numbers for the Qwen2.5-0.5B shape: 24 layers, hidden 896, 14/2
+// heads of 64, MLP 4864, vocabulary 151,936 tied):
+//   base weights      held once, as each session's initializers (1.98 GB); the encoded
+//                     graph of one session at a time is the only transient copy
+//   layer inputs      kept from the forward for the backward: layers * hidden * 4 bytes
+//                     per token (86 KB), the only activations that outlive one layer
+//   one layer's work  recomputed in its backward (the layer's forward runs twice):
+//                     about (8 hidden + 6 mlp + 3 group*seq*heads/kv...) floats per token,
+//                     at most LAYER_BYTES_PER_TOKEN(config, seq) below
+//   head              logits only at the labelled positions: positions * vocab * 4 bytes
+//                     (608 KB each), times about 4 for log-softmax, softmax and gradient
+// `tokenBudget` caps the tokens (padding included) of one micro-batch, which bounds all
+// of it; the trainer's memory is then the weights plus budget * activationBytesPerToken().
+import * as ort from "onnxruntime-node";
+import type { ModelConfig } from "#core/model/config.ts";
+import type { LoraSettings } from "#core/model/lora.ts";
+import { linearWeightName } from "#core/model/weights.ts";
+import type { LinearModule, WeightMap } from "#core/model/weights.ts";
+import { encodeInline } from "#inference/model/onnx-file.ts";
+import type { GraphBuilder } from "#inference/model/onnx-builder.ts";
+import { BLOCK, HEAD, adaptedModules, buildBlockGraph, buildHeadGraph, dropoutInput, loraGradient, loraInput } from "./gradient-graphs.ts";
+import { attentionBias, ModelInputError, prepareBatch } from "./inputs.ts";
+import { ropeTableData } from "./rope.ts";
+import type { SelectedPosition } from "./transformer.ts";
+
+/** A label over the vocabulary: ids and their probabilities (the soft target v_C). */
+export interface LabelDistribution {
+  ids: readonly number[];
+  weights: readonly number[];
+}
+
+/** What the engine reads of the adapter: current values and dropout factors. */
+export interface AdapterSource {
+  pairValues(name: string): { a: Float32Array; b: Float32Array };
+  /** Null when dropout is off. */
+  dropoutFactors(name: string, pass: number, size: number): Float32Array | null;
+}
+
+export interface MicroBatchInput {
+  /** Token rows, right-padded to one length. */
+  rows: number[][];
+  /** [row, position] whose logits predict each label. */
+  positions: readonly SelectedPosition[];
+  labels: readonly LabelDistribution[];
+  /** The loss is sum of KL / normaliser. */
+  normaliser: number;
+  /** LoRA dropout pass number, or null for no dropout. */
+  dropoutPass: number | null;
+}
+
+export interface LossAndGradients {
+  loss: number;
+  /** Keyed by the adapted weight's name: dL/dA [rank, in] and dL/dB [out, rank]. */
+  grads: Map<string, { a: Float32Array; b: Float32Array }>;
+}
+
+export interface OnnxExpertOptions {
+  /** Most tokens (rows * padded length) one micro-batch may have; bounds activation memory. */
+  tokenBudget?: number;
+  /** ONNX Runtime intra-op threads (default: its own choice, the core count). */
+  threads?: number;
+}
+
+/** Default token budget: 4096 tokens is about 0.9 GB of activations at the 0.5B shape. */
+export const DEFAULT_TOKEN_BUDGET = 4096;
+
+/** Bytes of activations per token of a micro-batch whose rows are `seq` long (the plan above). */
+export function activationBytesPerToken(config: ModelConfig, seq: number): number {
+  const { hiddenSize: h, intermediateSize: m, numHeads, numKvHeads, headDim, numLayers } = config;
+  const projections = (numHeads + 2 * numKvHeads) * headDim;
+  // Forward values kept for the layer's backward, and their gradients (about as many).
+  const layer = 2 * (6 * h + 2 * projections + 4 * m + 2 * numHeads * seq);
+  return 4 * (numLayers * h + layer);
+}
+
+const float = (data: Float32Array, dims: number[]) => new ort.Tensor("float32", data, dims);
+const int64 = (values: ArrayLike<number>, dims: number[]) => new ort.Tensor("int64", BigInt64Array.from(Array.from(values, (v) => BigInt(v))), dims);
+const flag = (value: boolean) => new ort.Tensor("bool", [value], []);
+
+async function openSession(graph: GraphBuilder, name: string, options: OnnxExpertOptions): Promise<ort.InferenceSession> {
+  // The bytes hold this graph's weights inline; they are dropped once the session has its own.
+  const bytes = encodeInline(graph, { graphName: name });
+  return ort.InferenceSession.create(bytes, {
+    executionProviders: ["cpu"],
+    graphOptimizationLevel: "all",
+    ...(options.threads === undefined ? {} : { intraOpNumThreads: options.threads, interOpNumThreads: 1 }),
+    // Prepacking would give each product its own packed copy of a weight, and the forward
+    // (x W^T) and backward (dy W) products read every weight: the base would be held twice.
+    extra: { session: { disable_prepacking: "1" } },
+  });
+}
+
+export class OnnxLoraExpert {
+  private constructor(
+    readonly config: ModelConfig,
+    readonly lora: Pick<LoraSettings, "rank" | "alpha" | "targetModules" | "dropout">,
+    private readonly head: ort.InferenceSession,
+    private readonly blocks: ort.InferenceSession[],
+    readonly tokenBudget: number,
+  ) {}
+
+  /**
+   * Builds and opens every session from `weights`, one at a time. The sessions copy what
+   * they need: the caller may drop `weights` afterwards, and the base is then held once.
+   */
+  static async create(config: ModelConfig, weights: WeightMap, lora: Pick<LoraSettings, "rank" | "alpha" | "targetModules" | "dropout">, options: OnnxExpertOptions = {}): Promise<OnnxLoraExpert> {
+    const graphSettings = { rank: lora.rank, alpha: lora.alpha, targetModules: [...lora.targetModules], dropout: lora.dropout > 0 };
+    const opened: ort.InferenceSession[] = [];
+    try {
+      const head = await openSession(buildHeadGraph(config, weights), "lora-head", options);
+      opened.push(head);
+      const blocks: ort.InferenceSession[] = [];
+      for (let layer = 0; layer < config.numLayers; layer++) {
+        blocks.push(await openSession(buildBlockGraph(config, weights, layer, graphSettings), `lora-block-${layer}`, options));
+        opened.push(blocks[layer]);
+      }
+      return new OnnxLoraExpert(config, { ...lora, targetModules: [...lora.targetModules] }, head, blocks, options.tokenBudget ?? DEFAULT_TOKEN_BUDGET);
+    } catch (err) {
+      await Promise.all(opened.map((s) => s.release()));
+      throw err;
+    }
+  }
+
+  /** The loss sum_i KL(label_i || softmax(logits_i)) / normaliser and its gradient in every LoRA A and B. */
+  async lossAndGradients(input: MicroBatchInput, adapter: AdapterSource): Promise<LossAndGradients> {
+    const { config } = this;
+    const batch = prepareBatch(input.rows, undefined, config.vocabSize);
+    const tokens = batch.batch * batch.seq;
+    if (tokens > this.tokenBudget) {
+      throw new ModelInputError("rows", `${batch.batch} rows of ${batch.seq} tokens (${tokens}) exceed the token budget of ${this.tokenBudget} per micro-batch; lower the batch size`);
+    }
+    if (input.labels.length !== input.positions.length || input.labels.length === 0) {
+      throw new ModelInputError("labels", `${input.labels.length} labels for ${input.positions.length} positions; need one per position, at least one`);
+    }
+    if (!(input.normaliser > 0)) throw new ModelInputError("normaliser", `must be > 0, got ${input.normaliser}`);
+    const { hiddenSize: hidden, headDim } = config;
+    const rope = ropeTableData(batch.positions, tokens, headDim, config.ropeTheta);
+    const shared: Record<string, ort.Tensor> = {
+      [BLOCK.bias]: float(attentionBias(batch), [batch.batch, 1, batch.seq, batch.seq]),
+      [BLOCK.cos]: float(rope.cos, [batch.batch, 1, batch.seq, headDim]),
+      [BLOCK.sin]: float(rope.sin, [batch.batch, 1, batch.seq, headDim]),
+    };
+    const noGradient = float(new Float32Array(0), [0, hidden]);
+    const modules = adaptedModules(this.lora);
+
+    const layerFeeds = (layer: number): Record<string, ort.Tensor> => {
+      const feeds: Record<string, ort.Tensor> = {};
+      for (const module of modules) {
+        const name = linearWeightName(layer, module);
+        const { a, b } = adapter.pairValues(name);
+        const [out, inFeatures] = [b.length / this.lora.rank, a.length / this.lora.rank];
+        feeds[loraInput(module, "A")] = float(a, [this.lora.rank, inFeatures]);
+        feeds[loraInput(module, "B")] = float(b, [out, this.lora.rank]);
+        if (this.lora.dropout > 0) {
+          // Without a dropout pass (evaluation), factors of 1 leave the input as it is.
+          const keep = input.dropoutPass === null ? new Float32Array(tokens * inFeatures).fill(1) : adapter.dropoutFactors(name, input.dropoutPass, tokens * inFeatures)!;
+          feeds[dropoutInput(module)] = float(keep, [tokens, inFeatures]);
+        }
+      }
+      return feeds;
+    };
+
+    // Forward: keep each layer's input (the only activations that outlive a layer).
+    const embedded = await this.head.run({ ...this.emptyLoss(), [HEAD.ids]: int64(batch.ids, [tokens]), [HEAD.withLoss]: flag(false) });
+    const layerInputs: Float32Array[] = [embedded[HEAD.embedded].data as Float32Array];
+    for (let layer = 0; layer < config.numLayers; layer++) {
+      const out = await this.blocks[layer].run({
+        ...shared,
+        ...layerFeeds(layer),
+        [BLOCK.x]: float(layerInputs[layer], [tokens, hidden]),
+        [BLOCK.dy]: noGradient,
+        [BLOCK.backward]: flag(false),
+      });
+      layerInputs.push(out[BLOCK.y].data as Float32Array);
+    }
+
+    // The loss at the labelled positions, and its gradient in the last layer's output.
+    const width = Math.max(...input.labels.map((l) => l.ids.length));
+    const labelIds = new Array<number>(input.labels.length * width);
+    const labelWeights = new Float32Array(input.labels.length * width);
+    let negEntropy = 0;
+    input.labels.forEach(({ ids, weights }, i) => {
+      if (ids.length === 0 || ids.length !== weights.length) throw new ModelInputError(`labels[${i}]`, `has ${ids.length} ids and ${weights.length} weights; need as many of each, at least one`);
+      for (let j = 0; j < width; j++) {
+        // A padding slot repeats a real id with weight 0: no value, no gradient.
+        const id = j < ids.length ? ids[j] : ids[0];
+        if (!Number.isInteger(id) || id < 0 || id >= config.vocabSize) throw new ModelInputError(`labels[${i}].ids[${j}]`, `${id} is not a token id in [0, ${config.vocabSize})`);
+        labelIds[i * width + j] = id;
+        if (j < ids.length) {
+          labelWeights[i * width + j] = weights[j];
+          if (weights[j] > 0) negEntropy += weights[j] * Math.log(weights[j]);
+        }
+      }
+    });
+    const rows = input.positions.map(([b, t], i) => {
+      if (!Number.isInteger(b) || !Number.isInteger(t) || b < 0 || b >= batch.batch || t < 0 || t >= batch.seq) {
+        throw new ModelInputError("positions", `[${i}] = [${b}, ${t}] is outside the batch [${batch.batch}, ${batch.seq}]`);
+      }
+      return b * batch.seq + t;
+    });
+    const scale = 1 / input.normaliser;
+    const head = await this.head.run({
+      [HEAD.ids]: int64([], [0]),
+      [HEAD.hidden]: float(layerInputs[config.numLayers], [tokens, hidden]),
+      [HEAD.lossRows]: int64(rows, [rows.length]),
+      [HEAD.labelIds]: int64(labelIds, [input.labels.length, width]),
+      [HEAD.labelWeights]: float(labelWeights, [input.labels.length, width]),
+      [HEAD.lossScale]: float(Float32Array.of(scale), []),
+      [HEAD.withLoss]: flag(true),
+    });
+    const loss = (head[HEAD.crossEntropy].data as Float32Array)[0] + negEntropy * scale;
+
+    // Backward, top layer first: each layer recomputes its forward from its kept input.
+    const grads = new Map<string, { a: Float32Array; b: Float32Array }>();
+    let dy = head[HEAD.dHidden].data as Float32Array;
+    for (let layer = config.numLayers - 1; layer >= 0; layer--) {
+      const out = await this.blocks[layer].run({
+        ...shared,
+        ...layerFeeds(layer),
+        [BLOCK.x]: float(layerInputs[layer], [tokens, hidden]),
+        [BLOCK.dy]: float(dy, [tokens, hidden]),
+        [BLOCK.backward]: flag(true),
+      });
+      for (const module of modules) {
+        grads.set(linearWeightName(layer, module), {
+          a: out[loraGradient(module, "A")].data as Float32Array,
+          b: out[loraGradient(module, "B")].data as Float32Array,
+        });
+      }
+      dy = out[BLOCK.dx].data as Float32Array;
+      layerInputs.length = layer; // this layer's input and output are no longer needed
+    }
+    return { loss, grads };
+  }
+
+  async dispose(): Promise<void> {
+    await Promise.all([this.head, ...this.blocks].map((s) => s.release()));
+  }
+
+  private emptyLoss(): Record<string, ort.Tensor> {
+    return {
+      [HEAD.hidden]: float(new Float32Array(0), [0, this.config.hiddenSize]),
+      [HEAD.lossRows]: int64([], [0]),
+      [HEAD.labelIds]: int64([], [0, 1]),
+      [HEAD.labelWeights]: float(new Float32Array(0), [0, 1]),
+      [HEAD.lossScale]: float(Float32Array.of(1), []),
+    };
+  }
+}
+
+export type { LinearModule };

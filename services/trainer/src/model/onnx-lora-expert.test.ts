@@ -104,4 +104,25 @@ describe("OnnxLoraExpert", () => {
     tfLayers.dispose();
     ortLayers.dispose();
   });
+
+  it("runs a micro-batch over the token budget in groups of rows, with the same loss and gradients", async () => {
+    const config = tinyConfig("qwen2 tied");
+    const weights = randomWeights(config, 32);
+    const settings = { ...DEFAULT_LORA, targetModules: ["q_proj", "v_proj", "down_proj"] as LoraSettings["targetModules"] };
+    const layers = LoraLayers.fromAdapter(config, adapterWithNonZeroB(config, settings, 6), { seed: 3 });
+    const { rows, positions, labels } = microBatch(config.vocabSize, [5, 8, 3, 6], 13);
+    const input = { rows, positions, labels, normaliser: labels.length, dropoutPass: 2 };
+    const whole = await OnnxLoraExpert.create(config, weights, settings);
+    const grouped = await OnnxLoraExpert.create(config, weights, settings, { tokenBudget: 2 * 8 + 3 }); // two rows of 8 per pass
+    const [a, b] = [await whole.lossAndGradients(input, layers), await grouped.lossAndGradients(input, layers)];
+    expect(Math.abs(a.loss - b.loss)).toBeLessThan(1e-5);
+    for (const [name, g] of a.grads) {
+      expect(relativeError(b.grads.get(name)!.a, g.a), name).toBeLessThan(1e-5);
+      expect(relativeError(b.grads.get(name)!.b, g.b), name).toBeLessThan(1e-5);
+    }
+    const tooSmall = await OnnxLoraExpert.create(config, weights, settings, { tokenBudget: 7 });
+    await expect(tooSmall.lossAndGradients(input, layers)).rejects.toThrow(/rows: a row of 8 tokens exceeds the token budget of 7/);
+    await Promise.all([whole.dispose(), grouped.dispose(), tooSmall.dispose()]);
+    layers.dispose();
+  });
 });

@@ -22,7 +22,7 @@ import * as ort from "onnxruntime-node";
 import type { ModelConfig } from "#core/model/config.ts";
 import type { LoraSettings } from "#core/model/lora.ts";
 import { linearWeightName } from "#core/model/weights.ts";
-import type { LinearModule, WeightMap } from "#core/model/weights.ts";
+import type { WeightMap } from "#core/model/weights.ts";
 import { encodeInline } from "#inference/model/onnx-file.ts";
 import type { GraphBuilder } from "#inference/model/onnx-builder.ts";
 import { BLOCK, HEAD, adaptedModules, buildBlockGraph, buildHeadGraph, dropoutInput, loraGradient, loraInput } from "./gradient-graphs.ts";
@@ -62,7 +62,7 @@ export interface LossAndGradients {
 }
 
 export interface OnnxExpertOptions {
-  /** Most tokens (rows * padded length) one micro-batch may have; bounds activation memory. */
+  /** Most tokens (rows * padded length) one pass may hold; a larger micro-batch runs in groups of rows. */
   tokenBudget?: number;
   /** ONNX Runtime intra-op threads (default: its own choice, the core count). */
   threads?: number;
@@ -128,24 +128,61 @@ export class OnnxLoraExpert {
     }
   }
 
-  /** The loss sum_i KL(label_i || softmax(logits_i)) / normaliser and its gradient in every LoRA A and B. */
+  /**
+   * The loss sum_i KL(label_i || softmax(logits_i)) / normaliser and its gradient in every
+   * LoRA A and B. Rows are run in groups of at most tokenBudget tokens (padded width times
+   * rows) whose losses and gradients add up: the loss is a sum over labels, and a row only
+   * ever attends to itself. Dropout factors are drawn for the whole micro-batch and sliced,
+   * so the grouping changes nothing but memory.
+   */
   async lossAndGradients(input: MicroBatchInput, adapter: AdapterSource): Promise<LossAndGradients> {
     const { config } = this;
     const batch = prepareBatch(input.rows, undefined, config.vocabSize);
-    const tokens = batch.batch * batch.seq;
-    if (tokens > this.tokenBudget) {
-      throw new ModelInputError("rows", `${batch.batch} rows of ${batch.seq} tokens (${tokens}) exceed the token budget of ${this.tokenBudget} per micro-batch; lower the batch size`);
-    }
     if (input.labels.length !== input.positions.length || input.labels.length === 0) {
       throw new ModelInputError("labels", `${input.labels.length} labels for ${input.positions.length} positions; need one per position, at least one`);
     }
     if (!(input.normaliser > 0)) throw new ModelInputError("normaliser", `must be > 0, got ${input.normaliser}`);
+    const rowsPerGroup = Math.floor(this.tokenBudget / batch.seq);
+    if (rowsPerGroup < 1) {
+      throw new ModelInputError("rows", `a row of ${batch.seq} tokens exceeds the token budget of ${this.tokenBudget} per pass; raise the budget or shorten the trajectories`);
+    }
+    const rowIndex = input.positions.map(([b, t], i) => {
+      if (!Number.isInteger(b) || !Number.isInteger(t) || b < 0 || b >= batch.batch || t < 0 || t >= batch.seq) {
+        throw new ModelInputError("positions", `[${i}] = [${b}, ${t}] is outside the batch [${batch.batch}, ${batch.seq}]`);
+      }
+      return b;
+    });
+    const total: LossAndGradients = { loss: 0, grads: new Map() };
+    for (let first = 0; first < batch.batch; first += rowsPerGroup) {
+      const last = Math.min(batch.batch, first + rowsPerGroup);
+      const picked = input.positions.flatMap((p, i) => (rowIndex[i] >= first && rowIndex[i] < last ? [i] : []));
+      if (picked.length === 0) continue;
+      const part = await this.group(input, adapter, { first, last, seq: batch.seq, totalRows: batch.batch }, picked);
+      total.loss += part.loss;
+      for (const [name, g] of part.grads) {
+        const sum = total.grads.get(name);
+        if (!sum) total.grads.set(name, g);
+        else {
+          for (let i = 0; i < g.a.length; i++) sum.a[i] += g.a[i];
+          for (let i = 0; i < g.b.length; i++) sum.b[i] += g.b[i];
+        }
+      }
+    }
+    return total;
+  }
+
+  /** Forward, loss and backward of rows [first, last) and the labels `picked` among them. */
+  private async group(input: MicroBatchInput, adapter: AdapterSource, span: { first: number; last: number; seq: number; totalRows: number }, picked: number[]): Promise<LossAndGradients> {
+    const { config } = this;
+    const { first, last, seq } = span;
+    const batch = prepareBatch(input.rows.slice(first, last), undefined, config.vocabSize);
+    const tokens = batch.batch * seq;
     const { hiddenSize: hidden, headDim } = config;
     const rope = ropeTableData(batch.positions, tokens, headDim, config.ropeTheta);
     const shared: Record<string, ort.Tensor> = {
-      [BLOCK.bias]: float(attentionBias(batch), [batch.batch, 1, batch.seq, batch.seq]),
-      [BLOCK.cos]: float(rope.cos, [batch.batch, 1, batch.seq, headDim]),
-      [BLOCK.sin]: float(rope.sin, [batch.batch, 1, batch.seq, headDim]),
+      [BLOCK.bias]: float(attentionBias(batch), [batch.batch, 1, seq, seq]),
+      [BLOCK.cos]: float(rope.cos, [batch.batch, 1, seq, headDim]),
+      [BLOCK.sin]: float(rope.sin, [batch.batch, 1, seq, headDim]),
     };
     const noGradient = float(new Float32Array(0), [0, hidden]);
     const modules = adaptedModules(this.lora);
@@ -160,7 +197,9 @@ export class OnnxLoraExpert {
         feeds[loraInput(module, "B")] = float(b, [out, this.lora.rank]);
         if (this.lora.dropout > 0) {
           // Without a dropout pass (evaluation), factors of 1 leave the input as it is.
-          const keep = input.dropoutPass === null ? new Float32Array(tokens * inFeatures).fill(1) : adapter.dropoutFactors(name, input.dropoutPass, tokens * inFeatures)!;
+          const keep = input.dropoutPass === null
+            ? new Float32Array(tokens * inFeatures).fill(1)
+            : adapter.dropoutFactors(name, input.dropoutPass, span.totalRows * seq * inFeatures)!.subarray(first * seq * inFeatures, last * seq * inFeatures);
           feeds[dropoutInput(module)] = float(keep, [tokens, inFeatures]);
         }
       }
@@ -182,36 +221,33 @@ export class OnnxLoraExpert {
     }
 
     // The loss at the labelled positions, and its gradient in the last layer's output.
-    const width = Math.max(...input.labels.map((l) => l.ids.length));
-    const labelIds = new Array<number>(input.labels.length * width);
-    const labelWeights = new Float32Array(input.labels.length * width);
+    const labels = picked.map((i) => input.labels[i]);
+    const width = Math.max(...labels.map((l) => l.ids.length));
+    const labelIds = new Array<number>(labels.length * width);
+    const labelWeights = new Float32Array(labels.length * width);
     let negEntropy = 0;
-    input.labels.forEach(({ ids, weights }, i) => {
+    labels.forEach(({ ids, weights }, k) => {
+      const i = picked[k];
       if (ids.length === 0 || ids.length !== weights.length) throw new ModelInputError(`labels[${i}]`, `has ${ids.length} ids and ${weights.length} weights; need as many of each, at least one`);
       for (let j = 0; j < width; j++) {
         // A padding slot repeats a real id with weight 0: no value, no gradient.
         const id = j < ids.length ? ids[j] : ids[0];
         if (!Number.isInteger(id) || id < 0 || id >= config.vocabSize) throw new ModelInputError(`labels[${i}].ids[${j}]`, `${id} is not a token id in [0, ${config.vocabSize})`);
-        labelIds[i * width + j] = id;
+        labelIds[k * width + j] = id;
         if (j < ids.length) {
-          labelWeights[i * width + j] = weights[j];
+          labelWeights[k * width + j] = weights[j];
           if (weights[j] > 0) negEntropy += weights[j] * Math.log(weights[j]);
         }
       }
     });
-    const rows = input.positions.map(([b, t], i) => {
-      if (!Number.isInteger(b) || !Number.isInteger(t) || b < 0 || b >= batch.batch || t < 0 || t >= batch.seq) {
-        throw new ModelInputError("positions", `[${i}] = [${b}, ${t}] is outside the batch [${batch.batch}, ${batch.seq}]`);
-      }
-      return b * batch.seq + t;
-    });
+    const rows = picked.map((i) => (input.positions[i][0] - first) * seq + input.positions[i][1]);
     const scale = 1 / input.normaliser;
     const head = await this.head.run({
       [HEAD.ids]: int64([], [0]),
       [HEAD.hidden]: float(layerInputs[config.numLayers], [tokens, hidden]),
       [HEAD.lossRows]: int64(rows, [rows.length]),
-      [HEAD.labelIds]: int64(labelIds, [input.labels.length, width]),
-      [HEAD.labelWeights]: float(labelWeights, [input.labels.length, width]),
+      [HEAD.labelIds]: int64(labelIds, [labels.length, width]),
+      [HEAD.labelWeights]: float(labelWeights, [labels.length, width]),
       [HEAD.lossScale]: float(Float32Array.of(scale), []),
       [HEAD.withLoss]: flag(true),
     });
@@ -255,4 +291,3 @@ export class OnnxLoraExpert {
   }
 }
 
-export type { LinearModule };

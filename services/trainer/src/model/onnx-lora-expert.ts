@@ -91,6 +91,9 @@ async function openSession(graph: GraphBuilder, name: string, options: OnnxExper
     executionProviders: ["cpu"],
     graphOptimizationLevel: "all",
     ...(options.threads === undefined ? {} : { intraOpNumThreads: options.threads, interOpNumThreads: 1 }),
+    // Each session would keep an arena as large as its own peak, and there are layers + 1
+    // sessions: with the arena off, a layer's activations go back to the system after its run.
+    enableCpuMemArena: false,
     // Prepacking would give each product its own packed copy of a weight, and the forward
     // (x W^T) and backward (dy W) products read every weight: the base would be held twice.
     extra: { session: { disable_prepacking: "1" } },

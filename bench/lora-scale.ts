@@ -1,5 +1,6 @@
 // LoRA training at a real shape (issue 13 items 2 and 5): one micro-batch's LoRA gradients
-// from the ONNX Runtime engine against an independent float64 PyTorch computation
+// from one of the trainer's engines (ONNX Runtime, or TensorFlow.js where its backend can
+// hold the model) against an independent float64 PyTorch computation
 // (bench/lora_scale_reference.py, its own Qwen2 forward reading the same safetensors), then
 // the engine's training step (loss, gradients, AdamW) timed beside the same step in PyTorch
 // float32. Run by scripts/lora-scale.mjs; the processes (this one, PyTorch float64, PyTorch
@@ -14,9 +15,14 @@ import { SeededRandom } from "#core/math/random.ts";
 import { DEFAULT_LORA } from "#core/model/lora.ts";
 import { describeBackendChoice, selectBackend } from "#trainer/model/backend.ts";
 import { LoraLayers } from "#trainer/model/lora.ts";
-import type { LabelDistribution } from "#trainer/model/onnx-lora-expert.ts";
+import type { ModelConfig } from "#core/model/config.ts";
+import type { LoraSettings } from "#core/model/lora.ts";
+import type { WeightMap } from "#core/model/weights.ts";
+import type { LabelDistribution, LossAndGradients } from "#trainer/model/onnx-lora-expert.ts";
 import { activationBytesPerToken, OnnxLoraExpert } from "#trainer/model/onnx-lora-expert.ts";
 import type { SelectedPosition } from "#trainer/model/transformer.ts";
+import { CausalLM } from "#trainer/model/transformer.ts";
+import { softLabelKlLoss } from "#trainer/training/kl-loss.ts";
 import { AdamW } from "#trainer/training/adamw.ts";
 import { REPO_ROOT } from "./paths.ts";
 
@@ -25,6 +31,8 @@ export const GRADIENT_TOLERANCE = 1e-3;
 
 export interface LoraScaleOptions {
   expertDir: string;
+  /** Which engine computes the gradients (the project's two; see gradient-engine.ts). */
+  engine: "onnxruntime" | "tfjs";
   /** Rows of the micro-batch and their length in tokens. */
   rows: number;
   seq: number;
@@ -40,7 +48,7 @@ export interface LoraScaleOptions {
 export interface LoraScaleResult {
   shape: { parameters: number; rows: number; seq: number; labels: number };
   gradient: { worstRelative: number; worstTensor: string; minCosine: number; loss: number; referenceLoss: number; tolerance: number; pass: boolean };
-  onnxruntime: { tokensPerSecond: number; stepSeconds: number[]; peakRssBytes: number; baseWeightBytes: number; activationBytes: number; sessionSeconds: number };
+  engine: { kind: "onnxruntime" | "tfjs"; tokensPerSecond: number; stepSeconds: number[]; peakRssBytes: number; baseWeightBytes: number; activationBytes: number; loadSeconds: number };
   torch: { version: string; tokensPerSecond: number; stepSeconds: number[]; threads: number; peakRssBytes: number; float64Seconds: number };
   ratio: number;
 }
@@ -76,12 +84,6 @@ export async function runLoraScale(o: LoraScaleOptions): Promise<LoraScaleResult
   const baseWeightBytes = [...weights.values()].reduce((n, t) => n + 4 * t.data.length, 0);
   const parameters = baseWeightBytes / 4;
   const settings = { ...DEFAULT_LORA, targetModules: [...DEFAULT_LORA.targetModules] };
-  const expert = await OnnxLoraExpert.create(config, weights, settings, { tokenBudget: o.rows * o.seq });
-  const sessionSeconds = (performance.now() - started) / 1000;
-  weights.clear(); // the sessions hold the base now
-  (globalThis as { gc?: () => void }).gc?.();
-  o.log(`expert ${o.expertDir}: ${(parameters / 1e6).toFixed(1)}M parameters, loaded into ${config.numLayers + 1} ONNX Runtime sessions in ${sessionSeconds.toFixed(1)} s; rss ${GiB(process.memoryUsage().rss)} GiB`);
-
   // An adapter with B non-zero, so that every A has a gradient too.
   const fresh = LoraLayers.create(config, settings, o.seed);
   const adapter = fresh.toAdapter();
@@ -92,9 +94,12 @@ export async function runLoraScale(o: LoraScaleOptions): Promise<LoraScaleResult
   const batch = batchOf(config.vocabSize, o);
   const normaliser = batch.labels.length;
   const tokens = o.rows * o.seq;
+  const side = o.engine === "onnxruntime" ? await onnxSide(config, weights, settings, lora, tokens) : tfjsSide(config, weights, lora);
+  const loadSeconds = (performance.now() - started) / 1000;
+  o.log(`expert ${o.expertDir}: ${(parameters / 1e6).toFixed(1)}M parameters, loaded into the ${o.engine} engine in ${loadSeconds.toFixed(1)} s; rss ${GiB(process.memoryUsage().rss)} GiB`);
 
   // The parity batch: dropout off, since the reference draws no masks.
-  const parity = await expert.lossAndGradients({ ...batch, normaliser, dropoutPass: null }, lora);
+  const parity = await side.step(batch, normaliser, false);
   const exchange = mkdtempSync(join(tmpdir(), "lora-scale-"));
   try {
     const pairs = lora.targets().map((name, i) => {
@@ -119,7 +124,7 @@ export async function runLoraScale(o: LoraScaleOptions): Promise<LoraScaleResult
     const stepSeconds: number[] = [];
     for (let step = 0; step < o.steps; step++) {
       const t0 = performance.now();
-      const { grads } = await expert.lossAndGradients({ ...batch, normaliser, dropoutPass: lora.beginPass() }, lora);
+      const { grads } = await side.step(batch, normaliser, true);
       const tensors = lora.targets().flatMap((name) => {
         const shape = lora.shapeOf(name)!;
         return [tf.tensor(grads.get(name)!.a, shape.a), tf.tensor(grads.get(name)!.b, shape.b)];
@@ -127,11 +132,11 @@ export async function runLoraScale(o: LoraScaleOptions): Promise<LoraScaleResult
       optimizer.apply(tensors, 1e-4);
       tf.dispose(tensors);
       stepSeconds.push((performance.now() - t0) / 1000);
-      o.log(`onnxruntime step ${step + 1}/${o.steps}: ${stepSeconds[step].toFixed(1)} s, ${(tokens / stepSeconds[step]).toFixed(1)} tokens/s, rss ${GiB(process.memoryUsage().rss)} GiB`);
+      o.log(`${o.engine} step ${step + 1}/${o.steps}: ${stepSeconds[step].toFixed(1)} s, ${(tokens / stepSeconds[step]).toFixed(1)} tokens/s, rss ${GiB(process.memoryUsage().rss)} GiB`);
     }
     optimizer.dispose();
     const peakRssBytes = process.resourceUsage().maxRSS * 1024;
-    await expert.dispose();
+    await side.dispose();
     lora.dispose();
 
     const python = (part: "float64" | "float32") => {
@@ -156,7 +161,7 @@ export async function runLoraScale(o: LoraScaleOptions): Promise<LoraScaleResult
         tolerance: GRADIENT_TOLERANCE,
         pass: ref.float64.worstRelative.relative <= GRADIENT_TOLERANCE,
       },
-      onnxruntime: { tokensPerSecond, stepSeconds, peakRssBytes, baseWeightBytes, activationBytes: tokens * activationBytesPerToken(config, o.seq), sessionSeconds },
+      engine: { kind: o.engine, tokensPerSecond, stepSeconds, peakRssBytes, baseWeightBytes, activationBytes: tokens * activationBytesPerToken(config, o.seq), loadSeconds },
       torch: { version: ref.torch, tokensPerSecond: ref.float32.tokensPerSecond, stepSeconds: ref.float32.stepSeconds, threads: ref.float32.threads, peakRssBytes: ref.peakRssBytes, float64Seconds: ref.float64.seconds },
       ratio: tokensPerSecond / ref.float32.tokensPerSecond,
     };
@@ -171,10 +176,43 @@ export function describeLoraScale(r: LoraScaleResult): string[] {
   return [
     `shape: ${(r.shape.parameters / 1e6).toFixed(1)}M parameters, micro-batch ${r.shape.rows} x ${r.shape.seq} tokens, ${r.shape.labels} labelled positions, LoRA r${DEFAULT_LORA.rank}/alpha ${DEFAULT_LORA.alpha} on ${DEFAULT_LORA.targetModules.join("+")}`,
     `gradient parity vs float64 PyTorch: worst relative error ${g.worstRelative.toExponential(2)} (${g.worstTensor}), min cosine ${g.minCosine.toFixed(7)}, loss ${g.loss.toFixed(6)} vs ${g.referenceLoss.toFixed(6)}; tolerance ${g.tolerance}: ${g.pass ? "PASS" : "FAIL"}`,
-    `onnxruntime engine: ${r.onnxruntime.tokensPerSecond.toFixed(1)} tokens/s (median of ${r.onnxruntime.stepSeconds.length} steps: ${r.onnxruntime.stepSeconds.map((s) => s.toFixed(1)).join(", ")} s), peak RSS ${GiB(r.onnxruntime.peakRssBytes)} GiB (base weights ${GiB(r.onnxruntime.baseWeightBytes)} GiB, planned activations ${GiB(r.onnxruntime.activationBytes)} GiB; goal <= 1.3 x weights + activations = ${GiB(1.3 * r.onnxruntime.baseWeightBytes + r.onnxruntime.activationBytes)} GiB)`,
+    `${r.engine.kind} engine: ${r.engine.tokensPerSecond.toFixed(1)} tokens/s (median of ${r.engine.stepSeconds.length} steps: ${r.engine.stepSeconds.map((s) => s.toFixed(1)).join(", ")} s), peak RSS ${GiB(r.engine.peakRssBytes)} GiB (base weights ${GiB(r.engine.baseWeightBytes)} GiB, the ONNX Runtime plan's activations ${GiB(r.engine.activationBytes)} GiB; goal <= 1.3 x weights + activations = ${GiB(1.3 * r.engine.baseWeightBytes + r.engine.activationBytes)} GiB)`,
     `PyTorch ${r.torch.version} float32, ${r.torch.threads} threads: ${r.torch.tokensPerSecond.toFixed(1)} tokens/s (steps ${r.torch.stepSeconds.map((s) => s.toFixed(1)).join(", ")} s), peak RSS ${GiB(r.torch.peakRssBytes)} GiB`,
-    `ratio onnxruntime / PyTorch: ${r.ratio.toFixed(2)}`,
+    `ratio ${r.engine.kind} / PyTorch: ${r.ratio.toFixed(2)}`,
   ];
+}
+
+interface EngineSide {
+  /** Loss and gradients by adapted weight name; `training` draws dropout (and counts a pass). */
+  step(batch: ReturnType<typeof batchOf>, normaliser: number, training: boolean): Promise<LossAndGradients>;
+  dispose(): Promise<void>;
+}
+
+async function onnxSide(config: ModelConfig, weights: WeightMap, settings: LoraSettings, lora: LoraLayers, tokens: number): Promise<EngineSide> {
+  const expert = await OnnxLoraExpert.create(config, weights, settings, { tokenBudget: tokens });
+  return {
+    step: (batch, normaliser, training) => expert.lossAndGradients({ ...batch, normaliser, dropoutPass: training ? lora.beginPass() : null }, lora),
+    dispose: () => expert.dispose(),
+  };
+}
+
+/** TensorFlow.js autodiff with block recomputation (the trainer's memory setting for long rows). */
+function tfjsSide(config: ModelConfig, weights: WeightMap, lora: LoraLayers): EngineSide {
+  const model = new CausalLM(config, weights, { adapter: lora, source: "expert" });
+  return {
+    step: async ({ rows, positions, labels }, normaliser, training) => {
+      const names = lora.targets();
+      const { value, grads } = tf.variableGrads(() => softLabelKlLoss(model.logitsAt(rows, undefined, positions, { training, checkpoint: true }), labels, normaliser), lora.variables());
+      const out: LossAndGradients = { loss: value.dataSync()[0], grads: new Map() };
+      for (const name of names) {
+        const [a, b] = lora.variables((n) => n === name);
+        out.grads.set(name, { a: (grads[a.name].dataSync() as Float32Array).slice(), b: (grads[b.name].dataSync() as Float32Array).slice() });
+      }
+      tf.dispose([value, ...Object.values(grads)]);
+      return out;
+    },
+    dispose: async () => model.dispose(),
+  };
 }
 
 export function defaultExpertDir(): string {

@@ -1,7 +1,7 @@
 // The expert's LoRA gradients as ONNX graphs the project writes itself, for ONNX Runtime to
 // run: every layer's backward by hand (as llm.c writes its kernels), block for block beside
 // the TensorFlow.js forward in transformer.ts, which is their oracle in the tests.
-//   block graph, one per layer (its frozen weights inside as initializers):
+//   block graph, one per layer:
 //     forward:  y = h + mlp(rmsNorm(h)),  h = x + attention(rmsNorm(x))
 //     backward (only when the `backward` input is true, in an If branch): from dL/dy and the
 //       recomputed forward, dL/dx and dL/dA, dL/dB of every LoRA pair of the layer
@@ -9,15 +9,17 @@
 //     positions only, the soft-label KL and its gradient back into the residual stream.
 // Frozen weights get no gradient (only activations do), so no weight-sized gradient exists.
 // ONNX Runtime runs every node of a graph whatever outputs are asked for, hence the If: one
-// session per layer holds the weights once and serves both the forward and the backward.
-// Weights stay in the Hugging Face [out, in] layout: the forward is Gemm(x, W, transB) and
-// the backward dx = dy·W, so no transposed copy is ever made.
+// session per layer serves both the forward and the backward. The frozen weights are graph
+// inputs under their Hugging Face names, not initializers: ONNX Runtime reads an input
+// tensor in place, so the caller's weight arrays are the only copy of the base (as
+// initializers, every session would copy them). They stay in the [out, in] layout: the
+// forward is Gemm(x, W, transB) and the backward dx = dy·W, so no transposed copy exists.
 import onnxProto from "onnx-proto";
 import type { ModelConfig } from "#core/model/config.ts";
 import type { LoraSettings } from "#core/model/lora.ts";
 import { loraScale } from "#core/model/lora.ts";
-import type { LinearModule, WeightMap } from "#core/model/weights.ts";
-import { layerPrefix, linearShape, linearWeightName, lmHeadName } from "#core/model/weights.ts";
+import type { LinearModule } from "#core/model/weights.ts";
+import { expectedWeights, layerPrefix, linearShape, linearWeightName, lmHeadName } from "#core/model/weights.ts";
 import type { Attribute, ElementType } from "#inference/model/onnx-builder.ts";
 import { GraphBuilder, ONNX_DATA_TYPE, int, ints } from "#inference/model/onnx-builder.ts";
 
@@ -172,17 +174,17 @@ interface LinearSaved {
 interface BlockContext {
   g: GraphBuilder;
   config: ModelConfig;
-  weights: WeightMap;
+  shapes: Map<string, number[]>;
   layer: number;
   lora: LoraGraphSettings;
   scale: number;
 }
 
-function frozen(ctx: BlockContext, name: string): string {
-  const t = ctx.weights.get(name);
-  if (!t) throw new Error(`weights have no tensor ${name}`);
-  // The array itself, not a copy: the file writer reads it once when encoding.
-  return ctx.g.weight(name, t.shape, t.data);
+/** A frozen weight: a graph input named as in the weight map, fed by the caller on every run. */
+function frozen(ctx: { g: GraphBuilder; shapes: Map<string, number[]> }, name: string): string {
+  const shape = ctx.shapes.get(name);
+  if (!shape) throw new Error(`the model has no tensor ${name}`);
+  return ctx.g.input(name, "float32", shape);
 }
 
 /**
@@ -346,9 +348,9 @@ export function adaptedModules(settings: Pick<LoraSettings, "targetModules">): L
 }
 
 /** One decoder layer: forward always, backward when `backward` is true. */
-export function buildBlockGraph(config: ModelConfig, weights: WeightMap, layer: number, lora: LoraGraphSettings): GraphBuilder {
+export function buildBlockGraph(config: ModelConfig, layer: number, lora: LoraGraphSettings): GraphBuilder {
   const g = new GraphBuilder();
-  const ctx: BlockContext = { g, config, weights, layer, lora, scale: loraScale({ ...lora, dropout: 0 }) };
+  const ctx: BlockContext = { g, config, shapes: expectedWeights(config), layer, lora, scale: loraScale({ ...lora, dropout: 0 }) };
   const { hiddenSize: hidden, headDim, rmsNormEps: eps } = config;
   const x = g.input(BLOCK.x, "float32", ["rows", hidden]);
   const dy = g.input(BLOCK.dy, "float32", ["grad_rows", hidden]);
@@ -396,14 +398,11 @@ export function buildBlockGraph(config: ModelConfig, weights: WeightMap, layer: 
  * of the logits: scale (q_i sum_j w_ij - scatter-add of w_i at its ids), then back through
  * the head and the final norm, scattered into the selected rows of d_hidden.
  */
-export function buildHeadGraph(config: ModelConfig, weights: WeightMap): GraphBuilder {
+export function buildHeadGraph(config: ModelConfig): GraphBuilder {
   const g = new GraphBuilder();
   const { hiddenSize: hidden } = config;
-  const tensor = (name: string) => {
-    const t = weights.get(name);
-    if (!t) throw new Error(`weights have no tensor ${name}`);
-    return g.weight(name, t.shape, t.data);
-  };
+  const shapes = expectedWeights(config);
+  const tensor = (name: string) => frozen({ g, shapes }, name);
   const ids = g.input(HEAD.ids, "int64", ["tokens"]);
   const hiddenIn = g.input(HEAD.hidden, "float32", ["rows", hidden]);
   const rows = g.input(HEAD.lossRows, "int64", ["labelled"]);

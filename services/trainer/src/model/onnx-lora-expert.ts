@@ -7,8 +7,8 @@
 //
 // Memory plan (float32; numbers for the Qwen2.5-0.5B shape: 24 layers, hidden 896, 14/2
 // heads of 64, MLP 4864, vocabulary 151,936 tied):
-//   base weights      held once, as each session's initializers (1.98 GB); the encoded
-//                     graph of one session at a time is the only transient copy
+//   base weights      held once: the caller's weight arrays (1.98 GB), which the sessions
+//                     read in place as graph inputs; ONNX Runtime makes no copy
 //   layer inputs      kept from the forward for the backward: layers * hidden * 4 bytes
 //                     per token (86 KB), the only activations that outlive one layer
 //   one layer's work  recomputed in its backward (the layer's forward runs twice):
@@ -24,6 +24,7 @@ import type { LoraSettings } from "#core/model/lora.ts";
 import { linearWeightName } from "#core/model/weights.ts";
 import type { WeightMap } from "#core/model/weights.ts";
 import { encodeInline } from "#inference/model/onnx-file.ts";
+import { checkWeights } from "#inference/model/onnx-graph.ts";
 import type { GraphBuilder } from "#inference/model/onnx-builder.ts";
 import { BLOCK, HEAD, adaptedModules, buildBlockGraph, buildHeadGraph, dropoutInput, loraGradient, loraInput } from "./gradient-graphs.ts";
 import { attentionBias, ModelInputError, prepareBatch } from "./inputs.ts";
@@ -84,49 +85,58 @@ const float = (data: Float32Array, dims: number[]) => new ort.Tensor("float32", 
 const int64 = (values: ArrayLike<number>, dims: number[]) => new ort.Tensor("int64", BigInt64Array.from(Array.from(values, (v) => BigInt(v))), dims);
 const flag = (value: boolean) => new ort.Tensor("bool", [value], []);
 
-async function openSession(graph: GraphBuilder, name: string, options: OnnxExpertOptions): Promise<ort.InferenceSession> {
-  // The bytes hold this graph's weights inline; they are dropped once the session has its own.
+/** A session with the weight tensors it reads: the caller's arrays, wrapped, never copied. */
+interface WeightedSession {
+  session: ort.InferenceSession;
+  weights: Record<string, ort.Tensor>;
+}
+
+async function openSession(graph: GraphBuilder, name: string, weights: WeightMap, options: OnnxExpertOptions): Promise<WeightedSession> {
+  const fed: Record<string, ort.Tensor> = {};
+  for (const input of graph.inputs) {
+    const t = weights.get(input.name!);
+    if (t) fed[input.name!] = float(t.data, t.shape);
+  }
   const bytes = encodeInline(graph, { graphName: name });
-  return ort.InferenceSession.create(bytes, {
+  const session = await ort.InferenceSession.create(bytes, {
     executionProviders: ["cpu"],
     graphOptimizationLevel: "all",
     ...(options.threads === undefined ? {} : { intraOpNumThreads: options.threads, interOpNumThreads: 1 }),
     // Each session would keep an arena as large as its own peak, and there are layers + 1
     // sessions: with the arena off, a layer's activations go back to the system after its run.
     enableCpuMemArena: false,
-    // Prepacking would give each product its own packed copy of a weight, and the forward
-    // (x W^T) and backward (dy W) products read every weight: the base would be held twice.
-    extra: { session: { disable_prepacking: "1" } },
   });
+  return { session, weights: fed };
 }
 
 export class OnnxLoraExpert {
   private constructor(
     readonly config: ModelConfig,
     readonly lora: Pick<LoraSettings, "rank" | "alpha" | "targetModules" | "dropout">,
-    private readonly head: ort.InferenceSession,
-    private readonly blocks: ort.InferenceSession[],
+    private readonly head: WeightedSession,
+    private readonly blocks: WeightedSession[],
     readonly tokenBudget: number,
   ) {}
 
   /**
-   * Builds and opens every session from `weights`, one at a time. The sessions copy what
-   * they need: the caller may drop `weights` afterwards, and the base is then held once.
+   * Opens a session per layer and one for the head. `weights` is read in place on every
+   * run, not copied: the caller keeps it, unchanged, for as long as this expert is used.
    */
   static async create(config: ModelConfig, weights: WeightMap, lora: Pick<LoraSettings, "rank" | "alpha" | "targetModules" | "dropout">, options: OnnxExpertOptions = {}): Promise<OnnxLoraExpert> {
     const graphSettings = { rank: lora.rank, alpha: lora.alpha, targetModules: [...lora.targetModules], dropout: lora.dropout > 0 };
-    const opened: ort.InferenceSession[] = [];
+    checkWeights(config, weights, "expert");
+    const opened: WeightedSession[] = [];
     try {
-      const head = await openSession(buildHeadGraph(config, weights), "lora-head", options);
+      const head = await openSession(buildHeadGraph(config), "lora-head", weights, options);
       opened.push(head);
-      const blocks: ort.InferenceSession[] = [];
+      const blocks: WeightedSession[] = [];
       for (let layer = 0; layer < config.numLayers; layer++) {
-        blocks.push(await openSession(buildBlockGraph(config, weights, layer, graphSettings), `lora-block-${layer}`, options));
+        blocks.push(await openSession(buildBlockGraph(config, layer, graphSettings), `lora-block-${layer}`, weights, options));
         opened.push(blocks[layer]);
       }
       return new OnnxLoraExpert(config, { ...lora, targetModules: [...lora.targetModules] }, head, blocks, options.tokenBudget ?? DEFAULT_TOKEN_BUDGET);
     } catch (err) {
-      await Promise.all(opened.map((s) => s.release()));
+      await Promise.all(opened.map((s) => s.session.release()));
       throw err;
     }
   }
@@ -210,10 +220,11 @@ export class OnnxLoraExpert {
     };
 
     // Forward: keep each layer's input (the only activations that outlive a layer).
-    const embedded = await this.head.run({ ...this.emptyLoss(), [HEAD.ids]: int64(batch.ids, [tokens]), [HEAD.withLoss]: flag(false) });
+    const embedded = await this.head.session.run({ ...this.head.weights, ...this.emptyLoss(), [HEAD.ids]: int64(batch.ids, [tokens]), [HEAD.withLoss]: flag(false) });
     const layerInputs: Float32Array[] = [embedded[HEAD.embedded].data as Float32Array];
     for (let layer = 0; layer < config.numLayers; layer++) {
-      const out = await this.blocks[layer].run({
+      const out = await this.blocks[layer].session.run({
+        ...this.blocks[layer].weights,
         ...shared,
         ...layerFeeds(layer),
         [BLOCK.x]: float(layerInputs[layer], [tokens, hidden]),
@@ -245,7 +256,8 @@ export class OnnxLoraExpert {
     });
     const rows = picked.map((i) => (input.positions[i][0] - first) * seq + input.positions[i][1]);
     const scale = 1 / input.normaliser;
-    const head = await this.head.run({
+    const head = await this.head.session.run({
+      ...this.head.weights,
       [HEAD.ids]: int64([], [0]),
       [HEAD.hidden]: float(layerInputs[config.numLayers], [tokens, hidden]),
       [HEAD.lossRows]: int64(rows, [rows.length]),
@@ -260,7 +272,8 @@ export class OnnxLoraExpert {
     const grads = new Map<string, { a: Float32Array; b: Float32Array }>();
     let dy = head[HEAD.dHidden].data as Float32Array;
     for (let layer = config.numLayers - 1; layer >= 0; layer--) {
-      const out = await this.blocks[layer].run({
+      const out = await this.blocks[layer].session.run({
+        ...this.blocks[layer].weights,
         ...shared,
         ...layerFeeds(layer),
         [BLOCK.x]: float(layerInputs[layer], [tokens, hidden]),
@@ -280,7 +293,7 @@ export class OnnxLoraExpert {
   }
 
   async dispose(): Promise<void> {
-    await Promise.all([this.head, ...this.blocks].map((s) => s.release()));
+    await Promise.all([this.head, ...this.blocks].map((s) => s.session.release()));
   }
 
   private emptyLoss(): Record<string, ort.Tensor> {

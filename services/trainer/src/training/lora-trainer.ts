@@ -101,7 +101,7 @@ export async function trainLora(options: LoraTrainingOptions): Promise<LoraTrain
   const lora = start
     ? LoraLayers.fromAdapter(expert.config, { settings: config.lora, pairs: start.pairs }, { seed: config.seed, source: saved?.dir ?? "initialAdapter" })
     : LoraLayers.create(expert.config, config.lora, config.seed);
-  // The ONNX Runtime sessions copy the weights they need; tfjs holds its own copy.
+  // ONNX Runtime reads the expert's weight arrays in place; tfjs copies them into its backend.
   let onnx: OnnxLoraExpert | null = null;
   let model: CausalLM | null = null;
   try {

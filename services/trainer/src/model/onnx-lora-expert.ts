@@ -3,7 +3,7 @@
 // for the embedding and the head, driven layer by layer from here. This is how a
 // 0.5B-parameter expert trains on a CPU-only machine, where TensorFlow.js has only wasm
 // (about 3 GFLOP/s, and a 4 GiB heap that cannot hold the weights) while ONNX Runtime's CPU
-// kernels run the same products at about 100 GFLOP/s.
+// kernels run the same products tens of times faster (README, "Training engine").
 //
 // Memory plan (float32; numbers for the Qwen2.5-0.5B shape: 24 layers, hidden 896, 14/2
 // heads of 64, MLP 4864, vocabulary 151,936 tied):
@@ -11,13 +11,15 @@
 //                     read in place as graph inputs; ONNX Runtime makes no copy
 //   layer inputs      kept from the forward for the backward: layers * hidden * 4 bytes
 //                     per token (86 KB), the only activations that outlive one layer
-//   one layer's work  recomputed in its backward (the layer's forward runs twice):
-//                     about (8 hidden + 6 mlp + 3 group*seq*heads/kv...) floats per token,
-//                     at most LAYER_BYTES_PER_TOKEN(config, seq) below
-//   head              logits only at the labelled positions: positions * vocab * 4 bytes
-//                     (608 KB each), times about 4 for log-softmax, softmax and gradient
-// `tokenBudget` caps the tokens (padding included) of one micro-batch, which bounds all
-// of it; the trainer's memory is then the weights plus budget * activationBytesPerToken().
+//   one layer's work  recomputed in its backward (the layer's forward runs twice), so
+//                     only one layer's intermediates and their gradients exist at a time:
+//                     about 2 * (6 hidden + 2 qkv + 4 mlp + 2 heads * seq) floats per
+//                     token (260 KB at seq 192)
+//   head              logits only at the labelled positions: vocab * 4 bytes (608 KB)
+//                     per labelled position, a few times over for softmax and gradient
+// activationBytesPerToken() adds up the two middle rows (346 KB per token at seq 192).
+// `tokenBudget` caps the tokens (rows * padded length) of one pass; a larger micro-batch
+// runs in groups of rows, so the trainer holds the base plus budget * that at most.
 import * as ort from "onnxruntime-node";
 import type { ModelConfig } from "#core/model/config.ts";
 import type { LoraSettings } from "#core/model/lora.ts";

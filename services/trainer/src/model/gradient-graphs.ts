@@ -20,8 +20,8 @@ import type { LoraSettings } from "#core/model/lora.ts";
 import { loraScale } from "#core/model/lora.ts";
 import type { LinearModule } from "#core/model/weights.ts";
 import { expectedWeights, layerPrefix, linearShape, linearWeightName, lmHeadName } from "#core/model/weights.ts";
-import type { Attribute, ElementType } from "#inference/model/onnx-builder.ts";
-import { GraphBuilder, ONNX_DATA_TYPE, int, ints } from "#inference/model/onnx-builder.ts";
+import type { Attribute, ElementType } from "#core/formats/onnx-builder.ts";
+import { GraphBuilder, ONNX_DATA_TYPE, int, ints } from "#core/formats/onnx-builder.ts";
 
 const { onnx } = onnxProto;
 

@@ -25,13 +25,13 @@ import type { ModelConfig } from "#core/model/config.ts";
 import type { LoraSettings } from "#core/model/lora.ts";
 import { linearWeightName } from "#core/model/weights.ts";
 import type { WeightMap } from "#core/model/weights.ts";
-import { encodeInline } from "#inference/model/onnx-file.ts";
-import { checkWeights } from "#inference/model/onnx-graph.ts";
-import type { GraphBuilder } from "#inference/model/onnx-builder.ts";
+import { encodeInline } from "#core/formats/onnx-file.ts";
+import type { GraphBuilder } from "#core/formats/onnx-builder.ts";
 import { BLOCK, HEAD, adaptedModules, buildBlockGraph, buildHeadGraph, dropoutInput, loraGradient, loraInput } from "./gradient-graphs.ts";
 import { attentionBias, ModelInputError, prepareBatch } from "./inputs.ts";
 import { ropeTableData } from "./rope.ts";
 import type { SelectedPosition } from "./transformer.ts";
+import { checkWeights } from "./transformer.ts";
 
 /** A label over the vocabulary: ids and their probabilities (the soft target v_C). */
 export interface LabelDistribution {

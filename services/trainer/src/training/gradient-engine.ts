@@ -12,10 +12,10 @@ import * as tf from "@tensorflow/tfjs";
 import type { BackendChoice } from "#trainer/model/backend.ts";
 import type { LoraLayers } from "#trainer/model/lora.ts";
 import type { OnnxLoraExpert } from "#trainer/model/onnx-lora-expert.ts";
-import type { CausalLM } from "#trainer/model/transformer.ts";
+import type { CausalLM, SelectedPosition } from "#trainer/model/transformer.ts";
 import { TrainingConfigError } from "./errors.ts";
 import { softLabelKlLoss } from "./kl-loss.ts";
-import type { ForwardInputs } from "./training-loop.ts";
+import type { SoftLabel } from "./trajectory.ts";
 
 export const ENGINE_KINDS = ["tfjs", "onnxruntime"] as const;
 export type EngineKind = (typeof ENGINE_KINDS)[number];
@@ -30,13 +30,22 @@ export interface EngineChoice {
   reason: string;
 }
 
+/** What an engine reads of a micro-batch (the training loop's ForwardInputs). */
+export interface EngineBatch {
+  /** Token rows, right-padded to one length. */
+  rows: number[][];
+  /** [row, position] whose logits predict each label. */
+  positions: SelectedPosition[];
+  labels: SoftLabel[];
+}
+
 export interface GradientEngine {
   /**
    * The micro-batch's loss, sum of KL / normaliser, and its gradient in each trainable
    * variable (in the loop's parameter order; the caller disposes them). `training` turns on
    * LoRA dropout and counts a forward pass.
    */
-  lossAndGradients(inputs: ForwardInputs, normaliser: number, training: boolean): Promise<{ loss: number; grads: tf.Tensor[] }>;
+  lossAndGradients(inputs: EngineBatch, normaliser: number, training: boolean): Promise<{ loss: number; grads: tf.Tensor[] }>;
 }
 
 /** The engine for LoRA training on this machine: `force`, else LR_TRAIN_ENGINE, else by tfjs backend. */

@@ -11,8 +11,8 @@ import { loadModelDir } from "#core/formats/model-dir.ts";
 import { readPeftAdapter } from "#core/formats/peft.ts";
 import type { GraphOptions, GraphWeights } from "./onnx-graph.ts";
 import { buildCausalLmGraph } from "./onnx-graph.ts";
-import type { ModelInfo, WrittenModel } from "./onnx-file.ts";
-import { EXTERNAL_DATA_THRESHOLD, encodeInline, externalDataDir, writeModelFile } from "./onnx-file.ts";
+import type { ModelInfo, WrittenModel } from "#core/formats/onnx-file.ts";
+import { EXTERNAL_DATA_THRESHOLD, encodeInline, externalDataDir, writeModelFile } from "#core/formats/onnx-file.ts";
 
 export interface ExportOptions {
   modelDir: string;

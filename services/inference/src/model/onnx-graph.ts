@@ -22,10 +22,10 @@ import type { ModelConfig } from "#core/model/config.ts";
 import { ModelFormatError } from "#core/model/errors.ts";
 import type { LinearModule } from "#core/model/weights.ts";
 import { LINEAR_MODULES, expectedWeights, layerPrefix, linearShape, linearWeightName, lmHeadName } from "#core/model/weights.ts";
-import type { FileSlice } from "./onnx-builder.ts";
-import { GraphBuilder, float, int, isFileSlice } from "./onnx-builder.ts";
+import type { FileSlice } from "#core/formats/onnx-builder.ts";
+import { GraphBuilder, float, int, isFileSlice } from "#core/formats/onnx-builder.ts";
 
-export const OPSET_VERSION = 23;
+export { OPSET_VERSION } from "#core/formats/onnx-file.ts";
 
 /** Names of the dynamic axes, shared by the graph's inputs and outputs. */
 export const AXES = {

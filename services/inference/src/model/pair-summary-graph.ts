@@ -19,8 +19,8 @@ import type { SparseStep, SummarizeOptions } from "#core/math/sparse-step.ts";
 import { summarizeStep } from "#core/math/sparse-step.ts";
 import type { ExecutionProvider, OrtSessionOptions } from "./execution-provider.ts";
 import { openOrtSession } from "./execution-provider.ts";
-import { GraphBuilder, ONNX_DATA_TYPE, int } from "./onnx-builder.ts";
-import { encodeInline } from "./onnx-file.ts";
+import { GraphBuilder, ONNX_DATA_TYPE, int } from "#core/formats/onnx-builder.ts";
+import { encodeInline } from "#core/formats/onnx-file.ts";
 
 /**
  * How far the native sums may stray from core/math's float64 ones, |native - js| <=

@@ -114,13 +114,38 @@ export class LoraLayers {
 
   /** Inverted dropout: zero with probability p, scale the rest by 1 / (1 - p). */
   private dropout(x: tf.Tensor2D, pass: number, pairIndex: number): tf.Tensor2D {
+    const keep = this.keepFactors(pass, pairIndex, x.size);
+    return keep ? tf.mul(x, tf.tensor2d(keep, x.shape)) : x;
+  }
+
+  /**
+   * The factors dropout multiplies the input of pair `name` by in pass `pass` (0 or
+   * 1 / (1 - p), row-major over its [rows, in] input of `size` values), or null when the
+   * dropout probability is 0. The ONNX Runtime engine feeds these to its graphs, so both
+   * engines drop the same inputs.
+   */
+  dropoutFactors(name: string, pass: number, size: number): Float32Array | null {
+    const pair = this.pairs.get(name);
+    if (!pair) throw new Error(`LoRA adapter has no pair for ${name}`);
+    return this.keepFactors(pass, pair.index, size);
+  }
+
+  private keepFactors(pass: number, pairIndex: number, size: number): Float32Array | null {
     const p = this.settings.dropout;
-    if (p === 0) return x;
+    if (p === 0) return null;
     const random = new SeededRandom((Math.imul(this.seed ^ 0x5bd1e995, 0x9e3779b1) ^ Math.imul(pass + 1, 0x85ebca6b) ^ Math.imul(pairIndex + 1, 0xc2b2ae35)) >>> 0);
-    const keep = new Float32Array(x.size);
+    const keep = new Float32Array(size);
     const kept = 1 / (1 - p);
     for (let i = 0; i < keep.length; i++) keep[i] = random.next() < p ? 0 : kept;
-    return tf.mul(x, tf.tensor2d(keep, x.shape));
+    return keep;
+  }
+
+  /** Copies of the current A [rank, in] and B [out, rank] of pair `name`. */
+  pairValues(name: string): { a: Float32Array; b: Float32Array } {
+    const pair = this.pairs.get(name);
+    if (!pair) throw new Error(`LoRA adapter has no pair for ${name}`);
+    // dataSync may return a view of backend memory (wasm); copy.
+    return { a: (pair.a.dataSync() as Float32Array).slice(), b: (pair.b.dataSync() as Float32Array).slice() };
   }
 
   /** A and B of every pair, or of the pairs whose adapted weight's name passes `which`. */

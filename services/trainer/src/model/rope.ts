@@ -12,10 +12,17 @@ export interface RopeTables {
 
 /** cos/sin of position * frequency for each token, computed in float64 then rounded once. */
 export function ropeTables(positions: Int32Array, batch: number, seq: number, headDim: number, theta: number): RopeTables {
+  const { cos, sin } = ropeTableData(positions, batch * seq, headDim, theta);
+  const shape: [number, number, number, number] = [batch, 1, seq, headDim];
+  return { cos: tf.tensor4d(cos, shape), sin: tf.tensor4d(sin, shape) };
+}
+
+/** The tables as plain [tokens, headDim] arrays (the ONNX Runtime engine feeds them to its graphs). */
+export function ropeTableData(positions: Int32Array, tokens: number, headDim: number, theta: number): { cos: Float32Array; sin: Float32Array } {
   const half = headDim / 2;
-  const cos = new Float32Array(batch * seq * headDim);
-  const sin = new Float32Array(batch * seq * headDim);
-  for (let i = 0; i < batch * seq; i++) {
+  const cos = new Float32Array(tokens * headDim);
+  const sin = new Float32Array(tokens * headDim);
+  for (let i = 0; i < tokens; i++) {
     for (let k = 0; k < half; k++) {
       const angle = positions[i] * theta ** (-(2 * k) / headDim);
       const c = Math.cos(angle);
@@ -24,8 +31,7 @@ export function ropeTables(positions: Int32Array, batch: number, seq: number, he
       sin[i * headDim + k] = sin[i * headDim + k + half] = s;
     }
   }
-  const shape: [number, number, number, number] = [batch, 1, seq, headDim];
-  return { cos: tf.tensor4d(cos, shape), sin: tf.tensor4d(sin, shape) };
+  return { cos, sin };
 }
 
 /** x: [batch, heads, seq, headDim]. */

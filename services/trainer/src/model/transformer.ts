@@ -336,7 +336,7 @@ function heldTransposed(config: ModelConfig, name: string): boolean {
 }
 
 /** Every tensor the config implies is present with its shape; extra tensors are ignored. */
-function checkWeights(config: ModelConfig, weights: WeightMap, source: string): void {
+export function checkWeights(config: ModelConfig, weights: WeightMap, source: string): void {
   for (const [name, shape] of expectedWeights(config)) {
     const t = weights.get(name);
     if (!t) throw new ModelFormatError(source, `tensor ${name} is missing`);

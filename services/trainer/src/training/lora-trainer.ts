@@ -1,10 +1,11 @@
 // LoRA training of the expert on trajectories: the fine-tuning stage of LightReasoner (soft
 // labels at KL-selected steps) and, with another objective, the SFT baseline. Builds the
-// frozen expert and its adapter on the chosen tfjs backend, runs the shared training loop,
-// writes resumable checkpoints (PEFT adapter + optimizer + trainer state) and hands the
-// adapter to `onAdapter` every pushEverySteps steps and at the end (online mode pushes it to
-// the inference servers there). Deterministic from the seed: adapter init, data order,
-// dropout. Resuming from a checkpoint gives the adapter an uninterrupted run would have.
+// adapter on the chosen tfjs backend and the frozen expert on the machine's gradient engine
+// (gradient-engine.ts: TensorFlow.js autodiff, or ONNX Runtime running the expert), runs the
+// shared training loop, writes resumable checkpoints (PEFT adapter + optimizer + trainer
+// state) and hands the adapter to `onAdapter` every pushEverySteps steps and at the end
+// (online mode pushes it to the inference servers there). Deterministic from the seed:
+// adapter init, data order, dropout. Resuming from a checkpoint gives the adapter an uninterrupted run would have.
 import { join } from "node:path";
 import { readPeftAdapter, writePeftAdapter } from "#core/formats/peft.ts";
 import type { ModelConfig } from "#core/model/config.ts";
@@ -13,12 +14,15 @@ import type { WeightMap } from "#core/model/weights.ts";
 import type { BackendChoice, BackendKind } from "#trainer/model/backend.ts";
 import { describeBackendChoice, selectBackend } from "#trainer/model/backend.ts";
 import { LoraLayers } from "#trainer/model/lora.ts";
+import { OnnxLoraExpert } from "#trainer/model/onnx-lora-expert.ts";
 import { CausalLM } from "#trainer/model/transformer.ts";
 import type { NamedVariable } from "./adamw.ts";
 import { AdamW } from "./adamw.ts";
 import type { TrajectorySource } from "./batching.ts";
 import { microBatches } from "./batching.ts";
 import { TrainingConfigError } from "./errors.ts";
+import type { EngineChoice, EngineKind } from "./gradient-engine.ts";
+import { chooseLoraEngine, describeEngineChoice, onnxEngine, tfjsEngine } from "./gradient-engine.ts";
 import { checkResumable, latestCheckpoint, loadOptimizerState, OPTIMIZER_FILE, readTrainerState, saveOptimizerState, writeCheckpoint } from "./checkpoint.ts";
 import type { TrainingObjective } from "./objective.ts";
 import { lightReasonerObjective } from "./objective.ts";
@@ -46,6 +50,10 @@ export interface LoraTrainingOptions extends PieceLimits {
   resume?: boolean;
   /** tfjs backend; default LR_TFJS_BACKEND or the best available. */
   backend?: BackendKind | "auto";
+  /** Gradient engine; default LR_TRAIN_ENGINE or the machine's best (see gradient-engine.ts). */
+  engine?: EngineKind | "auto";
+  /** ONNX Runtime engine: most tokens one forward/backward pass holds (bounds activation memory). */
+  tokenBudget?: number;
   /** Written into adapter_config.json as base_model_name_or_path. */
   baseModelName?: string;
   onStep?: (event: StepEvent) => void | Promise<void>;
@@ -68,6 +76,7 @@ export interface LoraTrainingResult {
   /** Seconds this call took. */
   wallSeconds: number;
   backend: BackendChoice;
+  engine: EngineChoice;
   config: TrainingConfig;
   objective: string;
 }
@@ -78,6 +87,8 @@ export async function trainLora(options: LoraTrainingOptions): Promise<LoraTrain
   const objective = options.objective ?? lightReasonerObjective;
   const backend = await selectBackend({ force: options.backend });
   options.log?.(describeBackendChoice(backend));
+  const engineChoice = chooseLoraEngine(backend, options.engine);
+  options.log?.(describeEngineChoice(engineChoice));
   const { expert } = options;
   const saved = options.checkpointDir && options.resume !== false ? latestCheckpoint(options.checkpointDir) : null;
   const identity = { kind: "lora", objective: objective.name, config: config as unknown as Record<string, unknown> };
@@ -90,8 +101,18 @@ export async function trainLora(options: LoraTrainingOptions): Promise<LoraTrain
   const lora = start
     ? LoraLayers.fromAdapter(expert.config, { settings: config.lora, pairs: start.pairs }, { seed: config.seed, source: saved?.dir ?? "initialAdapter" })
     : LoraLayers.create(expert.config, config.lora, config.seed);
-  const model = new CausalLM(expert.config, expert.weights, { adapter: lora, source: expert.source });
+  // ONNX Runtime reads the expert's weight arrays in place; tfjs copies them into its backend.
+  let onnx: OnnxLoraExpert | null = null;
+  let model: CausalLM | null = null;
+  try {
+    if (engineChoice.kind === "onnxruntime") onnx = await OnnxLoraExpert.create(expert.config, expert.weights, config.lora, { tokenBudget: options.tokenBudget });
+    else model = new CausalLM(expert.config, expert.weights, { adapter: lora, source: expert.source });
+  } catch (err) {
+    lora.dispose();
+    throw err;
+  }
   const params = loraParams(lora);
+  const engine = onnx ? onnxEngine(onnx, lora) : tfjsEngine(model!, params.map((p) => p.variable), config.gradientCheckpointing);
   const optimizer = new AdamW(params, { beta1: config.adamBeta1, beta2: config.adamBeta2, epsilon: config.adamEpsilon, weightDecay: config.weightDecay });
   try {
     const progress = state ? structuredClone(state.progress) : freshProgress();
@@ -108,7 +129,7 @@ export async function trainLora(options: LoraTrainingOptions): Promise<LoraTrain
     });
     const adapterOptions = { baseModel: options.baseModelName ?? expert.source ?? null };
     const stoppedBy = await runTrainingLoop({
-      model,
+      engine,
       params,
       optimizer,
       config,
@@ -136,12 +157,14 @@ export async function trainLora(options: LoraTrainingOptions): Promise<LoraTrain
       resumedFrom: saved?.step ?? null,
       wallSeconds: (performance.now() - started) / 1000,
       backend,
+      engine: engineChoice,
       config,
       objective: objective.name,
     };
   } finally {
     optimizer.dispose();
-    model.dispose();
+    model?.dispose();
+    await onnx?.dispose();
     lora.dispose();
   }
 }

@@ -30,6 +30,7 @@ import type { PretrainConfig, PretrainConfigInput } from "./training-config.ts";
 import { resolvePretrainConfig } from "./training-config.ts";
 import type { LoopProgress, PieceLimits, StepEvent, StopReason } from "./training-loop.ts";
 import { freshProgress, isFinished, runTrainingLoop } from "./training-loop.ts";
+import { tfjsEngine } from "./gradient-engine.ts";
 import type { Trajectory } from "./trajectory.ts";
 
 export const PRETRAIN_LOG_FILE = "pretrain_log.json";
@@ -151,7 +152,8 @@ export async function pretrain(options: PretrainOptions): Promise<PretrainResult
       lossHistory,
     });
     const stoppedBy = await runTrainingLoop({
-      model,
+      // Every weight trains, so only autodiff serves: the ONNX Runtime graphs give LoRA gradients only.
+      engine: tfjsEngine(model, params.map((p) => p.variable), config.gradientCheckpointing),
       params,
       optimizer,
       config,

@@ -7,10 +7,9 @@
 // caller's; the loop keeps the counters that make a resumed run continue exactly.
 import * as tf from "@tensorflow/tfjs";
 import type { SelectedPosition } from "#trainer/model/transformer.ts";
-import type { CausalLM } from "#trainer/model/transformer.ts";
 import type { AdamW, NamedVariable } from "./adamw.ts";
 import type { DataCursor, MicroBatch } from "./batching.ts";
-import { softLabelKlLoss } from "./kl-loss.ts";
+import type { GradientEngine } from "./gradient-engine.ts";
 import type { LearningRateSchedule } from "./schedule.ts";
 import { learningRateAt } from "./schedule.ts";
 import type { OptimizationConfig } from "./training-config.ts";
@@ -95,7 +94,8 @@ export interface PieceLimits {
 }
 
 export interface LoopOptions {
-  model: CausalLM;
+  /** Computes each micro-batch's loss and the gradients of `params`, in order. */
+  engine: GradientEngine;
   params: readonly NamedVariable[];
   optimizer: AdamW;
   config: OptimizationConfig;
@@ -151,7 +151,7 @@ export async function runTrainingLoop(o: LoopOptions): Promise<StopReason> {
     }
     const stepStart = performance.now();
     const learningRate = learningRateAt(schedule, progress.step);
-    const step = takeStep(o, micro, learningRate);
+    const step = await takeStep(o, micro, learningRate);
     const stepSeconds = (performance.now() - stepStart) / 1000;
     progress.trainSeconds += stepSeconds;
     await o.onStep?.({
@@ -190,24 +190,18 @@ export async function runTrainingLoop(o: LoopOptions): Promise<StopReason> {
 type StepResult = Pick<StepEvent, "loss" | "gradNorm" | "clipped" | "samples" | "tunedTokens" | "tokens">;
 
 /** Gradients of every micro-batch, summed, clipped, applied; progress advanced. */
-function takeStep(o: LoopOptions, micro: MicroBatch[], lr: number): StepResult {
-  const { progress, config, params } = o;
-  const variables = params.map((p) => p.variable);
+async function takeStep(o: LoopOptions, micro: MicroBatch[], lr: number): Promise<StepResult> {
+  const { progress } = o;
   let summed: tf.Tensor[] | null = null;
   const out: StepResult = { loss: 0, gradNorm: 0, clipped: false, samples: 0, tunedTokens: 0, tokens: 0 };
   for (const batch of micro) {
-    const { rows, positions, labels, realTokens } = forwardInputs(batch);
-    const { value, grads } = tf.variableGrads(() => {
-      const logits = o.model.logitsAt(rows, undefined, positions, { training: true, checkpoint: config.gradientCheckpointing });
-      // Each micro-batch's mean over its positions, divided by the micro-batch count: the
-      // step minimises the mean of the micro-batch means (Hugging Face's accumulation).
-      return softLabelKlLoss(logits, labels, labels.length * micro.length);
-    }, variables);
+    const inputs = forwardInputs(batch);
+    const { labels, realTokens } = inputs;
+    // Each micro-batch's mean over its positions, divided by the micro-batch count: the
+    // step minimises the mean of the micro-batch means (Hugging Face's accumulation).
+    const { loss, grads: ordered } = await o.engine.lossAndGradients(inputs, labels.length * micro.length, true);
     progress.forwardPasses += 1;
-    out.loss += value.dataSync()[0];
-    value.dispose();
-    // A variable the loss does not reach (none in these models, but tfjs allows it) gets zeros.
-    const ordered = variables.map((v) => grads[v.name] ?? tf.zerosLike(v));
+    out.loss += loss;
     if (summed === null) summed = ordered;
     else {
       const previous: tf.Tensor[] = summed;
@@ -218,6 +212,7 @@ function takeStep(o: LoopOptions, micro: MicroBatch[], lr: number): StepResult {
     out.tunedTokens += labels.length;
     out.tokens += realTokens;
   }
+  const { config } = o;
   const grads = summed!;
   out.gradNorm = globalNorm(grads);
   out.clipped = config.maxGradNorm > 0 && out.gradNorm > config.maxGradNorm;

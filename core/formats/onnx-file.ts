@@ -7,7 +7,9 @@ import { basename, dirname, join } from "node:path";
 import onnxProto from "onnx-proto";
 import type { GraphBuilder, Initializer } from "./onnx-builder.ts";
 import { ONNX_DATA_TYPE } from "./onnx-builder.ts";
-import { OPSET_VERSION } from "./onnx-graph.ts";
+
+/** The default-domain opset of every graph the project writes (Attention, RotaryEmbedding, RMSNormalization). */
+export const OPSET_VERSION = 23;
 
 const { onnx } = onnxProto;
 type ITensorProto = onnxProto.onnx.ITensorProto;

@@ -3,7 +3,8 @@
 // file writer decides whether their bytes go inline or to an external data file, and a
 // multi-gigabyte model never has to sit in memory twice. A weight may also be a slice of a
 // file (a safetensors tensor), which ONNX Runtime reads itself as external data, so a served
-// model's weights never pass through JavaScript at all.
+// model's weights never pass through JavaScript at all. Both services write graphs with it
+// (the inference service its causal LM, the trainer its gradient graphs), so it lives here.
 import { closeSync, openSync, readSync } from "node:fs";
 import { join } from "node:path";
 import onnxProto from "onnx-proto";

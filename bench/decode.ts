@@ -54,7 +54,7 @@ export interface DecodeResult {
 
 export const DECODE_HOW =
   "greedy decode steps after a prefill of random prompts (the first step untimed), windows of steps timed back to back from the same caches; " +
-  "ONNX Runtime: CausalLmSession.step (KV cache copied in and out each step, log-softmax in JavaScript); " +
+  "ONNX Runtime: CausalLmSession.step (KV cache copied in and out each step, head and log-softmax in the graph at the last position only); " +
   "PyTorch eager 1.x: bench/peers/qwen2_torch.py, preallocated KV cache, logits + log_softmax + argmax each step, threads = the process's cores";
 
 /** The largest |a - b| over two equal-length arrays, with the largest |a| and the argmax agreement per row. */

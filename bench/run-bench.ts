@@ -21,6 +21,8 @@ import { SECTIONS, benchSettings } from "./settings.ts";
 import type { StepResult } from "./step.ts";
 import { runStep } from "./step.ts";
 import { BenchInputError } from "./stats.ts";
+import type { ScaleResult } from "./scale.ts";
+import { runScale } from "./scale.ts";
 import type { TrainingResult } from "./training.ts";
 import { runTraining } from "./training.ts";
 import type { TransportResult } from "./transport.ts";
@@ -55,6 +57,7 @@ export interface BenchReport {
   transport?: TransportResult;
   sampling?: SamplingResult;
   training?: TrainingResult;
+  scale?: ScaleResult;
   memory?: MemoryResult;
   derived: { ceilingFractions: CeilingFraction[]; endToEndCeiling: EndToEndCeiling[] };
 }
@@ -186,6 +189,9 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
         break;
       case "training":
         report.training = await runTraining(settings, log);
+        break;
+      case "scale":
+        report.scale = await runScale(settings, log);
         break;
       case "memory":
         report.memory = await runMemory(settings, log, report.sampling, report.training);

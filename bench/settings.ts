@@ -5,7 +5,7 @@ import type { PairRecipe } from "./models.ts";
 import { BUILT_IN_PAIR, DEFAULT_CACHE_DIR, QWEN05_PAIR } from "./models.ts";
 
 // "limits" runs before the sections whose rates are held against its ceiling.
-export const SECTIONS = ["step", "limits", "amateur", "decode", "transport", "sampling", "training", "memory"] as const;
+export const SECTIONS = ["step", "limits", "amateur", "decode", "transport", "sampling", "training", "scale", "memory"] as const;
 export type Section = (typeof SECTIONS)[number];
 
 export interface PairWorkload {
@@ -66,6 +66,8 @@ export interface BenchSettings {
   memory: { pairs: string[]; streams: number[]; newTokens: number };
   /** Per-step summary micro-benchmark (old and new code on 151,936-token distributions). */
   step: { vocabSize: number; calls: number; repeats: number };
+  /** LoRA training at the 0.5B shape: one micro-batch of rows x seq tokens, labels selected positions per row. */
+  scale: { rows: number; seq: number; labels: number; steps: number };
 }
 
 export function benchSettings(options: { quick: boolean; cacheDir?: string }): BenchSettings {
@@ -127,5 +129,7 @@ export function benchSettings(options: { quick: boolean; cacheDir?: string }): B
       : { loraWarmupSteps: 2, loraSteps: 10, pretrainWarmupSteps: 2, pretrainSteps: 8, matmulSize: 256 },
     memory: { pairs: quick ? [BUILT_IN_PAIR.name] : [BUILT_IN_PAIR.name, QWEN05_PAIR.name], streams: [1, 4, 16, 64], newTokens: 4 },
     step: { vocabSize: 151_936, calls: quick ? 10 : 30, repeats: quick ? 3 : 7 },
+    // The method's trajectory length (64 + 128 tokens would be 192; 128 keeps float64 PyTorch's reference step near a minute).
+    scale: quick ? { rows: 1, seq: 32, labels: 2, steps: 1 } : { rows: 2, seq: 128, labels: 4, steps: 3 },
   };
 }

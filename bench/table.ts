@@ -4,6 +4,7 @@
 import type { BenchReport } from "./run-bench.ts";
 import { blasKind as blasKindOf } from "./limits.ts";
 import { formatBytes, formatMeasured, formatNumber, formatPercent, formatRatio } from "./stats.ts";
+import { describeLoraScale } from "./lora-scale.ts";
 import { renderTable } from "./text-table.ts";
 
 const mib = (bytes: number) => formatNumber(bytes / 2 ** 20);
@@ -267,6 +268,14 @@ function trainingLines(r: BenchReport): string[] {
   ];
 }
 
+function scaleLines(r: BenchReport): string[] {
+  const s = r.scale;
+  if (!s) return [];
+  const title = `LoRA training at the Qwen2.5-0.5B shape${on(r)} (scripts/lora-scale.mjs in its own process)`;
+  if (!s.measured) return [title, `  not measured: ${s.reason}`];
+  return [title, ...describeLoraScale(s).map((line) => `  ${line}`)];
+}
+
 function memoryLines(r: BenchReport): string[] {
   const m = r.memory;
   if (!m) return [];
@@ -289,7 +298,7 @@ function memoryLines(r: BenchReport): string[] {
 }
 
 export function renderReport(report: BenchReport): string {
-  const blocks = [machineLines(report), stepLines(report), limitsLines(report), amateurLines(report), decodeLines(report), transportLines(report), samplingLines(report), trainingLines(report), memoryLines(report)];
+  const blocks = [machineLines(report), stepLines(report), limitsLines(report), amateurLines(report), decodeLines(report), transportLines(report), samplingLines(report), trainingLines(report), scaleLines(report), memoryLines(report)];
   return blocks
     .filter((b) => b.length > 0)
     .map((b) => b.join("\n"))

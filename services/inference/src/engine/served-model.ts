@@ -105,7 +105,7 @@ export async function openServedModel(role: string, dirArg: string, options: Ort
  * ONNX Runtime to read; F16/BF16 ones are decoded into the graph's bytes, which ONNX Runtime
  * copies, so the JavaScript copy is garbage once the session is open.
  */
-function servedGraph(dir: string): { config: ModelConfig; graph: ServedGraph } {
+export function servedGraph(dir: string): { config: ModelConfig; graph: ServedGraph } {
   const located = locateModelWeights(dir);
   if (located) return { config: located.config, graph: buildServedGraph(located.config, fileBackedWeights(dir, located.tensors), dir) };
   const loaded = loadModelDir(dir);

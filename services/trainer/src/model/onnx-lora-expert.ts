@@ -186,20 +186,57 @@ export class OnnxLoraExpert {
     return total;
   }
 
-  /** Forward, loss and backward of rows [first, last) and the labels `picked` among them. */
-  private async group(input: MicroBatchInput, adapter: AdapterSource, span: { first: number; last: number; seq: number; totalRows: number }, picked: number[]): Promise<LossAndGradients> {
+  /**
+   * log q(id) at each query's [row, position] under `adapter` (no dropout), forward only: a
+   * served model's log-probabilities as the trainer's engine computes them (serving parity).
+   * Each is the head's cross-entropy with a one-hot label of weight 1 and scale 1, which is
+   * exactly -log q(id); one head run per query, since the head sums its labels.
+   */
+  async logProbsAt(rows: number[][], queries: readonly { position: SelectedPosition; id: number }[], adapter: AdapterSource): Promise<Float32Array> {
+    const { config } = this;
+    const batch = prepareBatch(rows, undefined, config.vocabSize);
+    if (batch.batch * batch.seq > this.tokenBudget) {
+      throw new ModelInputError("rows", `${batch.batch} rows of ${batch.seq} tokens exceed the token budget of ${this.tokenBudget} per pass`);
+    }
+    queries.forEach(({ position: [b, t], id }, i) => {
+      if (!Number.isInteger(b) || !Number.isInteger(t) || b < 0 || b >= batch.batch || t < 0 || t >= batch.seq) {
+        throw new ModelInputError(`queries[${i}].position`, `[${b}, ${t}] is outside the batch [${batch.batch}, ${batch.seq}]`);
+      }
+      if (!Number.isInteger(id) || id < 0 || id >= config.vocabSize) throw new ModelInputError(`queries[${i}].id`, `${id} is not a token id in [0, ${config.vocabSize})`);
+    });
+    const pass = this.passInputs(rows, { first: 0, last: rows.length, seq: batch.seq, totalRows: batch.batch }, null, adapter);
+    const layerInputs = await this.forward(pass);
+    const out = new Float32Array(queries.length);
+    for (let i = 0; i < queries.length; i++) {
+      const { position: [b, t], id } = queries[i];
+      const head = await this.head.session.run({
+        ...this.head.weights,
+        [HEAD.ids]: int64([], [0]),
+        [HEAD.hidden]: float(layerInputs[config.numLayers], [pass.tokens, config.hiddenSize]),
+        [HEAD.lossRows]: int64([b * batch.seq + t], [1]),
+        [HEAD.labelIds]: int64([id], [1, 1]),
+        [HEAD.labelWeights]: float(Float32Array.of(1), [1, 1]),
+        [HEAD.lossScale]: float(Float32Array.of(1), []),
+        [HEAD.withLoss]: flag(true),
+      });
+      out[i] = -(head[HEAD.crossEntropy].data as Float32Array)[0];
+    }
+    return out;
+  }
+
+  /** The inputs every block of one pass over rows [first, last) reads: masks, rotary tables, adapter values. */
+  private passInputs(allRows: number[][], span: { first: number; last: number; seq: number; totalRows: number }, dropoutPass: number | null, adapter: AdapterSource) {
     const { config } = this;
     const { first, last, seq } = span;
-    const batch = prepareBatch(input.rows.slice(first, last), undefined, config.vocabSize);
+    const batch = prepareBatch(allRows.slice(first, last), undefined, config.vocabSize);
     const tokens = batch.batch * seq;
-    const { hiddenSize: hidden, headDim } = config;
+    const { headDim } = config;
     const rope = ropeTableData(batch.positions, tokens, headDim, config.ropeTheta);
     const shared: Record<string, ort.Tensor> = {
       [BLOCK.bias]: float(attentionBias(batch), [batch.batch, 1, seq, seq]),
       [BLOCK.cos]: float(rope.cos, [batch.batch, 1, seq, headDim]),
       [BLOCK.sin]: float(rope.sin, [batch.batch, 1, seq, headDim]),
     };
-    const noGradient = float(new Float32Array(0), [0, hidden]);
     const modules = adaptedModules(this.lora);
 
     const layerFeeds = (layer: number): Record<string, ort.Tensor> => {
@@ -212,16 +249,20 @@ export class OnnxLoraExpert {
         feeds[loraInput(module, "B")] = float(b, [out, this.lora.rank]);
         if (this.lora.dropout > 0) {
           // Without a dropout pass (evaluation), factors of 1 leave the input as it is.
-          const keep = input.dropoutPass === null
+          const keep = dropoutPass === null
             ? new Float32Array(tokens * inFeatures).fill(1)
-            : adapter.dropoutFactors(name, input.dropoutPass, span.totalRows * seq * inFeatures)!.subarray(first * seq * inFeatures, last * seq * inFeatures);
+            : adapter.dropoutFactors(name, dropoutPass, span.totalRows * seq * inFeatures)!.subarray(first * seq * inFeatures, last * seq * inFeatures);
           feeds[dropoutInput(module)] = float(keep, [tokens, inFeatures]);
         }
       }
       return feeds;
     };
+    return { batch, tokens, shared, modules, layerFeeds };
+  }
 
-    // Forward: keep each layer's input (the only activations that outlive a layer).
+  /** Every layer's input and the last layer's output (the only activations that outlive a layer). */
+  private async forward({ batch, tokens, shared, layerFeeds }: ReturnType<OnnxLoraExpert["passInputs"]>): Promise<Float32Array[]> {
+    const { config } = this;
     const embedded = await this.head.session.run({ ...this.head.weights, ...this.emptyLoss(), [HEAD.ids]: int64(batch.ids, [tokens]), [HEAD.withLoss]: flag(false) });
     const layerInputs: Float32Array[] = [embedded[HEAD.embedded].data as Float32Array];
     for (let layer = 0; layer < config.numLayers; layer++) {
@@ -229,12 +270,23 @@ export class OnnxLoraExpert {
         ...this.blocks[layer].weights,
         ...shared,
         ...layerFeeds(layer),
-        [BLOCK.x]: float(layerInputs[layer], [tokens, hidden]),
-        [BLOCK.dy]: noGradient,
+        [BLOCK.x]: float(layerInputs[layer], [tokens, config.hiddenSize]),
+        [BLOCK.dy]: float(new Float32Array(0), [0, config.hiddenSize]),
         [BLOCK.backward]: flag(false),
       });
       layerInputs.push(out[BLOCK.y].data as Float32Array);
     }
+    return layerInputs;
+  }
+
+  /** Forward, loss and backward of rows [first, last) and the labels `picked` among them. */
+  private async group(input: MicroBatchInput, adapter: AdapterSource, span: { first: number; last: number; seq: number; totalRows: number }, picked: number[]): Promise<LossAndGradients> {
+    const { config } = this;
+    const { first, seq } = span;
+    const hidden = config.hiddenSize;
+    const pass = this.passInputs(input.rows, span, input.dropoutPass, adapter);
+    const { tokens, shared, modules, layerFeeds } = pass;
+    const layerInputs = await this.forward(pass);
 
     // The loss at the labelled positions, and its gradient in the last layer's output.
     const labels = picked.map((i) => input.labels[i]);

@@ -125,4 +125,24 @@ describe("OnnxLoraExpert", () => {
     await Promise.all([whole.dispose(), grouped.dispose(), tooSmall.dispose()]);
     layers.dispose();
   });
+  it("logProbsAt gives TensorFlow.js's log-softmax at the asked positions and ids, dropout off, and names bad queries", async () => {
+    const config = tinyConfig("llama tied, attention_bias, head_dim 16");
+    const weights = randomWeights(config, 33);
+    const adapter = adapterWithNonZeroB(config, ALL_MODULES, 7);
+    const layers = LoraLayers.fromAdapter(config, adapter, { seed: 2 });
+    const { rows } = microBatch(config.vocabSize, [6, 6], 14);
+    const positions: SelectedPosition[] = [[0, 5], [1, 2], [1, 5]];
+    const model = new CausalLM(config, weights, { adapter: layers });
+    const want = tf.tidy(() => tf.logSoftmax(model.logitsAt(rows, undefined, positions, { training: false })).arraySync() as number[][]);
+    const ids = [0, 3, config.vocabSize - 1];
+    const queries = positions.flatMap((position, k) => ids.map((id) => ({ position, id, want: want[k][id] })));
+    const expert = await OnnxLoraExpert.create(config, weights, ALL_MODULES);
+    const got = await expert.logProbsAt(rows, queries, layers);
+    queries.forEach((q, i) => expect(Math.abs(got[i] - q.want), `${q.position} ${q.id}: ${got[i]} vs ${q.want}`).toBeLessThan(1e-5 * Math.max(1, Math.abs(q.want))));
+    await expect(expert.logProbsAt(rows, [{ position: [2, 0], id: 1 }], layers)).rejects.toThrow(/queries\[0\]\.position: \[2, 0\] is outside the batch \[2, 6\]/);
+    await expect(expert.logProbsAt(rows, [{ position: [0, 0], id: config.vocabSize }], layers)).rejects.toThrow(/queries\[0\]\.id/);
+    await expert.dispose();
+    model.dispose();
+    layers.dispose();
+  });
 });

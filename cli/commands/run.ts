@@ -191,12 +191,16 @@ async function runRound(flags: RunFlags): Promise<void> {
     }
 
     const report = buildReport({ lightreasoner, sft, amateur: { name: basename(resolve(flags.amateur)), ...amateur }, expertName: basename(resolve(flags.expert)), expertDir: flags.expert });
+    // Read while the processes still exist: a peak over the whole run, both models or the expert and training included.
+    report.servicePeakRssBytes = Object.fromEntries(services.map((s) => [s.name, s.peakRssBytes()]));
     for (const service of services.splice(0).reverse()) {
       const code = await service.stop();
       if (code !== 0) throw new Error(`${service.name} exited with code ${code} after SIGTERM`);
     }
     const files = writeRunReport(reportDir, report);
     printSummary(report);
+    const peaks = Object.entries(report.servicePeakRssBytes).map(([name, bytes]) => `${name} ${bytes === null ? "unknown" : `${Math.round(bytes / 2 ** 20).toLocaleString("en-US")} MiB`}`);
+    console.log(`\npeak resident memory: ${peaks.join(", ")}`);
     console.log(`\nreport: ${files.html}\n        ${files.json}\ndone in ${((performance.now() - started) / 1000).toFixed(1)} s`);
   } finally {
     await Promise.all(services.map((s) => s.stop().catch(() => undefined)));

@@ -4,6 +4,7 @@
 // means it exited after SIGTERM, with its exit code checked. The credential goes to them
 // through the environment, never the command line, which other users of the machine can read.
 import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
 import type { ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { createInterface } from "node:readline";
@@ -19,6 +20,8 @@ export interface ServiceProcess {
   pid: number;
   /** SIGTERM, then the exit code (rejects if it does not exit within the timeout). */
   stop(timeoutMs?: number): Promise<number>;
+  /** The most resident memory the process has held so far (Linux's VmHWM), or null where /proc has no such line. */
+  peakRssBytes(): number | null;
 }
 
 /**
@@ -60,7 +63,17 @@ export async function startService(name: string, args: string[], env: Record<str
     metricsPort: ready.metricsPort,
     pid: child.pid!,
     stop: (timeoutMs = 30_000) => stop(child, exited, name, timeoutMs),
+    peakRssBytes: () => peakRssBytes(child.pid!),
   };
+}
+
+function peakRssBytes(pid: number): number | null {
+  try {
+    const kib = /^VmHWM:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1];
+    return kib === undefined ? null : Number(kib) * 1024;
+  } catch {
+    return null;
+  }
 }
 
 async function stop(child: ChildProcess, exited: Promise<number>, name: string, timeoutMs: number): Promise<number> {

@@ -82,8 +82,9 @@ describe("lightreasoner bench", () => {
     // Without the sampling section there is nothing to hold against the ceiling.
     expect(report.derived.ceilingFractions).toEqual([]);
 
-    expect(run.stdout).toContain(`Per-step JavaScript work on ${report.machine.cpuModel} at vocabulary 151,936`);
-    expect(run.stdout).toMatch(/SPARSE summary, one pass \(after\)\s+\S.*x faster/);
+    expect(run.stdout).toContain(`Per-step distribution work on ${report.machine.cpuModel} at vocabulary 151,936`);
+    expect(run.stdout).toContain("SPARSE summary per stream-step, JavaScript one pass against the server's ONNX Runtime graph");
+    expect(run.stdout).toMatch(/SPARSE summary in JavaScript, one pass\s+\S.*x faster/);
     expect(run.stdout).toContain(`Limit: float32 MatMul on ${report.machine.cpuModel} (GFLOP/s), ONNX Runtime beside PyTorch and numpy in this run`);
     expect(run.stdout).toMatch(/Ceiling = \S+ GFLOP\/s \((ONNX Runtime|PyTorch|numpy) at /);
     expect(run.stdout).toContain(`wrote ${out}`);
@@ -92,6 +93,6 @@ describe("lightreasoner bench", () => {
   it("refuses an unknown section with the known ones", async () => {
     const run = await cli("bench", "--only", "sampling,speed", "--out", join(dir, "never.json"));
     expect(run.status).toBe(1);
-    expect(run.stderr).toMatch(/--only: unknown section "speed"; choose from step, limits, amateur, decode, transport, sampling, training, memory/);
+    expect(run.stderr).toMatch(/--only: unknown section "speed"; choose from step, limits, amateur, decode, transport, sampling, training, scale, memory/);
   });
 });

@@ -31,6 +31,9 @@ describe("lightreasoner run on the built-in pair", () => {
     }
     expect(report.evalProblems).toBe(80);
     expect(report.tfjsBackend).toMatch(/^(wasm|cpu|node|node-gpu)$/);
+    // Each service's peak resident memory over the run, read from /proc before it was stopped.
+    expect(Object.keys(report.servicePeakRssBytes ?? {}).sort()).toEqual(["inference", "trainer"]);
+    if (process.platform === "linux") for (const bytes of Object.values(report.servicePeakRssBytes!)) expect(bytes).toBeGreaterThan(50 * 2 ** 20);
     const lr = report.lightreasoner;
     const sft = report.sft!;
     for (const n of [lr.problemsSampled, lr.stepsSeen, lr.stepsSelected, lr.tunedTokens, lr.wallSeconds, sft.problemsSampled, sft.tunedTokens, sft.wallSeconds]) {

@@ -66,6 +66,8 @@ export interface RunReport {
   sft: MethodResult & { trajectoriesKept: number } | null;
   settings: Record<string, number | string | boolean>;
   tfjsBackend: string;
+  /** Peak resident memory of each service process over the whole run, in bytes (null where the OS does not say). */
+  servicePeakRssBytes?: Record<string, number | null>;
   /** KL of every step seen, for the distribution plot (capped by the writer). */
   klValues: number[];
   examples: ExampleTrajectory[];

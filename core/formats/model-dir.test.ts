@@ -147,7 +147,7 @@ describe("locating float32 weights for a runtime that reads the file itself", ()
     const located = locateModelWeights(dir)!;
     expect([...located.tensors.keys()]).toEqual([...weights.keys()]);
     for (const [name, t] of located.tensors) {
-      const bytes = readFileSync(join(dir, t.file)).subarray(t.offset, t.offset + t.byteLength);
+      const bytes = readFileSync(t.path).subarray(t.offset, t.offset + t.byteLength);
       expect(new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength))).toEqual(weights.get(name)!.data);
     }
   });

@@ -2,7 +2,7 @@
 // model.safetensors.index.json) read into a validated config and float32 weights, and
 // written back. Shapes are checked against the config from the headers alone, before any
 // tensor data is read, so a wrong file fails in milliseconds with the tensor named.
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, realpathSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createHash } from "node:crypto";
 import { Worker } from "node:worker_threads";
 import { basename, join } from "node:path";
@@ -161,8 +161,12 @@ export function loadModelDir(dir: string): ModelDir {
 /** Where one float32 tensor's bytes lie in a safetensors file, for a runtime that reads them itself. */
 export interface StoredTensor {
   shape: number[];
-  /** The shard's file name, relative to the model directory. */
-  file: string;
+  /**
+   * The shard's path with links resolved: a Hugging Face cache links every file of a snapshot
+   * into its blobs/ folder, and ONNX Runtime refuses external data that resolves outside the
+   * folder it is told to read from.
+   */
+  path: string;
   /** Byte offset of the tensor's data in that file, and its length. */
   offset: number;
   byteLength: number;
@@ -181,11 +185,12 @@ export function locateModelWeights(dir: string): { config: ModelConfig; tensors:
   const located = new Map<string, StoredTensor>();
   for (const [file, names] of planReads(locateWeights(dir), config, configPath)) {
     const header = readSafetensorsHeader(file);
+    const path = realpathSync(file);
     const wanted = new Set(names);
     for (const entry of header.entries) {
       if (!wanted.has(entry.name)) continue;
       if (entry.dtype !== "F32" || entry.end - entry.begin !== elementCount(entry.shape) * 4) return null;
-      located.set(entry.name, { shape: entry.shape, file: basename(file), offset: header.dataStart + entry.begin, byteLength: entry.end - entry.begin });
+      located.set(entry.name, { shape: entry.shape, path, offset: header.dataStart + entry.begin, byteLength: entry.end - entry.begin });
     }
   }
   const tensors = new Map<string, StoredTensor>();

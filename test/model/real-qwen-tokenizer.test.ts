@@ -7,8 +7,8 @@
 // the tokenizer, the logits width and the streamed distributions are those of the real model.
 // The same checks at the 0.5B shape (README, "Bringing a real tokenizer"):
 //   LIGHTREASONER_REAL_TOKENIZER_PAIR=<dir with expert/ and amateur/> npx vitest run test/model/real-qwen-tokenizer.test.ts
-// There the given directories' weights (their onnx/ export when present, else safetensors) are
-// linked, not copied, and paired with the real tokenizer files.
+// There the given directories' model.safetensors are linked, not copied, and paired with the
+// real tokenizer files.
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -51,9 +51,8 @@ function linkedModel(source: string, dir: string): void {
   const config = JSON.parse(readFileSync(join(source, "config.json"), "utf8"));
   writeFileSync(join(dir, "config.json"), JSON.stringify({ ...config, ...QWEN_IDS }, null, 2));
   writeFileSync(join(dir, "generation_config.json"), JSON.stringify(QWEN_IDS, null, 2));
-  // The ONNX export alone keeps the float32 weights out of the service's heap (about 2 GB at 0.5B).
-  if (existsSync(join(source, "onnx", "model.onnx"))) symlinkSync(join(source, "onnx"), join(dir, "onnx"));
-  else symlinkSync(join(source, "model.safetensors"), join(dir, "model.safetensors"));
+  // The safetensors file, which the service's graph reads in place (no JavaScript copy of the weights).
+  symlinkSync(join(source, "model.safetensors"), join(dir, "model.safetensors"));
   withRealTokenizer(dir);
 }
 

@@ -107,7 +107,7 @@ export async function openServedModel(role: string, dirArg: string, options: Ort
  */
 export function servedGraph(dir: string): { config: ModelConfig; graph: ServedGraph } {
   const located = locateModelWeights(dir);
-  if (located) return { config: located.config, graph: buildServedGraph(located.config, fileBackedWeights(dir, located.tensors), dir) };
+  if (located) return { config: located.config, graph: buildServedGraph(located.config, fileBackedWeights(located.tensors), dir) };
   const loaded = loadModelDir(dir);
   return { config: loaded.config, graph: buildServedGraph(loaded.config, loaded.weights, dir) };
 }

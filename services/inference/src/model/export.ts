@@ -2,7 +2,7 @@
 // into its weights, written as a standalone ONNX graph (no LoRA inputs: the file stands for
 // one model). The inference service itself builds its graph at start-up (buildServedGraph),
 // with LoRA side branches and the weights left in the safetensors file.
-import { join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import type { ModelConfig } from "#core/model/config.ts";
 import type { WeightMap } from "#core/model/weights.ts";
 import type { StoredTensor } from "#core/formats/model-dir.ts";
@@ -56,9 +56,9 @@ export interface ServedGraph {
   externalDataDir: string | null;
 }
 
-/** Safetensors tensors as graph weights that ONNX Runtime reads from `dir` itself. */
-export function fileBackedWeights(dir: string, tensors: ReadonlyMap<string, StoredTensor>): GraphWeights {
-  return new Map([...tensors].map(([name, t]) => [name, { shape: t.shape, data: { dir, location: t.file, offset: t.offset, byteLength: t.byteLength } }]));
+/** Safetensors tensors as graph weights that ONNX Runtime reads from their files itself. */
+export function fileBackedWeights(tensors: ReadonlyMap<string, StoredTensor>): GraphWeights {
+  return new Map([...tensors].map(([name, t]) => [name, { shape: t.shape, data: { dir: dirname(t.path), location: basename(t.path), offset: t.offset, byteLength: t.byteLength } }]));
 }
 
 /** The graph the inference service serves: LoRA inputs on every projection, weights where they are. */

@@ -1,7 +1,7 @@
 // The served graph's own features at a small shape: the head only at kept positions, the
 // log-softmax from the graph, LoRA as a side branch (alone and mixed per batch row), and
 // weights that ONNX Runtime reads from a safetensors file instead of the graph's bytes.
-import { mkdtempSync } from "node:fs";
+import { mkdirSync, mkdtempSync, renameSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -150,7 +150,7 @@ describe("weights read by ONNX Runtime from the safetensors file", () => {
     const dir = mkdtempSync(join(tmpdir(), "lr-served-graph-"));
     writeModelDir(dir, { configJson, weights });
     const located = locateModelWeights(dir)!;
-    const graph = buildServedGraph(located.config, fileBackedWeights(dir, located.tensors), dir);
+    const graph = buildServedGraph(located.config, fileBackedWeights(located.tensors), dir);
     expect(graph.externalDataDir).toBe(dir);
     const weightBytes = [...weights.values()].reduce((n, t) => n + t.data.byteLength, 0);
     expect(graph.bytes.byteLength).toBeLessThan(weightBytes / 4);
@@ -159,6 +159,25 @@ describe("weights read by ONNX Runtime from the safetensors file", () => {
     const b = await fullLogits(served, PROMPTS[0]);
     expect(maxAbsDiff(a.logits!, b.logits!)).toBe(0);
     await fromFile.release();
+  });
+
+  it("follow a weights file that is a link out of the model directory, as in a Hugging Face cache snapshot", async () => {
+    // snapshots/<rev>/model.safetensors -> ../../blobs/<sha>: ONNX Runtime refuses external data
+    // that resolves outside the folder it reads from, so the graph must name the blob's folder.
+    const cache = mkdtempSync(join(tmpdir(), "lr-served-graph-hub-"));
+    const snapshot = join(cache, "snapshots", "rev");
+    writeModelDir(snapshot, { configJson, weights });
+    mkdirSync(join(cache, "blobs"));
+    renameSync(join(snapshot, "model.safetensors"), join(cache, "blobs", "0123abcd"));
+    symlinkSync(join("..", "..", "blobs", "0123abcd"), join(snapshot, "model.safetensors"));
+    const located = locateModelWeights(snapshot)!;
+    const graph = buildServedGraph(located.config, fileBackedWeights(located.tensors), snapshot);
+    expect(graph.externalDataDir).toBe(join(cache, "blobs"));
+    const fromBlob = await CausalLmSession.open(graph, { executionProvider: "cpu", threads: 1 });
+    const a = await fullLogits(fromBlob, PROMPTS[0]);
+    const b = await fullLogits(served, PROMPTS[0]);
+    expect(maxAbsDiff(a.logits!, b.logits!)).toBe(0);
+    await fromBlob.release();
   });
 
   it("a float16 safetensors file is not located (it is decoded instead)", () => {

@@ -1,8 +1,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
-import { SeededRandom } from "#core/math/random.ts";
 import { ModelFormatError } from "#core/model/errors.ts";
-import type { LoraAdapter, LoraSettings } from "#core/model/lora.ts";
+import type { LoraAdapter } from "#core/model/lora.ts";
 import { DEFAULT_LORA, mergeLora } from "#core/model/lora.ts";
 import type { WeightMap } from "#core/model/weights.ts";
 import { selectBackend } from "./backend.ts";
@@ -10,23 +9,9 @@ import { LoraLayers } from "./lora.ts";
 import { CausalLM } from "./transformer.ts";
 import { referenceBatchLogits } from "#core/model/testing/reference-forward.ts";
 import { leftPaddedBatch, randomWeights, tinyConfig } from "./testing/tiny-model.ts";
+import { ALL_MODULES, adapterWithNonZeroB } from "./testing/tiny-adapter.ts";
 
-const ALL_MODULES: LoraSettings = {
-  rank: 4,
-  alpha: 12,
-  dropout: 0.05,
-  targetModules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-};
 
-/** The adapter a fresh LoraLayers would give, with B filled in so the update is not zero. */
-function adapterWithNonZeroB(config: ReturnType<typeof tinyConfig>, settings: LoraSettings, seed: number): LoraAdapter {
-  const layers = LoraLayers.create(config, settings, seed);
-  const adapter = layers.toAdapter();
-  layers.dispose();
-  const random = new SeededRandom(seed + 1);
-  for (const { b } of adapter.pairs.values()) for (let i = 0; i < b.data.length; i++) b.data[i] = 0.3 * random.normal();
-  return adapter;
-}
 
 function maxDiff(a: tf.Tensor, b: tf.Tensor): number {
   return tf.tidy(() => tf.max(tf.abs(tf.sub(a, b))).dataSync()[0]);

@@ -3,7 +3,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { SeededRandom } from "#core/math/random.ts";
-import type { LoraAdapter, LoraSettings } from "#core/model/lora.ts";
+import type { LoraSettings } from "#core/model/lora.ts";
 import { DEFAULT_LORA } from "#core/model/lora.ts";
 import { softLabelKlLoss } from "#trainer/training/kl-loss.ts";
 import { selectBackend } from "./backend.ts";
@@ -13,23 +13,9 @@ import { OnnxLoraExpert } from "./onnx-lora-expert.ts";
 import type { SelectedPosition } from "./transformer.ts";
 import { CausalLM } from "./transformer.ts";
 import { randomWeights, tinyConfig } from "./testing/tiny-model.ts";
+import { ALL_MODULES, adapterWithNonZeroB } from "./testing/tiny-adapter.ts";
 
-const ALL_MODULES: LoraSettings = {
-  rank: 4,
-  alpha: 12,
-  dropout: 0.05,
-  targetModules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-};
 
-/** A fresh adapter with B filled in, so that A's gradient is not zero. */
-function adapterWithNonZeroB(config: ReturnType<typeof tinyConfig>, settings: LoraSettings, seed: number): LoraAdapter {
-  const layers = LoraLayers.create(config, settings, seed);
-  const adapter = layers.toAdapter();
-  layers.dispose();
-  const random = new SeededRandom(seed + 1);
-  for (const { b } of adapter.pairs.values()) for (let i = 0; i < b.data.length; i++) b.data[i] = 0.3 * random.normal();
-  return adapter;
-}
 
 /** Right-padded rows, positions to read and soft labels of a few ids each. */
 function microBatch(vocab: number, lengths: number[], seed: number) {

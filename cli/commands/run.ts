@@ -170,6 +170,14 @@ async function runRound(flags: RunFlags): Promise<void> {
   const token = randomBytes(32).toString("base64url");
   const credential = { [TOKEN_ENV]: token };
   const services: ServiceProcess[] = [];
+  // Interrupted (Ctrl-C, a supervisor's SIGTERM), Node would exit without the finally below and
+  // leave both services running with their models loaded: stop them first, then exit as the signal asks.
+  const interrupted = (signal: NodeJS.Signals) => {
+    console.error(`\n${signal}: stopping the services`);
+    void Promise.all(services.map((s) => s.stop().catch(() => undefined))).finally(() => process.exit(signal === "SIGINT" ? 130 : 143));
+  };
+  process.once("SIGINT", interrupted);
+  process.once("SIGTERM", interrupted);
   try {
     const inference = await startService("inference", ["inference", "--expert", flags.expert, "--amateur", flags.amateur, "--threads", "1"], credential);
     services.push(inference);
@@ -204,6 +212,8 @@ async function runRound(flags: RunFlags): Promise<void> {
     console.log(`\nreport: ${files.html}\n        ${files.json}\ndone in ${((performance.now() - started) / 1000).toFixed(1)} s`);
   } finally {
     await Promise.all(services.map((s) => s.stop().catch(() => undefined)));
+    process.off("SIGINT", interrupted);
+    process.off("SIGTERM", interrupted);
   }
 }
 

@@ -1,7 +1,7 @@
 // End to end on the built-in pair: `lightreasoner run` (what `npm start` runs) with small
 // settings starts both services as processes, runs LightReasoner online and the SFT baseline,
 // stops the services, and writes a report whose numbers hang together.
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -76,5 +76,31 @@ describe("lightreasoner run on the built-in pair", () => {
     expect(html).toMatch(/<svg/);
     expect(html).not.toMatch(/<script/i);
     expect(existsSync(join(out, "world", "test.jsonl"))).toBe(true);
+  });
+  it("stops both services when interrupted, instead of leaving them running", async () => {
+    const child = spawn(process.execPath, ["bin/lightreasoner.mjs", "run", "--no-sft", "--report-dir", join(out, "interrupted")], { stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    const pids = await new Promise<number[]>((resolve, reject) => {
+      child.stdout!.on("data", (chunk: Buffer) => {
+        stdout += chunk.toString();
+        const m = /inference service pid (\d+) .* trainer pid (\d+)/.exec(stdout);
+        if (m) resolve([Number(m[1]), Number(m[2])]);
+      });
+      child.once("exit", (code) => reject(new Error(`run exited (${code}) before the services were up: ${stdout}`)));
+    });
+    const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+    child.kill("SIGINT");
+    expect(await exited).toBe(130);
+    const alive = (pid: number) => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    const left = pids.filter(alive);
+    for (const pid of left) process.kill(pid, "SIGKILL"); // a failing run must not leave them behind either
+    expect(left).toEqual([]);
   });
 });

@@ -2,7 +2,6 @@
 // steps of trainLora (dropout, accumulation, clipping, AdamW all on) through TensorFlow.js
 // autodiff and through the ONNX Runtime graphs end within float32 rounding of each other.
 import { describe, expect, it } from "vitest";
-import type { LoraAdapter } from "#core/model/lora.ts";
 import type { BackendChoice } from "#trainer/model/backend.ts";
 import { LoraLayers } from "#trainer/model/lora.ts";
 import { randomWeights, tinyConfig } from "#trainer/model/testing/tiny-model.ts";
@@ -10,18 +9,10 @@ import { TrainingConfigError } from "./errors.ts";
 import { chooseLoraEngine, describeEngineChoice, ENGINE_ENV } from "./gradient-engine.ts";
 import { trainLora } from "./lora-trainer.ts";
 import { randomTrajectories } from "./testing/trajectories.ts";
+import { maxAdapterDiff } from "#trainer/model/testing/tiny-adapter.ts";
 
 const backend = (kind: BackendChoice["kind"]): BackendChoice => ({ kind, tfjsName: kind, forced: false, skipped: [] });
 
-function maxDiff(a: LoraAdapter, b: LoraAdapter): number {
-  let worst = 0;
-  for (const [name, pair] of a.pairs) {
-    const other = b.pairs.get(name)!;
-    pair.a.data.forEach((v, i) => (worst = Math.max(worst, Math.abs(v - other.a.data[i]))));
-    pair.b.data.forEach((v, i) => (worst = Math.max(worst, Math.abs(v - other.b.data[i]))));
-  }
-  return worst;
-}
 
 describe("chooseLoraEngine", () => {
   it("keeps tfjs where native TensorFlow runs, takes ONNX Runtime on wasm and cpu", () => {
@@ -63,8 +54,8 @@ describe("the two engines", () => {
     losses.tfjs.forEach((loss, i) => expect(Math.abs(losses.onnxruntime[i] - loss)).toBeLessThan(1e-5 * Math.max(1, loss)));
     // The adapter moved by ~lr per step and per entry; the engines agree far below that.
     const initial = LoraLayers.create(config, settings.lora, settings.seed);
-    expect(maxDiff(viaTfjs.adapter, initial.toAdapter())).toBeGreaterThan(1e-2);
+    expect(maxAdapterDiff(viaTfjs.adapter, initial.toAdapter())).toBeGreaterThan(1e-2);
     initial.dispose();
-    expect(maxDiff(viaOrt.adapter, viaTfjs.adapter)).toBeLessThan(1e-4);
+    expect(maxAdapterDiff(viaOrt.adapter, viaTfjs.adapter)).toBeLessThan(1e-4);
   });
 });

@@ -4,7 +4,6 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { readPeftAdapter } from "#core/formats/peft.ts";
-import type { LoraAdapter } from "#core/model/lora.ts";
 import { randomWeights, tinyConfig } from "#trainer/model/testing/tiny-model.ts";
 import { TrainingConfigError, TrajectoryError } from "./errors.ts";
 import type { LoraTrainingOptions } from "./lora-trainer.ts";
@@ -12,6 +11,7 @@ import { trainLora } from "./lora-trainer.ts";
 import type { TrainingConfigInput } from "./training-config.ts";
 import type { StepEvent } from "./training-loop.ts";
 import { asStream, randomTrajectories } from "./testing/trajectories.ts";
+import { maxAdapterDiff } from "#trainer/model/testing/tiny-adapter.ts";
 
 const config = tinyConfig("llama untied");
 const expert = { config, weights: randomWeights(config, 31), source: "tiny-expert" };
@@ -31,15 +31,6 @@ afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 let dirs = 0;
 const freshDir = () => join(scratch, `run-${dirs++}`);
 
-function maxDiff(a: LoraAdapter, b: LoraAdapter): number {
-  let worst = 0;
-  for (const [name, pair] of a.pairs) {
-    const other = b.pairs.get(name)!;
-    pair.a.data.forEach((v, i) => (worst = Math.max(worst, Math.abs(v - other.a.data[i]))));
-    pair.b.data.forEach((v, i) => (worst = Math.max(worst, Math.abs(v - other.b.data[i]))));
-  }
-  return worst;
-}
 
 const run = (extra: Partial<LoraTrainingOptions> = {}) => trainLora({ expert, trajectories: data, config: settings, ...extra });
 
@@ -56,10 +47,10 @@ describe("trainLora", () => {
     expect(second).toMatchObject({ stoppedBy: "max-steps", finished: true, resumedFrom: 3 });
     expect(second.progress).toEqual({ ...straight.progress, trainSeconds: second.progress.trainSeconds });
     // The training moved the adapter, and both runs moved it identically.
-    expect(maxDiff(straight.adapter, (await run({ config: { ...settings, maxSteps: 1, warmupSteps: 0 } })).adapter)).toBeGreaterThan(1e-3);
-    expect(maxDiff(second.adapter, straight.adapter)).toBe(0);
+    expect(maxAdapterDiff(straight.adapter, (await run({ config: { ...settings, maxSteps: 1, warmupSteps: 0 } })).adapter)).toBeGreaterThan(1e-3);
+    expect(maxAdapterDiff(second.adapter, straight.adapter)).toBe(0);
     // The newest checkpoint is the final adapter, in PEFT form.
-    expect(maxDiff(readPeftAdapter(join(dir, "checkpoint-000006"), config), straight.adapter)).toBe(0);
+    expect(maxAdapterDiff(readPeftAdapter(join(dir, "checkpoint-000006"), config), straight.adapter)).toBe(0);
     expect(readdirSync(dir).filter((n) => n.startsWith("."))).toEqual([]);
   });
 
@@ -80,8 +71,8 @@ describe("trainLora", () => {
     const a = await run({ config: { ...settings, maxSteps: 2 } });
     const b = await run({ config: { ...settings, maxSteps: 2 } });
     const c = await run({ config: { ...settings, maxSteps: 2, seed: 4 } });
-    expect(maxDiff(a.adapter, b.adapter)).toBe(0);
-    expect(maxDiff(a.adapter, c.adapter)).toBeGreaterThan(1e-4);
+    expect(maxAdapterDiff(a.adapter, b.adapter)).toBe(0);
+    expect(maxAdapterDiff(a.adapter, c.adapter)).toBeGreaterThan(1e-4);
   });
 
   it("reports every step: loss falls, samples and tuned tokens add up, lr follows the schedule", async () => {
@@ -108,8 +99,8 @@ describe("trainLora", () => {
     const common = { ...settings, maxSteps: 3, shuffle: false, lora: { ...settings.lora, dropout: 0 } };
     const accumulated = await run({ config: { ...common, batchSize: 4, gradientAccumulation: 2 } });
     const whole = await run({ config: { ...common, batchSize: 8, gradientAccumulation: 1 } });
-    expect(maxDiff(accumulated.adapter, whole.adapter)).toBeLessThan(1e-6);
-    expect(maxDiff(accumulated.adapter, (await run({ config: { ...common, batchSize: 4, gradientAccumulation: 1 } })).adapter)).toBeGreaterThan(1e-4);
+    expect(maxAdapterDiff(accumulated.adapter, whole.adapter)).toBeLessThan(1e-6);
+    expect(maxAdapterDiff(accumulated.adapter, (await run({ config: { ...common, batchSize: 4, gradientAccumulation: 1 } })).adapter)).toBeGreaterThan(1e-4);
   });
 
   it("clips the gradient to the global norm", async () => {
@@ -137,7 +128,7 @@ describe("trainLora", () => {
     const resumed = await trainLora({ ...streamed, trajectories: asStream(data) });
     expect(resumed.resumedFrom).toBe(2);
     expect(resumed.progress.tunedTokens).toBe(total);
-    expect(maxDiff(resumed.adapter, straight.adapter)).toBe(0);
+    expect(maxAdapterDiff(resumed.adapter, straight.adapter)).toBe(0);
   });
 
   it("stops when aborted, leaving a checkpoint to resume from", async () => {

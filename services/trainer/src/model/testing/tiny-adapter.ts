@@ -21,3 +21,14 @@ export function adapterWithNonZeroB(config: ModelConfig, settings: LoraSettings,
   for (const { b } of adapter.pairs.values()) for (let i = 0; i < b.data.length; i++) b.data[i] = 0.3 * random.normal();
   return adapter;
 }
+
+/** The largest absolute difference between two adapters' A and B values, pair by pair. */
+export function maxAdapterDiff(a: LoraAdapter, b: LoraAdapter): number {
+  let worst = 0;
+  for (const [name, pair] of a.pairs) {
+    const other = b.pairs.get(name)!;
+    pair.a.data.forEach((v, i) => (worst = Math.max(worst, Math.abs(v - other.a.data[i]))));
+    pair.b.data.forEach((v, i) => (worst = Math.max(worst, Math.abs(v - other.b.data[i]))));
+  }
+  return worst;
+}

@@ -1,7 +1,7 @@
 // LoRA training at a real shape (issue 13 items 2 and 5): one micro-batch's LoRA gradients
 // from one of the trainer's engines (ONNX Runtime, or TensorFlow.js where its backend can
 // hold the model) against an independent float64 PyTorch computation
-// (bench/lora_scale_reference.py, its own Qwen2 forward reading the same safetensors), then
+// (bench/peers/lora_scale_reference.py, its own Qwen2 forward reading the same safetensors), then
 // the engine's training step (loss, gradients, AdamW) timed beside the same step in PyTorch
 // float32. Run by scripts/lora-scale.mjs; the processes (this one, PyTorch float64, PyTorch
 // float32) hold their models one after the other, so each peak resident memory is its own.
@@ -140,8 +140,8 @@ export async function runLoraScale(o: LoraScaleOptions): Promise<LoraScaleResult
     lora.dispose();
 
     const python = (part: "float64" | "float32") => {
-      o.log(`PyTorch ${part} (${o.python} bench/lora_scale_reference.py)`);
-      const child = spawnSync(o.python, [join(REPO_ROOT, "bench", "lora_scale_reference.py"), exchange, o.expertDir, part], { encoding: "utf8", maxBuffer: 1 << 24 });
+      o.log(`PyTorch ${part} (${o.python} bench/peers/lora_scale_reference.py)`);
+      const child = spawnSync(o.python, [join(REPO_ROOT, "bench", "peers", "lora_scale_reference.py"), exchange, o.expertDir, part], { encoding: "utf8", maxBuffer: 1 << 24 });
       if (child.status !== 0) throw new Error(`PyTorch ${part} failed (exit ${child.status}): ${(child.stderr ?? String(child.error)).trim().split("\n").slice(-3).join(" | ")}`);
       return JSON.parse(child.stdout.trim().split("\n").pop()!);
     };

@@ -3,7 +3,9 @@
 # BLAS library the process actually loaded, read from its own memory map after the work
 # (a Debian libblas.so.3 is an alternatives link: OpenBLAS, or the slow reference BLAS).
 import json
+import mmap
 import os
+import struct
 import sys
 import traceback
 
@@ -44,3 +46,22 @@ def run(main):
     except Exception:  # noqa: BLE001 - every failure must reach the benchmark as a line
         emit({"error": traceback.format_exc()})
         sys.exit(1)
+
+
+def read_safetensors(path, torch):
+    """name -> float32 tensor over a private (copy-on-write) map of the file: no copy, writable."""
+    with open(path, "rb") as f:
+        data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+    header_len = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8 : 8 + header_len])
+    tensors = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        if entry["dtype"] != "F32":
+            raise ValueError(f"{path}: {name} is {entry['dtype']}; the peers read float32 weights only")
+        begin, end = entry["data_offsets"]
+        count = (end - begin) // 4
+        flat = torch.frombuffer(data, dtype=torch.float32, count=count, offset=8 + header_len + begin)
+        tensors[name] = flat.view(entry["shape"]) if entry["shape"] else flat
+    return tensors

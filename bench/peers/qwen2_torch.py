@@ -10,33 +10,10 @@
 #           and write every position's logits as float32 to a file, for the parity check.
 import json
 import math
-import mmap
 import os
-import struct
 import time
 
-from peer_io import cores, loaded_blas, run
-
-DTYPES = {"F32": 4}
-
-
-def read_safetensors(path, torch):
-    """name -> float32 tensor over a private (copy-on-write) map of the file: no copy, writable."""
-    with open(path, "rb") as f:
-        data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
-    header_len = struct.unpack("<Q", data[:8])[0]
-    header = json.loads(data[8 : 8 + header_len])
-    tensors = {}
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        if entry["dtype"] != "F32":
-            raise ValueError(f"{path}: {name} is {entry['dtype']}; this peer reads float32 weights only")
-        begin, end = entry["data_offsets"]
-        count = (end - begin) // 4
-        flat = torch.frombuffer(data, dtype=torch.float32, count=count, offset=8 + header_len + begin)
-        tensors[name] = flat.view(entry["shape"]) if entry["shape"] else flat
-    return tensors
+from peer_io import cores, loaded_blas, read_safetensors, run
 
 
 class Qwen2:

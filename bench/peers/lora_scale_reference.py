@@ -14,30 +14,13 @@ import json
 import math
 import os
 import resource
-import struct
 import sys
 import time
 
 import numpy as np
 import torch
 
-
-def read_safetensors(path):
-    """name -> float32 numpy array; the format is an 8-byte header length, a JSON header, data."""
-    with open(path, "rb") as f:
-        (length,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(length))
-        start = 8 + length
-        tensors = {}
-        for name, entry in header.items():
-            if name == "__metadata__":
-                continue
-            if entry["dtype"] != "F32":
-                raise SystemExit(f"{path}: {name} is {entry['dtype']}; this reference reads F32 only")
-            begin, end = entry["data_offsets"]
-            f.seek(start + begin)
-            tensors[name] = np.frombuffer(f.read(end - begin), dtype="<f4").reshape(entry["shape"])
-        return tensors
+from peer_io import read_safetensors
 
 
 def read_matrix(directory, name, shape):
@@ -52,7 +35,7 @@ class Qwen2:
         self.c = config
         self.w = {}
         for name in list(weights):
-            self.w[name] = torch.from_numpy(np.array(weights.pop(name))).to(dtype)
+            self.w[name] = weights.pop(name).to(dtype)
         self.dtype = dtype
 
     def rms(self, x, weight):
@@ -113,7 +96,7 @@ def main():
     torch.set_num_threads(int(os.environ.get("LR_TORCH_THREADS", os.cpu_count() or 1)))
     spec = json.load(open(os.path.join(exchange, "batch.json")))
     config = json.load(open(os.path.join(model_dir, "config.json")))
-    weights = read_safetensors(os.path.join(model_dir, "model.safetensors"))
+    weights = read_safetensors(os.path.join(model_dir, "model.safetensors"), torch)
     ids = torch.tensor(spec["rows"], dtype=torch.long)
     rows = torch.tensor([b * ids.shape[1] + t for b, t in spec["positions"]], dtype=torch.long)
     width = max(len(l["ids"]) for l in spec["labels"])

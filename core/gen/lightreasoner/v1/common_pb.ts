@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file lightreasoner/v1/common.proto.
  */
 export const file_lightreasoner_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("Ch1saWdodHJlYXNvbmVyL3YxL2NvbW1vbi5wcm90bxIQbGlnaHRyZWFzb25lci52MSJICgtDaGF0TWVzc2FnZRIoCgRyb2xlGAEgASgOMhoubGlnaHRyZWFzb25lci52MS5DaGF0Um9sZRIPCgdjb250ZW50GAIgASgJIlQKCkNoYXRQcm9tcHQSFQoNc3lzdGVtX3Byb21wdBgBIAEoCRIvCghtZXNzYWdlcxgCIAMoCzIdLmxpZ2h0cmVhc29uZXIudjEuQ2hhdE1lc3NhZ2UiFwoIVG9rZW5JZHMSCwoDaWRzGAEgAygNIoEBCgZQcm9tcHQSDgoEdGV4dBgBIAEoCUgAEiwKBGNoYXQYAiABKAsyHC5saWdodHJlYXNvbmVyLnYxLkNoYXRQcm9tcHRIABIvCgl0b2tlbl9pZHMYAyABKAsyGi5saWdodHJlYXNvbmVyLnYxLlRva2VuSWRzSABCCAoGc291cmNlIo0BCg5TYW1wbGluZ1BhcmFtcxITCgt0ZW1wZXJhdHVyZRgBIAEoAhISCgV0b3BfcBgCIAEoAkgAiAEBEhEKBHNlZWQYAyABKA1IAYgBARIWCg5tYXhfbmV3X3Rva2VucxgEIAEoDRIUCgxzdG9wX3N0cmluZ3MYBSADKAlCCAoGX3RvcF9wQgcKBV9zZWVkIq4BChNEaXN0cmlidXRpb25SZXF1ZXN0EjgKCGVuY29kaW5nGAEgASgOMiYubGlnaHRyZWFzb25lci52MS5EaXN0cmlidXRpb25FbmNvZGluZxIrCgVkdHlwZRgCIAEoDjIcLmxpZ2h0cmVhc29uZXIudjEuRmxvYXREdHlwZRINCgVhbHBoYRgDIAEoARINCgV0b3BfaxgEIAEoDUoECAUQBlIMa2xfc21vb3RoaW5nInUKEUZ1bGxEaXN0cmlidXRpb25zEisKBWR0eXBlGAEgASgOMhwubGlnaHRyZWFzb25lci52MS5GbG9hdER0eXBlEhgKEGV4cGVydF9sb2dfcHJvYnMYAiABKAwSGQoRYW1hdGV1cl9sb2dfcHJvYnMYAyABKAwiRwoJVG9wVG9rZW5zEhEKCXRva2VuX2lkcxgBIAMoDRIRCglsb2dfcHJvYnMYAiADKAISFAoMb21pdHRlZF9tYXNzGAMgASgBIo0CChNTcGFyc2VEaXN0cmlidXRpb25zEhUKDWtsX2RpdmVyZ2VuY2UYASABKAESFgoOZXhwZXJ0X2VudHJvcHkYAiABKAESGwoTcGxhdXNpYmxlX3Rva2VuX2lkcxgDIAMoDRIiChpwbGF1c2libGVfZXhwZXJ0X2xvZ19wcm9icxgEIAMoAhIjChtwbGF1c2libGVfYW1hdGV1cl9sb2dfcHJvYnMYBSADKAISLwoKZXhwZXJ0X3RvcBgGIAEoCzIbLmxpZ2h0cmVhc29uZXIudjEuVG9wVG9rZW5zEjAKC2FtYXRldXJfdG9wGAcgASgLMhsubGlnaHRyZWFzb25lci52MS5Ub3BUb2tlbnMiPAoMUmVxdWVzdEVycm9yEgwKBGNvZGUYASABKA0SDwoHbWVzc2FnZRgCIAEoCRINCgVmaWVsZBgDIAEoCSI5CgVVc2FnZRIVCg1wcm9tcHRfdG9rZW5zGAEgASgNEhkKEWNvbXBsZXRpb25fdG9rZW5zGAIgASgNIlEKB1RpbWluZ3MSFQoNcXVldWVfd2FpdF9tcxgBIAEoARIdChV0aW1lX3RvX2ZpcnN0X3N0ZXBfbXMYAiABKAESEAoIdG90YWxfbXMYAyABKAEqaAoIQ2hhdFJvbGUSGQoVQ0hBVF9ST0xFX1VOU1BFQ0lGSUVEEAASFAoQQ0hBVF9ST0xFX1NZU1RFTRABEhIKDkNIQVRfUk9MRV9VU0VSEAISFwoTQ0hBVF9ST0xFX0FTU0lTVEFOVBADKp8BChREaXN0cmlidXRpb25FbmNvZGluZxIlCiFESVNUUklCVVRJT05fRU5DT0RJTkdfVU5TUEVDSUZJRUQQABIeChpESVNUUklCVVRJT05fRU5DT0RJTkdfTk9ORRABEh4KGkRJU1RSSUJVVElPTl9FTkNPRElOR19GVUxMEAISIAocRElTVFJJQlVUSU9OX0VOQ09ESU5HX1NQQVJTRRADKlsKCkZsb2F0RHR5cGUSGwoXRkxPQVRfRFRZUEVfVU5TUEVDSUZJRUQQABIXChNGTE9BVF9EVFlQRV9GTE9BVDMyEAESFwoTRkxPQVRfRFRZUEVfRkxPQVQxNhACKtQBCgxGaW5pc2hSZWFzb24SHQoZRklOSVNIX1JFQVNPTl9VTlNQRUNJRklFRBAAEhgKFEZJTklTSF9SRUFTT05fTEVOR1RIEAESHQoZRklOSVNIX1JFQVNPTl9TVE9QX1NUUklORxACEhUKEUZJTklTSF9SRUFTT05fRU9TEAMSHwobRklOSVNIX1JFQVNPTl9DT05URVhUX0xJTUlUEAQSGwoXRklOSVNIX1JFQVNPTl9DQU5DRUxMRUQQBRIXChNGSU5JU0hfUkVBU09OX0VSUk9SEAZiBnByb3RvMw");
+  fileDesc("Ch1saWdodHJlYXNvbmVyL3YxL2NvbW1vbi5wcm90bxIQbGlnaHRyZWFzb25lci52MSJICgtDaGF0TWVzc2FnZRIoCgRyb2xlGAEgASgOMhoubGlnaHRyZWFzb25lci52MS5DaGF0Um9sZRIPCgdjb250ZW50GAIgASgJIlQKCkNoYXRQcm9tcHQSFQoNc3lzdGVtX3Byb21wdBgBIAEoCRIvCghtZXNzYWdlcxgCIAMoCzIdLmxpZ2h0cmVhc29uZXIudjEuQ2hhdE1lc3NhZ2UiFwoIVG9rZW5JZHMSCwoDaWRzGAEgAygNIoEBCgZQcm9tcHQSDgoEdGV4dBgBIAEoCUgAEiwKBGNoYXQYAiABKAsyHC5saWdodHJlYXNvbmVyLnYxLkNoYXRQcm9tcHRIABIvCgl0b2tlbl9pZHMYAyABKAsyGi5saWdodHJlYXNvbmVyLnYxLlRva2VuSWRzSABCCAoGc291cmNlIl0KEEFkYXB0ZXJTZWxlY3Rpb24SEQoHdmVyc2lvbhgBIAEoCUgAEiwKBGJhc2UYAiABKAsyHC5saWdodHJlYXNvbmVyLnYxLkJhc2VFeHBlcnRIAEIICgZjaG9pY2UiDAoKQmFzZUV4cGVydCKNAQoOU2FtcGxpbmdQYXJhbXMSEwoLdGVtcGVyYXR1cmUYASABKAISEgoFdG9wX3AYAiABKAJIAIgBARIRCgRzZWVkGAMgASgNSAGIAQESFgoObWF4X25ld190b2tlbnMYBCABKA0SFAoMc3RvcF9zdHJpbmdzGAUgAygJQggKBl90b3BfcEIHCgVfc2VlZCKuAQoTRGlzdHJpYnV0aW9uUmVxdWVzdBI4CghlbmNvZGluZxgBIAEoDjImLmxpZ2h0cmVhc29uZXIudjEuRGlzdHJpYnV0aW9uRW5jb2RpbmcSKwoFZHR5cGUYAiABKA4yHC5saWdodHJlYXNvbmVyLnYxLkZsb2F0RHR5cGUSDQoFYWxwaGEYAyABKAESDQoFdG9wX2sYBCABKA1KBAgFEAZSDGtsX3Ntb290aGluZyJ1ChFGdWxsRGlzdHJpYnV0aW9ucxIrCgVkdHlwZRgBIAEoDjIcLmxpZ2h0cmVhc29uZXIudjEuRmxvYXREdHlwZRIYChBleHBlcnRfbG9nX3Byb2JzGAIgASgMEhkKEWFtYXRldXJfbG9nX3Byb2JzGAMgASgMIkcKCVRvcFRva2VucxIRCgl0b2tlbl9pZHMYASADKA0SEQoJbG9nX3Byb2JzGAIgAygCEhQKDG9taXR0ZWRfbWFzcxgDIAEoASKNAgoTU3BhcnNlRGlzdHJpYnV0aW9ucxIVCg1rbF9kaXZlcmdlbmNlGAEgASgBEhYKDmV4cGVydF9lbnRyb3B5GAIgASgBEhsKE3BsYXVzaWJsZV90b2tlbl9pZHMYAyADKA0SIgoacGxhdXNpYmxlX2V4cGVydF9sb2dfcHJvYnMYBCADKAISIwobcGxhdXNpYmxlX2FtYXRldXJfbG9nX3Byb2JzGAUgAygCEi8KCmV4cGVydF90b3AYBiABKAsyGy5saWdodHJlYXNvbmVyLnYxLlRvcFRva2VucxIwCgthbWF0ZXVyX3RvcBgHIAEoCzIbLmxpZ2h0cmVhc29uZXIudjEuVG9wVG9rZW5zIjwKDFJlcXVlc3RFcnJvchIMCgRjb2RlGAEgASgNEg8KB21lc3NhZ2UYAiABKAkSDQoFZmllbGQYAyABKAkiOQoFVXNhZ2USFQoNcHJvbXB0X3Rva2VucxgBIAEoDRIZChFjb21wbGV0aW9uX3Rva2VucxgCIAEoDSJRCgdUaW1pbmdzEhUKDXF1ZXVlX3dhaXRfbXMYASABKAESHQoVdGltZV90b19maXJzdF9zdGVwX21zGAIgASgBEhAKCHRvdGFsX21zGAMgASgBKmgKCENoYXRSb2xlEhkKFUNIQVRfUk9MRV9VTlNQRUNJRklFRBAAEhQKEENIQVRfUk9MRV9TWVNURU0QARISCg5DSEFUX1JPTEVfVVNFUhACEhcKE0NIQVRfUk9MRV9BU1NJU1RBTlQQAyqfAQoURGlzdHJpYnV0aW9uRW5jb2RpbmcSJQohRElTVFJJQlVUSU9OX0VOQ09ESU5HX1VOU1BFQ0lGSUVEEAASHgoaRElTVFJJQlVUSU9OX0VOQ09ESU5HX05PTkUQARIeChpESVNUUklCVVRJT05fRU5DT0RJTkdfRlVMTBACEiAKHERJU1RSSUJVVElPTl9FTkNPRElOR19TUEFSU0UQAypbCgpGbG9hdER0eXBlEhsKF0ZMT0FUX0RUWVBFX1VOU1BFQ0lGSUVEEAASFwoTRkxPQVRfRFRZUEVfRkxPQVQzMhABEhcKE0ZMT0FUX0RUWVBFX0ZMT0FUMTYQAirUAQoMRmluaXNoUmVhc29uEh0KGUZJTklTSF9SRUFTT05fVU5TUEVDSUZJRUQQABIYChRGSU5JU0hfUkVBU09OX0xFTkdUSBABEh0KGUZJTklTSF9SRUFTT05fU1RPUF9TVFJJTkcQAhIVChFGSU5JU0hfUkVBU09OX0VPUxADEh8KG0ZJTklTSF9SRUFTT05fQ09OVEVYVF9MSU1JVBAEEhsKF0ZJTklTSF9SRUFTT05fQ0FOQ0VMTEVEEAUSFwoTRklOSVNIX1JFQVNPTl9FUlJPUhAGYgZwcm90bzM");
 
 /**
  * One turn of a chat prompt.
@@ -146,6 +146,60 @@ export const PromptSchema: GenMessage<Prompt> = /*@__PURE__*/
   messageDesc(file_lightreasoner_v1_common, 3);
 
 /**
+ * Which weights the expert runs with for one request. Unset (no field of the oneof set) means
+ * the adapter that is active when the request is admitted, as before this message existed.
+ *
+ * @generated from message lightreasoner.v1.AdapterSelection
+ */
+export type AdapterSelection = Message<"lightreasoner.v1.AdapterSelection"> & {
+  /**
+   * Exactly one, or none for the active adapter.
+   *
+   * @generated from oneof lightreasoner.v1.AdapterSelection.choice
+   */
+  choice: {
+    /**
+     * A loaded adapter's version (AdapterInfo.version). NOT_FOUND when it is not loaded,
+     * INVALID_ARGUMENT when empty.
+     *
+     * @generated from field: string version = 1;
+     */
+    value: string;
+    case: "version";
+  } | {
+    /**
+     * The base expert, with no adapter, whatever is active.
+     *
+     * @generated from field: lightreasoner.v1.BaseExpert base = 2;
+     */
+    value: BaseExpert;
+    case: "base";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message lightreasoner.v1.AdapterSelection.
+ * Use `create(AdapterSelectionSchema)` to create a new message.
+ */
+export const AdapterSelectionSchema: GenMessage<AdapterSelection> = /*@__PURE__*/
+  messageDesc(file_lightreasoner_v1_common, 4);
+
+/**
+ * Selects the expert without any adapter; carries nothing.
+ *
+ * @generated from message lightreasoner.v1.BaseExpert
+ */
+export type BaseExpert = Message<"lightreasoner.v1.BaseExpert"> & {
+};
+
+/**
+ * Describes the message lightreasoner.v1.BaseExpert.
+ * Use `create(BaseExpertSchema)` to create a new message.
+ */
+export const BaseExpertSchema: GenMessage<BaseExpert> = /*@__PURE__*/
+  messageDesc(file_lightreasoner_v1_common, 5);
+
+/**
  * How the next token is chosen from a distribution and when a completion ends.
  *
  * @generated from message lightreasoner.v1.SamplingParams
@@ -201,7 +255,7 @@ export type SamplingParams = Message<"lightreasoner.v1.SamplingParams"> & {
  * Use `create(SamplingParamsSchema)` to create a new message.
  */
 export const SamplingParamsSchema: GenMessage<SamplingParams> = /*@__PURE__*/
-  messageDesc(file_lightreasoner_v1_common, 4);
+  messageDesc(file_lightreasoner_v1_common, 6);
 
 /**
  * The distributions a client wants with every step or scored position.
@@ -248,7 +302,7 @@ export type DistributionRequest = Message<"lightreasoner.v1.DistributionRequest"
  * Use `create(DistributionRequestSchema)` to create a new message.
  */
 export const DistributionRequestSchema: GenMessage<DistributionRequest> = /*@__PURE__*/
-  messageDesc(file_lightreasoner_v1_common, 5);
+  messageDesc(file_lightreasoner_v1_common, 7);
 
 /**
  * FULL encoding: both models' next-token log-probabilities (log-softmax of the logits,
@@ -284,7 +338,7 @@ export type FullDistributions = Message<"lightreasoner.v1.FullDistributions"> & 
  * Use `create(FullDistributionsSchema)` to create a new message.
  */
 export const FullDistributionsSchema: GenMessage<FullDistributions> = /*@__PURE__*/
-  messageDesc(file_lightreasoner_v1_common, 6);
+  messageDesc(file_lightreasoner_v1_common, 8);
 
 /**
  * The k most likely tokens of one model.
@@ -322,7 +376,7 @@ export type TopTokens = Message<"lightreasoner.v1.TopTokens"> & {
  * Use `create(TopTokensSchema)` to create a new message.
  */
 export const TopTokensSchema: GenMessage<TopTokens> = /*@__PURE__*/
-  messageDesc(file_lightreasoner_v1_common, 7);
+  messageDesc(file_lightreasoner_v1_common, 9);
 
 /**
  * SPARSE encoding: the quantities the method needs, computed on the server in float64 from
@@ -389,7 +443,7 @@ export type SparseDistributions = Message<"lightreasoner.v1.SparseDistributions"
  * Use `create(SparseDistributionsSchema)` to create a new message.
  */
 export const SparseDistributionsSchema: GenMessage<SparseDistributions> = /*@__PURE__*/
-  messageDesc(file_lightreasoner_v1_common, 8);
+  messageDesc(file_lightreasoner_v1_common, 10);
 
 /**
  * A problem with one request inside a multiplexed call, reported without ending the call.
@@ -426,7 +480,7 @@ export type RequestError = Message<"lightreasoner.v1.RequestError"> & {
  * Use `create(RequestErrorSchema)` to create a new message.
  */
 export const RequestErrorSchema: GenMessage<RequestError> = /*@__PURE__*/
-  messageDesc(file_lightreasoner_v1_common, 9);
+  messageDesc(file_lightreasoner_v1_common, 11);
 
 /**
  * Token accounting of one request.
@@ -454,7 +508,7 @@ export type Usage = Message<"lightreasoner.v1.Usage"> & {
  * Use `create(UsageSchema)` to create a new message.
  */
 export const UsageSchema: GenMessage<Usage> = /*@__PURE__*/
-  messageDesc(file_lightreasoner_v1_common, 10);
+  messageDesc(file_lightreasoner_v1_common, 12);
 
 /**
  * Server-side latencies of one request, in milliseconds from when the server received it.
@@ -489,7 +543,7 @@ export type Timings = Message<"lightreasoner.v1.Timings"> & {
  * Use `create(TimingsSchema)` to create a new message.
  */
 export const TimingsSchema: GenMessage<Timings> = /*@__PURE__*/
-  messageDesc(file_lightreasoner_v1_common, 11);
+  messageDesc(file_lightreasoner_v1_common, 13);
 
 /**
  * Who speaks a chat message; the expert's chat template decides how each role is rendered.

@@ -18,6 +18,7 @@ interface ServeTrainerFlags extends ServerSecurityFlags {
   inferenceTlsKey?: string;
   inference: string[];
   expert: string;
+  allowInference: string[];
   runsDir: string;
   host: string;
   port: number;
@@ -31,7 +32,8 @@ export function registerServeTrainer(serve: Command): void {
   const command = serve
     .command("trainer")
     .description("serve TrainerService: runs that sample from inference endpoints, select steps by KL, train LoRA and push adapters back")
-    .requiredOption("--inference <addrs>", "comma-separated host:port or dns:///name:port inference endpoints (runs may name their own)", parseListOption)
+    .requiredOption("--inference <addrs>", "comma-separated host:port or dns:///name:port inference endpoints, used by runs that name none", parseListOption)
+    .option("--allow-inference <addrs>", "further endpoints a run may name (a run naming any endpoint on neither list is refused: the trainer presents its credential where a run points it)", parseListOption, [])
     .requiredOption("--expert <dir>", "the expert model directory the endpoints serve (fingerprints are compared)")
     .option("--runs-dir <dir>", "where runs keep their record, samples, checkpoints and adapters", "runs/trainer")
     .option("--host <host>", "interface to listen on (0.0.0.0: every interface)", "127.0.0.1")
@@ -49,6 +51,7 @@ export function registerServeTrainer(serve: Command): void {
       const server = await startTrainerServer({
         expertDir: flags.expert,
         inferenceTargets: flags.inference,
+        allowedInferenceTargets: flags.allowInference,
         runsDir: flags.runsDir,
         host: flags.host,
         port: flags.port,

@@ -14,8 +14,13 @@ export type RunConfigInit = Exclude<MessageInitShape<typeof RunConfigSchema>, { 
 
 export type TrainerClient = ServiceClient<(typeof TrainerService)["method"]>;
 
-export async function startTrainer(expertDir: string, inference: string[], runsDir: string): Promise<{ server: TrainerServer; client: TrainerClient; close(): Promise<void> }> {
-  const server = await startTrainerServer({ expertDir, inferenceTargets: inference, runsDir, host: "127.0.0.1", port: 0, metricsPort: 0, connectTimeoutMs: 2000, logger: silentLogger(), access: { allowUnauthenticated: true } });
+export async function startTrainer(
+  expertDir: string,
+  inference: string[],
+  runsDir: string,
+  allowedInference: string[] = [],
+): Promise<{ server: TrainerServer; client: TrainerClient; close(): Promise<void> }> {
+  const server = await startTrainerServer({ expertDir, inferenceTargets: inference, allowedInferenceTargets: allowedInference, runsDir, host: "127.0.0.1", port: 0, metricsPort: 0, connectTimeoutMs: 2000, logger: silentLogger(), access: { allowUnauthenticated: true } });
   const client = createClient(TrainerService, server.address);
   return {
     server,

@@ -183,10 +183,22 @@ describe("StartRun and friends refuse bad requests with the contract's codes", (
     expect((await trainer.client.listRuns({})).runs).toEqual([]);
   });
 
+  it("PERMISSION_DENIED for an endpoint the operator did not list: the trainer would present its credential there", async () => {
+    const unlisted = await start("", smallRun(problemsFile, { inferenceEndpoints: [inference.address, "127.0.0.1:1"] }));
+    expect(unlisted.code).toBe(Status.PERMISSION_DENIED);
+    expect(unlisted.message).toMatch(/^inference_endpoints\[1\]: "127\.0\.0\.1:1" is not an endpoint this trainer may use/);
+    expect((await trainer.client.listRuns({})).runs).toEqual([]);
+  });
+
   it("UNAVAILABLE for an endpoint that does not answer, FAILED_PRECONDITION for an expert the endpoints do not serve", async () => {
-    const down = await start("", smallRun(problemsFile, { inferenceEndpoints: ["127.0.0.1:1"] }));
-    expect(down.code).toBe(Status.UNAVAILABLE);
-    expect(down.message).toMatch(/127\.0\.0\.1:1/);
+    const allowing = await startTrainer(pair.expertDir, [inference.address], join(pair.root, "runs-allowing"), ["127.0.0.1:1"]);
+    try {
+      const down = await statusOf(() => allowing.client.startRun({ config: smallRun(problemsFile, { inferenceEndpoints: ["127.0.0.1:1"] }) }));
+      expect(down.code).toBe(Status.UNAVAILABLE);
+      expect(down.message).toMatch(/127\.0\.0\.1:1/);
+    } finally {
+      await allowing.close();
+    }
 
     const wrong = await startTrainer(pair.amateurDir, [inference.address], join(pair.root, "runs-wrong"));
     try {

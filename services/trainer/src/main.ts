@@ -26,6 +26,8 @@ export interface TrainerServerOptions {
   expertDir: string;
   /** Endpoints of runs whose config names none ("host:port" or "dns:///name:port"). */
   inferenceTargets: readonly string[];
+  /** Further endpoints a run may name; a run naming one on neither list gets PERMISSION_DENIED. */
+  allowedInferenceTargets?: readonly string[];
   /** Where runs keep their record, samples, checkpoints and adapters. */
   runsDir: string;
   /** Interface to listen on (default 127.0.0.1: loopback only); the metrics port listens on the same one. */
@@ -67,6 +69,7 @@ export async function startTrainerServer(options: TrainerServerOptions): Promise
   const access = accessPolicy({ ...options.access, clientCertificates: Boolean(options.tls?.clientCa) });
   const credentials = serverCredentials(options.tls);
   if (options.inferenceTargets.length > 0) parseEndpointTargets(options.inferenceTargets, "--inference");
+  if (options.allowedInferenceTargets?.length) parseEndpointTargets(options.allowedInferenceTargets, "--allow-inference");
   const { config, weights } = loadModelDir(options.expertDir);
   const backend = await selectBackend({ force: options.backend });
   logger.info(describeBackendChoice(backend));
@@ -76,6 +79,7 @@ export async function startTrainerServer(options: TrainerServerOptions): Promise
   runs = RunManager.open({
     runsDir: options.runsDir,
     defaultEndpoints: options.inferenceTargets,
+    allowedEndpoints: options.allowedInferenceTargets,
     tfjsBackend: backend.kind,
     expert: { dir: resolve(options.expertDir), name: basename(resolve(options.expertDir)), fingerprint: modelFingerprint(options.expertDir), config, weights },
     metrics,

@@ -336,7 +336,9 @@ export type RunConfig = Message<"lightreasoner.v1.RunConfig"> & {
 
   /**
    * Inference endpoints as "host:port"; requests are spread across them and retried on
-   * another when one fails. Empty: the trainer's configured endpoints.
+   * another when one fails. Empty: the trainer's configured endpoints. Each must be one the
+   * trainer's operator listed (--inference or --allow-inference); any other gives
+   * PERMISSION_DENIED, since the trainer presents its credential to these endpoints.
    *
    * @generated from field: repeated string inference_endpoints = 7;
    */

@@ -4,6 +4,7 @@ import { DistributionEncoding } from "#core/gen/lightreasoner/v1/common_pb.ts";
 import { LrSchedule, ProblemFormat, RunConfigSchema, RunMode, SamplingConfigSchema, TrainingMethod } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
 import type { RunConfig } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
 import type { MessageInitShape } from "@bufbuild/protobuf";
+import { Status } from "#core/grpc/adapter.ts";
 import { RunConfigError } from "./errors.ts";
 import { resolvedRunConfig, resolveRunPlan } from "./run-config.ts";
 
@@ -45,7 +46,7 @@ describe("resolveRunPlan", () => {
         sft: { attemptsPerProblem: 4 },
         seed: 5,
       }),
-      defaults,
+      { ...defaults, allowedEndpoints: ["a:1", "dns:///b:2"] },
     );
     expect(plan).toMatchObject({ mode: "online", method: "sft", endpoints: ["a:1", "dns:///b:2"], seed: 5 });
     expect(plan.problems).toEqual({ path: "p.jsonl", layout: "gsm8k", offset: 3, limit: 7 });
@@ -56,7 +57,7 @@ describe("resolveRunPlan", () => {
 
   it("resolves to a RunConfig that resolves to the same plan (what run.json keeps and a resume reads)", () => {
     const plan = resolveRunPlan(config({ ...minimal, selection: { beta: 0.3 }, optimization: { maxSteps: 50 } }), defaults);
-    const again = resolveRunPlan(resolvedRunConfig(plan), { endpoints: [], drawSeed: () => 1 });
+    const again = resolveRunPlan(resolvedRunConfig(plan), { endpoints: defaults.endpoints, drawSeed: () => 1 });
     expect(again).toEqual(plan);
   });
 
@@ -91,6 +92,24 @@ describe("resolveRunPlan", () => {
 
   it("sends 0 max_new_tokens as the reference's 128, not as the server's default", () => {
     expect(resolveRunPlan(config({ ...minimal, sampling: { params: { maxNewTokens: 0 } } }), defaults).sampler.maxNewTokens).toBe(128);
+  });
+
+  it("lets a config name only endpoints the operator listed, compared by host (any case) and port", () => {
+    const named = (endpoints: string[], allowedEndpoints: string[] = []) =>
+      resolveRunPlan(config({ ...minimal, inferenceEndpoints: endpoints }), { ...defaults, allowedEndpoints }).endpoints;
+    expect(named(["127.0.0.1:50051"])).toEqual(["127.0.0.1:50051"]);
+    expect(named(["Infer-B:7000", "127.0.0.1:50051"], ["infer-b:7000"])).toEqual(["Infer-B:7000", "127.0.0.1:50051"]);
+    let refused: unknown;
+    try {
+      named(["127.0.0.1:50051", "attacker.example:50051"], ["infer-b:7000"]);
+    } catch (err) {
+      refused = err;
+    }
+    expect(refused).toMatchObject({ code: Status.PERMISSION_DENIED, field: "inference_endpoints[1]" });
+    expect((refused as Error).message).toMatch(/"attacker\.example:50051" is not an endpoint this trainer may use/);
+    // The same host on another port, or by DNS instead of directly, is another endpoint.
+    expect(() => named(["127.0.0.1:50052"])).toThrow(/inference_endpoints\[0\]/);
+    expect(() => named(["dns:///127.0.0.1:50051"])).toThrow(/inference_endpoints\[0\]/);
   });
 
   it("refuses a config with no endpoints when the trainer has none configured", () => {

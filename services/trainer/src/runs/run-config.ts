@@ -10,11 +10,12 @@ import type { ProblemSource, RunConfig } from "#core/gen/lightreasoner/v1/traine
 import { LrSchedule, ProblemFormat, RunConfigSchema, RunMode, TrainingMethod } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
 import type { SamplerConfig } from "#trainer/sampling/config.ts";
 import { resolveSamplerConfig } from "#trainer/sampling/config.ts";
-import { parseEndpointTargets } from "#trainer/sampling/targets.ts";
+import type { EndpointTarget } from "#trainer/sampling/targets.ts";
+import { parseEndpointTarget, parseEndpointTargets } from "#trainer/sampling/targets.ts";
 import { TrainingConfigError } from "#trainer/training/errors.ts";
 import type { TrainingConfig } from "#trainer/training/training-config.ts";
 import { resolveTrainingConfig } from "#trainer/training/training-config.ts";
-import { GrpcError } from "#core/grpc/adapter.ts";
+import { GrpcError, Status } from "#core/grpc/adapter.ts";
 import { RunConfigError } from "./errors.ts";
 
 export type RunModeName = "offline" | "online";
@@ -52,6 +53,12 @@ const MOVED_SAMPLING_FIELDS = new Set([1, 2, 3, 5]);
 export interface RunConfigDefaults {
   /** The trainer's configured inference endpoints, used when the config names none. */
   endpoints: readonly string[];
+  /**
+   * Endpoints a run may name besides `endpoints` (the operator's --allow-inference). The
+   * trainer dials what a run names and presents its credential there, so a caller must not be
+   * able to point it at a host of its own choosing.
+   */
+  allowedEndpoints?: readonly string[];
   /** Draws the seed of a config that sets none. */
   drawSeed?: () => number;
 }
@@ -79,7 +86,8 @@ export function resolveRunPlan(config: RunConfig | undefined, defaults: RunConfi
     throw new RunConfigError("problems.path", "is required (or set import_samples_path)");
   }
   const endpoints = c.inferenceEndpoints.length > 0 ? [...c.inferenceEndpoints] : [...defaults.endpoints];
-  asRunConfigError(() => parseEndpointTargets(endpoints, "inference_endpoints"));
+  const targets = asRunConfigError(() => parseEndpointTargets(endpoints, "inference_endpoints"));
+  if (c.inferenceEndpoints.length > 0) refuseUnlistedEndpoints(targets, [...defaults.endpoints, ...(defaults.allowedEndpoints ?? [])]);
   const seed = c.seed ?? (defaults.drawSeed ?? (() => randomInt(0, 2 ** 31)))();
 
   const s = c.sampling;
@@ -219,4 +227,19 @@ function protoPath(field: string): string {
   if (snake[0] === "lora") return snake.join(".");
   if (snake[0] === "seed") return "seed";
   return ["optimization", ...snake].join(".");
+}
+
+/** PERMISSION_DENIED for a named endpoint the operator did not list (--inference, --allow-inference). */
+function refuseUnlistedEndpoints(targets: readonly EndpointTarget[], allowed: readonly string[]): void {
+  const keyOf = (t: EndpointTarget) => `${t.kind}:${t.host.toLowerCase()}:${t.port}`;
+  const listed = new Set(allowed.map((text) => keyOf(parseEndpointTarget(text))));
+  targets.forEach((target, i) => {
+    if (!listed.has(keyOf(target))) {
+      throw new GrpcError(
+        Status.PERMISSION_DENIED,
+        `inference_endpoints[${i}]: ${JSON.stringify(target.text)} is not an endpoint this trainer may use (its operator lists them with --inference and --allow-inference)`,
+        `inference_endpoints[${i}]`,
+      );
+    }
+  });
 }

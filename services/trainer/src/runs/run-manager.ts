@@ -12,6 +12,7 @@ import { toGrpcStatus } from "#core/grpc/adapter.ts";
 import { RunConfigError, RunExistsError, RunNotFoundError, RunStateError } from "./errors.ts";
 import { executeRun, prepareRun } from "./run-execution.ts";
 import type { PreparedRun, RunEvent, RunHandle, RunServices } from "./run-execution.ts";
+import type { RunConfigDefaults } from "./run-config.ts";
 import { resolvedRunConfig, resolveRunPlan } from "./run-config.ts";
 import { STAGE_OF, STATE_OF, newRunRecord, readRunRecord, runConfigOf, runMessage, writeRunRecord, RUN_FILE } from "./run-record.ts";
 import type { RunRecord, RunStageName, RunStateName } from "./run-record.ts";
@@ -28,6 +29,8 @@ export interface RunManagerOptions extends RunServices {
   runsDir: string;
   /** Endpoints used by configs that name none. */
   defaultEndpoints: readonly string[];
+  /** Further endpoints a config may name (a config naming any other is refused). */
+  allowedEndpoints?: readonly string[];
   /** The tfjs backend the trainer's process runs on (reported in every run). */
   tfjsBackend: string;
 }
@@ -133,6 +136,10 @@ export class RunManager {
     return manager;
   }
 
+  private endpointDefaults(): RunConfigDefaults {
+    return { endpoints: this.options.defaultEndpoints, allowedEndpoints: this.options.allowedEndpoints };
+  }
+
   counts(): Record<RunStateName, number> {
     const counts: Record<RunStateName, number> = { pending: 0, running: 0, succeeded: 0, failed: 0, cancelled: 0 };
     for (const run of this.runs.values()) counts[run.record.state]++;
@@ -144,7 +151,7 @@ export class RunManager {
     const runId = requestedId === "" ? newRunId() : requestedId;
     if (!RUN_ID.test(runId) || runId === "." || runId === "..") throw new RunConfigError("run_id", `must be 1 to 64 characters of [A-Za-z0-9._-], got ${JSON.stringify(requestedId)}`);
     if (this.runs.has(runId) || existsSync(join(this.options.runsDir, runId))) throw new RunExistsError(runId);
-    const plan = resolveRunPlan(config, { endpoints: this.options.defaultEndpoints });
+    const plan = resolveRunPlan(config, this.endpointDefaults());
     return this.reserve(runId, validateOnly, async () => {
       const prepared = await prepareRun(plan, this.options);
       const record = newRunRecord(runId, resolvedRunConfig(plan), this.options.expert.fingerprint);
@@ -167,7 +174,7 @@ export class RunManager {
     if (run.record.state !== "failed" && run.record.state !== "cancelled") {
       throw new RunStateError(`run ${runId} is ${run.record.state.toUpperCase()}; only FAILED or CANCELLED runs can be resumed`);
     }
-    const plan = resolveRunPlan(runConfigOf(run.record), { endpoints: this.options.defaultEndpoints });
+    const plan = resolveRunPlan(runConfigOf(run.record), this.endpointDefaults());
     return this.reserve(runId, false, async () => {
       const prepared = await prepareRun(plan, this.options);
       run.record.error = "";

@@ -56,6 +56,20 @@ describe("the standard health check answers undecodable requests with INVALID_AR
   });
 });
 
+describe("server reflection answers an undecodable message with INVALID_ARGUMENT too", () => {
+  it.each(["grpc.reflection.v1", "grpc.reflection.v1alpha"])("%s.ServerReflection/ServerReflectionInfo", async (pkg) => {
+    const method = { path: `/${pkg}.ServerReflection/ServerReflectionInfo`, requestStream: true, responseStream: true };
+    // Field 7 (list_services), an empty string: "which services are there?".
+    const listServices = Uint8Array.of(0x3a, 0x00);
+    const truncated = Uint8Array.of(0x65);
+    const good = await rawCall(servers.raw.inference, method, [listServices], DEADLINE_MS);
+    expect([good.code, good.messages]).toEqual([Status.OK, 1]);
+    const answer = await rawCall(servers.raw.inference, method, [listServices, truncated, listServices], DEADLINE_MS);
+    expect([answer.code, answer.details]).toEqual([Status.INVALID_ARGUMENT, expect.stringMatching(new RegExp(`^the request is not a valid ${pkg.replace(/\./g, "\\.")}\\.ServerReflectionRequest message: `))]);
+    expect(answer.messages).toBe(1);
+  });
+});
+
 describe("inside a request stream, a bad message after good ones ends the call with INVALID_ARGUMENT", () => {
   it("StreamTrajectories: a cancel for an unknown id, then garbage", async () => {
     const good = toBinary(StreamTrajectoriesRequestSchema, create(StreamTrajectoriesRequestSchema, { requestId: "a", action: { case: "cancel", value: {} } }));

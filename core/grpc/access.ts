@@ -100,14 +100,38 @@ export function checkAccess(policy: AccessPolicy, method: DescMethod, call: Call
     );
   }
   if (policy.clientCertificates && call.peerCertificate !== undefined) return null;
-  const values = call.metadata.get(AUTHORIZATION_METADATA_KEY);
   const wanted = policy.tokenDigest ? "`authorization: Bearer <token>` metadata" : "a client certificate";
-  if (values.length === 0) return new GrpcError(Status.UNAUTHENTICATED, `${what} needs a credential: send ${wanted}`);
-  if (values.length > 1) return new GrpcError(Status.UNAUTHENTICATED, `${what}: send one authorization value, not ${values.length}`);
+  const refusal = bearerRefusal(policy, call.metadata.get(AUTHORIZATION_METADATA_KEY), wanted);
+  return refusal && new GrpcError(refusal.code, `${what}${refusal.problem}`);
+}
+
+/**
+ * Why the authorization values do not carry the accepted bearer token (null when they do);
+ * `problem` continues a sentence that starts with what was called.
+ */
+function bearerRefusal(policy: AccessPolicy, values: readonly unknown[], wanted: string): { code: Status; problem: string } | null {
+  if (values.length === 0) return { code: Status.UNAUTHENTICATED, problem: ` needs a credential: send ${wanted}` };
+  if (values.length > 1) return { code: Status.UNAUTHENTICATED, problem: `: send one authorization value, not ${values.length}` };
   const value = values[0];
   const bearer = typeof value === "string" ? /^bearer +(\S+)\s*$/i.exec(value) : null;
-  if (!bearer) return new GrpcError(Status.UNAUTHENTICATED, `${what}: the authorization metadata must read "Bearer <token>"`);
-  if (policy.tokenDigest === null) return new GrpcError(Status.PERMISSION_DENIED, `${what}: this server accepts client certificates only, not bearer tokens`);
-  if (!timingSafeEqual(digest(bearer[1]), policy.tokenDigest)) return new GrpcError(Status.PERMISSION_DENIED, `${what}: the bearer token is not the one this server accepts`);
+  if (!bearer) return { code: Status.UNAUTHENTICATED, problem: `: the authorization must read "Bearer <token>"` };
+  if (policy.tokenDigest === null) return { code: Status.PERMISSION_DENIED, problem: ": this server accepts client certificates only, not bearer tokens" };
+  if (!timingSafeEqual(digest(bearer[1]), policy.tokenDigest)) return { code: Status.PERMISSION_DENIED, problem: ": the bearer token is not the one this server accepts" };
   return null;
+}
+
+/**
+ * The HTTP refusal of a Prometheus scrape (null: serve it). Metrics are a read, open unless
+ * reads are protected; then the scrape must carry the bearer token (Prometheus'
+ * `authorization.credentials_file`). The metrics port is plain HTTP, so a server that accepts
+ * client certificates only has no credential a scrape could show, and refuses them all.
+ */
+export function scrapeRefusal(policy: AccessPolicy, authorization: string | undefined): { status: 401 | 403; message: string } | null {
+  if (!policy.protectReads) return null;
+  if (policy.tokenDigest === null && !policy.clientCertificates && policy.allowUnauthenticated) return null;
+  const refusal =
+    policy.tokenDigest === null
+      ? { code: Status.PERMISSION_DENIED, problem: " is closed: reads are protected and this server accepts no bearer token (give --auth-token-file)" }
+      : bearerRefusal(policy, authorization === undefined ? [] : [authorization], "an `Authorization: Bearer <token>` header");
+  return refusal && { status: refusal.code === Status.UNAUTHENTICATED ? 401 : 403, message: `GET /metrics${refusal.problem}` };
 }

@@ -8,7 +8,7 @@ export { createClient, toGrpcError } from "./client.ts";
 export type { CallOptions, ClientOptions, ServiceClient, ClientMethod, ClientStreamingCall, BidiStreamingCall } from "./client.ts";
 export { GrpcError, Status, invalidArgument, toGrpcStatus } from "./errors.ts";
 export type { GrpcStatus } from "./errors.ts";
-export { accessPolicy, checkAccess, isReadMethod, describePolicy, logPolicy } from "./access.ts";
+export { accessPolicy, checkAccess, isReadMethod, describePolicy, logPolicy, scrapeRefusal } from "./access.ts";
 export type { AccessOptions, AccessPolicy } from "./access.ts";
 export { clientTransport, serverCredentials, isLoopbackAddress, tlsMode } from "./transport-security.ts";
 export type { ClientSecurity, ServerTls } from "./transport-security.ts";

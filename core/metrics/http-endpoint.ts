@@ -1,5 +1,6 @@
 // Serves a prom-client registry as Prometheus text at GET /metrics on a port of its own,
-// the way both services expose their metrics (scrapes never compete with gRPC traffic).
+// the way both services expose their metrics (scrapes never compete with gRPC traffic). A
+// guard may ask scrapes for a credential (the services do when reads are protected).
 import { createServer } from "node:http";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -10,12 +11,21 @@ export interface MetricsEndpoint {
   close(): Promise<void>;
 }
 
+/** Decides whether a scrape may read the metrics, from its Authorization header; null: yes. */
+export type ScrapeGuard = (authorization: string | undefined) => { status: 401 | 403; message: string } | null;
+
 /** Serves `registry` at http://host:port/metrics (port 0: one the OS picks). */
-export async function serveMetrics(registry: Registry, host: string, port: number): Promise<MetricsEndpoint> {
+export async function serveMetrics(registry: Registry, host: string, port: number, guard: ScrapeGuard = () => null): Promise<MetricsEndpoint> {
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? "/").split("?")[0];
     if (req.method !== "GET" || path !== "/metrics") {
       res.writeHead(404, { "content-type": "text/plain" }).end("not found: metrics are at GET /metrics\n");
+      return;
+    }
+    const refusal = guard(req.headers.authorization);
+    if (refusal) {
+      const challenge = refusal.status === 401 ? { "www-authenticate": 'Bearer realm="metrics"' } : {};
+      res.writeHead(refusal.status, { "content-type": "text/plain", ...challenge }).end(`${refusal.message}\n`);
       return;
     }
     registry.metrics().then(

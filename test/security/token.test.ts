@@ -188,6 +188,24 @@ describe("reads closed, and a server with no credential", () => {
     expect(await healthCheck(server.address)).toBe("SERVING");
   });
 
+  it("protectReads closes /metrics too: a scrape needs the bearer token (401 without, 403 wrong)", async () => {
+    const closed = await startServer(pair, { access: { token: TOKEN, protectReads: true } });
+    const open = await startServer(pair, { access: { token: TOKEN } });
+    servers.push(closed, open);
+    const scrape = async (port: number, authorization?: string) => {
+      const response = await fetch(`http://127.0.0.1:${port}/metrics`, { headers: authorization ? { authorization } : {} });
+      return [response.status, response.headers.get("www-authenticate"), (await response.text()).split("\n")[0]];
+    };
+    expect(await scrape(closed.metricsPort)).toEqual([401, 'Bearer realm="metrics"', "GET /metrics needs a credential: send an `Authorization: Bearer <token>` header"]);
+    expect(await scrape(closed.metricsPort, `Bearer ${WRONG}`)).toEqual([403, null, "GET /metrics: the bearer token is not the one this server accepts"]);
+    expect(await scrape(closed.metricsPort, `Basic ${TOKEN}`)).toEqual([401, 'Bearer realm="metrics"', 'GET /metrics: the authorization must read "Bearer <token>"']);
+    const served = await scrape(closed.metricsPort, `Bearer ${TOKEN}`);
+    expect(served[0]).toBe(200);
+    expect(served[2]).toMatch(/^# HELP /);
+    // Reads open (the default): scrapes need nothing, as Prometheus' plain config expects.
+    expect((await scrape(open.metricsPort))[0]).toBe(200);
+  });
+
   it("no credential: mutating calls refused with the way out named, unless allowUnauthenticated", async () => {
     const closed = await startServer(pair, { access: {} });
     const open = await startServer(pair, { access: { allowUnauthenticated: true } });

@@ -6,7 +6,7 @@
 import * as grpc from "@grpc/grpc-js";
 import { pino } from "pino";
 import type { Logger } from "pino";
-import { accessPolicy, addService, logPolicy, serverCredentials, tlsMode } from "#core/grpc/adapter.ts";
+import { accessPolicy, addService, logPolicy, scrapeRefusal, serverCredentials, tlsMode } from "#core/grpc/adapter.ts";
 import type { AccessOptions, ServerTls } from "#core/grpc/adapter.ts";
 import { addHealthAndReflection } from "#core/grpc/operability.ts";
 import { AdapterService } from "#core/gen/lightreasoner/v1/adapter_pb.ts";
@@ -131,7 +131,7 @@ export async function startInferenceServer(options: InferenceServerOptions): Pro
     port = await new Promise<number>((resolve, reject) =>
       server.bindAsync(`${host}:${options.port ?? DEFAULT_GRPC_PORT}`, credentials, (err, bound) => (err ? reject(err) : resolve(bound))),
     );
-    metricsEndpoint = await serveMetrics(metrics.registry, host, options.metricsPort ?? DEFAULT_METRICS_PORT);
+    metricsEndpoint = await serveMetrics(metrics.registry, host, options.metricsPort ?? DEFAULT_METRICS_PORT, (authorization) => scrapeRefusal(access, authorization));
   } catch (err) {
     server.forceShutdown();
     await scheduler.shutdown(0);

@@ -7,7 +7,7 @@ import { basename, resolve } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { pino } from "pino";
 import type { Logger } from "pino";
-import { accessPolicy, addService, isLoopbackAddress, logPolicy, serverCredentials, tlsMode } from "#core/grpc/adapter.ts";
+import { accessPolicy, addService, isLoopbackAddress, logPolicy, scrapeRefusal, serverCredentials, tlsMode } from "#core/grpc/adapter.ts";
 import type { AccessOptions, ClientSecurity, ServerTls } from "#core/grpc/adapter.ts";
 import { addHealthAndReflection } from "#core/grpc/operability.ts";
 import { TrainerService } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
@@ -98,7 +98,7 @@ export async function startTrainerServer(options: TrainerServerOptions): Promise
     port = await new Promise<number>((done, fail) =>
       server.bindAsync(`${host}:${options.port ?? DEFAULT_TRAINER_GRPC_PORT}`, credentials, (err, bound) => (err ? fail(err) : done(bound))),
     );
-    metricsEndpoint = await serveMetrics(metrics.registry, host, options.metricsPort ?? DEFAULT_TRAINER_METRICS_PORT);
+    metricsEndpoint = await serveMetrics(metrics.registry, host, options.metricsPort ?? DEFAULT_TRAINER_METRICS_PORT, (authorization) => scrapeRefusal(access, authorization));
   } catch (err) {
     server.forceShutdown();
     throw err;

@@ -89,7 +89,7 @@ export function stepMessages(input: TransportPeerInput): Record<TransportEncodin
     requestId: "t0",
     event: {
       case: "step",
-      value: { step: 0, position: 64, tokenId: 1234, tokenText: " the", distributions: encodeDistributions(logpExpert, logpAmateur, specOf(encoding, input.alpha, input.topK)) },
+      value: { step: 0, tokenText: " the", scored: { position: 64, tokenId: 1234, distributions: encodeDistributions(logpExpert, logpAmateur, specOf(encoding, input.alpha, input.topK)) } },
     },
   });
   return { full32: message("full32"), full16: message("full16"), sparse: message("sparse") };

@@ -226,7 +226,7 @@ async function encodeCost(encoding: TransportEncoding, settings: BenchSettings["
     const started = performance.now();
     for (let i = 0; i < calls; i++) {
       const distributions = encodeDistributions(logpExpert, logpAmateur, spec);
-      toBinary(StreamTrajectoriesResponseSchema, create(StreamTrajectoriesResponseSchema, { requestId: "t0", event: { case: "step", value: { step: i, distributions } } }));
+      toBinary(StreamTrajectoriesResponseSchema, create(StreamTrajectoriesResponseSchema, { requestId: "t0", event: { case: "step", value: { step: i, scored: { distributions } } } }));
     }
     return (performance.now() - started) / calls;
   });

@@ -162,20 +162,22 @@ def main(argv=None):
 
 
 def describe_step(step, vocab_size, alpha, pool):
-    out = {"event": "step", "step": step.step, "position": step.position, "token_id": step.token_id, "token_text": step.token_text}
-    kind = step.WhichOneof("distributions")
+    # The chosen token, its position and both distributions sit in the step's ScoredPosition.
+    scored = step.scored
+    out = {"event": "step", "step": step.step, "position": scored.position, "token_id": scored.token_id, "token_text": step.token_text}
+    kind = scored.WhichOneof("distributions")
     out["encoding"] = kind
     if kind == "full":
-        dtype = enum_name(pool, "lightreasoner.v1.FloatDtype", step.full.dtype)
-        expert = decode_full(step.full.expert_log_probs, dtype)
-        amateur = decode_full(step.full.amateur_log_probs, dtype)
-        out["expert"] = {"size": len(expert), "log_sum_exp": log_sum_exp(expert), "chosen_log_prob": expert[step.token_id]}
+        dtype = enum_name(pool, "lightreasoner.v1.FloatDtype", scored.full.dtype)
+        expert = decode_full(scored.full.expert_log_probs, dtype)
+        amateur = decode_full(scored.full.amateur_log_probs, dtype)
+        out["expert"] = {"size": len(expert), "log_sum_exp": log_sum_exp(expert), "chosen_log_prob": expert[scored.token_id]}
         out["amateur"] = {"size": len(amateur), "log_sum_exp": log_sum_exp(amateur)}
         out["kl"] = kl_divergence(expert, amateur)
         out["plausible_token_ids"] = plausible_set(expert, alpha)
         out["vocab_size"] = vocab_size
     elif kind == "sparse":
-        sp = step.sparse
+        sp = scored.sparse
         out["kl"] = sp.kl_divergence
         out["plausible_token_ids"] = list(sp.plausible_token_ids)
         out["expert"] = {"plausible_log_probs": list(sp.plausible_expert_log_probs)}

@@ -94,7 +94,7 @@ const inference: ServiceHandlers<InferenceMethods> = {
           reason = FinishReason.CANCELLED;
           break;
         }
-        await send({ requestId: id, event: { case: "step", value: { step, position: 3 + step, tokenId: 100 + step } } });
+        await send({ requestId: id, event: { case: "step", value: { step, scored: { position: 3 + step, tokenId: 100 + step } } } });
       }
       running.delete(id);
       await send({ requestId: id, event: { case: "finished", value: { finishReason: reason } } });

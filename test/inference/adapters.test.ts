@@ -107,15 +107,15 @@ describe("an uploaded adapter", () => {
     call.end();
     const t = byRequest(await collect(call)).get("t")!;
     expect(t.adapterVersion).toBe(version);
-    const ids = [...t.promptIds, ...t.steps.map((s) => s.tokenId)];
+    const ids = [...t.promptIds, ...t.steps.map((s) => s.scored.tokenId)];
     const [merged, base, amateur] = await Promise.all([fullForward(expertMerged, ids), fullForward(expertBase, ids), fullForward(amateurDirect, ids)]);
     for (const step of t.steps) {
       expect(step.adapterVersion).toBe(version);
-      const streamed = fullOf(step);
-      expect(maxAbsDiff(streamed.expert, merged[step.position - 1])).toBeLessThan(TOLERANCE);
-      expect(maxAbsDiff(streamed.amateur, amateur[step.position - 1])).toBeLessThan(TOLERANCE);
+      const streamed = fullOf(step.scored);
+      expect(maxAbsDiff(streamed.expert, merged[step.scored.position - 1])).toBeLessThan(TOLERANCE);
+      expect(maxAbsDiff(streamed.amateur, amateur[step.scored.position - 1])).toBeLessThan(TOLERANCE);
       // The adapter really moved the expert.
-      expect(maxAbsDiff(streamed.expert, base[step.position - 1])).toBeGreaterThan(1e-2);
+      expect(maxAbsDiff(streamed.expert, base[step.scored.position - 1])).toBeGreaterThan(1e-2);
     }
   });
 
@@ -168,12 +168,12 @@ describe("an uploaded adapter", () => {
     expect(before.steps.every((s) => s.adapterVersion === version)).toBe(true);
     expect(after.adapterVersion).toBe("");
     expect(after.steps.every((s) => s.adapterVersion === "")).toBe(true);
-    const ids = [...PROMPT, ...after.steps.map((s) => s.tokenId)];
+    const ids = [...PROMPT, ...after.steps.map((s) => s.scored.tokenId)];
     const base = await fullForward(expertBase, ids);
-    for (const step of after.steps) expect(maxAbsDiff(fullOf(step).expert, base[step.position - 1])).toBeLessThan(TOLERANCE);
-    const mergedIds = [...PROMPT, ...before.steps.map((s) => s.tokenId)];
+    for (const step of after.steps) expect(maxAbsDiff(fullOf(step.scored).expert, base[step.scored.position - 1])).toBeLessThan(TOLERANCE);
+    const mergedIds = [...PROMPT, ...before.steps.map((s) => s.scored.tokenId)];
     const merged = await fullForward(expertMerged, mergedIds);
-    for (const step of before.steps) expect(maxAbsDiff(fullOf(step).expert, merged[step.position - 1])).toBeLessThan(TOLERANCE);
+    for (const step of before.steps) expect(maxAbsDiff(fullOf(step.scored).expert, merged[step.scored.position - 1])).toBeLessThan(TOLERANCE);
 
     const scored = await scoreExpert(PROMPT);
     expect(scored.version).toBe("");

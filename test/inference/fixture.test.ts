@@ -55,25 +55,25 @@ describe.skipIf(!existsSync(join(dir, "model.onnx")))("ORT GenAI tiny random Lla
     const full = byId.get("full")!;
     expect(full.promptIds[0]).toBe(1); // Llama-2 adds BOS to a text prompt
     expect(full.steps.length).toBeGreaterThan(3);
-    const rows = await fullForward(direct, [...full.promptIds, ...full.steps.map((s) => s.tokenId)]);
+    const rows = await fullForward(direct, [...full.promptIds, ...full.steps.map((s) => s.scored.tokenId)]);
     for (const step of full.steps) {
-      const { expert, amateur } = fullOf(step);
+      const { expert, amateur } = fullOf(step.scored);
       expect(expert.length).toBe(32000);
-      expect(maxAbsDiff(expert, rows[step.position - 1])).toBeLessThan(FP16_TOLERANCE);
+      expect(maxAbsDiff(expert, rows[step.scored.position - 1])).toBeLessThan(FP16_TOLERANCE);
       expect(maxAbsDiff(amateur, expert)).toBeLessThan(FP16_TOLERANCE);
     }
     expect(full.finished.completionText).toBe(full.steps.map((s) => s.tokenText).join(""));
 
     const half = byId.get("half")!;
-    for (const step of half.steps) expect((step.distributions.value as { expertLogProbs: Uint8Array }).expertLogProbs.length).toBe(64000);
+    for (const step of half.steps) expect((step.scored.distributions.value as { expertLogProbs: Uint8Array }).expertLogProbs.length).toBe(64000);
 
     const summary = byId.get("sparse")!;
-    expect(summary.steps.map((s) => s.tokenId)).toEqual(half.steps.map((s) => s.tokenId));
+    expect(summary.steps.map((s) => s.scored.tokenId)).toEqual(half.steps.map((s) => s.scored.tokenId));
     for (const step of summary.steps) {
-      const s = step.distributions.value as SparseDistributions;
+      const s = step.scored.distributions.value as SparseDistributions;
       // The same graph on both sides: no disagreement to learn from.
       expect(s.klDivergence).toBeLessThan(1e-6);
-      expect(s.plausibleTokenIds[0]).toBe(step.tokenId);
+      expect(s.plausibleTokenIds[0]).toBe(step.scored.tokenId);
       expect(s.expertEntropy).toBeGreaterThan(0);
       expect(s.expertEntropy).toBeLessThanOrEqual(Math.log(32000));
     }

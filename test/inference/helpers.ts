@@ -11,7 +11,7 @@ import { createClient, GrpcError } from "#core/grpc/adapter.ts";
 import type { ServiceClient } from "#core/grpc/adapter.ts";
 import { AdapterService } from "#core/gen/lightreasoner/v1/adapter_pb.ts";
 import { DistributionEncoding, FloatDtype } from "#core/gen/lightreasoner/v1/common_pb.ts";
-import type { FullDistributions } from "#core/gen/lightreasoner/v1/common_pb.ts";
+import type { FullDistributions, ScoredPosition } from "#core/gen/lightreasoner/v1/common_pb.ts";
 import { InferenceService } from "#core/gen/lightreasoner/v1/inference_pb.ts";
 import type { StreamTrajectoriesResponse, TrajectoryStep } from "#core/gen/lightreasoner/v1/inference_pb.ts";
 import { loadModelDir } from "#core/formats/model-dir.ts";
@@ -116,11 +116,14 @@ export const FULL32 = { encoding: DistributionEncoding.FULL, dtype: FloatDtype.F
 export const FULL16 = { encoding: DistributionEncoding.FULL, dtype: FloatDtype.FLOAT16 };
 export const sparse = (alpha = 0.2, topK = 0) => ({ encoding: DistributionEncoding.SPARSE, alpha, topK });
 
+/** A step as the tests read it: byRequest checked that it carries its scored position and chosen token. */
+export type Step = TrajectoryStep & { scored: ScoredPosition & { tokenId: number } };
+
 export interface Trajectory {
   id: string;
   events: StreamTrajectoriesResponse[];
   promptIds: number[];
-  steps: TrajectoryStep[];
+  steps: Step[];
   finished: Extract<StreamTrajectoriesResponse["event"], { case: "finished" }>["value"];
   adapterVersion: string;
   seed: number;
@@ -142,8 +145,10 @@ export function byRequest(messages: StreamTrajectoriesResponse[]): Map<string, T
       t.adapterVersion = m.event.value.adapterVersion;
       t.seed = m.event.value.seed;
     } else if (m.event.case === "step") {
-      expect(m.event.value.step).toBe(t.steps.length);
-      t.steps.push(m.event.value);
+      const step = m.event.value;
+      expect(step.step).toBe(t.steps.length);
+      expect(step.scored?.tokenId, `${m.requestId} step ${step.step}: scored.token_id`).toBeTypeOf("number");
+      t.steps.push(step as Step);
     } else if (m.event.case === "finished") t.finished = m.event.value;
   }
   return out;
@@ -159,7 +164,7 @@ export function decodeFull(bytes: Uint8Array, dtype: FloatDtype): Float32Array {
   return Float32Array.from({ length: bytes.length / 4 }, (_, i) => view.getFloat32(i * 4, true));
 }
 
-export function fullOf(step: { distributions: TrajectoryStep["distributions"] }): { expert: Float32Array; amateur: Float32Array } {
+export function fullOf(step: { distributions: ScoredPosition["distributions"] }): { expert: Float32Array; amateur: Float32Array } {
   expect(step.distributions.case).toBe("full");
   const full = step.distributions.value as FullDistributions;
   return { expert: decodeFull(full.expertLogProbs, full.dtype), amateur: decodeFull(full.amateurLogProbs, full.dtype) };

@@ -8,8 +8,8 @@ import { toBinary } from "@bufbuild/protobuf";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ChatRole, FinishReason, FloatDtype, SparseDistributionsSchema } from "#core/gen/lightreasoner/v1/common_pb.ts";
-import type { SparseDistributions } from "#core/gen/lightreasoner/v1/common_pb.ts";
-import type { ScoredPosition, TrajectoryRequestSchema } from "#core/gen/lightreasoner/v1/inference_pb.ts";
+import type { ScoredPosition, SparseDistributions } from "#core/gen/lightreasoner/v1/common_pb.ts";
+import type { TrajectoryRequestSchema } from "#core/gen/lightreasoner/v1/inference_pb.ts";
 import { klDivergence, entropy, topK } from "#core/math/distribution.ts";
 import { float16BitsToFloat32, float32ToFloat16Bits } from "#core/math/float16.ts";
 import { selectFromSummary } from "#core/math/sparse-step.ts";
@@ -77,16 +77,16 @@ async function trajectories(starts: Record<string, Start>): Promise<{ byId: Map<
 
 /** Checks every step of `t` against full forwards of both models over prompt + completion. */
 async function expectExact(t: Trajectory): Promise<void> {
-  const completion = t.steps.map((s) => s.tokenId);
+  const completion = t.steps.map((s) => s.scored.tokenId);
   const ids = [...t.promptIds, ...completion];
   const [expertRows, amateurRows] = await Promise.all([fullForward(expertDirect, ids), fullForward(amateurDirect, ids)]);
   for (const step of t.steps) {
-    expect(step.position).toBe(t.promptIds.length + step.step);
-    const { expert, amateur } = fullOf(step);
+    expect(step.scored.position).toBe(t.promptIds.length + step.step);
+    const { expert, amateur } = fullOf(step.scored);
     expect(expert.length).toBe(VOCAB);
     // Row position - 1 of the full forward is the distribution over the token at `position`.
-    expect(maxAbsDiff(expert, expertRows[step.position - 1])).toBeLessThan(TOLERANCE);
-    expect(maxAbsDiff(amateur, amateurRows[step.position - 1])).toBeLessThan(TOLERANCE);
+    expect(maxAbsDiff(expert, expertRows[step.scored.position - 1])).toBeLessThan(TOLERANCE);
+    expect(maxAbsDiff(amateur, amateurRows[step.scored.position - 1])).toBeLessThan(TOLERANCE);
   }
 }
 
@@ -135,20 +135,20 @@ describe("FULL distributions are exactly the models' full forwards", () => {
   });
 
   it("greedy takes the expert's argmax at every step", () => {
-    for (const step of result.byId.get("greedy")!.steps) expect(step.tokenId).toBe(argmaxToken(fullOf(step).expert));
+    for (const step of result.byId.get("greedy")!.steps) expect(step.scored.tokenId).toBe(argmaxToken(fullOf(step.scored).expert));
   });
 
   it("Score's single full forward agrees with the incremental steps", async () => {
     const t = result.byId.get("sampled")!;
-    const ids = [...t.promptIds, ...t.steps.map((s) => s.tokenId)];
+    const ids = [...t.promptIds, ...t.steps.map((s) => s.scored.tokenId)];
     const messages = await collect(client.inference.score({ prompt: idsPrompt(ids), firstPosition: t.promptIds.length, distributions: FULL32 }));
     expect(messages[0].event.case).toBe("started");
     const positions = messages.slice(1).map((m) => m.event.value as ScoredPosition);
     expect(positions.map((p) => p.position)).toEqual(Array.from({ length: ids.length - t.promptIds.length + 1 }, (_, k) => t.promptIds.length + k));
     for (const [k, step] of t.steps.entries()) {
-      expect(positions[k].tokenId).toBe(step.tokenId);
+      expect(positions[k].tokenId).toBe(step.scored.tokenId);
       const scored = fullOf(positions[k]);
-      const streamed = fullOf(step);
+      const streamed = fullOf(step.scored);
       expect(maxAbsDiff(scored.expert, streamed.expert)).toBeLessThan(TOLERANCE);
       expect(maxAbsDiff(scored.amateur, streamed.amateur)).toBeLessThan(TOLERANCE);
     }
@@ -168,14 +168,14 @@ describe("SPARSE carries what FULL implies, in tens of bytes", () => {
     full = (await trajectories({ full: request(FULL32) })).byId.get("full")!;
     half = (await trajectories({ half: request(FULL16) })).byId.get("half")!;
     summary = (await trajectories({ summary: request(sparse(0.2, 5)) })).byId.get("summary")!;
-    expect(summary.steps.map((s) => s.tokenId)).toEqual(full.steps.map((s) => s.tokenId));
-    expect(half.steps.map((s) => s.tokenId)).toEqual(full.steps.map((s) => s.tokenId));
+    expect(summary.steps.map((s) => s.scored.tokenId)).toEqual(full.steps.map((s) => s.scored.tokenId));
+    expect(half.steps.map((s) => s.scored.tokenId)).toEqual(full.steps.map((s) => s.scored.tokenId));
   });
 
   it("KL and entropy equal those computed from FULL, within the native summary's float32 tolerance", () => {
     for (const [k, step] of summary.steps.entries()) {
-      const s = step.distributions.value as SparseDistributions;
-      const { expert, amateur } = fullOf(full.steps[k]);
+      const s = step.scored.distributions.value as SparseDistributions;
+      const { expert, amateur } = fullOf(full.steps[k].scored);
       expect(withinSummaryTolerance(s.klDivergence, klDivergence(expert, amateur)), `KL at step ${k}`).toBe(true);
       expect(withinSummaryTolerance(s.expertEntropy, entropy(expert)), `entropy at step ${k}`).toBe(true);
       expect(s.klDivergence).toBeGreaterThan(0);
@@ -184,8 +184,8 @@ describe("SPARSE carries what FULL implies, in tens of bytes", () => {
 
   it("plausible set, contrastive weights and selection rebuilt from SPARSE equal the method on FULL", () => {
     for (const [k, step] of summary.steps.entries()) {
-      const s = step.distributions.value as SparseDistributions;
-      const { expert, amateur } = fullOf(full.steps[k]);
+      const s = step.scored.distributions.value as SparseDistributions;
+      const { expert, amateur } = fullOf(full.steps[k].scored);
       const fromFull = selectStep({ logpExpert: expert, logpAmateur: amateur, alpha: 0.2, beta: 0.4 });
       const fromSparse = selectFromSummary(asSparseStep(s, 0.2), { beta: 0.4 });
       expect(Array.from(fromSparse.plausibleIds)).toEqual(Array.from(fromFull.plausibleIds));
@@ -202,7 +202,7 @@ describe("SPARSE carries what FULL implies, in tens of bytes", () => {
 
   it("a SPARSE step (top_k 0) is tens of bytes where FULL is 8 bytes per vocabulary entry", async () => {
     const { byId } = await trajectories({ lean: { prompt: textPrompt("Sara reads 12 pages a day."), sampling: { temperature: 1, seed: 2024, maxNewTokens: 16 }, distributions: sparse(0.2, 0) } });
-    const sizes = byId.get("lean")!.steps.map((step) => toBinary(SparseDistributionsSchema, step.distributions.value as SparseDistributions).length);
+    const sizes = byId.get("lean")!.steps.map((step) => toBinary(SparseDistributionsSchema, step.scored.distributions.value as SparseDistributions).length);
     const mean = sizes.reduce((a, b) => a + b, 0) / sizes.length;
     expect(mean).toBeLessThan(100);
     expect(Math.max(...sizes)).toBeLessThan(300);
@@ -211,11 +211,11 @@ describe("SPARSE carries what FULL implies, in tens of bytes", () => {
 
   it("FULL float16 is the float32 log-probabilities rounded to half precision", () => {
     for (const [k, step] of half.steps.entries()) {
-      const wire = step.distributions.value as { dtype: FloatDtype; expertLogProbs: Uint8Array };
+      const wire = step.scored.distributions.value as { dtype: FloatDtype; expertLogProbs: Uint8Array };
       expect(wire.dtype).toBe(FloatDtype.FLOAT16);
       expect(wire.expertLogProbs.length).toBe(VOCAB * 2);
-      const rounded = Array.from(fullOf(full.steps[k]).expert, (v) => float16BitsToFloat32(float32ToFloat16Bits(v)));
-      expect(Array.from(fullOf(step).expert)).toEqual(rounded);
+      const rounded = Array.from(fullOf(full.steps[k].scored).expert, (v) => float16BitsToFloat32(float32ToFloat16Bits(v)));
+      expect(Array.from(fullOf(step.scored).expert)).toEqual(rounded);
     }
   });
 });
@@ -242,11 +242,11 @@ describe("continuous batching", () => {
 
   it("a seeded trajectory is the same alone and in a batch of 8 (prompts of different lengths)", async () => {
     const alone: number[][] = [];
-    for (let i = 0; i < prompts.length; i++) alone.push((await trajectories({ [`t${i}`]: request(i) })).byId.get(`t${i}`)!.steps.map((s) => s.tokenId));
+    for (let i = 0; i < prompts.length; i++) alone.push((await trajectories({ [`t${i}`]: request(i) })).byId.get(`t${i}`)!.steps.map((s) => s.scored.tokenId));
     const before = await scrape(server);
     const { byId } = await trajectories(Object.fromEntries(prompts.map((_, i) => [`t${i}`, request(i)])));
     const after = await scrape(server);
-    for (let i = 0; i < prompts.length; i++) expect(byId.get(`t${i}`)!.steps.map((s) => s.tokenId), `trajectory ${i}`).toEqual(alone[i]);
+    for (let i = 0; i < prompts.length; i++) expect(byId.get(`t${i}`)!.steps.map((s) => s.scored.tokenId), `trajectory ${i}`).toEqual(alone[i]);
     // The eight really ran together: some expert batches held more than 4 sequences.
     const bigBatches = (s: typeof before) => metric(s, "lightreasoner_inference_batch_size_count", { model: "expert" }) - metric(s, "lightreasoner_inference_batch_size_bucket", { model: "expert", le: "4" });
     expect(bigBatches(after) - bigBatches(before)).toBeGreaterThan(5);

@@ -111,13 +111,13 @@ describe("an init-model pair of the Qwen vocabulary with the real Qwen tokenizer
     });
     expect(t.steps.length).toBeGreaterThan(0);
     for (const step of t.steps) {
-      const { expert, amateur } = fullOf(step);
+      const { expert, amateur } = fullOf(step.scored);
       expect([expert.length, amateur.length]).toEqual([QWEN_VOCAB, QWEN_VOCAB]);
       // Log-probabilities: the expert's mass sums to one and the sampled token has some of it.
       expect(expert.reduce((sum, lp) => sum + Math.exp(lp), 0)).toBeCloseTo(1, 3);
-      expect(Number.isFinite(expert[step.tokenId])).toBe(true);
+      expect(Number.isFinite(expert[step.scored.tokenId])).toBe(true);
     }
-    const ids = t.steps.map((s) => s.tokenId);
+    const ids = t.steps.map((s) => s.scored.tokenId);
     expect(t.finished.completionText).toBe(t.steps.map((s) => s.tokenText).join(""));
     expect(t.finished.completionText).toBe(qwen.decode(ids));
   });

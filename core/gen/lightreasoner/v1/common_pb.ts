@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file lightreasoner/v1/common.proto.
  */
 export const file_lightreasoner_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("Ch1saWdodHJlYXNvbmVyL3YxL2NvbW1vbi5wcm90bxIQbGlnaHRyZWFzb25lci52MSJICgtDaGF0TWVzc2FnZRIoCgRyb2xlGAEgASgOMhoubGlnaHRyZWFzb25lci52MS5DaGF0Um9sZRIPCgdjb250ZW50GAIgASgJIlQKCkNoYXRQcm9tcHQSFQoNc3lzdGVtX3Byb21wdBgBIAEoCRIvCghtZXNzYWdlcxgCIAMoCzIdLmxpZ2h0cmVhc29uZXIudjEuQ2hhdE1lc3NhZ2UiFwoIVG9rZW5JZHMSCwoDaWRzGAEgAygNIoEBCgZQcm9tcHQSDgoEdGV4dBgBIAEoCUgAEiwKBGNoYXQYAiABKAsyHC5saWdodHJlYXNvbmVyLnYxLkNoYXRQcm9tcHRIABIvCgl0b2tlbl9pZHMYAyABKAsyGi5saWdodHJlYXNvbmVyLnYxLlRva2VuSWRzSABCCAoGc291cmNlIl0KEEFkYXB0ZXJTZWxlY3Rpb24SEQoHdmVyc2lvbhgBIAEoCUgAEiwKBGJhc2UYAiABKAsyHC5saWdodHJlYXNvbmVyLnYxLkJhc2VFeHBlcnRIAEIICgZjaG9pY2UiDAoKQmFzZUV4cGVydCKNAQoOU2FtcGxpbmdQYXJhbXMSEwoLdGVtcGVyYXR1cmUYASABKAISEgoFdG9wX3AYAiABKAJIAIgBARIRCgRzZWVkGAMgASgNSAGIAQESFgoObWF4X25ld190b2tlbnMYBCABKA0SFAoMc3RvcF9zdHJpbmdzGAUgAygJQggKBl90b3BfcEIHCgVfc2VlZCKuAQoTRGlzdHJpYnV0aW9uUmVxdWVzdBI4CghlbmNvZGluZxgBIAEoDjImLmxpZ2h0cmVhc29uZXIudjEuRGlzdHJpYnV0aW9uRW5jb2RpbmcSKwoFZHR5cGUYAiABKA4yHC5saWdodHJlYXNvbmVyLnYxLkZsb2F0RHR5cGUSDQoFYWxwaGEYAyABKAESDQoFdG9wX2sYBCABKA1KBAgFEAZSDGtsX3Ntb290aGluZyJ1ChFGdWxsRGlzdHJpYnV0aW9ucxIrCgVkdHlwZRgBIAEoDjIcLmxpZ2h0cmVhc29uZXIudjEuRmxvYXREdHlwZRIYChBleHBlcnRfbG9nX3Byb2JzGAIgASgMEhkKEWFtYXRldXJfbG9nX3Byb2JzGAMgASgMIkcKCVRvcFRva2VucxIRCgl0b2tlbl9pZHMYASADKA0SEQoJbG9nX3Byb2JzGAIgAygCEhQKDG9taXR0ZWRfbWFzcxgDIAEoASKNAgoTU3BhcnNlRGlzdHJpYnV0aW9ucxIVCg1rbF9kaXZlcmdlbmNlGAEgASgBEhYKDmV4cGVydF9lbnRyb3B5GAIgASgBEhsKE3BsYXVzaWJsZV90b2tlbl9pZHMYAyADKA0SIgoacGxhdXNpYmxlX2V4cGVydF9sb2dfcHJvYnMYBCADKAISIwobcGxhdXNpYmxlX2FtYXRldXJfbG9nX3Byb2JzGAUgAygCEi8KCmV4cGVydF90b3AYBiABKAsyGy5saWdodHJlYXNvbmVyLnYxLlRvcFRva2VucxIwCgthbWF0ZXVyX3RvcBgHIAEoCzIbLmxpZ2h0cmVhc29uZXIudjEuVG9wVG9rZW5zIjwKDFJlcXVlc3RFcnJvchIMCgRjb2RlGAEgASgNEg8KB21lc3NhZ2UYAiABKAkSDQoFZmllbGQYAyABKAkiOQoFVXNhZ2USFQoNcHJvbXB0X3Rva2VucxgBIAEoDRIZChFjb21wbGV0aW9uX3Rva2VucxgCIAEoDSJRCgdUaW1pbmdzEhUKDXF1ZXVlX3dhaXRfbXMYASABKAESHQoVdGltZV90b19maXJzdF9zdGVwX21zGAIgASgBEhAKCHRvdGFsX21zGAMgASgBKmgKCENoYXRSb2xlEhkKFUNIQVRfUk9MRV9VTlNQRUNJRklFRBAAEhQKEENIQVRfUk9MRV9TWVNURU0QARISCg5DSEFUX1JPTEVfVVNFUhACEhcKE0NIQVRfUk9MRV9BU1NJU1RBTlQQAyqfAQoURGlzdHJpYnV0aW9uRW5jb2RpbmcSJQohRElTVFJJQlVUSU9OX0VOQ09ESU5HX1VOU1BFQ0lGSUVEEAASHgoaRElTVFJJQlVUSU9OX0VOQ09ESU5HX05PTkUQARIeChpESVNUUklCVVRJT05fRU5DT0RJTkdfRlVMTBACEiAKHERJU1RSSUJVVElPTl9FTkNPRElOR19TUEFSU0UQAypbCgpGbG9hdER0eXBlEhsKF0ZMT0FUX0RUWVBFX1VOU1BFQ0lGSUVEEAASFwoTRkxPQVRfRFRZUEVfRkxPQVQzMhABEhcKE0ZMT0FUX0RUWVBFX0ZMT0FUMTYQAirUAQoMRmluaXNoUmVhc29uEh0KGUZJTklTSF9SRUFTT05fVU5TUEVDSUZJRUQQABIYChRGSU5JU0hfUkVBU09OX0xFTkdUSBABEh0KGUZJTklTSF9SRUFTT05fU1RPUF9TVFJJTkcQAhIVChFGSU5JU0hfUkVBU09OX0VPUxADEh8KG0ZJTklTSF9SRUFTT05fQ09OVEVYVF9MSU1JVBAEEhsKF0ZJTklTSF9SRUFTT05fQ0FOQ0VMTEVEEAUSFwoTRklOSVNIX1JFQVNPTl9FUlJPUhAGYgZwcm90bzM");
+  fileDesc("Ch1saWdodHJlYXNvbmVyL3YxL2NvbW1vbi5wcm90bxIQbGlnaHRyZWFzb25lci52MSJICgtDaGF0TWVzc2FnZRIoCgRyb2xlGAEgASgOMhoubGlnaHRyZWFzb25lci52MS5DaGF0Um9sZRIPCgdjb250ZW50GAIgASgJIlQKCkNoYXRQcm9tcHQSFQoNc3lzdGVtX3Byb21wdBgBIAEoCRIvCghtZXNzYWdlcxgCIAMoCzIdLmxpZ2h0cmVhc29uZXIudjEuQ2hhdE1lc3NhZ2UiFwoIVG9rZW5JZHMSCwoDaWRzGAEgAygNIoEBCgZQcm9tcHQSDgoEdGV4dBgBIAEoCUgAEiwKBGNoYXQYAiABKAsyHC5saWdodHJlYXNvbmVyLnYxLkNoYXRQcm9tcHRIABIvCgl0b2tlbl9pZHMYAyABKAsyGi5saWdodHJlYXNvbmVyLnYxLlRva2VuSWRzSABCCAoGc291cmNlIl0KEEFkYXB0ZXJTZWxlY3Rpb24SEQoHdmVyc2lvbhgBIAEoCUgAEiwKBGJhc2UYAiABKAsyHC5saWdodHJlYXNvbmVyLnYxLkJhc2VFeHBlcnRIAEIICgZjaG9pY2UiDAoKQmFzZUV4cGVydCKNAQoOU2FtcGxpbmdQYXJhbXMSEwoLdGVtcGVyYXR1cmUYASABKAISEgoFdG9wX3AYAiABKAJIAIgBARIRCgRzZWVkGAMgASgNSAGIAQESFgoObWF4X25ld190b2tlbnMYBCABKA0SFAoMc3RvcF9zdHJpbmdzGAUgAygJQggKBl90b3BfcEIHCgVfc2VlZCKuAQoTRGlzdHJpYnV0aW9uUmVxdWVzdBI4CghlbmNvZGluZxgBIAEoDjImLmxpZ2h0cmVhc29uZXIudjEuRGlzdHJpYnV0aW9uRW5jb2RpbmcSKwoFZHR5cGUYAiABKA4yHC5saWdodHJlYXNvbmVyLnYxLkZsb2F0RHR5cGUSDQoFYWxwaGEYAyABKAESDQoFdG9wX2sYBCABKA1KBAgFEAZSDGtsX3Ntb290aGluZyJ1ChFGdWxsRGlzdHJpYnV0aW9ucxIrCgVkdHlwZRgBIAEoDjIcLmxpZ2h0cmVhc29uZXIudjEuRmxvYXREdHlwZRIYChBleHBlcnRfbG9nX3Byb2JzGAIgASgMEhkKEWFtYXRldXJfbG9nX3Byb2JzGAMgASgMIkcKCVRvcFRva2VucxIRCgl0b2tlbl9pZHMYASADKA0SEQoJbG9nX3Byb2JzGAIgAygCEhQKDG9taXR0ZWRfbWFzcxgDIAEoASKNAgoTU3BhcnNlRGlzdHJpYnV0aW9ucxIVCg1rbF9kaXZlcmdlbmNlGAEgASgBEhYKDmV4cGVydF9lbnRyb3B5GAIgASgBEhsKE3BsYXVzaWJsZV90b2tlbl9pZHMYAyADKA0SIgoacGxhdXNpYmxlX2V4cGVydF9sb2dfcHJvYnMYBCADKAISIwobcGxhdXNpYmxlX2FtYXRldXJfbG9nX3Byb2JzGAUgAygCEi8KCmV4cGVydF90b3AYBiABKAsyGy5saWdodHJlYXNvbmVyLnYxLlRvcFRva2VucxIwCgthbWF0ZXVyX3RvcBgHIAEoCzIbLmxpZ2h0cmVhc29uZXIudjEuVG9wVG9rZW5zIsUBCg5TY29yZWRQb3NpdGlvbhIQCghwb3NpdGlvbhgBIAEoDRIVCgh0b2tlbl9pZBgCIAEoDUgBiAEBEjMKBGZ1bGwYAyABKAsyIy5saWdodHJlYXNvbmVyLnYxLkZ1bGxEaXN0cmlidXRpb25zSAASNwoGc3BhcnNlGAQgASgLMiUubGlnaHRyZWFzb25lci52MS5TcGFyc2VEaXN0cmlidXRpb25zSABCDwoNZGlzdHJpYnV0aW9uc0ILCglfdG9rZW5faWQiPAoMUmVxdWVzdEVycm9yEgwKBGNvZGUYASABKA0SDwoHbWVzc2FnZRgCIAEoCRINCgVmaWVsZBgDIAEoCSI5CgVVc2FnZRIVCg1wcm9tcHRfdG9rZW5zGAEgASgNEhkKEWNvbXBsZXRpb25fdG9rZW5zGAIgASgNIlEKB1RpbWluZ3MSFQoNcXVldWVfd2FpdF9tcxgBIAEoARIdChV0aW1lX3RvX2ZpcnN0X3N0ZXBfbXMYAiABKAESEAoIdG90YWxfbXMYAyABKAEqaAoIQ2hhdFJvbGUSGQoVQ0hBVF9ST0xFX1VOU1BFQ0lGSUVEEAASFAoQQ0hBVF9ST0xFX1NZU1RFTRABEhIKDkNIQVRfUk9MRV9VU0VSEAISFwoTQ0hBVF9ST0xFX0FTU0lTVEFOVBADKp8BChREaXN0cmlidXRpb25FbmNvZGluZxIlCiFESVNUUklCVVRJT05fRU5DT0RJTkdfVU5TUEVDSUZJRUQQABIeChpESVNUUklCVVRJT05fRU5DT0RJTkdfTk9ORRABEh4KGkRJU1RSSUJVVElPTl9FTkNPRElOR19GVUxMEAISIAocRElTVFJJQlVUSU9OX0VOQ09ESU5HX1NQQVJTRRADKlsKCkZsb2F0RHR5cGUSGwoXRkxPQVRfRFRZUEVfVU5TUEVDSUZJRUQQABIXChNGTE9BVF9EVFlQRV9GTE9BVDMyEAESFwoTRkxPQVRfRFRZUEVfRkxPQVQxNhACKtQBCgxGaW5pc2hSZWFzb24SHQoZRklOSVNIX1JFQVNPTl9VTlNQRUNJRklFRBAAEhgKFEZJTklTSF9SRUFTT05fTEVOR1RIEAESHQoZRklOSVNIX1JFQVNPTl9TVE9QX1NUUklORxACEhUKEUZJTklTSF9SRUFTT05fRU9TEAMSHwobRklOSVNIX1JFQVNPTl9DT05URVhUX0xJTUlUEAQSGwoXRklOSVNIX1JFQVNPTl9DQU5DRUxMRUQQBRIXChNGSU5JU0hfUkVBU09OX0VSUk9SEAZiBnByb3RvMw");
 
 /**
  * One turn of a chat prompt.
@@ -446,6 +446,61 @@ export const SparseDistributionsSchema: GenMessage<SparseDistributions> = /*@__P
   messageDesc(file_lightreasoner_v1_common, 10);
 
 /**
+ * Both models' distributions over the token at one position of a sequence, given the
+ * identical tokens before it: what Score streams for each position and what each
+ * TrajectoryStep carries for its chosen token.
+ *
+ * @generated from message lightreasoner.v1.ScoredPosition
+ */
+export type ScoredPosition = Message<"lightreasoner.v1.ScoredPosition"> & {
+  /**
+   * 0-based position in the whole sequence, prompt included: in [1, n] for Score (n tokens),
+   * prompt length + step for a trajectory.
+   *
+   * @generated from field: uint32 position = 1;
+   */
+  position: number;
+
+  /**
+   * The token at this position: the one in the scored sequence (unset at Score's position
+   * n, after the sequence), or the one the expert chose.
+   *
+   * @generated from field: optional uint32 token_id = 2;
+   */
+  tokenId?: number | undefined;
+
+  /**
+   * The distributions in the requested encoding; unset for DISTRIBUTION_ENCODING_NONE.
+   *
+   * @generated from oneof lightreasoner.v1.ScoredPosition.distributions
+   */
+  distributions: {
+    /**
+     * FULL encoding.
+     *
+     * @generated from field: lightreasoner.v1.FullDistributions full = 3;
+     */
+    value: FullDistributions;
+    case: "full";
+  } | {
+    /**
+     * SPARSE encoding.
+     *
+     * @generated from field: lightreasoner.v1.SparseDistributions sparse = 4;
+     */
+    value: SparseDistributions;
+    case: "sparse";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message lightreasoner.v1.ScoredPosition.
+ * Use `create(ScoredPositionSchema)` to create a new message.
+ */
+export const ScoredPositionSchema: GenMessage<ScoredPosition> = /*@__PURE__*/
+  messageDesc(file_lightreasoner_v1_common, 11);
+
+/**
  * A problem with one request inside a multiplexed call, reported without ending the call.
  *
  * @generated from message lightreasoner.v1.RequestError
@@ -480,7 +535,7 @@ export type RequestError = Message<"lightreasoner.v1.RequestError"> & {
  * Use `create(RequestErrorSchema)` to create a new message.
  */
 export const RequestErrorSchema: GenMessage<RequestError> = /*@__PURE__*/
-  messageDesc(file_lightreasoner_v1_common, 11);
+  messageDesc(file_lightreasoner_v1_common, 12);
 
 /**
  * Token accounting of one request.
@@ -508,7 +563,7 @@ export type Usage = Message<"lightreasoner.v1.Usage"> & {
  * Use `create(UsageSchema)` to create a new message.
  */
 export const UsageSchema: GenMessage<Usage> = /*@__PURE__*/
-  messageDesc(file_lightreasoner_v1_common, 12);
+  messageDesc(file_lightreasoner_v1_common, 13);
 
 /**
  * Server-side latencies of one request, in milliseconds from when the server received it.
@@ -543,7 +598,7 @@ export type Timings = Message<"lightreasoner.v1.Timings"> & {
  * Use `create(TimingsSchema)` to create a new message.
  */
 export const TimingsSchema: GenMessage<Timings> = /*@__PURE__*/
-  messageDesc(file_lightreasoner_v1_common, 13);
+  messageDesc(file_lightreasoner_v1_common, 14);
 
 /**
  * Who speaks a chat message; the expert's chat template decides how each role is rendered.

@@ -9,7 +9,7 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { AdapterSelection, DistributionRequest, FinishReason, FullDistributions, Prompt, RequestError, SamplingParams, SparseDistributions, Timings, Usage } from "./common_pb.ts";
+import type { AdapterSelection, DistributionRequest, FinishReason, Prompt, RequestError, SamplingParams, ScoredPosition, Timings, Usage } from "./common_pb.ts";
 import { file_lightreasoner_v1_common } from "./common_pb.ts";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file lightreasoner/v1/inference.proto.
  */
 export const file_lightreasoner_v1_inference: GenFile = /*@__PURE__*/
-  fileDesc("CiBsaWdodHJlYXNvbmVyL3YxL2luZmVyZW5jZS5wcm90bxIQbGlnaHRyZWFzb25lci52MSKlAQoZU3RyZWFtVHJhamVjdG9yaWVzUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEjQKBXN0YXJ0GAIgASgLMiMubGlnaHRyZWFzb25lci52MS5UcmFqZWN0b3J5UmVxdWVzdEgAEjQKBmNhbmNlbBgDIAEoCzIiLmxpZ2h0cmVhc29uZXIudjEuVHJhamVjdG9yeUNhbmNlbEgAQggKBmFjdGlvbiLkAQoRVHJhamVjdG9yeVJlcXVlc3QSKAoGcHJvbXB0GAEgASgLMhgubGlnaHRyZWFzb25lci52MS5Qcm9tcHQSMgoIc2FtcGxpbmcYAiABKAsyIC5saWdodHJlYXNvbmVyLnYxLlNhbXBsaW5nUGFyYW1zEjwKDWRpc3RyaWJ1dGlvbnMYAyABKAsyJS5saWdodHJlYXNvbmVyLnYxLkRpc3RyaWJ1dGlvblJlcXVlc3QSMwoHYWRhcHRlchgEIAEoCzIiLmxpZ2h0cmVhc29uZXIudjEuQWRhcHRlclNlbGVjdGlvbiISChBUcmFqZWN0b3J5Q2FuY2VsIt0BChpTdHJlYW1UcmFqZWN0b3JpZXNSZXNwb25zZRISCgpyZXF1ZXN0X2lkGAEgASgJEjYKB3N0YXJ0ZWQYAiABKAsyIy5saWdodHJlYXNvbmVyLnYxLlRyYWplY3RvcnlTdGFydGVkSAASMAoEc3RlcBgDIAEoCzIgLmxpZ2h0cmVhc29uZXIudjEuVHJhamVjdG9yeVN0ZXBIABI4CghmaW5pc2hlZBgEIAEoCzIkLmxpZ2h0cmVhc29uZXIudjEuVHJhamVjdG9yeUZpbmlzaGVkSABCBwoFZXZlbnQiaQoRVHJhamVjdG9yeVN0YXJ0ZWQSGAoQcHJvbXB0X3Rva2VuX2lkcxgBIAMoDRITCgtwcm9tcHRfdGV4dBgCIAEoCRIXCg9hZGFwdGVyX3ZlcnNpb24YAyABKAkSDAoEc2VlZBgEIAEoDSLuAQoOVHJhamVjdG9yeVN0ZXASDAoEc3RlcBgBIAEoDRIQCghwb3NpdGlvbhgCIAEoDRIQCgh0b2tlbl9pZBgDIAEoDRISCgp0b2tlbl90ZXh0GAQgASgJEhcKD2FkYXB0ZXJfdmVyc2lvbhgFIAEoCRIzCgRmdWxsGAYgASgLMiMubGlnaHRyZWFzb25lci52MS5GdWxsRGlzdHJpYnV0aW9uc0gAEjcKBnNwYXJzZRgHIAEoCzIlLmxpZ2h0cmVhc29uZXIudjEuU3BhcnNlRGlzdHJpYnV0aW9uc0gAQg8KDWRpc3RyaWJ1dGlvbnMi/AEKElRyYWplY3RvcnlGaW5pc2hlZBI1Cg1maW5pc2hfcmVhc29uGAEgASgOMh4ubGlnaHRyZWFzb25lci52MS5GaW5pc2hSZWFzb24SLQoFZXJyb3IYAiABKAsyHi5saWdodHJlYXNvbmVyLnYxLlJlcXVlc3RFcnJvchImCgV1c2FnZRgDIAEoCzIXLmxpZ2h0cmVhc29uZXIudjEuVXNhZ2USKgoHdGltaW5ncxgEIAEoCzIZLmxpZ2h0cmVhc29uZXIudjEuVGltaW5ncxIXCg9jb21wbGV0aW9uX3RleHQYBSABKAkSEwoLc3RvcF9zdHJpbmcYBiABKAki8gEKD0dlbmVyYXRlUmVxdWVzdBIoCgZwcm9tcHQYASABKAsyGC5saWdodHJlYXNvbmVyLnYxLlByb21wdBIyCghzYW1wbGluZxgCIAEoCzIgLmxpZ2h0cmVhc29uZXIudjEuU2FtcGxpbmdQYXJhbXMSLgoEbW9kZRgDIAEoDjIgLmxpZ2h0cmVhc29uZXIudjEuR2VuZXJhdGlvbk1vZGUSEgoFYWxwaGEYBCABKAFIAIgBARIzCgdhZGFwdGVyGAUgASgLMiIubGlnaHRyZWFzb25lci52MS5BZGFwdGVyU2VsZWN0aW9uQggKBl9hbHBoYSKFAQoQR2VuZXJhdGVSZXNwb25zZRIwCgVjaHVuaxgBIAEoCzIfLmxpZ2h0cmVhc29uZXIudjEuR2VuZXJhdGVDaHVua0gAEjYKCGZpbmlzaGVkGAIgASgLMiIubGlnaHRyZWFzb25lci52MS5HZW5lcmF0ZUZpbmlzaGVkSABCBwoFZXZlbnQiSQoNR2VuZXJhdGVDaHVuaxIMCgR0ZXh0GAEgASgJEhEKCXRva2VuX2lkcxgCIAMoDRIXCg9hZGFwdGVyX3ZlcnNpb24YAyABKAkiwAEKEEdlbmVyYXRlRmluaXNoZWQSNQoNZmluaXNoX3JlYXNvbhgBIAEoDjIeLmxpZ2h0cmVhc29uZXIudjEuRmluaXNoUmVhc29uEiYKBXVzYWdlGAIgASgLMhcubGlnaHRyZWFzb25lci52MS5Vc2FnZRIqCgd0aW1pbmdzGAMgASgLMhkubGlnaHRyZWFzb25lci52MS5UaW1pbmdzEhMKC3N0b3Bfc3RyaW5nGAQgASgJEgwKBHNlZWQYBSABKA0iwwEKDFNjb3JlUmVxdWVzdBIoCgZwcm9tcHQYASABKAsyGC5saWdodHJlYXNvbmVyLnYxLlByb21wdBIWCg5maXJzdF9wb3NpdGlvbhgCIAEoDRI8Cg1kaXN0cmlidXRpb25zGAMgASgLMiUubGlnaHRyZWFzb25lci52MS5EaXN0cmlidXRpb25SZXF1ZXN0EjMKB2FkYXB0ZXIYBCABKAsyIi5saWdodHJlYXNvbmVyLnYxLkFkYXB0ZXJTZWxlY3Rpb24igQEKDVNjb3JlUmVzcG9uc2USMQoHc3RhcnRlZBgBIAEoCzIeLmxpZ2h0cmVhc29uZXIudjEuU2NvcmVTdGFydGVkSAASNAoIcG9zaXRpb24YAiABKAsyIC5saWdodHJlYXNvbmVyLnYxLlNjb3JlZFBvc2l0aW9uSABCBwoFZXZlbnQiOgoMU2NvcmVTdGFydGVkEhEKCXRva2VuX2lkcxgBIAMoDRIXCg9hZGFwdGVyX3ZlcnNpb24YAiABKAkixQEKDlNjb3JlZFBvc2l0aW9uEhAKCHBvc2l0aW9uGAEgASgNEhUKCHRva2VuX2lkGAIgASgNSAGIAQESMwoEZnVsbBgDIAEoCzIjLmxpZ2h0cmVhc29uZXIudjEuRnVsbERpc3RyaWJ1dGlvbnNIABI3CgZzcGFyc2UYBCABKAsyJS5saWdodHJlYXNvbmVyLnYxLlNwYXJzZURpc3RyaWJ1dGlvbnNIAEIPCg1kaXN0cmlidXRpb25zQgsKCV90b2tlbl9pZCIVChNHZXRNb2RlbEluZm9SZXF1ZXN0IpACChRHZXRNb2RlbEluZm9SZXNwb25zZRIyCgZleHBlcnQYASABKAsyIi5saWdodHJlYXNvbmVyLnYxLk1vZGVsRGVzY3JpcHRpb24SMwoHYW1hdGV1chgCIAEoCzIiLmxpZ2h0cmVhc29uZXIudjEuTW9kZWxEZXNjcmlwdGlvbhISCgp2b2NhYl9zaXplGAMgASgNEjIKCXRva2VuaXplchgEIAEoCzIfLmxpZ2h0cmVhc29uZXIudjEuVG9rZW5pemVySW5mbxIXCg9hZGFwdGVyX3ZlcnNpb24YBSABKAkSLgoGbGltaXRzGAYgASgLMh4ubGlnaHRyZWFzb25lci52MS5TZXJ2ZXJMaW1pdHMiugEKEE1vZGVsRGVzY3JpcHRpb24SDAoEbmFtZRgBIAEoCRITCgtmaW5nZXJwcmludBgCIAEoCRISCgptb2RlbF90eXBlGAMgASgJEhIKCm51bV9sYXllcnMYBCABKA0SEwoLaGlkZGVuX3NpemUYBSABKA0SGgoSbWF4X2NvbnRleHRfdG9rZW5zGAYgASgNEg4KBnNvdXJjZRgHIAEoCRIaChJleGVjdXRpb25fcHJvdmlkZXIYCCABKAkivAEKDVRva2VuaXplckluZm8SDAoEc2l6ZRgBIAEoDRIZCgxib3NfdG9rZW5faWQYAiABKA1IAIgBARIVCg1lb3NfdG9rZW5faWRzGAMgAygNEhkKDHBhZF90b2tlbl9pZBgEIAEoDUgBiAEBEhkKEWhhc19jaGF0X3RlbXBsYXRlGAUgASgIEhMKC2ZpbmdlcnByaW50GAYgASgJQg8KDV9ib3NfdG9rZW5faWRCDwoNX3BhZF90b2tlbl9pZCL7AQoMU2VydmVyTGltaXRzEhYKDm1heF9uZXdfdG9rZW5zGAEgASgNEh4KFmRlZmF1bHRfbWF4X25ld190b2tlbnMYAiABKA0SGQoRbWF4X3Byb21wdF90b2tlbnMYAyABKA0SEwoLbWF4X3N0cmVhbXMYBCABKA0SIwobbWF4X3RyYWplY3Rvcmllc19wZXJfc3RyZWFtGAUgASgNEhYKDm1heF9iYXRjaF9zaXplGAYgASgNEhEKCW1heF90b3BfaxgHIAEoDRIYChBtYXhfc3RvcF9zdHJpbmdzGAggASgNEhkKEW1heF9hZGFwdGVyX2J5dGVzGAkgASgNKosBCg5HZW5lcmF0aW9uTW9kZRIfChtHRU5FUkFUSU9OX01PREVfVU5TUEVDSUZJRUQQABIaChZHRU5FUkFUSU9OX01PREVfRVhQRVJUEAESGwoXR0VORVJBVElPTl9NT0RFX0FNQVRFVVIQAhIfChtHRU5FUkFUSU9OX01PREVfQ09OVFJBU1RJVkUQAzKbAwoQSW5mZXJlbmNlU2VydmljZRJ4ChJTdHJlYW1UcmFqZWN0b3JpZXMSKy5saWdodHJlYXNvbmVyLnYxLlN0cmVhbVRyYWplY3Rvcmllc1JlcXVlc3QaLC5saWdodHJlYXNvbmVyLnYxLlN0cmVhbVRyYWplY3Rvcmllc1Jlc3BvbnNlIgOQAgEoATABElgKCEdlbmVyYXRlEiEubGlnaHRyZWFzb25lci52MS5HZW5lcmF0ZVJlcXVlc3QaIi5saWdodHJlYXNvbmVyLnYxLkdlbmVyYXRlUmVzcG9uc2UiA5ACATABEk8KBVNjb3JlEh4ubGlnaHRyZWFzb25lci52MS5TY29yZVJlcXVlc3QaHy5saWdodHJlYXNvbmVyLnYxLlNjb3JlUmVzcG9uc2UiA5ACATABEmIKDEdldE1vZGVsSW5mbxIlLmxpZ2h0cmVhc29uZXIudjEuR2V0TW9kZWxJbmZvUmVxdWVzdBomLmxpZ2h0cmVhc29uZXIudjEuR2V0TW9kZWxJbmZvUmVzcG9uc2UiA5ACAWIGcHJvdG8z", [file_lightreasoner_v1_common]);
+  fileDesc("CiBsaWdodHJlYXNvbmVyL3YxL2luZmVyZW5jZS5wcm90bxIQbGlnaHRyZWFzb25lci52MSKlAQoZU3RyZWFtVHJhamVjdG9yaWVzUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEjQKBXN0YXJ0GAIgASgLMiMubGlnaHRyZWFzb25lci52MS5UcmFqZWN0b3J5UmVxdWVzdEgAEjQKBmNhbmNlbBgDIAEoCzIiLmxpZ2h0cmVhc29uZXIudjEuVHJhamVjdG9yeUNhbmNlbEgAQggKBmFjdGlvbiLkAQoRVHJhamVjdG9yeVJlcXVlc3QSKAoGcHJvbXB0GAEgASgLMhgubGlnaHRyZWFzb25lci52MS5Qcm9tcHQSMgoIc2FtcGxpbmcYAiABKAsyIC5saWdodHJlYXNvbmVyLnYxLlNhbXBsaW5nUGFyYW1zEjwKDWRpc3RyaWJ1dGlvbnMYAyABKAsyJS5saWdodHJlYXNvbmVyLnYxLkRpc3RyaWJ1dGlvblJlcXVlc3QSMwoHYWRhcHRlchgEIAEoCzIiLmxpZ2h0cmVhc29uZXIudjEuQWRhcHRlclNlbGVjdGlvbiISChBUcmFqZWN0b3J5Q2FuY2VsIt0BChpTdHJlYW1UcmFqZWN0b3JpZXNSZXNwb25zZRISCgpyZXF1ZXN0X2lkGAEgASgJEjYKB3N0YXJ0ZWQYAiABKAsyIy5saWdodHJlYXNvbmVyLnYxLlRyYWplY3RvcnlTdGFydGVkSAASMAoEc3RlcBgDIAEoCzIgLmxpZ2h0cmVhc29uZXIudjEuVHJhamVjdG9yeVN0ZXBIABI4CghmaW5pc2hlZBgEIAEoCzIkLmxpZ2h0cmVhc29uZXIudjEuVHJhamVjdG9yeUZpbmlzaGVkSABCBwoFZXZlbnQiaQoRVHJhamVjdG9yeVN0YXJ0ZWQSGAoQcHJvbXB0X3Rva2VuX2lkcxgBIAMoDRITCgtwcm9tcHRfdGV4dBgCIAEoCRIXCg9hZGFwdGVyX3ZlcnNpb24YAyABKAkSDAoEc2VlZBgEIAEoDSK3AQoOVHJhamVjdG9yeVN0ZXASDAoEc3RlcBgBIAEoDRISCgp0b2tlbl90ZXh0GAQgASgJEhcKD2FkYXB0ZXJfdmVyc2lvbhgFIAEoCRIwCgZzY29yZWQYCCABKAsyIC5saWdodHJlYXNvbmVyLnYxLlNjb3JlZFBvc2l0aW9uSgQIAhADSgQIAxAESgQIBhAHSgQIBxAIUghwb3NpdGlvblIIdG9rZW5faWRSBGZ1bGxSBnNwYXJzZSL8AQoSVHJhamVjdG9yeUZpbmlzaGVkEjUKDWZpbmlzaF9yZWFzb24YASABKA4yHi5saWdodHJlYXNvbmVyLnYxLkZpbmlzaFJlYXNvbhItCgVlcnJvchgCIAEoCzIeLmxpZ2h0cmVhc29uZXIudjEuUmVxdWVzdEVycm9yEiYKBXVzYWdlGAMgASgLMhcubGlnaHRyZWFzb25lci52MS5Vc2FnZRIqCgd0aW1pbmdzGAQgASgLMhkubGlnaHRyZWFzb25lci52MS5UaW1pbmdzEhcKD2NvbXBsZXRpb25fdGV4dBgFIAEoCRITCgtzdG9wX3N0cmluZxgGIAEoCSLyAQoPR2VuZXJhdGVSZXF1ZXN0EigKBnByb21wdBgBIAEoCzIYLmxpZ2h0cmVhc29uZXIudjEuUHJvbXB0EjIKCHNhbXBsaW5nGAIgASgLMiAubGlnaHRyZWFzb25lci52MS5TYW1wbGluZ1BhcmFtcxIuCgRtb2RlGAMgASgOMiAubGlnaHRyZWFzb25lci52MS5HZW5lcmF0aW9uTW9kZRISCgVhbHBoYRgEIAEoAUgAiAEBEjMKB2FkYXB0ZXIYBSABKAsyIi5saWdodHJlYXNvbmVyLnYxLkFkYXB0ZXJTZWxlY3Rpb25CCAoGX2FscGhhIoUBChBHZW5lcmF0ZVJlc3BvbnNlEjAKBWNodW5rGAEgASgLMh8ubGlnaHRyZWFzb25lci52MS5HZW5lcmF0ZUNodW5rSAASNgoIZmluaXNoZWQYAiABKAsyIi5saWdodHJlYXNvbmVyLnYxLkdlbmVyYXRlRmluaXNoZWRIAEIHCgVldmVudCJJCg1HZW5lcmF0ZUNodW5rEgwKBHRleHQYASABKAkSEQoJdG9rZW5faWRzGAIgAygNEhcKD2FkYXB0ZXJfdmVyc2lvbhgDIAEoCSLAAQoQR2VuZXJhdGVGaW5pc2hlZBI1Cg1maW5pc2hfcmVhc29uGAEgASgOMh4ubGlnaHRyZWFzb25lci52MS5GaW5pc2hSZWFzb24SJgoFdXNhZ2UYAiABKAsyFy5saWdodHJlYXNvbmVyLnYxLlVzYWdlEioKB3RpbWluZ3MYAyABKAsyGS5saWdodHJlYXNvbmVyLnYxLlRpbWluZ3MSEwoLc3RvcF9zdHJpbmcYBCABKAkSDAoEc2VlZBgFIAEoDSLDAQoMU2NvcmVSZXF1ZXN0EigKBnByb21wdBgBIAEoCzIYLmxpZ2h0cmVhc29uZXIudjEuUHJvbXB0EhYKDmZpcnN0X3Bvc2l0aW9uGAIgASgNEjwKDWRpc3RyaWJ1dGlvbnMYAyABKAsyJS5saWdodHJlYXNvbmVyLnYxLkRpc3RyaWJ1dGlvblJlcXVlc3QSMwoHYWRhcHRlchgEIAEoCzIiLmxpZ2h0cmVhc29uZXIudjEuQWRhcHRlclNlbGVjdGlvbiKBAQoNU2NvcmVSZXNwb25zZRIxCgdzdGFydGVkGAEgASgLMh4ubGlnaHRyZWFzb25lci52MS5TY29yZVN0YXJ0ZWRIABI0Cghwb3NpdGlvbhgCIAEoCzIgLmxpZ2h0cmVhc29uZXIudjEuU2NvcmVkUG9zaXRpb25IAEIHCgVldmVudCI6CgxTY29yZVN0YXJ0ZWQSEQoJdG9rZW5faWRzGAEgAygNEhcKD2FkYXB0ZXJfdmVyc2lvbhgCIAEoCSIVChNHZXRNb2RlbEluZm9SZXF1ZXN0IpACChRHZXRNb2RlbEluZm9SZXNwb25zZRIyCgZleHBlcnQYASABKAsyIi5saWdodHJlYXNvbmVyLnYxLk1vZGVsRGVzY3JpcHRpb24SMwoHYW1hdGV1chgCIAEoCzIiLmxpZ2h0cmVhc29uZXIudjEuTW9kZWxEZXNjcmlwdGlvbhISCgp2b2NhYl9zaXplGAMgASgNEjIKCXRva2VuaXplchgEIAEoCzIfLmxpZ2h0cmVhc29uZXIudjEuVG9rZW5pemVySW5mbxIXCg9hZGFwdGVyX3ZlcnNpb24YBSABKAkSLgoGbGltaXRzGAYgASgLMh4ubGlnaHRyZWFzb25lci52MS5TZXJ2ZXJMaW1pdHMiugEKEE1vZGVsRGVzY3JpcHRpb24SDAoEbmFtZRgBIAEoCRITCgtmaW5nZXJwcmludBgCIAEoCRISCgptb2RlbF90eXBlGAMgASgJEhIKCm51bV9sYXllcnMYBCABKA0SEwoLaGlkZGVuX3NpemUYBSABKA0SGgoSbWF4X2NvbnRleHRfdG9rZW5zGAYgASgNEg4KBnNvdXJjZRgHIAEoCRIaChJleGVjdXRpb25fcHJvdmlkZXIYCCABKAkivAEKDVRva2VuaXplckluZm8SDAoEc2l6ZRgBIAEoDRIZCgxib3NfdG9rZW5faWQYAiABKA1IAIgBARIVCg1lb3NfdG9rZW5faWRzGAMgAygNEhkKDHBhZF90b2tlbl9pZBgEIAEoDUgBiAEBEhkKEWhhc19jaGF0X3RlbXBsYXRlGAUgASgIEhMKC2ZpbmdlcnByaW50GAYgASgJQg8KDV9ib3NfdG9rZW5faWRCDwoNX3BhZF90b2tlbl9pZCL7AQoMU2VydmVyTGltaXRzEhYKDm1heF9uZXdfdG9rZW5zGAEgASgNEh4KFmRlZmF1bHRfbWF4X25ld190b2tlbnMYAiABKA0SGQoRbWF4X3Byb21wdF90b2tlbnMYAyABKA0SEwoLbWF4X3N0cmVhbXMYBCABKA0SIwobbWF4X3RyYWplY3Rvcmllc19wZXJfc3RyZWFtGAUgASgNEhYKDm1heF9iYXRjaF9zaXplGAYgASgNEhEKCW1heF90b3BfaxgHIAEoDRIYChBtYXhfc3RvcF9zdHJpbmdzGAggASgNEhkKEW1heF9hZGFwdGVyX2J5dGVzGAkgASgNKosBCg5HZW5lcmF0aW9uTW9kZRIfChtHRU5FUkFUSU9OX01PREVfVU5TUEVDSUZJRUQQABIaChZHRU5FUkFUSU9OX01PREVfRVhQRVJUEAESGwoXR0VORVJBVElPTl9NT0RFX0FNQVRFVVIQAhIfChtHRU5FUkFUSU9OX01PREVfQ09OVFJBU1RJVkUQAzKbAwoQSW5mZXJlbmNlU2VydmljZRJ4ChJTdHJlYW1UcmFqZWN0b3JpZXMSKy5saWdodHJlYXNvbmVyLnYxLlN0cmVhbVRyYWplY3Rvcmllc1JlcXVlc3QaLC5saWdodHJlYXNvbmVyLnYxLlN0cmVhbVRyYWplY3Rvcmllc1Jlc3BvbnNlIgOQAgEoATABElgKCEdlbmVyYXRlEiEubGlnaHRyZWFzb25lci52MS5HZW5lcmF0ZVJlcXVlc3QaIi5saWdodHJlYXNvbmVyLnYxLkdlbmVyYXRlUmVzcG9uc2UiA5ACATABEk8KBVNjb3JlEh4ubGlnaHRyZWFzb25lci52MS5TY29yZVJlcXVlc3QaHy5saWdodHJlYXNvbmVyLnYxLlNjb3JlUmVzcG9uc2UiA5ACATABEmIKDEdldE1vZGVsSW5mbxIlLmxpZ2h0cmVhc29uZXIudjEuR2V0TW9kZWxJbmZvUmVxdWVzdBomLmxpZ2h0cmVhc29uZXIudjEuR2V0TW9kZWxJbmZvUmVzcG9uc2UiA5ACAWIGcHJvdG8z", [file_lightreasoner_v1_common]);
 
 /**
  * One message from the client on a StreamTrajectories call.
@@ -222,8 +222,8 @@ export const TrajectoryStartedSchema: GenMessage<TrajectoryStarted> = /*@__PURE_
   messageDesc(file_lightreasoner_v1_inference, 4);
 
 /**
- * One step of a trajectory: the token the expert chose and the distributions of both models
- * given the identical prefix (the prompt followed by the tokens of all earlier steps).
+ * One step of a trajectory: the token the expert chose, with both models' distributions over
+ * it given the identical prefix (the prompt followed by the tokens of all earlier steps).
  *
  * @generated from message lightreasoner.v1.TrajectoryStep
  */
@@ -234,21 +234,6 @@ export type TrajectoryStep = Message<"lightreasoner.v1.TrajectoryStep"> & {
    * @generated from field: uint32 step = 1;
    */
   step: number;
-
-  /**
-   * 0-based position of the chosen token in the whole sequence (prompt length + step); the
-   * distributions are over the token at this position given the tokens before it.
-   *
-   * @generated from field: uint32 position = 2;
-   */
-  position: number;
-
-  /**
-   * The token the expert chose, in [0, vocab_size).
-   *
-   * @generated from field: uint32 token_id = 3;
-   */
-  tokenId: number;
 
   /**
    * Text this token adds to the decoded completion. Empty when the token ends inside a
@@ -266,27 +251,13 @@ export type TrajectoryStep = Message<"lightreasoner.v1.TrajectoryStep"> & {
   adapterVersion: string;
 
   /**
-   * The distributions in the requested encoding; unset for DISTRIBUTION_ENCODING_NONE.
+   * The token the expert chose (token_id, always set, in [0, vocab_size)), its position in
+   * the whole sequence (prompt length + step) and the distributions it was chosen from
+   * (unset for DISTRIBUTION_ENCODING_NONE).
    *
-   * @generated from oneof lightreasoner.v1.TrajectoryStep.distributions
+   * @generated from field: lightreasoner.v1.ScoredPosition scored = 8;
    */
-  distributions: {
-    /**
-     * FULL encoding.
-     *
-     * @generated from field: lightreasoner.v1.FullDistributions full = 6;
-     */
-    value: FullDistributions;
-    case: "full";
-  } | {
-    /**
-     * SPARSE encoding.
-     *
-     * @generated from field: lightreasoner.v1.SparseDistributions sparse = 7;
-     */
-    value: SparseDistributions;
-    case: "sparse";
-  } | { case: undefined; value?: undefined };
+  scored?: ScoredPosition | undefined;
 };
 
 /**
@@ -635,57 +606,6 @@ export const ScoreStartedSchema: GenMessage<ScoreStarted> = /*@__PURE__*/
   messageDesc(file_lightreasoner_v1_inference, 13);
 
 /**
- * Both models' distributions over the token at one position, given the tokens before it.
- *
- * @generated from message lightreasoner.v1.ScoredPosition
- */
-export type ScoredPosition = Message<"lightreasoner.v1.ScoredPosition"> & {
-  /**
-   * 0-based position in the sequence, in [1, n].
-   *
-   * @generated from field: uint32 position = 1;
-   */
-  position: number;
-
-  /**
-   * The token actually at this position; unset at position n (after the sequence).
-   *
-   * @generated from field: optional uint32 token_id = 2;
-   */
-  tokenId?: number | undefined;
-
-  /**
-   * The distributions in the requested encoding.
-   *
-   * @generated from oneof lightreasoner.v1.ScoredPosition.distributions
-   */
-  distributions: {
-    /**
-     * FULL encoding.
-     *
-     * @generated from field: lightreasoner.v1.FullDistributions full = 3;
-     */
-    value: FullDistributions;
-    case: "full";
-  } | {
-    /**
-     * SPARSE encoding.
-     *
-     * @generated from field: lightreasoner.v1.SparseDistributions sparse = 4;
-     */
-    value: SparseDistributions;
-    case: "sparse";
-  } | { case: undefined; value?: undefined };
-};
-
-/**
- * Describes the message lightreasoner.v1.ScoredPosition.
- * Use `create(ScoredPositionSchema)` to create a new message.
- */
-export const ScoredPositionSchema: GenMessage<ScoredPosition> = /*@__PURE__*/
-  messageDesc(file_lightreasoner_v1_inference, 14);
-
-/**
  * Asks for GetModelInfo; carries nothing.
  *
  * @generated from message lightreasoner.v1.GetModelInfoRequest
@@ -698,7 +618,7 @@ export type GetModelInfoRequest = Message<"lightreasoner.v1.GetModelInfoRequest"
  * Use `create(GetModelInfoRequestSchema)` to create a new message.
  */
 export const GetModelInfoRequestSchema: GenMessage<GetModelInfoRequest> = /*@__PURE__*/
-  messageDesc(file_lightreasoner_v1_inference, 15);
+  messageDesc(file_lightreasoner_v1_inference, 14);
 
 /**
  * What the server serves.
@@ -755,7 +675,7 @@ export type GetModelInfoResponse = Message<"lightreasoner.v1.GetModelInfoRespons
  * Use `create(GetModelInfoResponseSchema)` to create a new message.
  */
 export const GetModelInfoResponseSchema: GenMessage<GetModelInfoResponse> = /*@__PURE__*/
-  messageDesc(file_lightreasoner_v1_inference, 16);
+  messageDesc(file_lightreasoner_v1_inference, 15);
 
 /**
  * One served model.
@@ -828,7 +748,7 @@ export type ModelDescription = Message<"lightreasoner.v1.ModelDescription"> & {
  * Use `create(ModelDescriptionSchema)` to create a new message.
  */
 export const ModelDescriptionSchema: GenMessage<ModelDescription> = /*@__PURE__*/
-  messageDesc(file_lightreasoner_v1_inference, 17);
+  messageDesc(file_lightreasoner_v1_inference, 16);
 
 /**
  * The shared tokenizer.
@@ -884,7 +804,7 @@ export type TokenizerInfo = Message<"lightreasoner.v1.TokenizerInfo"> & {
  * Use `create(TokenizerInfoSchema)` to create a new message.
  */
 export const TokenizerInfoSchema: GenMessage<TokenizerInfo> = /*@__PURE__*/
-  messageDesc(file_lightreasoner_v1_inference, 18);
+  messageDesc(file_lightreasoner_v1_inference, 17);
 
 /**
  * Limits a request must respect.
@@ -962,7 +882,7 @@ export type ServerLimits = Message<"lightreasoner.v1.ServerLimits"> & {
  * Use `create(ServerLimitsSchema)` to create a new message.
  */
 export const ServerLimitsSchema: GenMessage<ServerLimits> = /*@__PURE__*/
-  messageDesc(file_lightreasoner_v1_inference, 19);
+  messageDesc(file_lightreasoner_v1_inference, 18);
 
 /**
  * How Generate chooses each token.

@@ -165,7 +165,7 @@ function startTrajectory(ctx: ServingContext, id: string, start: TrajectoryReque
           const { step, position, tokenId, text, adapterVersion } = e;
           lastStep = encodeStepDistributions(e.logpExpert!, e.logpAmateur!, spec, ctx.pairGraphs).then(
             (distributions) =>
-              post({ requestId: id, event: { case: "step", value: { step, position, tokenId, tokenText: text, adapterVersion, distributions } } }).then((taken) =>
+              post({ requestId: id, event: { case: "step", value: { step, tokenText: text, adapterVersion, scored: { position, tokenId, distributions } } } }).then((taken) =>
                 taken ? trajectory.handle?.resume() : trajectory.handle?.cancel(),
               ),
             (err: Error) => {

@@ -203,9 +203,11 @@ class SamplingRun {
     try {
       if (r.started === null) throw new Error("a step arrived before the trajectory started");
       if (step.step !== r.tokens.length) throw new Error(`step ${step.step} arrived where step ${r.tokens.length} was due`);
-      if (step.position !== r.started.promptTokenIds.length + step.step) throw new Error(`step ${step.step} has position ${step.position}, expected ${r.started.promptTokenIds.length + step.step}`);
+      const scored = step.scored;
+      if (scored?.tokenId === undefined) throw new Error(`step ${step.step} has no scored.token_id`);
+      if (scored.position !== r.started.promptTokenIds.length + step.step) throw new Error(`step ${step.step} has position ${scored.position}, expected ${r.started.promptTokenIds.length + step.step}`);
       if (step.adapterVersion !== r.started.adapterVersion) throw new Error(`step ${step.step} came from adapter ${JSON.stringify(step.adapterVersion)}, the trajectory started on ${JSON.stringify(r.started.adapterVersion)}`);
-      r.tokens.push(step.tokenId);
+      r.tokens.push(scored.tokenId);
       if (this.o.config.method === "sft") return;
       const { alpha, beta } = this.o.config;
       const decision = selectionOf(step, { alpha, beta, vocabSize: this.o.pool.served.vocabSize });

@@ -76,21 +76,23 @@ describe("step decisions from the wire", () => {
       const summary = summarizeStep(expert, amateur, { alpha: 0.2, topK: 3 });
       const sparse = create(TrajectoryStepSchema, {
         step: 0,
-        distributions: {
-          case: "sparse",
-          value: {
-            klDivergence: summary.kl,
-            expertEntropy: summary.expertEntropy,
-            plausibleTokenIds: Array.from(summary.plausibleIds),
-            plausibleExpertLogProbs: Array.from(summary.plausibleLogpExpert),
-            plausibleAmateurLogProbs: Array.from(summary.plausibleLogpAmateur),
-            expertTop: { tokenIds: Array.from(summary.expertTop.ids), logProbs: Array.from(summary.expertTop.logp), omittedMass: summary.expertTop.restMass },
+        scored: {
+          distributions: {
+            case: "sparse",
+            value: {
+              klDivergence: summary.kl,
+              expertEntropy: summary.expertEntropy,
+              plausibleTokenIds: Array.from(summary.plausibleIds),
+              plausibleExpertLogProbs: Array.from(summary.plausibleLogpExpert),
+              plausibleAmateurLogProbs: Array.from(summary.plausibleLogpAmateur),
+              expertTop: { tokenIds: Array.from(summary.expertTop.ids), logProbs: Array.from(summary.expertTop.logp), omittedMass: summary.expertTop.restMass },
+            },
           },
         },
       });
       const full = create(TrajectoryStepSchema, {
         step: 0,
-        distributions: { case: "full", value: { dtype: FloatDtype.FLOAT32, expertLogProbs: bytesOf(expert), amateurLogProbs: bytesOf(amateur) } },
+        scored: { distributions: { case: "full", value: { dtype: FloatDtype.FLOAT32, expertLogProbs: bytesOf(expert), amateurLogProbs: bytesOf(amateur) } } },
       });
       const settings = { alpha: 0.2, beta: 1, vocabSize: 50 };
       const reference = selectStep({ logpExpert: expert, logpAmateur: amateur, alpha: 0.2, beta: 1 });
@@ -105,7 +107,7 @@ describe("step decisions from the wire", () => {
   it("decodes FULL float16 to the rounded values", () => {
     const { expert, amateur } = pair(3);
     const step = create(TrajectoryStepSchema, {
-      distributions: { case: "full", value: { dtype: FloatDtype.FLOAT16, expertLogProbs: bytesOf(float32ArrayToFloat16(expert)), amateurLogProbs: bytesOf(float32ArrayToFloat16(amateur)) } },
+      scored: { distributions: { case: "full", value: { dtype: FloatDtype.FLOAT16, expertLogProbs: bytesOf(float32ArrayToFloat16(expert)), amateurLogProbs: bytesOf(float32ArrayToFloat16(amateur)) } } },
     });
     const decision = selectionOf(step, { alpha: 0.2, beta: 0.4, vocabSize: 50 });
     const exact = selectStep({ logpExpert: expert, logpAmateur: amateur, alpha: 0.2, beta: 0.4 });
@@ -120,16 +122,16 @@ describe("step decisions from the wire", () => {
       expect(b.byteOffset > 0 || b.buffer.byteLength > b.length).toBe(true);
       return b;
     };
-    const step = create(TrajectoryStepSchema, { distributions: { case: "full", value: { dtype: FloatDtype.FLOAT32, expertLogProbs: pooled(expert), amateurLogProbs: pooled(amateur) } } });
+    const step = create(TrajectoryStepSchema, { scored: { distributions: { case: "full", value: { dtype: FloatDtype.FLOAT32, expertLogProbs: pooled(expert), amateurLogProbs: pooled(amateur) } } } });
     expect(selectionOf(step, { alpha: 0.2, beta: 0.4, vocabSize: 50 })).toEqual(selectStep({ logpExpert: expert, logpAmateur: amateur, alpha: 0.2, beta: 0.4 }));
   });
 
   it("refuses distributions of the wrong size or a step without any", () => {
     const { expert, amateur } = pair(4);
-    const full = create(TrajectoryStepSchema, { step: 2, distributions: { case: "full", value: { dtype: FloatDtype.FLOAT32, expertLogProbs: bytesOf(expert), amateurLogProbs: bytesOf(amateur) } } });
-    expect(() => selectionOf(full, { alpha: 0.2, beta: 0.4, vocabSize: 64 })).toThrow(/step 2\.full\.expert_log_probs: holds 200 bytes, expected 256/);
-    expect(() => selectionOf(create(TrajectoryStepSchema, { step: 1 }), { alpha: 0.2, beta: 0.4, vocabSize: 64 })).toThrow(/step 1\.distributions: is missing/);
-    const badSparse = create(TrajectoryStepSchema, { distributions: { case: "sparse", value: { klDivergence: 1, plausibleTokenIds: [99], plausibleExpertLogProbs: [-0.1], plausibleAmateurLogProbs: [-1] } } });
+    const full = create(TrajectoryStepSchema, { step: 2, scored: { distributions: { case: "full", value: { dtype: FloatDtype.FLOAT32, expertLogProbs: bytesOf(expert), amateurLogProbs: bytesOf(amateur) } } } });
+    expect(() => selectionOf(full, { alpha: 0.2, beta: 0.4, vocabSize: 64 })).toThrow(/step 2\.scored\.full\.expert_log_probs: holds 200 bytes, expected 256/);
+    expect(() => selectionOf(create(TrajectoryStepSchema, { step: 1 }), { alpha: 0.2, beta: 0.4, vocabSize: 64 })).toThrow(/step 1\.scored\.distributions: is missing/);
+    const badSparse = create(TrajectoryStepSchema, { scored: { distributions: { case: "sparse", value: { klDivergence: 1, plausibleTokenIds: [99], plausibleExpertLogProbs: [-0.1], plausibleAmateurLogProbs: [-1] } } } });
     expect(() => selectionOf(badSparse, { alpha: 0.2, beta: 0.4, vocabSize: 64 })).toThrow(/plausibleIds: entry 0 = 99 is outside the vocabulary/);
   });
 });

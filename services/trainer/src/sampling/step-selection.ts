@@ -30,19 +30,19 @@ const littleEndianHost = endianness() === "LE";
 
 /** Decides one step; a step without distributions or with malformed ones is a MethodInputError. */
 export function selectionOf(step: TrajectoryStep, settings: SelectionSettings): StepSelection {
-  const d = step.distributions;
-  switch (d.case) {
+  const d = step.scored?.distributions;
+  switch (d?.case) {
     case "sparse": {
       const summary = sparseStepOf(d.value, settings.vocabSize, settings.requestedAlpha ?? settings.alpha);
-      validateSparseStep(summary, `step ${step.step}.sparse`);
+      validateSparseStep(summary, `step ${step.step}.scored.sparse`);
       return selectFromSummary(summary, { beta: settings.beta, alpha: settings.alpha });
     }
     case "full": {
-      const { expert, amateur } = fullLogProbs(d.value, settings.vocabSize, `step ${step.step}.full`);
+      const { expert, amateur } = fullLogProbs(d.value, settings.vocabSize, `step ${step.step}.scored.full`);
       return selectStep({ logpExpert: expert, logpAmateur: amateur, alpha: settings.alpha, beta: settings.beta });
     }
     default:
-      throw new MethodInputError(`step ${step.step}.distributions`, "is missing; the trajectory was requested with distributions");
+      throw new MethodInputError(`step ${step.step}.scored.distributions`, "is missing; the trajectory was requested with distributions");
   }
 }
 

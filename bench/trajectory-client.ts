@@ -37,7 +37,7 @@ export async function runServiceTrajectories(options: ServiceRunOptions): Promis
           }
         } else if (event.case === "finished") {
           const f = event.value;
-          if (f.finishReason === FinishReason.ERROR) throw new BenchProcessError(`trajectory ${message.requestId} failed: ${f.error?.message ?? "unknown error"}`);
+          if (f.end?.finishReason === FinishReason.ERROR) throw new BenchProcessError(`trajectory ${message.requestId} failed: ${f.error?.message ?? "unknown error"}`);
           // Half-close only now: a call half-closed earlier can end before the server has
           // handed over its last messages when several trajectories finish in one step
           // (server/trajectories.ts resolves `done` before its final post is written).

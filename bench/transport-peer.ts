@@ -110,7 +110,7 @@ function grpcPeer(messages: Record<TransportEncoding, Response>): grpc.Server {
         const count = start.sampling?.maxNewTokens ?? 1;
         await send({ requestId: request.requestId, event: { case: "started", value: { promptTokenIds: [1], promptText: "", adapterVersion: "", seed: 0 } } });
         for (let i = 0; i < count; i++) await send({ ...step, requestId: request.requestId });
-        await send({ requestId: request.requestId, event: { case: "finished", value: { finishReason: FinishReason.LENGTH, usage: {}, timings: {} } } });
+        await send({ requestId: request.requestId, event: { case: "finished", value: { end: { finishReason: FinishReason.LENGTH, usage: {}, timings: {} } } } });
       }
     },
     generate: unimplemented,

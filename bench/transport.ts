@@ -120,7 +120,8 @@ async function grpcRun(address: string, encoding: TransportEncoding, steps: numb
     for await (const message of call) {
       if (message.event.case === "step") received++;
       else if (message.event.case === "finished") {
-        if (message.event.value.finishReason !== FinishReason.LENGTH) throw new BenchProcessError(`transport peer: the call finished with ${message.event.value.finishReason}`);
+        const reason = message.event.value.end?.finishReason;
+        if (reason !== FinishReason.LENGTH) throw new BenchProcessError(`transport peer: the call finished with ${reason}`);
         call.end();
       }
     }

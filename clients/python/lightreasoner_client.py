@@ -153,9 +153,9 @@ def main(argv=None):
                 f = response.finished
                 emit({
                     "event": "finished",
-                    "finish_reason": enum_name(pool, "lightreasoner.v1.FinishReason", f.finish_reason),
-                    "completion_tokens": f.usage.completion_tokens,
-                    "prompt_tokens": f.usage.prompt_tokens,
+                    "finish_reason": enum_name(pool, "lightreasoner.v1.FinishReason", f.end.finish_reason),
+                    "completion_tokens": f.end.usage.completion_tokens,
+                    "prompt_tokens": f.end.usage.prompt_tokens,
                     "completion_text": f.completion_text,
                 })
     return 0

@@ -77,7 +77,7 @@ const inference: ServiceHandlers<InferenceMethods> = {
       if (ctx.signal.aborted) abortSeen(ctx.signal.reason);
       throw err;
     }
-    await send({ event: { case: "finished", value: { finishReason: FinishReason.LENGTH, usage: { completionTokens: request.sampling?.maxNewTokens } } } });
+    await send({ event: { case: "finished", value: { end: { finishReason: FinishReason.LENGTH, usage: { completionTokens: request.sampling?.maxNewTokens } } } } });
   },
 
   // Trajectories run concurrently and their steps interleave on the one response stream.
@@ -97,7 +97,7 @@ const inference: ServiceHandlers<InferenceMethods> = {
         await send({ requestId: id, event: { case: "step", value: { step, scored: { position: 3 + step, tokenId: 100 + step } } } });
       }
       running.delete(id);
-      await send({ requestId: id, event: { case: "finished", value: { finishReason: reason } } });
+      await send({ requestId: id, event: { case: "finished", value: { end: { finishReason: reason } } } });
     };
     for await (const request of requests) {
       if (request.requestId === "") throw invalidArgument("request_id", "must not be empty");
@@ -204,7 +204,7 @@ describe("round trips", () => {
     expect(messages.map((m) => m.event.case)).toEqual(["chunk", "chunk", "chunk", "chunk", "chunk", "finished"]);
     expect(messages.slice(0, 5).map((m) => (m.event.case === "chunk" ? m.event.value.tokenIds[0] : -1))).toEqual([0, 1, 2, 3, 4]);
     const last = messages[5].event;
-    expect(last.case === "finished" && last.value.finishReason).toBe(FinishReason.LENGTH);
+    expect(last.case === "finished" && last.value.end!.finishReason).toBe(FinishReason.LENGTH);
   });
 
   it("client streaming: chunks written with back-pressure arrive whole", async () => {
@@ -252,7 +252,7 @@ describe("round trips", () => {
         await call.write({ requestId: "long", action: { case: "cancel", value: {} } });
         call.end();
       }
-      if (message.event.case === "finished") finished.set(message.requestId, message.event.value.finishReason);
+      if (message.event.case === "finished") finished.set(message.requestId, message.event.value.end!.finishReason);
     }
     expect(finished.get("long")).toBe(FinishReason.CANCELLED);
     expect(finished.get("short")).toBe(FinishReason.LENGTH);

@@ -88,10 +88,10 @@ describe("StreamTrajectories: a bad trajectory ends only itself", () => {
     const byId = byRequest(await collect(call));
     const bad = byId.get("bad")!;
     expect(bad.events.map((e) => e.event.case)).toEqual(["finished"]);
-    expect(bad.finished.finishReason).toBe(FinishReason.ERROR);
+    expect(bad.finished.end!.finishReason).toBe(FinishReason.ERROR);
     expect(bad.finished.error).toMatchObject({ code: Status.INVALID_ARGUMENT, field });
     expect(bad.finished.error!.message.startsWith(`${field}: `)).toBe(true);
-    expect(byId.get("good")!.finished.finishReason).not.toBe(FinishReason.ERROR);
+    expect(byId.get("good")!.finished.end!.finishReason).not.toBe(FinishReason.ERROR);
     expect(byId.get("good")!.steps.length).toBeGreaterThan(0);
   });
 

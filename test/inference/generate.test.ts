@@ -60,7 +60,7 @@ const PROMPT = [2, 77, 350, 113, 116, 37, 124];
 describe("decoding modes", () => {
   it("contrastive greedy picks, at every step, contrastiveChoice over the expert's plausible set", async () => {
     const out = await generate({ prompt: idsPrompt(PROMPT), sampling: { temperature: 0, maxNewTokens: 8 }, mode: GenerationMode.CONTRASTIVE, alpha: 0.2 });
-    expect(out.tokenIds.length).toBe(out.finished.usage!.completionTokens);
+    expect(out.tokenIds.length).toBe(out.finished.end!.usage!.completionTokens);
     const ids = [...PROMPT, ...out.tokenIds];
     const [expertRows, amateurRows] = await Promise.all([fullForward(expertDirect, ids), fullForward(amateurDirect, ids)]);
     let differsFromExpertGreedy = false;
@@ -105,21 +105,21 @@ describe("stop strings", () => {
     const stop = text.slice(start, start + 2);
     expect(stop.length).toBe(2);
     const stopped = await generate({ prompt: textPrompt("Count: 1, 2, 3,"), sampling: { temperature: 0, maxNewTokens: 40, stopStrings: ["never-appears", stop] }, mode: GenerationMode.EXPERT });
-    expect(stopped.finished.finishReason).toBe(FinishReason.STOP_STRING);
-    expect(stopped.finished.stopString).toBe(stop);
+    expect(stopped.finished.end!.finishReason).toBe(FinishReason.STOP_STRING);
+    expect(stopped.finished.end!.stopString).toBe(stop);
     expect(stopped.text).toBe(text.slice(0, text.indexOf(stop)));
     expect(stopped.text).not.toContain(stop);
     // Every generated token is reported exactly once, in order, including the one that completed the stop string.
     expect(stopped.tokenIds).toEqual(plain.tokenIds.slice(0, stopped.tokenIds.length));
-    expect(stopped.tokenIds.length).toBe(stopped.finished.usage!.completionTokens);
+    expect(stopped.tokenIds.length).toBe(stopped.finished.end!.usage!.completionTokens);
   });
 
   it("max_new_tokens ends generation with LENGTH and the usage counts", async () => {
     const out = await generate({ prompt: idsPrompt(PROMPT), sampling: { temperature: 0.5, seed: 3, maxNewTokens: 5 }, mode: GenerationMode.EXPERT });
-    expect([FinishReason.LENGTH, FinishReason.EOS]).toContain(out.finished.finishReason);
-    expect(out.finished.usage).toMatchObject({ promptTokens: PROMPT.length, completionTokens: out.tokenIds.length });
+    expect([FinishReason.LENGTH, FinishReason.EOS]).toContain(out.finished.end!.finishReason);
+    expect(out.finished.end!.usage).toMatchObject({ promptTokens: PROMPT.length, completionTokens: out.tokenIds.length });
     expect(out.tokenIds.length).toBeLessThanOrEqual(5);
-    const t = out.finished.timings!;
+    const t = out.finished.end!.timings!;
     expect(t.totalMs).toBeGreaterThanOrEqual(t.timeToFirstStepMs);
     expect(t.timeToFirstStepMs).toBeGreaterThanOrEqual(t.queueWaitMs);
   });

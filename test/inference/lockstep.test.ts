@@ -108,12 +108,12 @@ describe("FULL distributions are exactly the models' full forwards", () => {
     for (const id of ["sampled", "greedy", "nucleus"]) {
       const t = result.byId.get(id)!;
       expect(t.events[0].event.case).toBe("started");
-      expect(t.finished.finishReason === FinishReason.LENGTH || t.finished.finishReason === FinishReason.EOS).toBe(true);
-      expect(t.finished.usage?.completionTokens).toBe(t.steps.length);
-      expect(t.finished.usage?.promptTokens).toBe(t.promptIds.length);
+      expect(t.finished.end!.finishReason === FinishReason.LENGTH || t.finished.end!.finishReason === FinishReason.EOS).toBe(true);
+      expect(t.finished.end!.usage?.completionTokens).toBe(t.steps.length);
+      expect(t.finished.end!.usage?.promptTokens).toBe(t.promptIds.length);
       expect(t.finished.completionText).toBe(t.steps.map((s) => s.tokenText).join(""));
       expect(t.steps.length).toBeGreaterThan(3);
-      const timings = t.finished.timings!;
+      const timings = t.finished.end!.timings!;
       expect(timings.queueWaitMs).toBeGreaterThanOrEqual(0);
       expect(timings.timeToFirstStepMs).toBeGreaterThanOrEqual(timings.queueWaitMs);
       expect(timings.totalMs).toBeGreaterThanOrEqual(timings.timeToFirstStepMs);

@@ -88,10 +88,10 @@ describe("cancellation and deadlines", () => {
       }
     }
     const byId = byRequest(seen);
-    expect(byId.get("long")!.finished.finishReason).toBe(FinishReason.CANCELLED);
+    expect(byId.get("long")!.finished.end!.finishReason).toBe(FinishReason.CANCELLED);
     expect(byId.get("long")!.steps.length).toBeLessThan(20);
-    expect(byId.get("short")!.finished.usage!.completionTokens).toBe(byId.get("short")!.steps.length);
-    expect([FinishReason.LENGTH, FinishReason.EOS]).toContain(byId.get("short")!.finished.finishReason);
+    expect(byId.get("short")!.finished.end!.usage!.completionTokens).toBe(byId.get("short")!.steps.length);
+    expect([FinishReason.LENGTH, FinishReason.EOS]).toContain(byId.get("short")!.finished.end!.finishReason);
   });
 
   it("a passed deadline ends the call with DEADLINE_EXCEEDED and stops its computation", async () => {
@@ -144,7 +144,7 @@ describe("back-pressure", () => {
     const finished = rest.at(-1)!.event;
     expect(finished.case).toBe("finished");
     const steps = rest.filter((m) => m.event.case === "step");
-    expect(steps.length).toBe((finished.value as { usage: { completionTokens: number } }).usage.completionTokens);
+    expect(steps.length).toBe(finished.case === "finished" ? finished.value.end?.usage?.completionTokens : undefined);
     expect(steps.length).toBeGreaterThan(previous);
   });
 });
@@ -218,8 +218,8 @@ describe("graceful shutdown", () => {
       }
       await closed;
       const t = byRequest(seen).get("finishing")!;
-      expect([FinishReason.LENGTH, FinishReason.EOS]).toContain(t.finished.finishReason);
-      expect(t.steps.length).toBe(t.finished.usage!.completionTokens);
+      expect([FinishReason.LENGTH, FinishReason.EOS]).toContain(t.finished.end!.finishReason);
+      expect(t.steps.length).toBe(t.finished.end!.usage!.completionTokens);
       await expect(ownClient.inference.getModelInfo({}, { timeoutMs: 1000 })).rejects.toMatchObject({ code: expect.any(Number) });
     } finally {
       ownClient.close();
@@ -240,7 +240,7 @@ describe("graceful shutdown", () => {
       await own.close(200);
       expect(performance.now() - started).toBeLessThan(2500);
       const t = byRequest(await messages).get("endless")!;
-      expect(t.finished.finishReason).toBe(FinishReason.CANCELLED);
+      expect(t.finished.end!.finishReason).toBe(FinishReason.CANCELLED);
       expect(t.steps.length).toBeLessThan(1000);
     } finally {
       ownClient.close();

@@ -131,8 +131,8 @@ describe("an init-model pair of the Qwen vocabulary with the real Qwen tokenizer
     const text = chunks.map((c) => c.text).join("");
     expect(ids.length).toBeGreaterThan(0);
     if (finished.case === "finished") {
-      expect(finished.value.usage?.promptTokens).toBe(QWEN3_CHAT_IDS.length);
-      expect([FinishReason.LENGTH, FinishReason.EOS]).toContain(finished.value.finishReason);
+      expect(finished.value.end!.usage?.promptTokens).toBe(QWEN3_CHAT_IDS.length);
+      expect([FinishReason.LENGTH, FinishReason.EOS]).toContain(finished.value.end!.finishReason);
     }
     // Streamed piece by piece from token bytes (a character split across tokens waits for its
     // last byte), yet equal to decoding the whole sequence at once.

@@ -8,7 +8,7 @@ import type { PairSummaryGraph } from "#inference/model/pair-summary-graph.ts";
 import type { FinishEvent, FinishReason as EngineFinishReason } from "#inference/engine/sequence.ts";
 import { FinishReason } from "#core/gen/lightreasoner/v1/common_pb.ts";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import type { TimingsSchema, UsageSchema } from "#core/gen/lightreasoner/v1/common_pb.ts";
+import type { CompletionEndSchema, TimingsSchema } from "#core/gen/lightreasoner/v1/common_pb.ts";
 import { ShuttingDownError } from "#inference/engine/errors.ts";
 import type { InferenceMetrics } from "#inference/metrics.ts";
 import type { CallSlots } from "./calls.ts";
@@ -41,14 +41,18 @@ const FINISH_REASONS: Record<EngineFinishReason, FinishReason> = {
   error: FinishReason.ERROR,
 };
 
-export const finishReasonOf = (reason: EngineFinishReason): FinishReason => FINISH_REASONS[reason];
-
-export function usageOf(f: FinishEvent): MessageInitShape<typeof UsageSchema> {
-  return { promptTokens: f.promptTokens, completionTokens: f.completionTokens };
-}
-
 export function timingsOf(f: FinishEvent): MessageInitShape<typeof TimingsSchema> {
   return { queueWaitMs: f.queueWaitMs, timeToFirstStepMs: f.timeToFirstStepMs, totalMs: f.totalMs };
+}
+
+/** How a trajectory or a generation ended, as both report it; Generate passes its own timings (first chunk, not first step). */
+export function completionEndOf(f: FinishEvent, timings = timingsOf(f)): MessageInitShape<typeof CompletionEndSchema> {
+  return {
+    finishReason: FINISH_REASONS[f.reason],
+    stopString: f.stopString ?? "",
+    usage: { promptTokens: f.promptTokens, completionTokens: f.completionTokens },
+    timings,
+  };
 }
 
 /** Admits a call that runs the models: refused while draining or when every slot is taken; returns the slot's release. */

@@ -11,7 +11,7 @@ import { InvalidRequestError } from "#inference/engine/errors.ts";
 import type { FinishEvent, SequenceMode } from "#inference/engine/sequence.ts";
 import type { ServedModel } from "#inference/engine/served-model.ts";
 import type { ServingContext } from "./context.ts";
-import { admitCall, finishReasonOf, timingsOf, usageOf } from "./context.ts";
+import { admitCall, completionEndOf, timingsOf } from "./context.ts";
 import { encodeStepDistributions } from "./distributions.ts";
 import { distributionSpecOf, encodePrompt, generationModeOf, samplingOf } from "./request.ts";
 import { StopStringHoldback } from "./stop-strings.ts";
@@ -124,7 +124,7 @@ async function generate(ctx: ServingContext, request: GenerateRequest, send: Sen
     await send({
       event: {
         case: "finished",
-        value: { finishReason: finishReasonOf(finish.reason), usage: usageOf(finish), timings, stopString: finish.stopString ?? "", seed: sampling.seed },
+        value: { end: completionEndOf(finish, timings), seed: sampling.seed },
       },
     });
   } finally {

@@ -10,7 +10,7 @@ import type { InferenceService, StreamTrajectoriesRequest, StreamTrajectoriesRes
 import { CapacityError, InvalidRequestError, ShuttingDownError } from "#inference/engine/errors.ts";
 import type { SequenceHandle } from "#inference/engine/scheduler.ts";
 import type { ServingContext } from "./context.ts";
-import { admitCall, finishReasonOf, timingsOf, usageOf } from "./context.ts";
+import { admitCall, completionEndOf } from "./context.ts";
 import { encodeStepDistributions } from "./distributions.ts";
 import { distributionSpecOf, encodePrompt, samplingOf } from "./request.ts";
 import { requestStatus } from "./status.ts";
@@ -188,15 +188,7 @@ function startTrajectory(ctx: ServingContext, id: string, start: TrajectoryReque
               metrics.errors.inc({ code: status.codeName });
               error = { code: status.code, message: status.message, field: status.field };
             }
-            const value = {
-              finishReason: finishReasonOf(f.reason),
-              error,
-              usage: usageOf(f),
-              timings: timingsOf(f),
-              completionText: f.completionText,
-              stopString: f.stopString ?? "",
-            };
-            return post({ requestId: id, event: { case: "finished", value } });
+            return post({ requestId: id, event: { case: "finished", value: { end: completionEndOf(f), error, completionText: f.completionText } } });
           });
           void finished.then(() => resolveDone());
         },
@@ -218,7 +210,7 @@ function refuse(ctx: ServingContext, id: string, err: unknown, post: (m: Respons
     requestId: id,
     event: {
       case: "finished",
-      value: { finishReason: FinishReason.ERROR, error: { code: status.code, message: status.message, field: status.field }, usage: {}, timings: {} },
+      value: { end: { finishReason: FinishReason.ERROR, usage: {}, timings: {} }, error: { code: status.code, message: status.message, field: status.field } },
     },
   });
 }

@@ -190,9 +190,10 @@ async function answer(lane: Lane, problem: Problem, index: number, ask: Ask, sig
     } else if (message.event.case === "finished") finished = message.event.value;
   }
   if (!finished) throw new GrpcError(Status.UNAVAILABLE, "the Generate stream ended without its finished message");
+  const finishReason = finished.end?.finishReason ?? FinishReason.UNSPECIFIED;
   // Cut short by the server (shutting down): the text is incomplete, ask again elsewhere.
-  if (finished.finishReason === FinishReason.CANCELLED || finished.finishReason === FinishReason.ERROR || finished.finishReason === FinishReason.UNSPECIFIED) {
-    throw new GrpcError(Status.UNAVAILABLE, `the generation ended with ${finishReasonName(finished.finishReason)} before it was complete`);
+  if (finishReason === FinishReason.CANCELLED || finishReason === FinishReason.ERROR || finishReason === FinishReason.UNSPECIFIED) {
+    throw new GrpcError(Status.UNAVAILABLE, `the generation ended with ${finishReasonName(finishReason)} before it was complete`);
   }
   const check = checkAnswer(output, problem.reference);
   return {
@@ -204,8 +205,8 @@ async function answer(lane: Lane, problem: Problem, index: number, ask: Ask, sig
     predicted: check.predicted,
     correct: check.correct === true,
     output,
-    finishReason: finishReasonName(finished.finishReason),
-    completionTokens: finished.usage?.completionTokens ?? 0,
+    finishReason: finishReasonName(finishReason),
+    completionTokens: finished.end?.usage?.completionTokens ?? 0,
     adapterVersion: adapterVersion ?? "",
     lane: lane.id,
   };

@@ -226,13 +226,14 @@ class SamplingRun {
 
   private onFinished(r: Running, finished: TrajectoryFinished): void {
     this.release(r);
-    const reason = COMPLETE[finished.finishReason];
+    const finishReason = finished.end?.finishReason ?? FinishReason.UNSPECIFIED;
+    const reason = COMPLETE[finishReason];
     if (reason !== undefined && r.broken === null) {
       this.lastProgress = Date.now();
       this.complete(r, finished, reason);
     } else if (r.broken !== null) {
       this.retry(r.work, r.lane, r.broken);
-    } else if (finished.finishReason === FinishReason.ERROR && finished.error) {
+    } else if (finishReason === FinishReason.ERROR && finished.error) {
       const { code, message, field } = finished.error;
       if (!RETRYABLE.has(code)) {
         this.fail(new RequestRefusedError(code, `${r.work.problem.id} (line ${r.work.problem.line})`, r.lane.id, message, field));
@@ -242,8 +243,8 @@ class SamplingRun {
       this.retry(r.work, r.lane, `${Status[code]}: ${message}`);
     } else {
       // Cancelled by the server (it is shutting down) or ended without a reason.
-      this.o.pool.markDown(r.lane, `trajectory ended with ${FinishReason[finished.finishReason]}`);
-      this.retry(r.work, r.lane, `trajectory ended with ${FinishReason[finished.finishReason]}`);
+      this.o.pool.markDown(r.lane, `trajectory ended with ${FinishReason[finishReason]}`);
+      this.retry(r.work, r.lane, `trajectory ended with ${FinishReason[finishReason]}`);
     }
     this.wake();
   }
@@ -251,7 +252,7 @@ class SamplingRun {
   private complete(r: Running, finished: TrajectoryFinished, finishReason: StoredFinishReason): void {
     const { work } = r;
     const { config, store } = this.o;
-    const completionTokens = finished.usage?.completionTokens ?? -1;
+    const completionTokens = finished.end?.usage?.completionTokens ?? -1;
     if (completionTokens !== r.tokens.length || r.started === null) {
       this.retry(work, r.lane, `the server reported ${completionTokens} completion tokens but sent ${r.tokens.length} steps`);
       return;

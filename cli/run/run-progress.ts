@@ -32,6 +32,7 @@ export async function followRun(client: TrainerClient, runId: string, label: str
     : null;
   let sampling: cliProgress.SingleBar | null = null;
   let training: cliProgress.SingleBar | null = null;
+  let run: Run | undefined;
   try {
     for await (const { event } of client.watchRun({ runId })) {
       if (event.case === "snapshot") {
@@ -52,14 +53,14 @@ export async function followRun(client: TrainerClient, runId: string, label: str
       } else if (event.case === "warning") {
         say(`${label}: warning: ${event.value.message}`);
       } else if (event.case === "finished") {
+        run = event.value;
         break;
       }
     }
   } finally {
     bars?.stop();
   }
-  const { run } = await client.getRun({ runId });
-  if (!run) throw new Error(`run ${runId} vanished`);
+  if (!run) throw new Error(`the WatchRun stream of run ${runId} ended before the run finished`);
   if (run.state !== RunState.SUCCEEDED) throw new Error(`${label} run ${runId} ended ${RunState[run.state]}: ${run.error || "no error given"} (resume it with ResumeRun; its files are in ${run.runDir})`);
   return run;
 }

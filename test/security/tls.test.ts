@@ -107,7 +107,7 @@ describe("TLS and mutual TLS over loopback", () => {
         const last = (await watchAll(runs, "over-tls")).at(-1)!.event;
         expect(last.case === "finished" && last.value.error).toBe("");
         expect(last.case === "finished" && last.value.state).toBe(RunState.SUCCEEDED);
-        const version = last.case === "finished" ? last.value.finalAdapterVersion : "";
+        const version = last.case === "finished" ? last.value.liveAdapterVersion : "";
         const adapters = createClient(AdapterService, tlsInference.address, { security: { tls: { ca: ca.cert } } });
         const listed = await adapters.listAdapters({});
         adapters.close();

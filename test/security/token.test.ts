@@ -118,7 +118,7 @@ describe("bearer tokens on real servers", () => {
       const last = events.at(-1)!.event;
       expect(last.case === "finished" && last.value.error, "no error").toBe("");
       expect(last.case === "finished" && last.value.state).toBe(RunState.SUCCEEDED);
-      expect(last.case === "finished" && last.value.finalAdapterVersion).toMatch(/\S/);
+      expect(last.case === "finished" && last.value.liveAdapterVersion).toMatch(/\S/);
     } finally {
       client.close();
     }

@@ -1,5 +1,5 @@
 // TrainerService over real gRPC on loopback, beside a real inference server with the tiny
-// random pair: an online run from StartRun to RunFinished (events, counters, adapters pushed
+// random pair: an online run from StartRun to the finished event (events, counters, adapters pushed
 // every N steps, the served expert equal to the trainer's TF.js expert with the final
 // adapter, Prometheus series), and the runs list.
 import { join } from "node:path";
@@ -80,9 +80,11 @@ describe("TrainerService: an online run", () => {
     expect(new Set(pushes.map((p) => p.version)).size).toBe(3);
     for (const p of pushes) expect(p.endpoints).toEqual([inference.address]);
     const finalVersion = pushes[2].version;
-    expect(last.value.finalAdapterVersion).toBe(finalVersion);
+    expect(last.value.liveAdapterVersion).toBe(finalVersion);
 
     const { run } = await client.getRun({ runId: "online-1" });
+    // The finished event is the run as it ended, the very message GetRun returns afterwards.
+    expect(last.value).toEqual(run);
     const c = run!.counters!;
     expect(c.stepsSelected).toBeGreaterThan(0);
     expect(c.stepsSelected).toBeLessThanOrEqual(c.stepsSeen);

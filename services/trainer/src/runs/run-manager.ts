@@ -23,7 +23,7 @@ export type WatchEvent =
   | { case: "snapshot"; value: Run }
   | { case: "stageChanged"; value: { previous: number; current: number } }
   | { case: "progress"; value: RunRecord["counters"] }
-  | { case: "finished"; value: { state: RunState; error: string; counters: RunRecord["counters"]; finalAdapterVersion: string } };
+  | { case: "finished"; value: Run };
 
 export interface RunManagerOptions extends RunServices {
   runsDir: string;
@@ -298,9 +298,9 @@ export class RunManager {
   }
 }
 
+/** The last event: the run as it ended, the same message GetRun returns. */
 function finishedEvent(run: ManagedRun): WatchEvent {
-  const { state, error, counters, liveAdapterVersion } = run.record;
-  return { case: "finished", value: { state: STATE_OF[state], error, counters: { ...counters }, finalAdapterVersion: liveAdapterVersion } };
+  return { case: "finished", value: run.message() };
 }
 
 /** run-<UTC date and time>-<random>: sorts by creation, never collides in practice. */

@@ -132,7 +132,7 @@ const adapters: ServiceHandlers<AdapterMethods> = {
       }
     }
     if (received !== declared) throw invalidArgument("header.safetensors_size", `declared ${declared} bytes, received ${received}`);
-    return { adapter: { version: hash.digest("hex").slice(0, 16), sizeBytes: received, source: "upload" } };
+    return { loaded: { adapter: { version: hash.digest("hex").slice(0, 16), sizeBytes: received, source: "upload" } } };
   },
   loadAdapter: () => {
     // A handler that throws synchronously still becomes a status.
@@ -215,8 +215,8 @@ describe("round trips", () => {
       await upload.write({ part: { case: "safetensorsChunk", value: bytes.subarray(offset, offset + 64 * 1024) } });
     }
     const response = await upload.end();
-    expect(response.adapter?.sizeBytes).toBe(bytes.length);
-    expect(response.adapter?.version).toBe(createHash("sha256").update(bytes).digest("hex").slice(0, 16));
+    expect(response.loaded?.adapter?.sizeBytes).toBe(bytes.length);
+    expect(response.loaded?.adapter?.version).toBe(createHash("sha256").update(bytes).digest("hex").slice(0, 16));
   });
 
   it("bidirectional: interleaved trajectories, each complete and in order", async () => {

@@ -87,8 +87,8 @@ describe("an uploaded adapter", () => {
 
   beforeAll(async () => {
     const response = await upload(files.configJson, files.safetensors, true);
-    version = response.adapter!.version;
-    expect(response.alreadyLoaded).toBe(false);
+    version = response.loaded!.adapter!.version;
+    expect(response.loaded!.alreadyLoaded).toBe(false);
   });
 
   it("is described, versioned by content and active", async () => {
@@ -132,12 +132,12 @@ describe("an uploaded adapter", () => {
 
   it("gets the same version however it is supplied: again by upload, or from an allowed directory", async () => {
     const again = await upload(files.configJson, files.safetensors, false);
-    expect([again.adapter!.version, again.alreadyLoaded]).toEqual([version, true]);
+    expect([again.loaded!.adapter!.version, again.loaded!.alreadyLoaded]).toEqual([version, true]);
     const fromDir = await client.adapters.loadAdapter({ directory: join(allowedDir, "first") });
-    expect([fromDir.adapter!.version, fromDir.alreadyLoaded]).toEqual([version, true]);
+    expect([fromDir.loaded!.adapter!.version, fromDir.loaded!.alreadyLoaded]).toEqual([version, true]);
     // Reformatted JSON, same settings and tensors: same version.
     const compact = JSON.stringify(JSON.parse(files.configJson));
-    expect((await upload(compact, files.safetensors, false)).adapter!.version).toBe(version);
+    expect((await upload(compact, files.safetensors, false)).loaded!.adapter!.version).toBe(version);
   });
 
   it("running trajectories keep the version they started on; rollback restores the base expert's logits", async () => {

@@ -133,7 +133,7 @@ describe("a target_modules regex cannot hold the server", () => {
   });
 
   it("a pattern PEFT users write selects its modules, and the adapter loads", async () => {
-    const { adapter } = await upload(adapterFiles(randomAdapter(5), ".*\\.(q_proj|v_proj)"));
+    const adapter = (await upload(adapterFiles(randomAdapter(5), ".*\\.(q_proj|v_proj)"))).loaded?.adapter;
     expect(adapter?.targetModules).toEqual(["q_proj", "v_proj"]);
     await servers.typed.adapters.unloadAdapter({ version: adapter!.version });
   });
@@ -171,7 +171,7 @@ describe("non-finite adapter weights are refused", () => {
   });
 
   it("the same adapter with a finite value there is accepted (the refusal is about the value)", async () => {
-    const { adapter } = await upload(adapterFiles(poisoned(0.25)));
+    const adapter = (await upload(adapterFiles(poisoned(0.25)))).loaded?.adapter;
     expect(adapter?.version).toMatch(/^[0-9a-f]{16}$/);
     await servers.typed.adapters.unloadAdapter({ version: adapter!.version });
   });

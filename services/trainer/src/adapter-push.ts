@@ -20,7 +20,7 @@ export async function pushAdapter(target: string, adapter: LoraAdapter, options:
       await upload.write({ part: { case: "safetensorsChunk", value: safetensors.subarray(offset, offset + CHUNK_BYTES) } });
     }
     const response = await upload.end();
-    return response.adapter?.version ?? "";
+    return response.loaded?.adapter?.version ?? "";
   } finally {
     client.close();
   }

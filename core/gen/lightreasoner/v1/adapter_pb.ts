@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file lightreasoner/v1/adapter.proto.
  */
 export const file_lightreasoner_v1_adapter: GenFile = /*@__PURE__*/
-  fileDesc("Ch5saWdodHJlYXNvbmVyL3YxL2FkYXB0ZXIucHJvdG8SEGxpZ2h0cmVhc29uZXIudjEi+AEKC0FkYXB0ZXJJbmZvEg8KB3ZlcnNpb24YASABKAkSDAoEcmFuaxgCIAEoDRISCgpsb3JhX2FscGhhGAMgASgCEhYKDnRhcmdldF9tb2R1bGVzGAQgAygJEh8KF2Jhc2VfbW9kZWxfbmFtZV9vcl9wYXRoGAUgASgJEhIKCnNpemVfYnl0ZXMYBiABKA0SDgoGc291cmNlGAcgASgJEi0KCWxvYWRlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGYWN0aXZlGAkgASgIEhoKEnJlcXVlc3RzX2luX2ZsaWdodBgKIAEoDSJeChNVcGxvYWRBZGFwdGVySGVhZGVyEhsKE2FkYXB0ZXJfY29uZmlnX2pzb24YASABKAkSGAoQc2FmZXRlbnNvcnNfc2l6ZRgCIAEoDRIQCghhY3RpdmF0ZRgDIAEoCCJ0ChRVcGxvYWRBZGFwdGVyUmVxdWVzdBI3CgZoZWFkZXIYASABKAsyJS5saWdodHJlYXNvbmVyLnYxLlVwbG9hZEFkYXB0ZXJIZWFkZXJIABIbChFzYWZldGVuc29yc19jaHVuaxgCIAEoDEgAQgYKBHBhcnQiXwoVVXBsb2FkQWRhcHRlclJlc3BvbnNlEi4KB2FkYXB0ZXIYASABKAsyHS5saWdodHJlYXNvbmVyLnYxLkFkYXB0ZXJJbmZvEhYKDmFscmVhZHlfbG9hZGVkGAIgASgIIjkKEkxvYWRBZGFwdGVyUmVxdWVzdBIRCglkaXJlY3RvcnkYASABKAkSEAoIYWN0aXZhdGUYAiABKAgiXQoTTG9hZEFkYXB0ZXJSZXNwb25zZRIuCgdhZGFwdGVyGAEgASgLMh0ubGlnaHRyZWFzb25lci52MS5BZGFwdGVySW5mbxIWCg5hbHJlYWR5X2xvYWRlZBgCIAEoCCIVChNMaXN0QWRhcHRlcnNSZXF1ZXN0Il8KFExpc3RBZGFwdGVyc1Jlc3BvbnNlEi8KCGFkYXB0ZXJzGAEgAygLMh0ubGlnaHRyZWFzb25lci52MS5BZGFwdGVySW5mbxIWCg5hY3RpdmVfdmVyc2lvbhgCIAEoCSIpChZBY3RpdmF0ZUFkYXB0ZXJSZXF1ZXN0Eg8KB3ZlcnNpb24YASABKAkiSwoXQWN0aXZhdGVBZGFwdGVyUmVzcG9uc2USGAoQcHJldmlvdXNfdmVyc2lvbhgBIAEoCRIWCg5hY3RpdmVfdmVyc2lvbhgCIAEoCSIXChVSb2xsYmFja1RvQmFzZVJlcXVlc3QiMgoWUm9sbGJhY2tUb0Jhc2VSZXNwb25zZRIYChBwcmV2aW91c192ZXJzaW9uGAEgASgJIicKFFVubG9hZEFkYXB0ZXJSZXF1ZXN0Eg8KB3ZlcnNpb24YASABKAkiFwoVVW5sb2FkQWRhcHRlclJlc3BvbnNlMuMECg5BZGFwdGVyU2VydmljZRJiCg1VcGxvYWRBZGFwdGVyEiYubGlnaHRyZWFzb25lci52MS5VcGxvYWRBZGFwdGVyUmVxdWVzdBonLmxpZ2h0cmVhc29uZXIudjEuVXBsb2FkQWRhcHRlclJlc3BvbnNlKAESWgoLTG9hZEFkYXB0ZXISJC5saWdodHJlYXNvbmVyLnYxLkxvYWRBZGFwdGVyUmVxdWVzdBolLmxpZ2h0cmVhc29uZXIudjEuTG9hZEFkYXB0ZXJSZXNwb25zZRJiCgxMaXN0QWRhcHRlcnMSJS5saWdodHJlYXNvbmVyLnYxLkxpc3RBZGFwdGVyc1JlcXVlc3QaJi5saWdodHJlYXNvbmVyLnYxLkxpc3RBZGFwdGVyc1Jlc3BvbnNlIgOQAgESZgoPQWN0aXZhdGVBZGFwdGVyEigubGlnaHRyZWFzb25lci52MS5BY3RpdmF0ZUFkYXB0ZXJSZXF1ZXN0GikubGlnaHRyZWFzb25lci52MS5BY3RpdmF0ZUFkYXB0ZXJSZXNwb25zZRJjCg5Sb2xsYmFja1RvQmFzZRInLmxpZ2h0cmVhc29uZXIudjEuUm9sbGJhY2tUb0Jhc2VSZXF1ZXN0GigubGlnaHRyZWFzb25lci52MS5Sb2xsYmFja1RvQmFzZVJlc3BvbnNlEmAKDVVubG9hZEFkYXB0ZXISJi5saWdodHJlYXNvbmVyLnYxLlVubG9hZEFkYXB0ZXJSZXF1ZXN0GicubGlnaHRyZWFzb25lci52MS5VbmxvYWRBZGFwdGVyUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("Ch5saWdodHJlYXNvbmVyL3YxL2FkYXB0ZXIucHJvdG8SEGxpZ2h0cmVhc29uZXIudjEi+AEKC0FkYXB0ZXJJbmZvEg8KB3ZlcnNpb24YASABKAkSDAoEcmFuaxgCIAEoDRISCgpsb3JhX2FscGhhGAMgASgCEhYKDnRhcmdldF9tb2R1bGVzGAQgAygJEh8KF2Jhc2VfbW9kZWxfbmFtZV9vcl9wYXRoGAUgASgJEhIKCnNpemVfYnl0ZXMYBiABKA0SDgoGc291cmNlGAcgASgJEi0KCWxvYWRlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGYWN0aXZlGAkgASgIEhoKEnJlcXVlc3RzX2luX2ZsaWdodBgKIAEoDSJeChNVcGxvYWRBZGFwdGVySGVhZGVyEhsKE2FkYXB0ZXJfY29uZmlnX2pzb24YASABKAkSGAoQc2FmZXRlbnNvcnNfc2l6ZRgCIAEoDRIQCghhY3RpdmF0ZRgDIAEoCCJ0ChRVcGxvYWRBZGFwdGVyUmVxdWVzdBI3CgZoZWFkZXIYASABKAsyJS5saWdodHJlYXNvbmVyLnYxLlVwbG9hZEFkYXB0ZXJIZWFkZXJIABIbChFzYWZldGVuc29yc19jaHVuaxgCIAEoDEgAQgYKBHBhcnQibQoVVXBsb2FkQWRhcHRlclJlc3BvbnNlEi8KBmxvYWRlZBgDIAEoCzIfLmxpZ2h0cmVhc29uZXIudjEuQWRhcHRlckxvYWRlZEoECAEQAkoECAIQA1IHYWRhcHRlclIOYWxyZWFkeV9sb2FkZWQiOQoSTG9hZEFkYXB0ZXJSZXF1ZXN0EhEKCWRpcmVjdG9yeRgBIAEoCRIQCghhY3RpdmF0ZRgCIAEoCCJrChNMb2FkQWRhcHRlclJlc3BvbnNlEi8KBmxvYWRlZBgDIAEoCzIfLmxpZ2h0cmVhc29uZXIudjEuQWRhcHRlckxvYWRlZEoECAEQAkoECAIQA1IHYWRhcHRlclIOYWxyZWFkeV9sb2FkZWQiVwoNQWRhcHRlckxvYWRlZBIuCgdhZGFwdGVyGAEgASgLMh0ubGlnaHRyZWFzb25lci52MS5BZGFwdGVySW5mbxIWCg5hbHJlYWR5X2xvYWRlZBgCIAEoCCIVChNMaXN0QWRhcHRlcnNSZXF1ZXN0Il8KFExpc3RBZGFwdGVyc1Jlc3BvbnNlEi8KCGFkYXB0ZXJzGAEgAygLMh0ubGlnaHRyZWFzb25lci52MS5BZGFwdGVySW5mbxIWCg5hY3RpdmVfdmVyc2lvbhgCIAEoCSIpChZBY3RpdmF0ZUFkYXB0ZXJSZXF1ZXN0Eg8KB3ZlcnNpb24YASABKAkiSwoXQWN0aXZhdGVBZGFwdGVyUmVzcG9uc2USGAoQcHJldmlvdXNfdmVyc2lvbhgBIAEoCRIWCg5hY3RpdmVfdmVyc2lvbhgCIAEoCSIXChVSb2xsYmFja1RvQmFzZVJlcXVlc3QiMgoWUm9sbGJhY2tUb0Jhc2VSZXNwb25zZRIYChBwcmV2aW91c192ZXJzaW9uGAEgASgJIicKFFVubG9hZEFkYXB0ZXJSZXF1ZXN0Eg8KB3ZlcnNpb24YASABKAkiFwoVVW5sb2FkQWRhcHRlclJlc3BvbnNlMuMECg5BZGFwdGVyU2VydmljZRJiCg1VcGxvYWRBZGFwdGVyEiYubGlnaHRyZWFzb25lci52MS5VcGxvYWRBZGFwdGVyUmVxdWVzdBonLmxpZ2h0cmVhc29uZXIudjEuVXBsb2FkQWRhcHRlclJlc3BvbnNlKAESWgoLTG9hZEFkYXB0ZXISJC5saWdodHJlYXNvbmVyLnYxLkxvYWRBZGFwdGVyUmVxdWVzdBolLmxpZ2h0cmVhc29uZXIudjEuTG9hZEFkYXB0ZXJSZXNwb25zZRJiCgxMaXN0QWRhcHRlcnMSJS5saWdodHJlYXNvbmVyLnYxLkxpc3RBZGFwdGVyc1JlcXVlc3QaJi5saWdodHJlYXNvbmVyLnYxLkxpc3RBZGFwdGVyc1Jlc3BvbnNlIgOQAgESZgoPQWN0aXZhdGVBZGFwdGVyEigubGlnaHRyZWFzb25lci52MS5BY3RpdmF0ZUFkYXB0ZXJSZXF1ZXN0GikubGlnaHRyZWFzb25lci52MS5BY3RpdmF0ZUFkYXB0ZXJSZXNwb25zZRJjCg5Sb2xsYmFja1RvQmFzZRInLmxpZ2h0cmVhc29uZXIudjEuUm9sbGJhY2tUb0Jhc2VSZXF1ZXN0GigubGlnaHRyZWFzb25lci52MS5Sb2xsYmFja1RvQmFzZVJlc3BvbnNlEmAKDVVubG9hZEFkYXB0ZXISJi5saWdodHJlYXNvbmVyLnYxLlVubG9hZEFkYXB0ZXJSZXF1ZXN0GicubGlnaHRyZWFzb25lci52MS5VbmxvYWRBZGFwdGVyUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * A loaded adapter.
@@ -187,18 +187,11 @@ export const UploadAdapterRequestSchema: GenMessage<UploadAdapterRequest> = /*@_
  */
 export type UploadAdapterResponse = Message<"lightreasoner.v1.UploadAdapterResponse"> & {
   /**
-   * The loaded adapter.
+   * The adapter, and whether it was loaded already.
    *
-   * @generated from field: lightreasoner.v1.AdapterInfo adapter = 1;
+   * @generated from field: lightreasoner.v1.AdapterLoaded loaded = 3;
    */
-  adapter?: AdapterInfo | undefined;
-
-  /**
-   * True when identical content was already loaded (nothing new was loaded).
-   *
-   * @generated from field: bool already_loaded = 2;
-   */
-  alreadyLoaded: boolean;
+  loaded?: AdapterLoaded | undefined;
 };
 
 /**
@@ -244,18 +237,11 @@ export const LoadAdapterRequestSchema: GenMessage<LoadAdapterRequest> = /*@__PUR
  */
 export type LoadAdapterResponse = Message<"lightreasoner.v1.LoadAdapterResponse"> & {
   /**
-   * The loaded adapter.
+   * The adapter, and whether it was loaded already.
    *
-   * @generated from field: lightreasoner.v1.AdapterInfo adapter = 1;
+   * @generated from field: lightreasoner.v1.AdapterLoaded loaded = 3;
    */
-  adapter?: AdapterInfo | undefined;
-
-  /**
-   * True when identical content was already loaded.
-   *
-   * @generated from field: bool already_loaded = 2;
-   */
-  alreadyLoaded: boolean;
+  loaded?: AdapterLoaded | undefined;
 };
 
 /**
@@ -264,6 +250,35 @@ export type LoadAdapterResponse = Message<"lightreasoner.v1.LoadAdapterResponse"
  */
 export const LoadAdapterResponseSchema: GenMessage<LoadAdapterResponse> = /*@__PURE__*/
   messageDesc(file_lightreasoner_v1_adapter, 5);
+
+/**
+ * What UploadAdapter and LoadAdapter both return: the adapter the content was loaded as.
+ *
+ * @generated from message lightreasoner.v1.AdapterLoaded
+ */
+export type AdapterLoaded = Message<"lightreasoner.v1.AdapterLoaded"> & {
+  /**
+   * The loaded adapter.
+   *
+   * @generated from field: lightreasoner.v1.AdapterInfo adapter = 1;
+   */
+  adapter?: AdapterInfo | undefined;
+
+  /**
+   * True when identical content was already loaded (nothing new was loaded, and the version
+   * is the one it had).
+   *
+   * @generated from field: bool already_loaded = 2;
+   */
+  alreadyLoaded: boolean;
+};
+
+/**
+ * Describes the message lightreasoner.v1.AdapterLoaded.
+ * Use `create(AdapterLoadedSchema)` to create a new message.
+ */
+export const AdapterLoadedSchema: GenMessage<AdapterLoaded> = /*@__PURE__*/
+  messageDesc(file_lightreasoner_v1_adapter, 6);
 
 /**
  * Asks for the loaded adapters; carries nothing.
@@ -278,7 +293,7 @@ export type ListAdaptersRequest = Message<"lightreasoner.v1.ListAdaptersRequest"
  * Use `create(ListAdaptersRequestSchema)` to create a new message.
  */
 export const ListAdaptersRequestSchema: GenMessage<ListAdaptersRequest> = /*@__PURE__*/
-  messageDesc(file_lightreasoner_v1_adapter, 6);
+  messageDesc(file_lightreasoner_v1_adapter, 7);
 
 /**
  * The loaded adapters.
@@ -306,7 +321,7 @@ export type ListAdaptersResponse = Message<"lightreasoner.v1.ListAdaptersRespons
  * Use `create(ListAdaptersResponseSchema)` to create a new message.
  */
 export const ListAdaptersResponseSchema: GenMessage<ListAdaptersResponse> = /*@__PURE__*/
-  messageDesc(file_lightreasoner_v1_adapter, 7);
+  messageDesc(file_lightreasoner_v1_adapter, 8);
 
 /**
  * Switch new requests to an adapter.
@@ -327,7 +342,7 @@ export type ActivateAdapterRequest = Message<"lightreasoner.v1.ActivateAdapterRe
  * Use `create(ActivateAdapterRequestSchema)` to create a new message.
  */
 export const ActivateAdapterRequestSchema: GenMessage<ActivateAdapterRequest> = /*@__PURE__*/
-  messageDesc(file_lightreasoner_v1_adapter, 8);
+  messageDesc(file_lightreasoner_v1_adapter, 9);
 
 /**
  * The switch that happened.
@@ -355,7 +370,7 @@ export type ActivateAdapterResponse = Message<"lightreasoner.v1.ActivateAdapterR
  * Use `create(ActivateAdapterResponseSchema)` to create a new message.
  */
 export const ActivateAdapterResponseSchema: GenMessage<ActivateAdapterResponse> = /*@__PURE__*/
-  messageDesc(file_lightreasoner_v1_adapter, 9);
+  messageDesc(file_lightreasoner_v1_adapter, 10);
 
 /**
  * Switch new requests to the base expert; carries nothing.
@@ -370,7 +385,7 @@ export type RollbackToBaseRequest = Message<"lightreasoner.v1.RollbackToBaseRequ
  * Use `create(RollbackToBaseRequestSchema)` to create a new message.
  */
 export const RollbackToBaseRequestSchema: GenMessage<RollbackToBaseRequest> = /*@__PURE__*/
-  messageDesc(file_lightreasoner_v1_adapter, 10);
+  messageDesc(file_lightreasoner_v1_adapter, 11);
 
 /**
  * The switch that happened.
@@ -391,7 +406,7 @@ export type RollbackToBaseResponse = Message<"lightreasoner.v1.RollbackToBaseRes
  * Use `create(RollbackToBaseResponseSchema)` to create a new message.
  */
 export const RollbackToBaseResponseSchema: GenMessage<RollbackToBaseResponse> = /*@__PURE__*/
-  messageDesc(file_lightreasoner_v1_adapter, 11);
+  messageDesc(file_lightreasoner_v1_adapter, 12);
 
 /**
  * Free a loaded adapter.
@@ -412,7 +427,7 @@ export type UnloadAdapterRequest = Message<"lightreasoner.v1.UnloadAdapterReques
  * Use `create(UnloadAdapterRequestSchema)` to create a new message.
  */
 export const UnloadAdapterRequestSchema: GenMessage<UnloadAdapterRequest> = /*@__PURE__*/
-  messageDesc(file_lightreasoner_v1_adapter, 12);
+  messageDesc(file_lightreasoner_v1_adapter, 13);
 
 /**
  * Confirms an unload; carries nothing.
@@ -427,7 +442,7 @@ export type UnloadAdapterResponse = Message<"lightreasoner.v1.UnloadAdapterRespo
  * Use `create(UnloadAdapterResponseSchema)` to create a new message.
  */
 export const UnloadAdapterResponseSchema: GenMessage<UnloadAdapterResponse> = /*@__PURE__*/
-  messageDesc(file_lightreasoner_v1_adapter, 13);
+  messageDesc(file_lightreasoner_v1_adapter, 14);
 
 /**
  * Loads, lists, activates and unloads PEFT LoRA adapters of the expert.

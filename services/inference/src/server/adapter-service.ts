@@ -30,7 +30,7 @@ export function adapterHandlers(ctx: ServingContext): ServiceHandlers<Methods> {
   const { adapters, limits, logger } = ctx;
   const loaded = (info: AdapterInfo, alreadyLoaded: boolean, source: string) => {
     logger.info({ version: info.version, source, alreadyLoaded, active: info.active }, "adapter loaded");
-    return { adapter: adapterInfo(info), alreadyLoaded };
+    return { loaded: { adapter: adapterInfo(info), alreadyLoaded } };
   };
   return {
     async uploadAdapter(requests) {

@@ -4,8 +4,8 @@
 import { compareTokenizers } from "#core/formats/tokenizer.ts";
 import type { OrtSessionOptions } from "#inference/model/execution-provider.ts";
 import { MismatchedPairError } from "./errors.ts";
-import type { ServedModel } from "./served-model.ts";
-import { openServedModel } from "./served-model.ts";
+import type { OpenedSession, ServedModel } from "./served-model.ts";
+import { openModelSession, withTokenizer } from "./served-model.ts";
 
 export interface ModelPair {
   expert: ServedModel;
@@ -21,19 +21,24 @@ export function pairDifferences(expert: ServedModel, amateur: ServedModel): stri
   return differences;
 }
 
+/**
+ * Opens both sessions, then both tokenizers: ONNX Runtime's loading peaks above what it
+ * keeps (the source pages of the packed weights stay mapped until a session is ready), and a
+ * 150k-token tokenizer's ~100 MiB of JavaScript heap built first would sit on top of that peak.
+ */
 export async function openModelPair(expertDir: string, amateurDir: string, options: OrtSessionOptions): Promise<ModelPair> {
-  const expert = await openServedModel("expert", expertDir, options);
-  let amateur: ServedModel;
+  const opened: OpenedSession[] = [];
+  const releaseAll = () => Promise.all(opened.map((o) => o.session.release()));
   try {
-    amateur = await openServedModel("amateur", amateurDir, options, expert);
+    opened.push(await openModelSession("expert", expertDir, options));
+    opened.push(await openModelSession("amateur", amateurDir, options, opened[0].fingerprint));
+    const expert = withTokenizer(opened[0], options);
+    const amateur = withTokenizer(opened[1], options, expert);
+    const differences = pairDifferences(expert, amateur);
+    if (differences.length > 0) throw new MismatchedPairError(differences);
+    return { expert, amateur };
   } catch (err) {
-    await expert.session.release();
+    await releaseAll();
     throw err;
   }
-  const differences = pairDifferences(expert, amateur);
-  if (differences.length > 0) {
-    await Promise.all([expert.session.release(), amateur.session.release()]);
-    throw new MismatchedPairError(differences);
-  }
-  return { expert, amateur };
 }

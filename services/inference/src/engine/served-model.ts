@@ -9,7 +9,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import type { ModelConfig } from "#core/model/config.ts";
 import { loadModelDir, locateModelWeights, modelFingerprintInBackground } from "#core/formats/model-dir.ts";
-import { TextTokenizer } from "#core/formats/tokenizer.ts";
+import { TOKENIZER_FILE, TextTokenizer } from "#core/formats/tokenizer.ts";
 import { ModelFormatError } from "#core/model/errors.ts";
 import { CausalLmSession } from "#inference/model/session.ts";
 import type { ServedGraph } from "#inference/model/export.ts";
@@ -50,52 +50,78 @@ export function onnxFileIn(dir: string): string | undefined {
   return [join(dir, "model.onnx"), defaultOnnxPath(dir)].find((p) => existsSync(p));
 }
 
+/** A model whose ONNX Runtime session is open and whose tokenizer is not built yet (see openModelPair). */
+export interface OpenedSession {
+  role: string;
+  dir: string;
+  session: CausalLmSession;
+  config?: ModelConfig;
+  fingerprint: Promise<string>;
+  exported: boolean;
+}
+
 /**
- * Opens one model. `peer` (the expert, when opening the amateur) lends its tokenizer when
- * every file the tokenizer is read from says the same, since building a 150k-token
- * tokenizer takes about a second.
+ * Opens one model's session. The fingerprint is hashed on a worker thread after `hashAfter`
+ * settles (the expert's, when opening the amateur), so one hashing thread at a time competes
+ * with the loading on a small machine. Stage times go to `options.log`.
  */
-export async function openServedModel(role: string, dirArg: string, options: OrtSessionOptions, peer?: ServedModel): Promise<ServedModel> {
+export async function openModelSession(role: string, dirArg: string, options: OrtSessionOptions, hashAfter?: Promise<unknown>): Promise<OpenedSession> {
   const dir = resolve(dirArg);
   if (!existsSync(dir)) throw new ModelFormatError(dir, `${role} model directory does not exist`);
-  const tokenizer = peer && sameTokenizerFiles(peer.dir, dir) ? peer.tokenizer : TextTokenizer.load(dir);
+  // Checked before the seconds a session takes, so a directory without one fails at once.
+  if (!existsSync(join(dir, TOKENIZER_FILE))) throw new ModelFormatError(join(dir, TOKENIZER_FILE), "missing: the model directory needs a tokenizer.json");
   const hasWeights = existsSync(join(dir, "config.json")) && (existsSync(join(dir, "model.safetensors")) || existsSync(join(dir, "model.safetensors.index.json")));
   const onnxFile = hasWeights ? undefined : onnxFileIn(dir);
-  let session: CausalLmSession;
-  let config: ModelConfig | undefined;
-  const fingerprint = hasWeights ? modelFingerprintInBackground(dir) : undefined;
-  // Failures surface where the fingerprint is awaited (GetModelInfo), not as unhandled rejections.
-  fingerprint?.catch(() => {});
-  if (hasWeights) {
-    const built = servedGraph(dir);
-    config = built.config;
-    session = await CausalLmSession.open(built.graph, options);
-  } else if (onnxFile) {
-    session = await CausalLmSession.open(onnxFile, options);
-  } else {
+  if (!hasWeights && !onnxFile) {
     throw new ModelFormatError(dir, `${role} directory has neither an ONNX file (model.onnx, onnx/model.onnx) nor config.json with safetensors weights`);
   }
+  const log = options.log ?? (() => {});
+  const started = performance.now();
+  if (!hasWeights) {
+    const session = await CausalLmSession.open(onnxFile!, options);
+    log(`${role}: ONNX Runtime session for ${onnxFile} in ${(performance.now() - started).toFixed(0)} ms`);
+    return { role, dir, session, fingerprint: Promise.resolve(onnxFingerprint(onnxFile!, dir)), exported: false };
+  }
+  const fingerprint = (hashAfter ?? Promise.resolve()).catch(() => {}).then(() => modelFingerprintInBackground(dir));
+  // Failures surface where the fingerprint is awaited (GetModelInfo), not as unhandled rejections.
+  fingerprint.catch(() => {});
+  const { config, graph } = servedGraph(dir);
+  const graphMs = performance.now() - started;
+  const session = await CausalLmSession.open(graph, options);
+  log(`${role}: graph built in ${graphMs.toFixed(0)} ms, ONNX Runtime session (weights read and prepacked) in ${(performance.now() - started - graphMs).toFixed(0)} ms`);
+  return { role, dir, session, config, fingerprint, exported: true };
+}
+
+/**
+ * The opened model with its tokenizer, checked against the logits. `peer` (the expert, for
+ * the amateur) lends its tokenizer when every file the tokenizer is read from says the same,
+ * since building a 150k-token tokenizer takes about a second. The caller releases the session
+ * when this throws.
+ */
+export function withTokenizer(opened: OpenedSession, options: OrtSessionOptions, peer?: ServedModel): ServedModel {
+  const { role, dir, session, config } = opened;
+  const started = performance.now();
+  const borrowed = peer !== undefined && sameTokenizerFiles(peer.dir, dir);
+  const tokenizer = borrowed ? peer.tokenizer : TextTokenizer.load(dir);
+  options.log?.(`${role}: tokenizer ${borrowed ? `shared with the ${peer.role}` : `built in ${(performance.now() - started).toFixed(0)} ms`}`);
+  const vocabSize = session.io.vocabSize ?? config?.vocabSize;
+  if (vocabSize === undefined || vocabSize === null) throw new ModelFormatError(dir, "cannot tell the vocabulary size from the ONNX graph or config.json");
+  if (config && config.vocabSize !== vocabSize) {
+    throw new ModelFormatError(dir, `the ONNX graph's logits have ${vocabSize} entries but config.json says vocab_size ${config.vocabSize}`);
+  }
+  if (tokenizer.vocabSize > vocabSize) {
+    throw new ModelFormatError(join(dir, TOKENIZER_FILE), `the tokenizer knows ${tokenizer.vocabSize} tokens but the model's logits cover only ${vocabSize}`);
+  }
+  return { role, dir, fingerprint: opened.fingerprint, tokenizer, session, config, vocabSize, description: describe(dir, session, config, opened.exported) };
+}
+
+/** Opens one model with its tokenizer (openModelPair orders the steps of two). */
+export async function openServedModel(role: string, dir: string, options: OrtSessionOptions, peer?: ServedModel): Promise<ServedModel> {
+  const opened = await openModelSession(role, dir, options, peer?.fingerprint);
   try {
-    const vocabSize = session.io.vocabSize ?? config?.vocabSize;
-    if (vocabSize === undefined || vocabSize === null) throw new ModelFormatError(dir, "cannot tell the vocabulary size from the ONNX graph or config.json");
-    if (config && config.vocabSize !== vocabSize) {
-      throw new ModelFormatError(dir, `the ONNX graph's logits have ${vocabSize} entries but config.json says vocab_size ${config.vocabSize}`);
-    }
-    if (tokenizer.vocabSize > vocabSize) {
-      throw new ModelFormatError(join(dir, "tokenizer.json"), `the tokenizer knows ${tokenizer.vocabSize} tokens but the model's logits cover only ${vocabSize}`);
-    }
-    return {
-      role,
-      dir,
-      fingerprint: fingerprint ?? Promise.resolve(onnxFingerprint(onnxFile!, dir)),
-      tokenizer,
-      session,
-      config,
-      vocabSize,
-      description: describe(dir, session, config, hasWeights),
-    };
+    return withTokenizer(opened, options, peer);
   } catch (err) {
-    await session.release();
+    await opened.session.release();
     throw err;
   }
 }

@@ -1,6 +1,6 @@
 // Opening the served pair: a directory without a tokenizer fails before any session is built,
-// the amateur's fingerprint is hashed only after the expert's (one hashing thread at a time
-// beside the loading), both still equal the synchronous fingerprint, and each stage's time is
+// a fingerprint is hashed only once what it waits for has settled (the pair's sessions, then
+// the expert's hash), both still equal the synchronous fingerprint, and each stage's time is
 // logged. Runs on the tiny random pair that init-model writes.
 import { copyFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";

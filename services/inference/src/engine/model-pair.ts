@@ -22,23 +22,28 @@ export function pairDifferences(expert: ServedModel, amateur: ServedModel): stri
 }
 
 /**
- * Opens both sessions, then both tokenizers: ONNX Runtime's loading peaks above what it
- * keeps (the source pages of the packed weights stay mapped until a session is ready), and a
- * 150k-token tokenizer's ~100 MiB of JavaScript heap built first would sit on top of that peak.
+ * Opens both sessions, then both tokenizers, then hashes the fingerprints (one file at a
+ * time, on a worker thread, while the service already listens). ONNX Runtime's loading peaks
+ * above what it keeps (the source pages of the packed weights stay mapped until a session is
+ * ready); a 150k-token tokenizer's ~100 MiB of JavaScript heap, or a hashing thread's ~30 MiB
+ * and its CPU, would otherwise sit on top of that peak.
  */
 export async function openModelPair(expertDir: string, amateurDir: string, options: OrtSessionOptions): Promise<ModelPair> {
   const opened: OpenedSession[] = [];
-  const releaseAll = () => Promise.all(opened.map((o) => o.session.release()));
+  let sessionsOpen!: () => void;
+  // Never settles when a session fails: nothing is hashed for a pair that is not served.
+  const hashAfter = new Promise<void>((resolve) => (sessionsOpen = resolve));
   try {
-    opened.push(await openModelSession("expert", expertDir, options));
+    opened.push(await openModelSession("expert", expertDir, options, hashAfter));
     opened.push(await openModelSession("amateur", amateurDir, options, opened[0].fingerprint));
     const expert = withTokenizer(opened[0], options);
     const amateur = withTokenizer(opened[1], options, expert);
     const differences = pairDifferences(expert, amateur);
     if (differences.length > 0) throw new MismatchedPairError(differences);
+    sessionsOpen();
     return { expert, amateur };
   } catch (err) {
-    await releaseAll();
+    await Promise.all(opened.map((o) => o.session.release()));
     throw err;
   }
 }

@@ -61,9 +61,10 @@ export interface OpenedSession {
 }
 
 /**
- * Opens one model's session. The fingerprint is hashed on a worker thread after `hashAfter`
- * settles (the expert's, when opening the amateur), so one hashing thread at a time competes
- * with the loading on a small machine. Stage times go to `options.log`.
+ * Opens one model's session. Its fingerprint is hashed on a worker thread once `hashAfter`
+ * settles (openModelPair: once both sessions are open, and the amateur after the expert), so
+ * hashing gigabytes neither competes with the loading nor delays listening. Stage times go to
+ * `options.log`.
  */
 export async function openModelSession(role: string, dirArg: string, options: OrtSessionOptions, hashAfter?: Promise<unknown>): Promise<OpenedSession> {
   const dir = resolve(dirArg);

@@ -2,8 +2,9 @@
 // until it listens, resident memory once idle (both models loaded) against the weights'
 // float32 bytes, and the growth of the peak per extra concurrent stream against that
 // stream's KV cache. Run it on its own (the 0.5B-shaped pair takes ~2.5 GB and minutes):
-// Start-up is also given as the CPU seconds the service used until it listened (fingerprint
-// hashing on worker threads included), which holds up on a busy machine where wall time does not.
+// Start-up is also given as the CPU seconds the service used until it listened, all threads
+// and the main thread alone (which holds up on a busy machine where wall time does not), and
+// as the service's own log lines until then, each with its time since spawn (one per stage).
 //   npx tsx bench/footprint.ts <expertDir> <amateurDir> [--streams 1,8] [--prompt 64] [--new 32] [--starts 2]
 import { readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
@@ -19,9 +20,9 @@ function weightBytes(dir: string): number {
   return statSync(join(dir, "model.safetensors")).size;
 }
 
-/** CPU seconds (user + system, every thread) a process has used so far. */
-function cpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+/** CPU seconds (user + system) a process has used so far: every thread, or (`/task/<pid>`) its main thread alone. */
+function cpuSeconds(pid: number, mainThreadOnly = false): number {
+  const fields = readFileSync(mainThreadOnly ? `/proc/${pid}/task/${pid}/stat` : `/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
@@ -62,6 +63,9 @@ async function main(): Promise<void> {
   try {
     // CPU time is what start-up costs on a machine shared with other work, where wall time is not.
     const startCpuSeconds = cpuSeconds(served.pid);
+    // The main thread builds the graphs, runs ONNX Runtime's prepacking and the tokenizer: on an
+    // idle machine it sets the time to listening, whatever other threads do beside it.
+    const startMainThreadCpuSeconds = cpuSeconds(served.pid, true);
     const idle = served.memory();
     const rows: { streams: number; peak: number; msPerStep: number }[] = [];
     for (const n of streams) {
@@ -79,6 +83,8 @@ async function main(): Promise<void> {
           amateurDir,
           startSeconds: startSeconds.map((s) => Number(s.toFixed(2))),
           startCpuSeconds,
+          startMainThreadCpuSeconds,
+          startLog: served.startLog.map((l) => `${l.seconds.toFixed(2)} s  ${l.msg}`),
           weightsMiB: Math.round(weights / MIB),
           idleRssMiB: Math.round(idle.rssBytes / MIB),
           idlePeakMiB: Math.round(idle.peakRssBytes / MIB),

@@ -118,6 +118,8 @@ export interface ServedInference {
   pid: number;
   /** Seconds from spawn until the service logged that it listens. */
   startSeconds: number;
+  /** The service's log lines until it listened, each with the seconds since spawn (its per-stage start-up times). */
+  startLog: { seconds: number; msg: string }[];
   memory(): ProcessMemory;
   stop(): Promise<void>;
 }
@@ -125,6 +127,7 @@ export interface ServedInference {
 /** Starts `lightreasoner serve inference` on loopback with OS-chosen ports and waits until it listens. */
 export async function serveInference(options: { expertDir: string; amateurDir: string; maxBatchSize: number; maxNewTokens: number; threads?: number; batchGatherMs?: number }): Promise<ServedInference> {
   const started = performance.now();
+  const spawnedAt = Date.now();
   const args = ["serve", "inference", "--expert", options.expertDir, "--amateur", options.amateurDir, "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0"];
   args.push("--execution-provider", "cpu", "--max-batch-size", String(options.maxBatchSize), "--max-new-tokens", String(options.maxNewTokens), "--log-level", "info");
   if (options.threads !== undefined) args.push("--threads", String(options.threads));
@@ -142,6 +145,10 @@ export async function serveInference(options: { expertDir: string; amateurDir: s
     metricsPort: listening.metricsPort as number,
     pid: running.pid,
     startSeconds: (performance.now() - started) / 1000,
+    startLog: running.lines
+      .slice(0, running.lines.indexOf(listening) + 1)
+      .filter((l) => typeof l.msg === "string" && typeof l.time === "number")
+      .map((l) => ({ seconds: ((l.time as number) - spawnedAt) / 1000, msg: l.msg as string })),
     memory: () => processMemory(running.pid),
     stop: async () => {
       const code = await stopChild(running);

@@ -2,9 +2,8 @@
 // A directory with Hugging Face weights is served through a graph built at start-up whose
 // weights ONNX Runtime reads straight from the safetensors file (float32; other dtypes are
 // decoded once and dropped), with LoRA inputs so adapters apply as side branches: there is
-// one copy of the weights, held by ONNX Runtime (or, with the opt-in prepack cache, mapped
-// from ONNX Runtime's saved packed copy). A directory with only an ONNX file is served as
-// given (without adapters unless the graph has LoRA inputs).
+// one copy of the weights, held by ONNX Runtime. A directory with only an ONNX file is served
+// as given (without adapters unless the graph has LoRA inputs).
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { basename, join, resolve } from "node:path";

@@ -5,7 +5,7 @@
 // Start-up is also given as the CPU seconds the service used until it listened, all threads
 // and the main thread alone (which holds up on a busy machine where wall time does not), and
 // as the service's own log lines until then, each with its time since spawn (one per stage).
-//   npx tsx bench/footprint.ts <expertDir> <amateurDir> [--streams 1,8] [--prompt 64] [--new 32] [--starts 2] [--prepack-cache <dir>]
+//   npx tsx bench/footprint.ts <expertDir> <amateurDir> [--streams 1,8] [--prompt 64] [--new 32] [--starts 2]
 import { readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { readModelConfig } from "#core/model/config.ts";
@@ -39,13 +39,11 @@ function option(args: string[], name: string, fallback: string): string {
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
   const [expertDir, amateurDir] = args;
-  if (!expertDir || !amateurDir || expertDir.startsWith("--")) throw new Error("usage: footprint.ts <expertDir> <amateurDir> [--streams 1,8] [--prompt 64] [--new 32] [--starts 2] [--prepack-cache <dir>]");
+  if (!expertDir || !amateurDir || expertDir.startsWith("--")) throw new Error("usage: footprint.ts <expertDir> <amateurDir> [--streams 1,8] [--prompt 64] [--new 32] [--starts 2]");
   const streams = option(args, "--streams", "1,8").split(",").map(Number);
   const promptTokens = Number(option(args, "--prompt", "64"));
   const newTokens = Number(option(args, "--new", "32"));
   const starts = Number(option(args, "--starts", "2"));
-  // With a prepack cache, the first start writes the entries and the measured one maps them.
-  const prepackCacheDir = args.includes("--prepack-cache") ? option(args, "--prepack-cache", "") : undefined;
   const configs = [readModelConfig(join(expertDir, "config.json")), readModelConfig(join(amateurDir, "config.json"))];
   const weights = weightBytes(expertDir) + weightBytes(amateurDir);
   const vocab = configs[0].vocabSize;
@@ -56,11 +54,11 @@ async function main(): Promise<void> {
   // Earlier starts warm the page cache; the last one is measured.
   const startSeconds: number[] = [];
   for (let i = 0; i < starts - 1; i++) {
-    const warm = await serveInference({ expertDir, amateurDir, maxBatchSize: Math.max(...streams), maxNewTokens: newTokens, prepackCacheDir });
+    const warm = await serveInference({ expertDir, amateurDir, maxBatchSize: Math.max(...streams), maxNewTokens: newTokens });
     startSeconds.push(warm.startSeconds);
     await warm.stop();
   }
-  const served = await serveInference({ expertDir, amateurDir, maxBatchSize: Math.max(...streams), maxNewTokens: newTokens, prepackCacheDir });
+  const served = await serveInference({ expertDir, amateurDir, maxBatchSize: Math.max(...streams), maxNewTokens: newTokens });
   startSeconds.push(served.startSeconds);
   try {
     // CPU time is what start-up costs on a machine shared with other work, where wall time is not.

@@ -40,8 +40,6 @@ export interface InferenceServerOptions {
   threads?: number;
   /** ONNX Runtime's weight prepacking on the CPU (default on; off starts faster and decodes slower). */
   prepack?: boolean;
-  /** Opt-in: keep ONNX Runtime's prepacked weights in this directory between starts (model/prepack-cache.ts). */
-  prepackCacheDir?: string;
   limits?: Partial<ServerLimits>;
   /** Directories LoadAdapter may read from; none disables loading by path. */
   adapterDirs?: string[];
@@ -84,7 +82,7 @@ export async function startInferenceServer(options: InferenceServerOptions): Pro
   const credentials = serverCredentials(options.tls);
   const sessionOptions = { executionProvider: options.executionProvider ?? "auto", threads: options.threads, prepack: options.prepack, log: (message: string) => logger.info(message) };
 
-  const pair = await openModelPair(options.expertDir, options.amateurDir, sessionOptions, options.prepackCacheDir);
+  const pair = await openModelPair(options.expertDir, options.amateurDir, sessionOptions);
   logger.info({ expert: pair.expert.dir, amateur: pair.amateur.dir, vocabSize: pair.expert.vocabSize }, "expert and amateur share one tokenizer");
   // SPARSE summaries and float16 rounding run on the models' execution provider (on CPU, on one thread: SUMMARY_THREADS).
   const pairGraphs = await PairSummaryGraph.open(pair.expert.vocabSize, { ...sessionOptions, threads: undefined }).catch(async (err: unknown) => {

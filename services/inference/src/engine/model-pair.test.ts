@@ -55,7 +55,7 @@ describe("openModelSession", () => {
   it("hashes the fingerprint only once the model it waits for is hashed", async () => {
     let release!: () => void;
     const gate = new Promise<void>((resolve) => (release = resolve));
-    const opened = await openModelSession("amateur", pair.amateurDir, { executionProvider: "cpu" }, { hashAfter: gate });
+    const opened = await openModelSession("amateur", pair.amateurDir, { executionProvider: "cpu" }, gate);
     try {
       let settled = false;
       const fingerprint = opened.fingerprint.then((f) => ((settled = true), f));
@@ -64,7 +64,7 @@ describe("openModelSession", () => {
       release();
       expect(await fingerprint).toBe(modelFingerprint(pair.amateurDir));
       // A failed predecessor does not stop this model's hashing.
-      const afterFailure = await openModelSession("amateur", pair.amateurDir, { executionProvider: "cpu" }, { hashAfter: Promise.reject(new Error("expert hash failed")) });
+      const afterFailure = await openModelSession("amateur", pair.amateurDir, { executionProvider: "cpu" }, Promise.reject(new Error("expert hash failed")));
       try {
         expect(await afterFailure.fingerprint).toBe(modelFingerprint(pair.amateurDir));
       } finally {

@@ -26,17 +26,16 @@ export function pairDifferences(expert: ServedModel, amateur: ServedModel): stri
  * time, on a worker thread, while the service already listens). ONNX Runtime's loading peaks
  * above what it keeps (the source pages of the packed weights stay mapped until a session is
  * ready); a 150k-token tokenizer's ~100 MiB of JavaScript heap, or a hashing thread's ~30 MiB
- * and its CPU, would otherwise sit on top of that peak. With `prepackCacheDir` each model is
- * hashed before its session instead, the fingerprint being the cache entry's key.
+ * and its CPU, would otherwise sit on top of that peak.
  */
-export async function openModelPair(expertDir: string, amateurDir: string, options: OrtSessionOptions, prepackCacheDir?: string): Promise<ModelPair> {
+export async function openModelPair(expertDir: string, amateurDir: string, options: OrtSessionOptions): Promise<ModelPair> {
   const opened: OpenedSession[] = [];
   let sessionsOpen!: () => void;
   // Never settles when a session fails: nothing is hashed for a pair that is not served.
   const hashAfter = new Promise<void>((resolve) => (sessionsOpen = resolve));
   try {
-    opened.push(await openModelSession("expert", expertDir, options, { hashAfter, prepackCacheDir }));
-    opened.push(await openModelSession("amateur", amateurDir, options, { hashAfter: opened[0].fingerprint, prepackCacheDir }));
+    opened.push(await openModelSession("expert", expertDir, options, hashAfter));
+    opened.push(await openModelSession("amateur", amateurDir, options, opened[0].fingerprint));
     const expert = withTokenizer(opened[0], options);
     const amateur = withTokenizer(opened[1], options, expert);
     const differences = pairDifferences(expert, amateur);

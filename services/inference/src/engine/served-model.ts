@@ -15,8 +15,6 @@ import { CausalLmSession } from "#inference/model/session.ts";
 import type { ServedGraph } from "#inference/model/export.ts";
 import { buildServedGraph, defaultOnnxPath, fileBackedWeights } from "#inference/model/export.ts";
 import type { OrtSessionOptions } from "#inference/model/execution-provider.ts";
-import { cudaProviderInstalled } from "#inference/model/execution-provider.ts";
-import { openThroughPrepackCache } from "#inference/model/prepack-cache.ts";
 
 /** Context length assumed when neither config.json nor genai_config.json states one. */
 const FALLBACK_CONTEXT_TOKENS = 2048;
@@ -62,28 +60,13 @@ export interface OpenedSession {
   exported: boolean;
 }
 
-/** How openModelSession orders its work around the other model's. */
-export interface SessionPlan {
-  /** The fingerprint is hashed once this settles (openModelPair: once both sessions are open). */
-  hashAfter?: Promise<unknown>;
-  /** Opt-in cache of ONNX Runtime's prepacked weights (prepack-cache.ts); needs the fingerprint first. */
-  prepackCacheDir?: string;
-}
-
-/** Why the prepack cache cannot serve these options, or null when it can. */
-function prepackCacheUnusable(options: OrtSessionOptions): string | null {
-  if (options.prepack === false) return "prepacking is off";
-  if (options.executionProvider === "cuda" || (options.executionProvider !== "cpu" && cudaProviderInstalled())) return "it holds CPU kernels' packed weights";
-  return null;
-}
-
 /**
- * Opens one model's session. Its fingerprint is hashed on a worker thread once
- * `plan.hashAfter` settles, so hashing gigabytes neither competes with the loading nor
- * delays listening, unless the prepack cache needs it as the entry's key. Stage times go
- * to `options.log`.
+ * Opens one model's session. Its fingerprint is hashed on a worker thread once `hashAfter`
+ * settles (openModelPair: once both sessions are open, and the amateur after the expert), so
+ * hashing gigabytes neither competes with the loading nor delays listening. Stage times go to
+ * `options.log`.
  */
-export async function openModelSession(role: string, dirArg: string, options: OrtSessionOptions, plan: SessionPlan = {}): Promise<OpenedSession> {
+export async function openModelSession(role: string, dirArg: string, options: OrtSessionOptions, hashAfter?: Promise<unknown>): Promise<OpenedSession> {
   const dir = resolve(dirArg);
   if (!existsSync(dir)) throw new ModelFormatError(dir, `${role} model directory does not exist`);
   // Checked before the seconds a session takes, so a directory without one fails at once.
@@ -100,21 +83,11 @@ export async function openModelSession(role: string, dirArg: string, options: Or
     log(`${role}: ONNX Runtime session for ${onnxFile} in ${(performance.now() - started).toFixed(0)} ms`);
     return { role, dir, session, fingerprint: Promise.resolve(onnxFingerprint(onnxFile!, dir)), exported: false };
   }
-  const unusable = plan.prepackCacheDir === undefined ? null : prepackCacheUnusable(options);
-  if (unusable) log(`${role}: prepack cache not used: ${unusable}`);
-  const cacheDir = unusable ? undefined : plan.prepackCacheDir;
-  const fingerprint = (cacheDir === undefined ? (plan.hashAfter ?? Promise.resolve()) : Promise.resolve()).catch(() => {}).then(() => modelFingerprintInBackground(dir));
+  const fingerprint = (hashAfter ?? Promise.resolve()).catch(() => {}).then(() => modelFingerprintInBackground(dir));
   // Failures surface where the fingerprint is awaited (GetModelInfo), not as unhandled rejections.
   fingerprint.catch(() => {});
   const { config, graph } = servedGraph(dir);
   const graphMs = performance.now() - started;
-  if (cacheDir !== undefined) {
-    const hashed = await fingerprint;
-    const hashedMs = performance.now() - started;
-    const session = await openThroughPrepackCache(role, graph, hashed, cacheDir, options);
-    log(`${role}: graph built in ${graphMs.toFixed(0)} ms, fingerprint for the prepack cache by ${hashedMs.toFixed(0)} ms, session in ${(performance.now() - started - hashedMs).toFixed(0)} ms`);
-    return { role, dir, session, config, fingerprint, exported: true };
-  }
   const session = await CausalLmSession.open(graph, options);
   log(`${role}: graph built in ${graphMs.toFixed(0)} ms, ONNX Runtime session (weights read and prepacked) in ${(performance.now() - started - graphMs).toFixed(0)} ms`);
   return { role, dir, session, config, fingerprint, exported: true };
@@ -145,7 +118,7 @@ export function withTokenizer(opened: OpenedSession, options: OrtSessionOptions,
 
 /** Opens one model with its tokenizer (openModelPair orders the steps of two). */
 export async function openServedModel(role: string, dir: string, options: OrtSessionOptions, peer?: ServedModel): Promise<ServedModel> {
-  const opened = await openModelSession(role, dir, options, { hashAfter: peer?.fingerprint });
+  const opened = await openModelSession(role, dir, options, peer?.fingerprint);
   try {
     return withTokenizer(opened, options, peer);
   } catch (err) {

@@ -5,6 +5,7 @@ import type * as ort from "onnxruntime-node";
 import { ModelFormatError } from "#core/model/errors.ts";
 import type { LinearModule } from "#core/model/weights.ts";
 import { LINEAR_MODULES } from "#core/model/weights.ts";
+import { LORA_MASK } from "./onnx-graph.ts";
 
 /** Element types the runtime accepts for the KV cache and the logits. */
 export type FloatType = "float32" | "float16";
@@ -23,11 +24,11 @@ export interface ModelIo {
   keepsLogits: boolean;
   /** The graph emits log_probs (the log-softmax of its logits). */
   hasLogProbs: boolean;
-  /** The projections with a LoRA side branch (lora_a / lora_b inputs); empty for other graphs. */
+  /** The projections with a LoRA side branch (lora_a / lora_b inputs, one lora_mask for all); empty for other graphs. */
   lora: LoraSlot[];
 }
 
-/** One projection's LoRA inputs: A [lora_batch, inFeatures, rank], B [lora_batch, rank, outFeatures]. */
+/** One projection's LoRA inputs: A [inFeatures, rank], B [rank, outFeatures]; the graph's lora_mask [rows, 1, rank] picks each row's columns. */
 export interface LoraSlot {
   layer: number;
   module: LinearModule;
@@ -71,8 +72,8 @@ export function describeModelIo(session: ort.InferenceSession, source: string): 
   }
   const hasPositionIds = inputs.some((m) => m.name === "position_ids");
   for (const m of inputs) {
-    if (!["input_ids", "attention_mask", "position_ids", "num_logits_to_keep"].includes(m.name) && !PAST.test(m.name) && !LORA.test(m.name)) {
-      throw new ModelFormatError(source, `unsupported graph input ${m.name}; expected input_ids, attention_mask, position_ids, past_key_values.{i}.key|value and optionally num_logits_to_keep, lora_a|lora_b.{i}.{module}`);
+    if (!["input_ids", "attention_mask", "position_ids", "num_logits_to_keep", LORA_MASK].includes(m.name) && !PAST.test(m.name) && !LORA.test(m.name)) {
+      throw new ModelFormatError(source, `unsupported graph input ${m.name}; expected input_ids, attention_mask, position_ids, past_key_values.{i}.key|value and optionally num_logits_to_keep, lora_a|lora_b.{i}.{module} with lora_mask`);
     }
   }
   const keepsLogits = inputs.some((m) => m.name === "num_logits_to_keep");
@@ -135,12 +136,19 @@ function loraSlots(inputs: Metadata, source: string): LoraSlot[] {
     const a = tensorMeta(inputs, m.name, source);
     const bName = `lora_b.${layerText}.${moduleName}`;
     const b = tensorMeta(inputs, bName, source);
-    if (a.type !== "float32" || b.type !== "float32" || a.shape.length !== 3 || b.shape.length !== 3) {
-      throw new ModelFormatError(source, `${m.name} and ${bName} must be float32 [lora_batch, in, rank] and [lora_batch, rank, out]`);
+    if (a.type !== "float32" || b.type !== "float32" || a.shape.length !== 2 || b.shape.length !== 2) {
+      throw new ModelFormatError(source, `${m.name} and ${bName} must be float32 [in, rank] and [rank, out]`);
     }
-    slots.push({ layer: Number(layerText), module: moduleName as LinearModule, a: m.name, b: bName, inFeatures: fixedDim(a, 1, "input size", source), outFeatures: fixedDim(b, 2, "output size", source) });
+    slots.push({ layer: Number(layerText), module: moduleName as LinearModule, a: m.name, b: bName, inFeatures: fixedDim(a, 0, "input size", source), outFeatures: fixedDim(b, 1, "output size", source) });
   }
   const unpaired = inputs.find((m) => LORA.exec(m.name)?.[1] === "b" && !slots.some((s) => s.b === m.name));
   if (unpaired) throw new ModelFormatError(source, `${unpaired.name} has no matching lora_a input`);
+  const mask = inputs.find((m) => m.name === LORA_MASK);
+  if (slots.length > 0 && !mask) throw new ModelFormatError(source, `the graph has LoRA inputs but no ${LORA_MASK}`);
+  if (mask) {
+    const meta = tensorMeta(inputs, LORA_MASK, source);
+    if (slots.length === 0) throw new ModelFormatError(source, `${LORA_MASK} without any lora_a / lora_b inputs`);
+    if (meta.type !== "float32" || meta.shape.length !== 3) throw new ModelFormatError(source, `${LORA_MASK} must be float32 [rows, 1, rank]`);
+  }
   return slots;
 }

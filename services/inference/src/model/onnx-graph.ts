@@ -8,10 +8,12 @@
 //   once per prompt token;
 // - `log_probs`: LogSoftmax over the kept logits, so no per-step loop over the vocabulary is
 //   left to JavaScript;
-// - `lora_a.{layer}.{module}` [lora_batch, in, rank] and `lora_b...` [lora_batch, rank, out]:
-//   each adapted projection adds the low-rank branch (x A) B to x W^T, so one session serves
-//   the base model (rank 0) and any adapter, a different one per batch row if need be
-//   (lora_batch = batch), or one for all rows (lora_batch = 1, broadcast).
+// - `lora_a.{layer}.{module}` [in, rank], `lora_b...` [rank, out] and one `lora_mask`
+//   [lora_rows, 1, rank]: each adapted projection adds the low-rank branch ((x A) * mask) B
+//   to x W^T, so one session serves the base model (rank 0) and any adapter. Several
+//   adapters in one batch are fed side by side along the rank axis, and the mask row of each
+//   batch row keeps only its own adapter's columns (lora_rows = batch; 1 when every row
+//   shares one adapter): no per-row copy of any factor, a few extra rank columns of work.
 // Linear weights stay in PyTorch's [out, in] layout (Gemm with transB), so they can be read
 // by ONNX Runtime straight from the safetensors file, untouched by JavaScript.
 //
@@ -34,7 +36,7 @@ export const AXES = {
   past: "past_sequence_length",
   total: "total_sequence_length",
   kept: "kept_sequence_length",
-  loraBatch: "lora_batch",
+  loraRows: "lora_rows",
   loraRank: "lora_rank",
 } as const;
 
@@ -47,6 +49,7 @@ export const presentKeyName = (layer: number) => `present.${layer}.key`;
 export const presentValueName = (layer: number) => `present.${layer}.value`;
 export const loraAName = (layer: number, module: LinearModule) => `lora_a.${layer}.${module}`;
 export const loraBName = (layer: number, module: LinearModule) => `lora_b.${layer}.${module}`;
+export const LORA_MASK = "lora_mask";
 
 /** A weight as the graph takes it: float32 values in memory, or where they lie in a file. */
 export interface GraphWeight {
@@ -70,6 +73,8 @@ interface Context {
   config: ModelConfig;
   weights: GraphWeights;
   loraModules: readonly LinearModule[];
+  /** The lora_mask input, shared by every side branch; null without LoRA inputs. */
+  loraMask: string | null;
   /** [batch, new] of input_ids; linear() reshapes its 2-D result back to [batch, new, out]. */
   rows: string;
   rowShapes: Map<number, string>;
@@ -119,9 +124,10 @@ function linear(ctx: Context, x: string, layer: number, module: LinearModule, wi
   const y = g.op("Reshape", [g.op("Gemm", inputs, { transB: int(1) }, { name: `${layerPrefix(layer)}.${module}` }), rowShape(ctx, out)]);
   if (!ctx.loraModules.includes(module)) return y;
   // The adapter's scale is folded into lora_b by whoever feeds it.
-  const a = g.input(loraAName(layer, module), "float32", [AXES.loraBatch, inFeatures, AXES.loraRank]);
-  const b = g.input(loraBName(layer, module), "float32", [AXES.loraBatch, AXES.loraRank, out]);
-  const side = g.op("MatMul", [g.op("MatMul", [x, a]), b], {}, { name: `${layerPrefix(layer)}.${module}.lora` });
+  const a = g.input(loraAName(layer, module), "float32", [inFeatures, AXES.loraRank]);
+  const b = g.input(loraBName(layer, module), "float32", [AXES.loraRank, out]);
+  const down = g.op("Mul", [g.op("MatMul", [x, a]), ctx.loraMask!]);
+  const side = g.op("MatMul", [down, b], {}, { name: `${layerPrefix(layer)}.${module}.lora` });
   return g.op("Add", [y, side]);
 }
 
@@ -232,7 +238,9 @@ export function buildCausalLmGraph(config: ModelConfig, weights: GraphWeights, s
     g.input(pastValueName(i), "float32", kvDims(past));
   }
   const keep = g.input(NUM_LOGITS_TO_KEEP, "int64", []);
-  const ctx: Context = { g, config, weights, loraModules: options.loraModules ?? LINEAR_MODULES, rows: g.op("Shape", [inputIds]), rowShapes: new Map() };
+  const loraModules = options.loraModules ?? LINEAR_MODULES;
+  const loraMask = loraModules.length > 0 ? g.input(LORA_MASK, "float32", [AXES.loraRows, 1, AXES.loraRank]) : null;
+  const ctx: Context = { g, config, weights, loraModules, loraMask, rows: g.op("Shape", [inputIds]), rowShapes: new Map() };
 
   let x = g.op("Gather", [weight(ctx, "model.embed_tokens.weight"), inputIds], { axis: int(0) }, { name: "embed_tokens" });
   const bias = attentionBias(ctx, inputIds, attentionMask);

@@ -134,6 +134,15 @@ describe("LoRA as a side branch", () => {
     expect(maxAbsDiff(same[1].logProbs, same[2].logProbs)).toBeGreaterThan(0.01);
   });
 
+  it("one adapter beside base rows, and an adapter on several rows of a mixed batch, give each row its own sequence alone", async () => {
+    const one = served.prepareAdapter(first);
+    const other = served.prepareAdapter(second);
+    for (const adapters of [[one, null, one], [other, one, other]]) {
+      const out = await served.step(PROMPTS.map((tokens, b) => ({ cache: served.newCache(), tokens, adapter: adapters[b], allLogits: true })));
+      for (let b = 0; b < 3; b++) expect(maxAbsDiff(out[b].logits!, (await fullLogits(served, PROMPTS[b], adapters[b])).logits!)).toBeLessThan(1e-5);
+    }
+  });
+
   it("refuses inputs prepared for another session, and adapters the graph cannot take", async () => {
     const plain = await CausalLmSession.open(buildOnnxModel(config, weights, { loraModules: [] }), { executionProvider: "cpu", threads: 1 });
     expect(() => plain.prepareAdapter(first)).toThrow(AdapterFitError);

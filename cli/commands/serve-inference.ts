@@ -26,6 +26,7 @@ interface ServeInferenceFlags extends ServerSecurityFlags {
   maxStreams?: number;
   maxNewTokens?: number;
   maxPromptTokens?: number;
+  maxResidentAdapterBytes?: number;
   adapterDir: string[];
   shutdownDeadlineMs: number;
   batchGatherMs: number;
@@ -56,6 +57,11 @@ export function registerServe(program: Command): Command {
     .option("--max-new-tokens <n>", `largest max_new_tokens a request may ask for (default ${defaultLimit("maxNewTokens")})`, parseIntegerOption("--max-new-tokens"))
     .option("--max-prompt-tokens <n>", `most prompt tokens accepted (default ${defaultLimit("maxPromptTokens")})`, parseIntegerOption("--max-prompt-tokens"))
     .option("--adapter-dir <dir>", "directory LoadAdapter may read adapters from (repeatable)", collect, [])
+    .option(
+      "--max-resident-adapter-bytes <n>",
+      `most bytes of LoRA factors held at once; a load past it evicts the least recently used adapter that is neither active nor in use, or fails (default ${defaultLimit("maxResidentAdapterBytes")})`,
+      parseIntegerOption("--max-resident-adapter-bytes"),
+    )
     .option("--shutdown-deadline-ms <ms>", "on SIGTERM, how long running streams may take to finish", parseIntegerOption("--shutdown-deadline-ms"), 10_000)
     .option("--batch-gather-ms <ms>", "how long a batch may wait for sequences whose client is behind (0: never)", parseIntegerOption("--batch-gather-ms"), DEFAULT_BATCH_GATHER.maxMs)
     .option("--log-level <level>", "pino log level (trace, debug, info, warn, error)", "info");
@@ -78,6 +84,7 @@ export function registerServe(program: Command): Command {
           maxStreams: flags.maxStreams,
           maxNewTokens: flags.maxNewTokens,
           maxPromptTokens: flags.maxPromptTokens,
+          maxResidentAdapterBytes: flags.maxResidentAdapterBytes,
           // A lower --max-new-tokens also lowers the default a request gets.
           defaultMaxNewTokens: flags.maxNewTokens !== undefined ? Math.min(maxDefaultNew, flags.maxNewTokens) : undefined,
         },

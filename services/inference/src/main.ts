@@ -89,20 +89,21 @@ export async function startInferenceServer(options: InferenceServerOptions): Pro
     await Promise.all([pair.expert.session.release(), pair.amateur.session.release()]);
     throw err;
   });
-  const adapters = new AdapterRegistry(pair.expert, options.adapterDirs ?? [], limits.maxAdapterBytes);
   const maxContextTokens = Math.min(pair.expert.description.maxContextTokens, pair.amateur.description.maxContextTokens);
   let scheduler: Scheduler | undefined;
   const metrics = new InferenceMetrics(() => scheduler?.load ?? { running: 0, paused: 0, waiting: 0 });
+  const adapters = new AdapterRegistry(pair.expert, {
+    allowedDirs: options.adapterDirs,
+    maxAdapterBytes: limits.maxAdapterBytes,
+    maxResidentBytes: limits.maxResidentAdapterBytes,
+    observer: metrics.adapterObserver((version, previous) => logger.info({ version: version || "base", previous: previous || "base" }, "active adapter changed")),
+  });
   scheduler = new Scheduler(adapters, pair.amateur.session, pair.expert.tokenizer, {
     maxBatchSize: limits.maxBatchSize,
     maxSequences: Math.max(limits.maxBatchSize, limits.maxStreams * limits.maxTrajectoriesPerStream),
     maxContextTokens,
     gather: { fraction: DEFAULT_BATCH_GATHER.fraction, maxMs: options.batchGatherMs ?? DEFAULT_BATCH_GATHER.maxMs },
   }, metrics.observer());
-  adapters.onActiveVersion((version, previous) => {
-    metrics.setAdapterVersion(version);
-    logger.info({ version: version || "base", previous: previous || "base" }, "active adapter changed");
-  });
 
   const draining = new AbortController();
   const ctx: ServingContext = {

@@ -148,6 +148,10 @@ export const PromptSchema: GenMessage<Prompt> = /*@__PURE__*/
 /**
  * Which weights the expert runs with for one request. Unset (no field of the oneof set) means
  * the adapter that is active when the request is admitted, as before this message existed.
+ * The choice is held from admission to the end of the request: activating, unloading or
+ * evicting adapters meanwhile changes nothing for it, and the version used is reported in
+ * the response (adapter_version). Requests naming different adapters share batches.
+ * For a trajectory, a bad selection ends that trajectory (RequestError), not the call.
  *
  * @generated from message lightreasoner.v1.AdapterSelection
  */
@@ -159,7 +163,8 @@ export type AdapterSelection = Message<"lightreasoner.v1.AdapterSelection"> & {
    */
   choice: {
     /**
-     * A loaded adapter's version (AdapterInfo.version). NOT_FOUND when it is not loaded,
+     * A loaded adapter's version (AdapterInfo.version). NOT_FOUND when it is not loaded
+     * (never loaded, unloaded or evicted; see ServerLimits.max_resident_adapter_bytes),
      * INVALID_ARGUMENT when empty.
      *
      * @generated from field: string version = 1;

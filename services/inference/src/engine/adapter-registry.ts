@@ -1,9 +1,16 @@
 // Hot LoRA adapters for the expert. Each adapter gets a version derived from its content and
 // is kept as small resident tensors (its A and B factors) that the expert's one session
 // applies as a low-rank side branch, per sequence: no merged copy of the weights, no second
-// session. Activating one changes the adapter NEW requests lease in one assignment, while
-// requests already running keep the lease they started with (an unloaded adapter's tensors
-// live on until its last request ends). The base expert (version "") is always there for rollback.
+// session. A request leases the version it names, the base expert, or (naming none) the
+// active one, when it is admitted; activating, unloading or evicting changes nothing for a
+// request already holding its lease (an unloaded adapter's tensors live on until its last
+// request ends). The base expert (version "") is always there for rollback.
+//
+// Residency: the factors of every adapter held (loaded ones, and unloaded ones still leased)
+// stay within maxResidentBytes. A load that would pass it evicts the least recently used
+// adapters (last loaded, leased or activated) that are neither active nor leased, oldest
+// first, and only as many as needed; when even evicting all of those would not make room,
+// the load is refused (CapacityError: RESOURCE_EXHAUSTED) and nothing is evicted.
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync, realpathSync, statSync } from "node:fs";
 import { isAbsolute, join, relative, resolve } from "node:path";
@@ -23,6 +30,25 @@ import type { ServedModel } from "./served-model.ts";
 /** The version of the unadapted expert, as the contract spells it. */
 export const BASE_VERSION = "";
 
+/** Which weights a request asks for: the active adapter, the base expert, or one loaded version. */
+export type AdapterChoice = { kind: "active" } | { kind: "base" } | { kind: "version"; version: string };
+
+export const ACTIVE_ADAPTER: AdapterChoice = Object.freeze({ kind: "active" });
+
+/** What the registry tells metrics and logs about; every hook is optional and must not throw. */
+export interface AdapterRegistryObserver {
+  /** After every change of the active version. */
+  activeChanged?(version: string, previous: string): void;
+  /** A request took a lease on `version` ("" for the base expert). */
+  leased?(version: string): void;
+  /** An adapter was unloaded to make room for another. */
+  evicted?(version: string, bytes: number): void;
+  /** An unloaded adapter's last request ended: nothing will run it again. */
+  retired?(version: string): void;
+  /** The adapters held and their factors' bytes changed. */
+  residency?(count: number, bytes: number): void;
+}
+
 export interface AdapterInfo {
   version: string;
   rank: number;
@@ -30,6 +56,8 @@ export interface AdapterInfo {
   targetModules: string[];
   baseModelNameOrPath: string;
   sizeBytes: number;
+  /** Bytes its factors hold in memory (what the residency bound counts). */
+  residentBytes: number;
   /** The directory it was read from, or "upload". */
   source: string;
   loadedAtMs: number;
@@ -44,6 +72,10 @@ interface Entry {
   adapter: AdapterInputs | null;
   info: Omit<AdapterInfo, "active" | "requestsInFlight">;
   inUse: number;
+  /** When it was last loaded, leased or activated (a counter: the eviction order). */
+  lastUsed: number;
+  /** Unloaded or evicted: no new lease; its factors stay held while inUse > 0. */
+  unloaded: boolean;
 }
 
 /** A lease on one version of the expert; release() when the request ends (extra calls are ignored). */
@@ -66,24 +98,39 @@ export interface LoadResult {
   alreadyLoaded: boolean;
 }
 
-/** Called after every change of the active version (metrics, logs). */
-export type ActiveVersionListener = (version: string, previous: string) => void;
+export interface AdapterRegistryOptions {
+  /** Directories from which load-by-path is allowed; none means load-by-path is off. */
+  allowedDirs?: string[];
+  /** Largest adapter_model.safetensors accepted, in bytes. */
+  maxAdapterBytes?: number;
+  /** Most bytes of adapter factors held at once (see the residency rule above). */
+  maxResidentBytes?: number;
+  observer?: AdapterRegistryObserver;
+}
 
 export class AdapterRegistry {
   private readonly base: Entry;
+  /** Loaded adapters, by version. */
   private readonly entries = new Map<string, Entry>();
+  /** Unloaded or evicted adapters that running requests still hold. */
+  private readonly retiring = new Set<Entry>();
   private current: Entry;
-  private readonly listeners: ActiveVersionListener[] = [];
+  private clock = 0;
+  private readonly allowedDirs: string[];
+  readonly maxAdapterBytes: number;
+  readonly maxResidentBytes: number;
+  private readonly observer: AdapterRegistryObserver;
 
   constructor(
     private readonly expert: ServedModel,
-    /** Directories from which load-by-path is allowed; none means load-by-path is off. */
-    private readonly allowedDirs: string[] = [],
-    /** Largest adapter_model.safetensors accepted, in bytes. */
-    readonly maxAdapterBytes = Number.MAX_SAFE_INTEGER,
+    options: AdapterRegistryOptions = {},
   ) {
-    const info = { version: BASE_VERSION, rank: 0, loraAlpha: 0, targetModules: [], baseModelNameOrPath: "", sizeBytes: 0, source: expert.dir, loadedAtMs: Date.now() };
-    this.base = { version: BASE_VERSION, adapter: null, info, inUse: 0 };
+    this.allowedDirs = options.allowedDirs ?? [];
+    this.maxAdapterBytes = options.maxAdapterBytes ?? Number.MAX_SAFE_INTEGER;
+    this.maxResidentBytes = options.maxResidentBytes ?? Number.MAX_SAFE_INTEGER;
+    this.observer = options.observer ?? {};
+    const info = { version: BASE_VERSION, rank: 0, loraAlpha: 0, targetModules: [], baseModelNameOrPath: "", sizeBytes: 0, residentBytes: 0, source: expert.dir, loadedAtMs: Date.now() };
+    this.base = { version: BASE_VERSION, adapter: null, info, inUse: 0, lastUsed: 0, unloaded: false };
     this.current = this.base;
   }
 
@@ -92,8 +139,11 @@ export class AdapterRegistry {
     return this.current.version;
   }
 
-  onActiveVersion(listener: ActiveVersionListener): void {
-    this.listeners.push(listener);
+  /** Bytes of adapter factors held now: loaded adapters and unloaded ones still leased. */
+  get residentBytes(): number {
+    let bytes = 0;
+    for (const entry of [...this.entries.values(), ...this.retiring]) bytes += entry.info.residentBytes;
+    return bytes;
   }
 
   /** Validates and registers an adapter given as its two PEFT files. */
@@ -117,6 +167,7 @@ export class AdapterRegistry {
         if (err instanceof AdapterFitError) throw new PreconditionError(`${options.fields.weights}: the adapter does not fit the expert: ${err.problem}`, options.fields.weights);
         throw err;
       }
+      this.makeRoom(inputs.byteLength, version, options.fields.weights);
       const info = {
         version,
         rank: adapter.settings.rank,
@@ -124,12 +175,15 @@ export class AdapterRegistry {
         targetModules: [...adapter.settings.targetModules],
         baseModelNameOrPath: baseModelOf(configJson),
         sizeBytes: safetensors.byteLength,
+        residentBytes: inputs.byteLength,
         source: options.source,
         loadedAtMs: Date.now(),
       };
-      entry = { version, adapter: inputs, info, inUse: 0 };
+      entry = { version, adapter: inputs, info, inUse: 0, lastUsed: 0, unloaded: false };
       this.entries.set(version, entry);
+      this.reportResidency();
     }
+    entry.lastUsed = ++this.clock;
     if (options.activate) await this.activate(version);
     return { info: this.describe(entry), alreadyLoaded };
   }
@@ -169,9 +223,8 @@ export class AdapterRegistry {
     if (!entry) throw new NotFoundError(`version: adapter ${version} is not loaded (loaded: ${this.knownVersions()})`, "version");
     const previous = this.current;
     this.current = entry;
-    if (previous !== entry) {
-      for (const listener of this.listeners) listener(entry.version, previous.version);
-    }
+    entry.lastUsed = ++this.clock;
+    if (previous !== entry) this.observer.activeChanged?.(entry.version, previous.version);
     return previous.version;
   }
 
@@ -184,7 +237,7 @@ export class AdapterRegistry {
     const entry = this.entries.get(version);
     if (!entry) throw new NotFoundError(`version: adapter ${version} is not loaded (loaded: ${this.knownVersions()})`, "version");
     if (entry === this.current) throw new PreconditionError(`version: adapter ${version} is active; activate another version or roll back to the base expert first`, "version");
-    this.entries.delete(version);
+    this.drop(entry);
   }
 
   /** Loaded adapters, oldest first (the base expert is not listed). */
@@ -192,10 +245,22 @@ export class AdapterRegistry {
     return [...this.entries.values()].map((entry) => this.describe(entry));
   }
 
-  /** The active version, held until the lease is released. */
-  lease(): ExpertLease {
-    const entry = this.current;
+  /**
+   * The version `choice` names, held until the lease is released. NotFoundError (naming
+   * `field`) when it names a version that is not loaded.
+   */
+  lease(choice: AdapterChoice = ACTIVE_ADAPTER, field = "adapter.version"): ExpertLease {
+    let entry: Entry;
+    if (choice.kind === "active") entry = this.current;
+    else if (choice.kind === "base") entry = this.base;
+    else {
+      const found = this.entries.get(choice.version);
+      if (!found) throw new NotFoundError(`${field}: adapter ${JSON.stringify(choice.version)} is not loaded (loaded: ${this.knownVersions()})`, field);
+      entry = found;
+    }
     entry.inUse++;
+    entry.lastUsed = ++this.clock;
+    this.observer.leased?.(entry.version);
     let released = false;
     return {
       version: entry.version,
@@ -205,6 +270,7 @@ export class AdapterRegistry {
         if (released) return;
         released = true;
         entry.inUse--;
+        if (entry.unloaded && entry.inUse === 0) this.retire(entry);
       },
     };
   }
@@ -212,7 +278,60 @@ export class AdapterRegistry {
   /** Forgets every adapter (the expert's session belongs to the caller). */
   async close(): Promise<void> {
     this.entries.clear();
+    this.retiring.clear();
     this.current = this.base;
+  }
+
+  /**
+   * Evicts least recently used adapters until `bytes` more fit under the bound, or refuses
+   * (before evicting anything) when the active and leased ones alone leave no room.
+   */
+  private makeRoom(bytes: number, version: string, field: string): void {
+    const bound = this.maxResidentBytes;
+    const held = this.residentBytes;
+    if (held + bytes <= bound) return;
+    const evictable = [...this.entries.values()].filter((e) => e !== this.current && e.inUse === 0).sort((x, y) => x.lastUsed - y.lastUsed);
+    const pinned = held - evictable.reduce((sum, e) => sum + e.info.residentBytes, 0);
+    if (pinned + bytes > bound) {
+      const holders = [...this.entries.values(), ...this.retiring].filter((e) => !evictable.includes(e)).map((e) => `${e.version} (${e.info.residentBytes} bytes, ${this.holdsBecause(e)})`);
+      throw new CapacityError(
+        `${field}: adapter ${version} needs ${bytes} bytes of factors; the resident adapter bound is ${bound} bytes and ${pinned} are held by adapters that cannot be evicted: ${holders.join(", ") || "none"}`,
+        field,
+      );
+    }
+    let free = bound - held;
+    for (const entry of evictable) {
+      if (free >= bytes) break;
+      free += entry.info.residentBytes;
+      this.drop(entry);
+      this.observer.evicted?.(entry.version, entry.info.residentBytes);
+    }
+  }
+
+  private holdsBecause(entry: Entry): string {
+    if (entry === this.current) return "active";
+    if (entry.unloaded) return `unloaded, still used by ${entry.inUse} request(s)`;
+    return `leased by ${entry.inUse} running request(s)`;
+  }
+
+  /** Unloads an entry: no new leases; its factors go once its last lease ends. */
+  private drop(entry: Entry): void {
+    this.entries.delete(entry.version);
+    entry.unloaded = true;
+    if (entry.inUse > 0) this.retiring.add(entry);
+    else this.retire(entry);
+  }
+
+  private retire(entry: Entry): void {
+    this.retiring.delete(entry);
+    entry.adapter?.retire();
+    // The same content may have been loaded again meanwhile: then its version lives on.
+    if (!this.entries.has(entry.version)) this.observer.retired?.(entry.version);
+    this.reportResidency();
+  }
+
+  private reportResidency(): void {
+    this.observer.residency?.(this.entries.size + this.retiring.size, this.residentBytes);
   }
 
   private describe(entry: Entry): AdapterInfo {

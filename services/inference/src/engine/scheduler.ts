@@ -9,6 +9,7 @@ import type { TextTokenizer } from "#core/formats/tokenizer.ts";
 import type { KvCache } from "#inference/model/kv-cache.ts";
 import type { CausalLmSession, StepResult } from "#inference/model/session.ts";
 import type { AdapterRegistry } from "./adapter-registry.ts";
+import { ACTIVE_ADAPTER } from "./adapter-registry.ts";
 import { CapacityError, InvalidRequestError, ShuttingDownError } from "./errors.ts";
 import type { FinishReason, SequenceRequest, SequenceSink, StepEvent } from "./sequence.ts";
 import { Sequence } from "./sequence.ts";
@@ -45,7 +46,10 @@ export type ModelRole = "expert" | "amateur";
 
 /** Hooks for metrics; every one is optional and must not throw. */
 export interface SchedulerObserver {
-  batchRan?(model: ModelRole, batchSize: number, seconds: number): void;
+  /** `adapterVersions`: distinct expert versions (the base expert counts as one) in the batch; 0 for the amateur. */
+  batchRan?(model: ModelRole, batchSize: number, seconds: number, adapterVersions: number): void;
+  /** A token chosen by a sequence that runs the expert, on that version ("" for the base expert). */
+  tokenGenerated?(adapterVersion: string): void;
   sequenceAdmitted?(queueWaitSeconds: number): void;
   firstStep?(seconds: number): void;
   sequenceFinished?(reason: FinishReason): void;
@@ -102,6 +106,8 @@ export class Scheduler {
       throw new CapacityError(`too many concurrent sequences (limit ${this.limits.maxSequences}); retry later`);
     }
     const sequence = new Sequence(request, sink, this.tokenizer.streamDecoder({ skipSpecialTokens: request.skipSpecialTokens }));
+    // NotFoundError for a version that is not loaded, before anything is queued.
+    if (sequence.needsExpert) sequence.lease = this.adapters.lease(request.adapter ?? ACTIVE_ADAPTER);
     this.waiting.push(sequence);
     this.poke();
     return {
@@ -184,10 +190,7 @@ export class Scheduler {
     while (this.waiting.length > 0 && this.running.length < this.limits.maxBatchSize) {
       const s = this.waiting.shift()!;
       s.admittedAt = performance.now();
-      if (s.needsExpert) {
-        s.lease = this.adapters.lease();
-        s.expertCache = s.lease.session.newCache();
-      }
+      if (s.needsExpert) s.expertCache = s.lease!.session.newCache();
       if (s.needsAmateur) s.amateurCache = this.amateur.newCache();
       this.running.push(s);
       this.observer.sequenceAdmitted?.((s.admittedAt - s.submittedAt) / 1000);
@@ -236,7 +239,8 @@ export class Scheduler {
       const started = performance.now();
       try {
         const out = await session.step(batch.map((s) => ({ cache: cacheOf(s), tokens: s.pending, adapter: model === "expert" ? s.lease!.adapter : null })));
-        this.observer.batchRan?.(model, batch.length, (performance.now() - started) / 1000);
+        const versions = model === "expert" ? new Set(batch.map((s) => s.lease!.version)).size : 0;
+        this.observer.batchRan?.(model, batch.length, (performance.now() - started) / 1000, versions);
         batch.forEach((s, i) => results.set(s, out[i]));
       } catch (err) {
         for (const s of batch) failed.set(s, err as Error);
@@ -254,6 +258,7 @@ export class Scheduler {
     s.pending = [tokenId];
     const text = s.decoder.push(tokenId);
     s.completionText += text;
+    if (s.lease) this.observer.tokenGenerated?.(s.lease.version);
     if (step === 0) {
       s.firstStepAt = performance.now();
       this.observer.firstStep?.((s.firstStepAt - s.submittedAt) / 1000);

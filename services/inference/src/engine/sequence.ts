@@ -7,7 +7,7 @@ import type { LogProbs } from "#core/math/distribution.ts";
 import { contrastiveScores, gather, plausibleSet } from "#core/math/selection.ts";
 import type { TokenStreamDecoder } from "#core/formats/tokenizer.ts";
 import type { KvCache } from "#inference/model/kv-cache.ts";
-import type { ExpertLease } from "./adapter-registry.ts";
+import type { AdapterChoice, ExpertLease } from "./adapter-registry.ts";
 
 /**
  * lockstep: the expert writes and both distributions are reported (the trainer's feed);
@@ -30,6 +30,8 @@ export interface SequenceRequest {
   alpha: number;
   /** Leave special tokens (EOS, chat markers) out of the decoded text (Generate) or keep them (trajectories). */
   skipSpecialTokens: boolean;
+  /** The expert's weights (default: the adapter active at submission); ignored when only the amateur runs. */
+  adapter?: AdapterChoice;
 }
 
 export interface StepEvent {
@@ -74,6 +76,7 @@ export class Sequence {
   pending: number[];
   expertCache: KvCache | null = null;
   amateurCache: KvCache | null = null;
+  /** Taken at submission, so what is activated, unloaded or evicted later changes nothing for it. */
   lease: ExpertLease | null = null;
   /** Set by the sink's back-pressure; a paused sequence sits out steps until resumed. */
   paused = false;

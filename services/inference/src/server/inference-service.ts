@@ -13,7 +13,7 @@ import type { ServedModel } from "#inference/engine/served-model.ts";
 import type { ServingContext } from "./context.ts";
 import { admitCall, completionEndOf, timingsOf } from "./context.ts";
 import { encodeStepDistributions } from "./distributions.ts";
-import { distributionSpecOf, encodePrompt, generationModeOf, samplingOf } from "./request.ts";
+import { adapterChoiceOf, distributionSpecOf, encodePrompt, generationModeOf, samplingOf } from "./request.ts";
 import { StopStringHoldback } from "./stop-strings.ts";
 import { streamTrajectoriesHandler } from "./trajectories.ts";
 
@@ -41,7 +41,7 @@ export function inferenceHandlers(ctx: ServingContext): ServiceHandlers<Methods>
           fingerprint: tokenizerFingerprint,
         },
         adapterVersion: ctx.adapters.activeVersion,
-        limits: { ...ctx.limits },
+        limits: { ...ctx.limits, maxResidentAdapterBytes: BigInt(ctx.limits.maxResidentAdapterBytes) },
       };
     },
   };
@@ -81,6 +81,7 @@ async function generate(ctx: ServingContext, request: GenerateRequest, send: Sen
     const prompt = encodePrompt(request.prompt, { tokenizer: ctx.pair.expert.tokenizer, vocabSize: ctx.vocabSize, maxTokens: ctx.limits.maxPromptTokens });
     const sampling = samplingOf(request.sampling, ctx.limits);
     const { mode, alpha } = generationModeOf(request.mode, request.alpha);
+    const adapter = adapterChoiceOf(request.adapter);
     const holdback = new StopStringHoldback(sampling.stopStrings);
     let firstChunkMs = 0;
     const chunk = (text: string, tokenIds: number[], adapterVersion: string) => {
@@ -92,7 +93,7 @@ async function generate(ctx: ServingContext, request: GenerateRequest, send: Sen
     const finish = await new Promise<FinishEvent>((resolve, reject) => {
       let version = "";
       const handle = ctx.scheduler.submit(
-        { mode, promptIds: prompt.ids, ...sampling, alpha, skipSpecialTokens: true },
+        { mode, promptIds: prompt.ids, ...sampling, alpha, skipSpecialTokens: true, adapter },
         {
           onStart: (info) => (version = info.adapterVersion),
           onStep: (e) => {
@@ -143,7 +144,7 @@ async function score(ctx: ServingContext, request: ScoreRequest, send: Send<type
     const first = request.firstPosition === 0 ? 1 : request.firstPosition;
     if (first > n) throw new InvalidRequestError("first_position", `${first} is beyond the last position ${n} of a ${n}-token sequence`);
     const spec = distributionSpecOf(request.distributions, limits, { allowNone: false });
-    const lease = ctx.adapters.lease();
+    const lease = ctx.adapters.lease(adapterChoiceOf(request.adapter));
     try {
       const [[expert], [amateur]] = await Promise.all([
         lease.session.step([{ cache: lease.session.newCache(), tokens: ids, allLogits: true, adapter: lease.adapter }]),

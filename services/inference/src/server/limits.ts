@@ -24,6 +24,13 @@ export const serverLimitsSchema = z
     maxStopStrings: count(0).default(8),
     /** Largest adapter_model.safetensors, in bytes (the contract's field is a uint32). */
     maxAdapterBytes: count(1).max(0xffffffff).default(512 * 1024 * 1024),
+    /**
+     * Most bytes of LoRA factors (float32 A and scaled B) held at once by loaded adapters and
+     * unloaded ones still in use; a load beyond it evicts the least recently used adapters
+     * that are neither active nor leased, or fails RESOURCE_EXHAUSTED. 1 GiB holds about 60
+     * rank-8 adapters on every projection of a Qwen2.5-0.5B-shaped expert (17.6 MiB each).
+     */
+    maxResidentAdapterBytes: count(1).default(1024 * 1024 * 1024),
   })
   .refine((l) => l.defaultMaxNewTokens <= l.maxNewTokens, { message: "must not exceed maxNewTokens", path: ["defaultMaxNewTokens"] });
 

@@ -1,13 +1,17 @@
 // Translates the contract's request messages into the engine's terms, checking every field
 // on the way: a prompt becomes token ids (through the expert's tokenizer and chat template),
-// sampling settings become a sampler's options, a distribution request becomes an encoding.
+// sampling settings become a sampler's options, a distribution request becomes an encoding,
+// an adapter selection becomes the registry's choice (whether that version is loaded is the
+// registry's answer when the request is admitted).
 // Each problem is an InvalidRequestError (or PreconditionError) naming the request field.
 import { randomInt } from "node:crypto";
 import { ChatRole, DistributionEncoding, FloatDtype } from "#core/gen/lightreasoner/v1/common_pb.ts";
-import type { ChatPrompt, DistributionRequest, Prompt, SamplingParams } from "#core/gen/lightreasoner/v1/common_pb.ts";
+import type { AdapterSelection, ChatPrompt, DistributionRequest, Prompt, SamplingParams } from "#core/gen/lightreasoner/v1/common_pb.ts";
 import { GenerationMode } from "#core/gen/lightreasoner/v1/inference_pb.ts";
 import type { TextTokenizer } from "#core/formats/tokenizer.ts";
 import { ModelFormatError } from "#core/model/errors.ts";
+import type { AdapterChoice } from "#inference/engine/adapter-registry.ts";
+import { ACTIVE_ADAPTER } from "#inference/engine/adapter-registry.ts";
 import { InvalidRequestError, PreconditionError } from "#inference/engine/errors.ts";
 import type { SequenceMode } from "#inference/engine/sequence.ts";
 import type { ServerLimits } from "./limits.ts";
@@ -164,5 +168,21 @@ export function generationModeOf(mode: GenerationMode, alphaValue: number | unde
       throw new InvalidRequestError("mode", "must be EXPERT, AMATEUR or CONTRASTIVE");
     default:
       throw new InvalidRequestError("mode", `unknown generation mode ${mode}`);
+  }
+}
+
+/** The expert's weights a request names; unset: the active adapter. */
+export function adapterChoiceOf(selection: AdapterSelection | undefined, field = "adapter"): AdapterChoice {
+  const choice = selection?.choice;
+  switch (choice?.case) {
+    case undefined:
+      return ACTIVE_ADAPTER;
+    case "base":
+      return { kind: "base" };
+    case "version":
+      if (choice.value === "") throw new InvalidRequestError(`${field}.version`, "must name a loaded adapter version (set base for the expert without an adapter, or leave adapter unset for the active one)");
+      return { kind: "version", version: choice.value };
+    default:
+      throw new InvalidRequestError(field, "unknown adapter choice");
   }
 }

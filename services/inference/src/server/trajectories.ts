@@ -12,7 +12,7 @@ import type { SequenceHandle } from "#inference/engine/scheduler.ts";
 import type { ServingContext } from "./context.ts";
 import { admitCall, completionEndOf } from "./context.ts";
 import { encodeStepDistributions } from "./distributions.ts";
-import { distributionSpecOf, encodePrompt, samplingOf } from "./request.ts";
+import { adapterChoiceOf, distributionSpecOf, encodePrompt, samplingOf } from "./request.ts";
 import { requestStatus } from "./status.ts";
 
 type Response = MessageInitShape<typeof StreamTrajectoriesResponseSchema>;
@@ -125,6 +125,7 @@ function startTrajectory(ctx: ServingContext, id: string, start: TrajectoryReque
   let prompt;
   let sampling;
   let spec;
+  let adapter;
   try {
     if (alreadyOpen >= ctx.limits.maxTrajectoriesPerStream) {
       throw new CapacityError(`request_id: this call already holds ${alreadyOpen} unfinished trajectories (limit ${ctx.limits.maxTrajectoriesPerStream})`, "request_id");
@@ -132,6 +133,7 @@ function startTrajectory(ctx: ServingContext, id: string, start: TrajectoryReque
     prompt = encodePrompt(start.prompt, { tokenizer: pair.expert.tokenizer, vocabSize: ctx.vocabSize, maxTokens: ctx.limits.maxPromptTokens });
     sampling = samplingOf(start.sampling, ctx.limits);
     spec = distributionSpecOf(start.distributions, ctx.limits, { allowNone: true });
+    adapter = adapterChoiceOf(start.adapter);
   } catch (err) {
     refuse(ctx, id, err, post);
     return null;
@@ -154,6 +156,7 @@ function startTrajectory(ctx: ServingContext, id: string, start: TrajectoryReque
         ...sampling,
         alpha: 1,
         skipSpecialTokens: false,
+        adapter,
       },
       {
         onStart: ({ adapterVersion, seed }) => {

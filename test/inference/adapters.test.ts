@@ -10,13 +10,11 @@ import { GenerationMode } from "#core/gen/lightreasoner/v1/inference_pb.ts";
 import { encodePeftAdapter, writePeftAdapter } from "#core/formats/peft.ts";
 import { parseModelConfig } from "#core/model/config.ts";
 import type { ModelConfig } from "#core/model/config.ts";
-import { loraTargets } from "#core/model/lora.ts";
-import type { LoraAdapter, LoraSettings } from "#core/model/lora.ts";
-import { SeededRandom } from "#core/math/random.ts";
+import type { LoraSettings } from "#core/model/lora.ts";
 import type { InferenceServer } from "#inference/main.ts";
 import { exportOnnx } from "#inference/model/export.ts";
 import { CausalLmSession } from "#inference/model/session.ts";
-import { AMATEUR_CONFIG, EXPERT_CONFIG, FULL32, byRequest, clients, collect, fullForward, fullOf, idsPrompt, maxAbsDiff, metric, openDirect, scrape, startServer, statusOf, writeTinyPair } from "./helpers.ts";
+import { AMATEUR_CONFIG, EXPERT_CONFIG, FULL32, byRequest, clients, collect, fullForward, fullOf, idsPrompt, maxAbsDiff, metric, openDirect, randomLoraAdapter, scrape, startServer, statusOf, uploadAdapter, writeTinyPair } from "./helpers.ts";
 import type { TinyPair } from "./helpers.ts";
 
 const TOLERANCE = 1e-4;
@@ -32,17 +30,7 @@ let amateurDirect: CausalLmSession;
 const expertConfig = parseModelConfig(EXPERT_CONFIG);
 const SETTINGS: LoraSettings = { rank: 4, alpha: 8, dropout: 0, targetModules: ["q_proj", "v_proj"] };
 
-/** A LoRA adapter with random, non-zero A and B (a freshly initialised one has B = 0 and changes nothing). */
-function randomAdapter(config: ModelConfig, seed: number, settings = SETTINGS): LoraAdapter {
-  const rng = new SeededRandom(seed);
-  const random = (n: number) => Float32Array.from({ length: n }, () => 0.3 * rng.normal());
-  const pairs = new Map<string, LoraAdapter["pairs"] extends Map<string, infer P> ? P : never>();
-  for (const { name, shape: [out, inFeatures] } of loraTargets(config, settings)) {
-    pairs.set(name, { a: { shape: [settings.rank, inFeatures], data: random(settings.rank * inFeatures) }, b: { shape: [out, settings.rank], data: random(out * settings.rank) } });
-  }
-  return { settings, pairs };
-}
-
+const randomAdapter = (config: ModelConfig, seed: number) => randomLoraAdapter(config, seed, SETTINGS);
 const adapter = randomAdapter(expertConfig, 5);
 const files = encodePeftAdapter(adapter, { baseModel: "tiny-expert" });
 const PROMPT = [2, 77, 350, 113, 116, 37, 124, 361];
@@ -67,13 +55,7 @@ afterAll(async () => {
   pair?.remove();
 });
 
-/** Uploads the two files in 1 KiB chunks. */
-async function upload(configJson: string, safetensors: Uint8Array, activate: boolean, declared = safetensors.length) {
-  const call = client.adapters.uploadAdapter();
-  await call.write({ part: { case: "header", value: { adapterConfigJson: configJson, safetensorsSize: declared, activate } } });
-  for (let offset = 0; offset < safetensors.length; offset += 1024) await call.write({ part: { case: "safetensorsChunk", value: safetensors.subarray(offset, offset + 1024) } });
-  return call.end();
-}
+const upload = (configJson: string, safetensors: Uint8Array, activate: boolean, declared = safetensors.length) => uploadAdapter(client, { configJson, safetensors }, activate, declared);
 
 async function scoreExpert(ids: number[]): Promise<{ version: string; expert: Float32Array[]; amateur: Float32Array[] }> {
   const messages = await collect(client.inference.score({ prompt: idsPrompt(ids), distributions: FULL32 }));

@@ -303,8 +303,8 @@ export class AdapterRegistry {
     for (const entry of evictable) {
       if (free >= bytes) break;
       free += entry.info.residentBytes;
-      this.drop(entry);
       this.observer.evicted?.(entry.version, entry.info.residentBytes);
+      this.drop(entry);
     }
   }
 

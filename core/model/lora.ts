@@ -4,6 +4,7 @@
 import type { Float32Tensor, LinearModule, WeightMap } from "./weights.ts";
 import { linearShape, linearWeightName } from "./weights.ts";
 import type { ModelConfig } from "./config.ts";
+import { SeededRandom } from "#core/math/random.ts";
 
 export interface LoraSettings {
   rank: number;
@@ -45,6 +46,21 @@ export function loraTargets(config: ModelConfig, settings: LoraSettings): { laye
     }
   }
   return out;
+}
+
+/**
+ * An adapter with every A and B drawn from N(0, std^2), seeded: B is non-zero (a freshly
+ * initialised PEFT adapter's is zero and changes nothing), so tests and benchmarks get an
+ * adapter that really moves the model.
+ */
+export function randomLoraAdapter(config: ModelConfig, seed: number, settings: LoraSettings, std = 0.3): LoraAdapter {
+  const rng = new SeededRandom(seed);
+  const random = (n: number) => Float32Array.from({ length: n }, () => std * rng.normal());
+  const pairs = new Map<string, LoraPair>();
+  for (const { name, shape: [out, inFeatures] } of loraTargets(config, settings)) {
+    pairs.set(name, { a: { shape: [settings.rank, inFeatures], data: random(settings.rank * inFeatures) }, b: { shape: [out, settings.rank], data: random(out * settings.rank) } });
+  }
+  return { settings, pairs };
 }
 
 /** Returns a new weight map with each adapted weight replaced by W + scale * B A. */

@@ -12,9 +12,10 @@ import { FinishReason } from "#core/gen/lightreasoner/v1/common_pb.ts";
 import { GenerationMode } from "#core/gen/lightreasoner/v1/inference_pb.ts";
 import { loadModelDir } from "#core/formats/model-dir.ts";
 import type { LoraSettings } from "#core/model/lora.ts";
+import { randomLoraAdapter } from "#core/model/lora.ts";
 import type { InferenceServer } from "#inference/main.ts";
 import type { Trajectory } from "./helpers.ts";
-import { FULL32, byRequest, clients, collect, fullOf, idsPrompt, maxAbsDiff, metric, randomLoraAdapter, scrape, startServer, statusOf, uploadAdapter } from "./helpers.ts";
+import { FULL32, byRequest, clients, collect, fullOf, idsPrompt, maxAbsDiff, metric, scrape, startServer, statusOf, uploadAdapter } from "./helpers.ts";
 import type { Sample } from "./helpers.ts";
 
 const BUILT_IN = { expertDir: "models/expert", amateurDir: "models/amateur" };

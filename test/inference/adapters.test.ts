@@ -11,10 +11,11 @@ import { encodePeftAdapter, writePeftAdapter } from "#core/formats/peft.ts";
 import { parseModelConfig } from "#core/model/config.ts";
 import type { ModelConfig } from "#core/model/config.ts";
 import type { LoraSettings } from "#core/model/lora.ts";
+import { randomLoraAdapter } from "#core/model/lora.ts";
 import type { InferenceServer } from "#inference/main.ts";
 import { exportOnnx } from "#inference/model/export.ts";
 import { CausalLmSession } from "#inference/model/session.ts";
-import { AMATEUR_CONFIG, EXPERT_CONFIG, FULL32, byRequest, clients, collect, fullForward, fullOf, idsPrompt, maxAbsDiff, metric, openDirect, randomLoraAdapter, scrape, startServer, statusOf, uploadAdapter, writeTinyPair } from "./helpers.ts";
+import { AMATEUR_CONFIG, EXPERT_CONFIG, FULL32, byRequest, clients, collect, fullForward, fullOf, idsPrompt, maxAbsDiff, metric, openDirect, scrape, startServer, statusOf, uploadAdapter, writeTinyPair } from "./helpers.ts";
 import type { TinyPair } from "./helpers.ts";
 
 const TOLERANCE = 1e-4;

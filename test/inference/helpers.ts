@@ -19,9 +19,6 @@ import { logSoftmax } from "#core/math/distribution.ts";
 import { float16BitsToFloat32 } from "#core/math/float16.ts";
 import { initModel } from "#core/model/init-model.ts";
 import type { WeightMap } from "#core/model/weights.ts";
-import { loraTargets } from "#core/model/lora.ts";
-import type { LoraAdapter, LoraSettings } from "#core/model/lora.ts";
-import { SeededRandom } from "#core/math/random.ts";
 import type { ModelConfig } from "#core/model/config.ts";
 import { startInferenceServer } from "#inference/main.ts";
 import type { InferenceServer, InferenceServerOptions } from "#inference/main.ts";
@@ -112,17 +109,6 @@ export async function eventually(check: () => Promise<boolean> | boolean, timeou
 
 // ---------------------------------------------------------------------------------------
 // Adapters
-
-/** A LoRA adapter with random, non-zero A and B (a freshly initialised one has B = 0 and changes nothing). */
-export function randomLoraAdapter(config: ModelConfig, seed: number, settings: LoraSettings): LoraAdapter {
-  const rng = new SeededRandom(seed);
-  const random = (n: number) => Float32Array.from({ length: n }, () => 0.3 * rng.normal());
-  const pairs = new Map<string, LoraAdapter["pairs"] extends Map<string, infer P> ? P : never>();
-  for (const { name, shape: [out, inFeatures] } of loraTargets(config, settings)) {
-    pairs.set(name, { a: { shape: [settings.rank, inFeatures], data: random(settings.rank * inFeatures) }, b: { shape: [out, settings.rank], data: random(out * settings.rank) } });
-  }
-  return { settings, pairs };
-}
 
 /** Uploads an adapter's two files in 1 KiB chunks (`declared` may lie, to test the framing checks). */
 export async function uploadAdapter(c: { adapters: ServiceClient<AdapterMethods> }, files: { configJson: string; safetensors: Uint8Array }, activate: boolean, declared = files.safetensors.length) {

@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { encodePeftAdapter } from "#core/formats/peft.ts";
 import type { LoraSettings } from "#core/model/lora.ts";
-import { randomLoraAdapter } from "#test/inference/helpers.ts";
+import { randomLoraAdapter } from "#core/model/lora.ts";
 import { CapacityError, NotFoundError } from "./errors.ts";
 import type { AdapterRegistryObserver } from "./adapter-registry.ts";
 import { AdapterRegistry } from "./adapter-registry.ts";

@@ -5,10 +5,9 @@ import { mkdirSync, mkdtempSync, renameSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { SeededRandom } from "#core/math/random.ts";
 import { logSoftmax } from "#core/math/distribution.ts";
-import type { LoraAdapter, LoraSettings } from "#core/model/lora.ts";
-import { loraTargets, mergeLora } from "#core/model/lora.ts";
+import type { LoraAdapter } from "#core/model/lora.ts";
+import { mergeLora, randomLoraAdapter } from "#core/model/lora.ts";
 import type { LinearModule } from "#core/model/weights.ts";
 import { locateModelWeights, writeModelDir } from "#core/formats/model-dir.ts";
 import { buildOnnxModel, buildServedGraph, fileBackedWeights } from "./export.ts";
@@ -28,18 +27,8 @@ const PROMPTS = [
   [7, 7, 13, 60],
 ];
 
-/** A random adapter; B is not zero (a fresh PEFT adapter's is), so the branch changes the logits. */
-function randomAdapter(seed: number, rank: number, targetModules: LinearModule[], alpha = 2 * rank): LoraAdapter {
-  const rng = new SeededRandom(seed);
-  const settings: LoraSettings = { rank, alpha, dropout: 0, targetModules };
-  const pairs = new Map();
-  for (const { name, shape: [out, inFeatures] } of loraTargets(config, settings)) {
-    const a = Float32Array.from({ length: rank * inFeatures }, () => 0.15 * rng.normal());
-    const b = Float32Array.from({ length: out * rank }, () => 0.15 * rng.normal());
-    pairs.set(name, { a: { shape: [rank, inFeatures], data: a }, b: { shape: [out, rank], data: b } });
-  }
-  return { settings, pairs };
-}
+/** A random adapter (B not zero, so the branch changes the logits). */
+const randomAdapter = (seed: number, rank: number, targetModules: LinearModule[]): LoraAdapter => randomLoraAdapter(config, seed, { rank, alpha: 2 * rank, dropout: 0, targetModules }, 0.15);
 
 const first = randomAdapter(1, 4, ["q_proj", "v_proj"]);
 const second = randomAdapter(2, 2, ["k_proj", "o_proj", "gate_proj", "down_proj"]);

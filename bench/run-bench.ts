@@ -4,6 +4,8 @@
 // pair reached, are computed here from sections of the same run, never carried over.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
+import type { AdapterMixResult } from "./adapters.ts";
+import { runAdapters } from "./adapters.ts";
 import type { AmateurResult } from "./amateur.ts";
 import { runAmateur } from "./amateur.ts";
 import type { DecodeResult } from "./decode.ts";
@@ -54,6 +56,7 @@ export interface BenchReport {
   limits?: LimitsResult;
   amateur?: AmateurResult;
   decode?: DecodeResult;
+  adapters?: AdapterMixResult;
   transport?: TransportResult;
   sampling?: SamplingResult;
   training?: TrainingResult;
@@ -180,6 +183,9 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
         break;
       case "decode":
         report.decode = await runDecode(settings, log);
+        break;
+      case "adapters":
+        report.adapters = await runAdapters(settings, log);
         break;
       case "transport":
         report.transport = await runTransport(settings, log);

@@ -1,11 +1,12 @@
 // How much work each benchmark section does, in one place: the full run (figures for the
 // README; most of it the 0.5B-shaped pair at 64 streams and re-encoding its amateur) and
 // --quick (a smoke test of every section: fewer cells, fewer tokens, fewer repeats).
+import type { AdapterMixWorkload } from "./adapters.ts";
 import type { PairRecipe } from "./models.ts";
 import { BUILT_IN_PAIR, DEFAULT_CACHE_DIR, QWEN05_PAIR } from "./models.ts";
 
 // "limits" runs before the sections whose rates are held against its ceiling.
-export const SECTIONS = ["step", "limits", "amateur", "decode", "transport", "sampling", "training", "scale", "memory"] as const;
+export const SECTIONS = ["step", "limits", "amateur", "decode", "adapters", "transport", "sampling", "training", "scale", "memory"] as const;
 export type Section = (typeof SECTIONS)[number];
 
 export interface PairWorkload {
@@ -59,6 +60,8 @@ export interface BenchSettings {
   sampling: { pairs: PairWorkload[]; alpha: number; topK: number };
   amateur: { pairs: AmateurWorkload[] };
   decode: DecodeSettings;
+  /** One adapter for every row against three mixed in the batch. */
+  adapters: { pairs: AdapterMixWorkload[] };
   limits: { shapes: [number, number, number][]; minMs: number; repeats: number };
   transport: { vocabSize: number; steps: { full32: number; full16: number; sparse: number }; repeats: number; alpha: number; topK: number };
   training: { loraWarmupSteps: number; loraSteps: number; pretrainWarmupSteps: number; pretrainSteps: number; matmulSize: number };
@@ -113,6 +116,17 @@ export function benchSettings(options: { quick: boolean; cacheDir?: string }): B
     decode: quick
       ? { recipe: QWEN05_PAIR, batches: [1, 16], promptTokens: 16, steps: 4, repeats: 2, maxPrefillBatch: 8, parity: { prefillTokens: 6, decodeTokens: 2 } }
       : { recipe: QWEN05_PAIR, batches: [1, 16, 64], promptTokens: 32, steps: 8, repeats: 3, maxPrefillBatch: 8, parity: { prefillTokens: 8, decodeTokens: 3 } },
+    adapters: {
+      pairs: quick
+        ? [
+            { recipe: BUILT_IN_PAIR, streams: [6], promptTokens: 8, steps: 4, repeats: 2 },
+            { recipe: QWEN05_PAIR, streams: [3], promptTokens: 8, steps: 1, repeats: 1 },
+          ]
+        : [
+            { recipe: BUILT_IN_PAIR, streams: [16, 64], promptTokens: 16, steps: 32, repeats: 5 },
+            { recipe: QWEN05_PAIR, streams: [16, 64], promptTokens: 16, steps: 4, repeats: 3 },
+          ],
+    },
     limits: {
       // A decode batch through the 0.5B expert's MLP, a square product, and one token alone.
       shapes: [

@@ -151,6 +151,20 @@ function decodeLines(r: BenchReport): string[] {
   ];
 }
 
+function adaptersLines(r: BenchReport): string[] {
+  const a = r.adapters;
+  if (!a) return [];
+  const rows = a.pairs.flatMap((p) =>
+    p.rows.map((row) => [`${p.pair.name} (${params(p.pair.expertParameters)})`, String(row.streams), formatMeasured(row.one), formatMeasured(row.mixed), formatPercent(row.ratio)]),
+  );
+  const windows = a.pairs.map((p) => `${p.pair.name}: ${p.stepsPerRepeat} steps after a ${p.promptTokens}-token prompt, ${p.repeats} repeats`).join("; ");
+  return [
+    `Adapters mixed in one batch${on(r)}: expert decode tokens/s with every row on one adapter and with ${a.adapters} adapters (rank ${a.rank}) mixed; ${windows}`,
+    `how: ${a.how}`,
+    renderTable(["pair", "streams", "one adapter tok/s", `${a.adapters} mixed tok/s`, "mixed / one"], rows),
+  ];
+}
+
 function transportLines(r: BenchReport): string[] {
   const t = r.transport;
   if (!t) return [];
@@ -298,7 +312,7 @@ function memoryLines(r: BenchReport): string[] {
 }
 
 export function renderReport(report: BenchReport): string {
-  const blocks = [machineLines(report), stepLines(report), limitsLines(report), amateurLines(report), decodeLines(report), transportLines(report), samplingLines(report), trainingLines(report), scaleLines(report), memoryLines(report)];
+  const blocks = [machineLines(report), stepLines(report), limitsLines(report), amateurLines(report), decodeLines(report), adaptersLines(report), transportLines(report), samplingLines(report), trainingLines(report), scaleLines(report), memoryLines(report)];
   return blocks
     .filter((b) => b.length > 0)
     .map((b) => b.join("\n"))

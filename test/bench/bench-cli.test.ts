@@ -93,6 +93,6 @@ describe("lightreasoner bench", () => {
   it("refuses an unknown section with the known ones", async () => {
     const run = await cli("bench", "--only", "sampling,speed", "--out", join(dir, "never.json"));
     expect(run.status).toBe(1);
-    expect(run.stderr).toMatch(/--only: unknown section "speed"; choose from step, limits, amateur, decode, transport, sampling, training, scale, memory/);
+    expect(run.stderr).toMatch(/--only: unknown section "speed"; choose from step, limits, amateur, decode, adapters, transport, sampling, training, scale, memory/);
   });
 });

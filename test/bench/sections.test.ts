@@ -3,6 +3,7 @@
 // of the ceiling, the best MatMul across libraries, what a loaded BLAS is, and the logits
 // comparison behind the decode race.
 import { describe, expect, it } from "vitest";
+import { rowAdapters } from "#bench/adapters.ts";
 import { amateurPositions } from "#bench/amateur.ts";
 import type { AmateurResult } from "#bench/amateur.ts";
 import { compareLogits } from "#bench/decode.ts";
@@ -94,5 +95,14 @@ describe("logits comparison", () => {
 
   it("refuses arrays that are not rows of the vocabulary", () => {
     expect(() => compareLogits(new Float32Array(6), new Float32Array(5), 3)).toThrow(/do not make rows of 3/);
+  });
+});
+
+describe("adapters section rows", () => {
+  it("one adapter for every row, or the adapters in turn", () => {
+    expect(rowAdapters(["a", "b", "c"], 4, false)).toEqual(["a", "a", "a", "a"]);
+    expect(rowAdapters(["a", "b", "c"], 7, true)).toEqual(["a", "b", "c", "a", "b", "c", "a"]);
+    expect(() => rowAdapters([], 2, true)).toThrow(/adapters: must hold at least one adapter/);
+    expect(() => rowAdapters(["a"], 0, true)).toThrow(/rows: must be a positive integer, got 0/);
   });
 });

@@ -91,7 +91,7 @@ describe("derived figures", () => {
 
   it("--only accepts known sections in the run's order and refuses unknown ones", () => {
     expect(parseSections(["memory,step", "limits"])).toEqual(["step", "limits", "memory"]);
-    expect(parseSections(undefined)).toEqual(["step", "limits", "amateur", "decode", "transport", "sampling", "training", "scale", "memory"]);
+    expect(parseSections(undefined)).toEqual(["step", "limits", "amateur", "decode", "adapters", "transport", "sampling", "training", "scale", "memory"]);
     expect(parseSections(["decode,limits,amateur"])).toEqual(["limits", "amateur", "decode"]);
     expect(() => parseSections(["speed"])).toThrow(/^--only: unknown section "speed"; choose from step, limits/);
   });

@@ -4,6 +4,7 @@
 // ONNX Runtime's logits, and every transport variant delivers every step. No timing is
 // asserted: on a shared machine only the structure and the computation can be checked.
 import { describe, expect, it } from "vitest";
+import { runAdapters } from "#bench/adapters.ts";
 import { runAmateur, scoreTrajectories } from "#bench/amateur.ts";
 import { ortLogits, runDecode } from "#bench/decode.ts";
 import { BUILT_IN_PAIR, preparePair } from "#bench/models.ts";
@@ -70,6 +71,24 @@ describe("amateur section at the built-in pair's shape", () => {
     expect(table).toMatch(/built-in \(99,200\)\s+6 \+ 5\s+2\s+10.0 \/ 40.0 \(4.00x\)/);
     // Without the limits section there is no ceiling to hold the end-to-end rate against, and the table says so.
     expect(table).toContain("no limits section in this run");
+  });
+});
+
+describe("adapters section at the built-in pair's shape", () => {
+  it("times one adapter and three mixed on the same streams, and prints their ratio", async () => {
+    const result = await runAdapters(tiny({ adapters: { pairs: [{ recipe: BUILT_IN_PAIR, streams: [3], promptTokens: 4, steps: 2, repeats: 2 }] } }), () => {});
+    expect(result).toMatchObject({ rank: 8, adapters: 3 });
+    const [p] = result.pairs;
+    expect(p.pair.name).toBe("built-in");
+    expect(p.rows).toHaveLength(1);
+    const row = p.rows[0];
+    expect(row.streams).toBe(3);
+    expect(row.one.repeats).toHaveLength(2);
+    expect(row.mixed.repeats).toHaveLength(2);
+    expect(row.ratio).toBeCloseTo(row.mixed.median / row.one.median, 10);
+    const table = printed({ adapters: result });
+    expect(table).toContain("Adapters mixed in one batch on Test CPU");
+    expect(table).toMatch(/built-in \(99,200\)\s+3\s/);
   });
 });
 

@@ -3,8 +3,8 @@
 // served graph, whose LoRA inputs carry each row's adapter), for the same prompts and the
 // same number of streams two ways: every row on one adapter, and the rows spread over three
 // adapters in turn. The adapters have rank 8 on every projection (q, k, v, o, gate, up,
-// down) and random weights. The two ways alternate window by window from their own caches,
-// so a machine whose load drifts weighs on both alike.
+// down) and random weights. The two ways alternate window by window (and which goes first)
+// from their own caches, so a machine whose load drifts weighs on both alike.
 import type { ModelConfig } from "#core/model/config.ts";
 import { randomLoraAdapter } from "#core/model/lora.ts";
 import type { LoraSettings } from "#core/model/lora.ts";
@@ -65,7 +65,7 @@ const RANK = 8;
 export const ADAPTERS_HOW =
   `greedy decode steps of the expert (CausalLmSession.step on the served graph with LoRA inputs) after an untimed prefill and first step; ` +
   `${ADAPTERS} random adapters of rank ${RANK} on ${LINEAR_MODULES.join(", ")}; "one": every row on the first adapter; "mixed": row i on adapter i mod ${ADAPTERS}; ` +
-  `the two ways alternate window by window, each from its own caches, on the same prompts`;
+  `the two ways alternate window by window, which one first alternating too, each from its own caches, on the same prompts`;
 
 /** Row i's adapter: the first for all, or the adapters in turn. */
 export function rowAdapters<T>(adapters: readonly T[], rows: number, mixed: boolean): T[] {
@@ -111,6 +111,11 @@ export async function runAdapters(settings: BenchSettings, log: (line: string) =
   for (const w of settings.adapters.pairs) {
     const prepared = await preparePair(w.recipe, settings.cacheDir, log);
     const { config, graph } = servedGraph(prepared.expert.dir);
+    // Each lane's caches grow by one token per step: the prefill, one untimed step, then every window.
+    const longest = w.promptTokens + 1 + w.steps * w.repeats;
+    if (longest > config.maxPositionEmbeddings) {
+      throw new BenchInputError("adapters.steps", `${w.promptTokens} prompt tokens + 1 + ${w.repeats} x ${w.steps} steps = ${longest} positions, beyond ${w.recipe.name}'s context of ${config.maxPositionEmbeddings}`);
+    }
     const session = await CausalLmSession.open(graph, { executionProvider: "cpu" });
     const rows: AdapterMixRow[] = [];
     try {
@@ -121,8 +126,8 @@ export async function runAdapters(settings: BenchSettings, log: (line: string) =
         const mixed = await lane(session, prompts, rowAdapters(adapters, streams, true));
         const rates = { one: [] as number[], mixed: [] as number[] };
         for (let r = 0; r < w.repeats; r++) {
-          rates.one.push(await decodeWindow(session, one, w.steps));
-          rates.mixed.push(await decodeWindow(session, mixed, w.steps));
+          // Which way goes first alternates too, so neither always follows the other.
+          for (const way of r % 2 === 0 ? (["one", "mixed"] as const) : (["mixed", "one"] as const)) rates[way].push(await decodeWindow(session, way === "one" ? one : mixed, w.steps));
         }
         const row = { streams, one: measured(rates.one, "tokens/s"), mixed: measured(rates.mixed, "tokens/s"), ratio: 0 as number | null };
         row.ratio = ratio(row.mixed, row.one);

@@ -15,7 +15,6 @@ import type { AdapterInputs } from "#inference/model/lora-inputs.ts";
 import { CausalLmSession } from "#inference/model/session.ts";
 import type { StepResult } from "#inference/model/session.ts";
 import type { KvCache } from "#inference/model/kv-cache.ts";
-import type { PairRecipe } from "./models.ts";
 import { preparePair } from "./models.ts";
 import type { PairInfo } from "./sampling.ts";
 import { pairInfo } from "./sampling.ts";
@@ -23,16 +22,6 @@ import type { BenchSettings } from "./settings.ts";
 import type { Measured } from "./stats.ts";
 import { BenchInputError, measured, ratio } from "./stats.ts";
 import { randomPrompts } from "./workloads.ts";
-
-export interface AdapterMixWorkload {
-  recipe: PairRecipe;
-  /** Concurrent streams (batch rows), each count measured both ways. */
-  streams: number[];
-  promptTokens: number;
-  /** Timed decode steps per window. */
-  steps: number;
-  repeats: number;
-}
 
 export interface AdapterMixRow {
   streams: number;

@@ -1,7 +1,6 @@
 // How much work each benchmark section does, in one place: the full run (figures for the
 // README; most of it the 0.5B-shaped pair at 64 streams and re-encoding its amateur) and
 // --quick (a smoke test of every section: fewer cells, fewer tokens, fewer repeats).
-import type { AdapterMixWorkload } from "./adapters.ts";
 import type { PairRecipe } from "./models.ts";
 import { BUILT_IN_PAIR, DEFAULT_CACHE_DIR, QWEN05_PAIR } from "./models.ts";
 
@@ -52,6 +51,17 @@ export interface DecodeSettings {
   maxPrefillBatch: number;
   /** The logits compared before timing: a prefill of this many tokens, then single steps. */
   parity: { prefillTokens: number; decodeTokens: number };
+}
+
+/** The adapters section: one adapter for every row against three mixed, on the same streams. */
+export interface AdapterMixWorkload {
+  recipe: PairRecipe;
+  /** Concurrent streams (batch rows), each count measured both ways. */
+  streams: number[];
+  promptTokens: number;
+  /** Timed decode steps per window. */
+  steps: number;
+  repeats: number;
 }
 
 export interface BenchSettings {

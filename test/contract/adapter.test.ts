@@ -368,12 +368,14 @@ describe("cancellation reaches the handler", () => {
     // the server side instead: a forced shutdown, as at the end of a shutdown grace period.
     let exited: (outcome: unknown) => void = () => {};
     const outcome = new Promise<unknown>((resolve) => (exited = resolve));
+    let received: () => void = () => {};
+    const firstRequest = new Promise<void>((resolve) => (received = resolve));
     const server = new grpc.Server();
     const waiting: ServiceHandlers<AdapterMethods> = {
       ...adapters,
       async uploadAdapter(requests) {
         try {
-          for await (const _ of requests);
+          for await (const _ of requests) received();
           exited("ended");
         } catch (err) {
           exited(err);
@@ -387,7 +389,9 @@ describe("cancellation reaches the handler", () => {
     const otherClient = createClient(AdapterService, other.address);
     const upload = otherClient.uploadAdapter();
     await upload.write({ part: { case: "header", value: { safetensorsSize: 10 } } });
-    await sleep(50);
+    // The handler must be waiting for its next request when the call is cut off (a fixed sleep
+    // was too short on a busy machine).
+    await firstRequest;
     other.stop();
     const err = await outcome;
     expect(err).toBeInstanceOf(GrpcError);

@@ -128,14 +128,13 @@ describe("LinearRegex refuses what it does not support, naming the position", ()
 });
 
 describe("LinearRegex runs in time linear in the text", () => {
-  it("the pattern that froze the server for 36 s answers in well under a millisecond per module path", () => {
+  it("the pattern that froze the server for 36 s visits at most states x (length + 1) states per module path", () => {
     const re = new LinearRegex("mo([a-z._0-9]+)+X");
     const path = "model.layers.0.self_attn.q_proj";
-    const started = process.hrtime.bigint();
     for (let i = 0; i < 100; i++) expect(re.fullMatch(path)).toBe(false);
-    const microsPerMatch = Number(process.hrtime.bigint() - started) / 1000 / 100;
-    // With backtracking this one path takes seconds; linearly it is a few microseconds.
-    expect(microsPerMatch).toBeLessThan(1000);
+    // Backtracking tries 2^n ways to split the path (seconds for this one); the NFA simulation
+    // adds each state at most once per character. Counted, not timed: the bench times things.
+    expect(re.work / 100).toBeLessThanOrEqual(re.states * (path.length + 1));
   });
 
   const modulePaths = (layers: number) =>
@@ -156,17 +155,14 @@ describe("LinearRegex runs in time linear in the text", () => {
     }
   });
 
-  it("the worst program the limits allow is refused once its matches pass the work limit, in tens of milliseconds", () => {
+  it("the worst program the limits allow is refused once its matches pass the work limit", () => {
     // Nearly every state live at every character: 1000 optional `.` copies, any of them next.
     const re = new LinearRegex("(?:.?){100}".repeat(10));
     expect(re.states).toBeGreaterThan(2000);
-    const started = performance.now();
     const err = errorOf(() => {
       for (const path of modulePaths(80)) re.fullMatch(path);
     });
     expect(err.message).toContain(`more than ${MAX_MATCH_WORK} state visits`);
     expect(re.work).toBeLessThan(MAX_MATCH_WORK + 2 * re.states);
-    // 10-40 ms on this 2-core machine under load; the bound leaves room for more load.
-    expect(performance.now() - started).toBeLessThan(250);
   });
 });

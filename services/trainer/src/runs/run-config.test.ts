@@ -1,7 +1,7 @@
 import { create, fromBinary } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { DistributionEncoding } from "#core/gen/lightreasoner/v1/common_pb.ts";
-import { LrSchedule, ProblemFormat, RunConfigSchema, RunMode, SamplingConfigSchema, TrainingMethod } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
+import { LrSchedule, ProblemFormat, RunConfigSchema, RunMode, SamplingAdapter, SamplingConfigSchema, TrainingMethod } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
 import type { RunConfig } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Status } from "#core/grpc/adapter.ts";
@@ -25,7 +25,7 @@ function fieldOf(init: MessageInitShape<typeof RunConfigSchema>): string {
 describe("resolveRunPlan", () => {
   it("fills the method's reference settings and the trainer's endpoints into an empty config", () => {
     const plan = resolveRunPlan(config(minimal), defaults);
-    expect(plan).toMatchObject({ mode: "offline", method: "lightreasoner", endpoints: ["127.0.0.1:50051"], seed: 99, evalProblems: null });
+    expect(plan).toMatchObject({ mode: "offline", method: "lightreasoner", endpoints: ["127.0.0.1:50051"], seed: 99, evalProblems: null, samplingAdapter: "base", activateFinalAdapter: false });
     expect(plan.sampler).toMatchObject({ beta: 0.4, alpha: 0.2, maxNewTokens: 128, systemPrompt: "Please reason step by step.", encoding: "sparse", seed: 99 });
     expect(plan.training).toMatchObject({ learningRate: 5e-5, batchSize: 8, gradientAccumulation: 2, maxSteps: 1000, seed: 99 });
     expect(plan.training.lora).toEqual({ rank: 8, alpha: 16, dropout: 0.05, targetModules: ["q_proj", "v_proj"] });
@@ -39,16 +39,17 @@ describe("resolveRunPlan", () => {
         method: TrainingMethod.SFT,
         problems: { path: "p.jsonl", format: ProblemFormat.GSM8K, offset: 3, limit: 7 },
         inferenceEndpoints: ["a:1", "dns:///b:2"],
-        sampling: { params: { temperature: 0.7, topP: 0.9, maxNewTokens: 64, stopStrings: ["###"] }, systemPrompt: "", encoding: DistributionEncoding.FULL, concurrency: 3 },
+        sampling: { params: { temperature: 0.7, topP: 0.9, maxNewTokens: 64, stopStrings: ["###"] }, systemPrompt: "", encoding: DistributionEncoding.FULL, concurrency: 3, adapter: SamplingAdapter.LATEST_PUSHED },
         selection: { beta: 0.25, alpha: 0.5 },
         lora: { rank: 4, alpha: 8, dropout: 0, targetModules: ["o_proj"] },
         optimization: { learningRate: 1e-3, batchSize: 2, gradientAccumulation: 1, maxSteps: 10, warmupSteps: 2, weightDecay: 0.01, schedule: LrSchedule.COSINE, checkpointEverySteps: 5, pushEverySteps: 3 },
         sft: { attemptsPerProblem: 4 },
         seed: 5,
+        activateFinalAdapter: true,
       }),
       { ...defaults, allowedEndpoints: ["a:1", "dns:///b:2"] },
     );
-    expect(plan).toMatchObject({ mode: "online", method: "sft", endpoints: ["a:1", "dns:///b:2"], seed: 5 });
+    expect(plan).toMatchObject({ mode: "online", method: "sft", endpoints: ["a:1", "dns:///b:2"], seed: 5, samplingAdapter: "latest_pushed", activateFinalAdapter: true });
     expect(plan.problems).toEqual({ path: "p.jsonl", layout: "gsm8k", offset: 3, limit: 7 });
     expect(plan.sampler).toMatchObject({ temperature: 0.7, topP: 0.9, maxNewTokens: 64, systemPrompt: "", stopStrings: ["###"], encoding: "full", concurrency: 3, beta: 0.25, alpha: 0.5, sftAttempts: 4 });
     expect(plan.training).toMatchObject({ learningRate: 1e-3, batchSize: 2, maxSteps: 10, warmupSteps: 2, weightDecay: 0.01, schedule: "cosine", checkpointEverySteps: 5, pushEverySteps: 3 });
@@ -59,6 +60,8 @@ describe("resolveRunPlan", () => {
     const plan = resolveRunPlan(config({ ...minimal, selection: { beta: 0.3 }, optimization: { maxSteps: 50 } }), defaults);
     const again = resolveRunPlan(resolvedRunConfig(plan), { endpoints: defaults.endpoints, drawSeed: () => 1 });
     expect(again).toEqual(plan);
+    const pinned = resolveRunPlan(config({ ...minimal, mode: RunMode.ONLINE, sampling: { adapter: SamplingAdapter.LATEST_PUSHED }, activateFinalAdapter: true }), defaults);
+    expect(resolveRunPlan(resolvedRunConfig(pinned), { endpoints: defaults.endpoints })).toEqual(pinned);
   });
 
   it("names the bad field by its proto path", () => {
@@ -80,6 +83,12 @@ describe("resolveRunPlan", () => {
     expect(fieldOf({ importSamplesPath: "s.jsonl", method: TrainingMethod.SFT })).toBe("import_samples_path");
     expect(fieldOf({ importSamplesPath: "s.jsonl", mode: RunMode.ONLINE })).toBe("mode");
     expect(fieldOf({ ...minimal, mode: 9 as RunMode })).toBe("mode");
+    expect(fieldOf({ ...minimal, sampling: { adapter: 7 as SamplingAdapter } })).toBe("sampling.adapter");
+  });
+
+  it("refuses sampling from the latest pushed adapter offline, where nothing is pushed before sampling ends", () => {
+    expect(() => resolveRunPlan(config({ ...minimal, sampling: { adapter: SamplingAdapter.LATEST_PUSHED } }), defaults)).toThrow(/^sampling\.adapter: SAMPLING_ADAPTER_LATEST_PUSHED needs mode RUN_MODE_ONLINE/);
+    expect(resolveRunPlan(config({ ...minimal, sampling: { adapter: SamplingAdapter.BASE } }), defaults).samplingAdapter).toBe("base");
   });
 
   it("refuses sampling settings in the fields they left (1, 2, 3, 5), rather than dropping them", () => {

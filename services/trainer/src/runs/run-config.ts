@@ -7,7 +7,7 @@ import { randomInt } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { DistributionEncoding } from "#core/gen/lightreasoner/v1/common_pb.ts";
 import type { ProblemSource, RunConfig } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
-import { LrSchedule, ProblemFormat, RunConfigSchema, RunMode, TrainingMethod } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
+import { LrSchedule, ProblemFormat, RunConfigSchema, RunMode, SamplingAdapter, TrainingMethod } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
 import type { SamplerConfig } from "#trainer/sampling/config.ts";
 import { resolveSamplerConfig } from "#trainer/sampling/config.ts";
 import type { EndpointTarget } from "#trainer/sampling/targets.ts";
@@ -21,6 +21,8 @@ import { RunConfigError } from "./errors.ts";
 export type RunModeName = "offline" | "online";
 export type MethodName = "lightreasoner" | "sft";
 export type ProblemLayoutChoice = "gsm8k" | "prompt" | "detect";
+/** Which expert writes the run's trajectories: the base, or the run's latest pushed adapter (online). */
+export type SamplingAdapterName = "base" | "latest_pushed";
 
 export interface ProblemSourcePlan {
   path: string;
@@ -44,6 +46,10 @@ export interface RunPlan {
   endpoints: string[];
   seed: number;
   sampler: SamplerConfig;
+  /** Named in every trajectory request, so no other client's activation changes the samples. */
+  samplingAdapter: SamplingAdapterName;
+  /** Activate the final adapter on every replica after the last stage (otherwise only uploaded). */
+  activateFinalAdapter: boolean;
   training: TrainingConfig;
 }
 
@@ -98,6 +104,10 @@ export function resolveRunPlan(config: RunConfig | undefined, defaults: RunConfi
     // A client built before the move would otherwise have its settings dropped without a word.
     throw new RunConfigError("sampling", "temperature, top_p, max_new_tokens and stop_strings (fields 1, 2, 3, 5) moved to sampling.params");
   }
+  const samplingAdapter = samplingAdapterOf(s?.adapter ?? SamplingAdapter.UNSPECIFIED);
+  if (samplingAdapter === "latest_pushed" && mode !== "online") {
+    throw new RunConfigError("sampling.adapter", "SAMPLING_ADAPTER_LATEST_PUSHED needs mode RUN_MODE_ONLINE: an offline run pushes its first adapter only after sampling");
+  }
   const p = s?.params;
   if (p?.seed !== undefined) throw new RunConfigError("sampling.params.seed", "must be unset: every trajectory's seed derives from the run's seed (set seed instead)");
   const sampler = asRunConfigError(() =>
@@ -142,7 +152,7 @@ export function resolveRunPlan(config: RunConfig | undefined, defaults: RunConfi
       "training",
     ),
   );
-  return { name: c.name, mode, method, problems, evalProblems, importSamplesPath, endpoints, seed, sampler, training };
+  return { name: c.name, mode, method, problems, evalProblems, importSamplesPath, endpoints, seed, sampler, samplingAdapter, activateFinalAdapter: c.activateFinalAdapter, training };
 }
 
 /** The plan as a RunConfig with every field set: what Run.config reports and run.json keeps. */
@@ -163,6 +173,7 @@ export function resolvedRunConfig(plan: RunPlan): RunConfig {
       systemPrompt: s.systemPrompt,
       encoding: plan.method === "sft" ? DistributionEncoding.NONE : s.encoding === "full" ? DistributionEncoding.FULL : DistributionEncoding.SPARSE,
       concurrency: s.concurrency,
+      adapter: plan.samplingAdapter === "latest_pushed" ? SamplingAdapter.LATEST_PUSHED : SamplingAdapter.BASE,
     },
     selection: { beta: s.beta, alpha: s.alpha },
     lora: { rank: t.lora.rank, alpha: t.lora.alpha, dropout: t.lora.dropout, targetModules: [...t.lora.targetModules] },
@@ -179,6 +190,7 @@ export function resolvedRunConfig(plan: RunPlan): RunConfig {
     },
     sft: { attemptsPerProblem: s.sftAttempts },
     seed: plan.seed,
+    activateFinalAdapter: plan.activateFinalAdapter,
   });
 }
 
@@ -192,6 +204,12 @@ function modeOf(mode: RunMode): RunModeName {
   if (mode === RunMode.UNSPECIFIED || mode === RunMode.OFFLINE) return "offline";
   if (mode === RunMode.ONLINE) return "online";
   throw new RunConfigError("mode", `unknown value ${mode}`);
+}
+
+function samplingAdapterOf(adapter: SamplingAdapter): SamplingAdapterName {
+  if (adapter === SamplingAdapter.UNSPECIFIED || adapter === SamplingAdapter.BASE) return "base";
+  if (adapter === SamplingAdapter.LATEST_PUSHED) return "latest_pushed";
+  throw new RunConfigError("sampling.adapter", `unknown value ${adapter}`);
 }
 
 function sourceOf(source: ProblemSource | undefined, field: string): ProblemSourcePlan | null {

@@ -94,7 +94,7 @@ export function registerOfflineStages(program: Command): void {
       writePeftAdapter(o.out, result.adapter, { baseModel: o.expert });
       console.log(`${o.out}: ${result.progress.step} steps, ${result.progress.tunedTokens} tuned tokens, ${result.wallSeconds.toFixed(1)} s, tfjs backend ${result.backend.kind}`);
       for (const target of o.push ? targets(o.push) : []) {
-        console.log(`pushed to ${target}: version ${await pushAdapter(target, result.adapter, { baseModel: o.expert, security: security(o) })}`);
+        console.log(`pushed to ${target}: version ${await pushAdapter(target, result.adapter, { activate: true, baseModel: o.expert, security: security(o) })}`);
       }
     });
 

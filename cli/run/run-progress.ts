@@ -49,7 +49,7 @@ export async function followRun(client: TrainerClient, runId: string, label: str
         const e = event.value;
         say(`${label}: greedy accuracy ${e.stage === RunStage.EVALUATING_BEFORE ? "before" : "after"} training: ${e.correct}/${e.problems} = ${pct(e.accuracy)} (${e.wallSeconds.toFixed(1)} s)`);
       } else if (event.case === "adapterPushed" && !bars) {
-        say(`${label}: adapter ${event.value.version} (step ${event.value.optimizerStep}) live on ${event.value.endpoints.length} replica(s)`);
+        say(`${label}: adapter ${event.value.version} (step ${event.value.optimizerStep}) uploaded to ${event.value.endpoints.length} replica(s)`);
       } else if (event.case === "warning") {
         say(`${label}: warning: ${event.value.message}`);
       } else if (event.case === "finished") {

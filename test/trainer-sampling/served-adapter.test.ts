@@ -40,7 +40,7 @@ describe("an adapter trained on served samples, pushed back", () => {
 
     const { config, weights } = loadModelDir(pair.expertDir);
     const trained = await trainLora({ expert: { config, weights }, trajectories, config: { maxSteps: 3, learningRate: 5e-2, pushEverySteps: 0 } });
-    const version = await pushAdapter(target, trained.adapter);
+    const version = await pushAdapter(target, trained.adapter, { activate: true });
     expect(version).toMatch(/^[0-9a-f]{16}$/);
 
     const ids = trajectories[0].tokenIds;

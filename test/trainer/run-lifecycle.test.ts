@@ -112,7 +112,7 @@ describe("a run whose inference replica goes away", () => {
     const trainer = await startTrainer(pair.expertDir, [inference.address], join(pair.root, "runs"));
     try {
       const problemsFile = writeProblems(pair.root, 16).file;
-      await trainer.client.startRun({ runId: "push", config: smallRun(problemsFile, { optimization: { learningRate: 5e-2, batchSize: 4, maxSteps: 100, checkpointEverySteps: 25 } }) });
+      await trainer.client.startRun({ runId: "push", config: smallRun(problemsFile, { optimization: { learningRate: 5e-2, batchSize: 4, maxSteps: 100, checkpointEverySteps: 25 }, activateFinalAdapter: true }) });
       await waitFor(trainer.client, "push", (e) => e.event.case === "trainingStep");
       // The replica stops while the run trains; the adapter push at the end has nowhere to go.
       await inference.close(0);
@@ -129,6 +129,7 @@ describe("a run whose inference replica goes away", () => {
       expect(run!.counters!.optimizerSteps).toBe(100);
       expect(run!.counters!.problemsSampled).toBe(16);
       expect(SampleStore.read(join(run!.runDir, "samples.jsonl")).records.length).toBe(16);
+      // The resumed run uploaded its adapter to the new replica and, as asked, activated it at the end.
       const info = await clients(inference).inference.getModelInfo({});
       expect(info.adapterVersion).toBe(run!.liveAdapterVersion);
     } finally {

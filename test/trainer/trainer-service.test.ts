@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readPeftAdapter } from "#core/formats/peft.ts";
 import { loadModelDir } from "#core/formats/model-dir.ts";
-import { RunMode, RunStage } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
+import { RunMode, RunStage, SamplingAdapter } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
 import type { WatchRunResponse } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
 import type { InferenceServer } from "#inference/main.ts";
 import { SampleStore } from "#trainer/store/sample-store.ts";
@@ -51,8 +51,11 @@ describe("TrainerService: an online run", () => {
     const { client } = trainer;
     const config = smallRun(problemsFile, {
       mode: RunMode.ONLINE,
+      // Later trajectories from the run's own latest adapter (each request names it).
+      sampling: { params: { temperature: 1, maxNewTokens: 16 }, concurrency: 4, adapter: SamplingAdapter.LATEST_PUSHED },
       evalProblems: { path: evalFile },
       optimization: { learningRate: 5e-2, batchSize: 4, gradientAccumulation: 1, maxSteps: 6, pushEverySteps: 2 },
+      activateFinalAdapter: true,
     });
     const { run: started } = await client.startRun({ runId: "online-1", config });
     expect(started?.runId).toBe("online-1");
@@ -99,7 +102,7 @@ describe("TrainerService: an online run", () => {
       [RunStage.EVALUATING_BEFORE, 4, 4],
       [RunStage.EVALUATING_AFTER, 4, 4],
     ]);
-    expect(run!.evaluations[1].adapterVersion).toBe(finalVersion);
+    expect(run!.evaluations.map((e) => e.adapterVersion)).toEqual(["", finalVersion]);
     expect(run!.stageTimings.map((t) => t.stage)).toContain(RunStage.SAMPLING_AND_TRAINING);
 
     // The sample store holds exactly what the counters say, and every trajectory came from
@@ -110,7 +113,7 @@ describe("TrainerService: an online run", () => {
     expect(records.reduce((n, r) => n + r.selected.length, 0)).toBe(c.stepsSelected);
     for (const r of records) expect(["", ...pushes.map((p) => p.version)]).toContain(r.adapterVersion);
 
-    // The replica serves the final adapter, and computes what the trainer's TF.js expert does.
+    // The replica serves the final adapter (activate_final_adapter), and computes what the trainer's TF.js expert does.
     const info = await clients(inference).inference.getModelInfo({});
     expect(info.adapterVersion).toBe(finalVersion);
     const adapter = readPeftAdapter(pushes[2].directory, loadModelDir(pair.expertDir).config);

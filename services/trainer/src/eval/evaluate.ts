@@ -1,5 +1,5 @@
 // Greedy accuracy on held-out problems through the inference service's Generate: the expert
-// (with whatever adapter is active) or the amateur answers each question from the method's
+// (with the adapter the caller pins, or whatever adapter is active) or the amateur answers each question from the method's
 // chat prompt at temperature 0, and the final number is compared with the reference. The
 // result keeps one verdict per problem in the problems' order, so two evaluations of the same
 // problems (before and after training) pair up for core/math/accuracy's
@@ -10,7 +10,8 @@ import { GenerationMode } from "#core/gen/lightreasoner/v1/inference_pb.ts";
 import { GrpcError, Status, toGrpcError } from "#core/grpc/adapter.ts";
 import type { Problem } from "#core/tasks/problems.ts";
 import type { EndpointPool, Lane } from "#trainer/sampling/endpoint-pool.ts";
-import { EndpointsExhaustedError, RequestRefusedError, SamplerConfigError } from "#trainer/sampling/errors.ts";
+import { AdapterIgnoredError, EndpointsExhaustedError, RequestRefusedError, SamplerConfigError } from "#trainer/sampling/errors.ts";
+import { adapterSelection, checkPinned } from "#trainer/sampling/pinned-adapter.ts";
 import { SYSTEM_PROMPT, chatPrompt } from "#trainer/sampling/prompt.ts";
 import { checkAnswer } from "./answer.ts";
 
@@ -19,8 +20,13 @@ export type EvalMode = "expert" | "amateur";
 export interface EvaluateOptions {
   pool: EndpointPool;
   problems: readonly Problem[];
-  /** Whose accuracy: the expert with the active adapter (default) or the amateur. */
+  /** Whose accuracy: the expert (default) or the amateur. */
   mode?: EvalMode;
+  /**
+   * Expert mode: the adapter version every request pins ("" the base expert); a replica that
+   * answers with another fails the evaluation. Unset: each replica's active adapter.
+   */
+  adapter?: string;
   /** Most tokens per answer (default min(512, the endpoints' limit)). */
   maxNewTokens?: number;
   /** Default: the method's "Please reason step by step.". */
@@ -87,7 +93,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluationResu
   }
   const maxRetries = options.maxRetries ?? 8;
   const giveUpAfterMs = options.giveUpAfterMs ?? 60_000;
-  const ask = { systemPrompt: options.systemPrompt ?? SYSTEM_PROMPT, stopStrings: options.stopStrings ?? [], maxNewTokens, mode };
+  const ask: Ask = { systemPrompt: options.systemPrompt ?? SYSTEM_PROMPT, stopStrings: options.stopStrings ?? [], maxNewTokens, mode, adapter: mode === "expert" ? options.adapter : undefined };
 
   const startedAt = Date.now();
   const records: (EvalRecord | undefined)[] = new Array(problems.length);
@@ -109,6 +115,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluationResu
     } catch (err) {
       const status = toGrpcError(err);
       if (signal?.aborted) fatal ??= abortError();
+      else if (err instanceof AdapterIgnoredError) fatal ??= err;
       else if (!RETRYABLE.has(status.code)) fatal ??= new RequestRefusedError(status.code, `${problems[index].id} (line ${problems[index].line})`, lane.id, status.message, status.field);
       else {
         const count = (retries.get(index) ?? 0) + 1;
@@ -169,6 +176,7 @@ interface Ask {
   stopStrings: string[];
   maxNewTokens: number;
   mode: EvalMode;
+  adapter: string | undefined;
 }
 
 async function answer(lane: Lane, problem: Problem, index: number, ask: Ask, signal: AbortSignal | undefined): Promise<EvalRecord> {
@@ -177,6 +185,7 @@ async function answer(lane: Lane, problem: Problem, index: number, ask: Ask, sig
       prompt: chatPrompt(problem.question, ask.systemPrompt),
       sampling: { temperature: 0, seed: 0, maxNewTokens: ask.maxNewTokens, stopStrings: ask.stopStrings },
       mode: ask.mode === "expert" ? GenerationMode.EXPERT : GenerationMode.AMATEUR,
+      adapter: ask.adapter === undefined ? undefined : adapterSelection(ask.adapter),
     },
     { signal },
   );
@@ -186,7 +195,10 @@ async function answer(lane: Lane, problem: Problem, index: number, ask: Ask, sig
   for await (const message of stream) {
     if (message.event.case === "chunk") {
       output += message.event.value.text;
-      adapterVersion ??= message.event.value.adapterVersion;
+      if (adapterVersion === null) {
+        adapterVersion = message.event.value.adapterVersion;
+        if (ask.adapter !== undefined) checkPinned(ask.adapter, adapterVersion, lane.id, `the evaluation of problem ${problem.id}`);
+      }
     } else if (message.event.case === "finished") finished = message.event.value;
   }
   if (!finished) throw new GrpcError(Status.UNAVAILABLE, "the Generate stream ended without its finished message");

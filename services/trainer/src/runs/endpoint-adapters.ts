@@ -1,8 +1,9 @@
-// A run's adapters on every inference replica it uses: each new version goes to every
+// A run's adapters on every inference replica it uses: each new version is uploaded to every
 // address (each resolved address of a dns:/// endpoint too, since a channel would reach only
-// one of them), and a fresh run first puts every replica back on the base expert. A replica
-// that refuses is retried a few times; the versions must agree, since the server names a
-// version by its content.
+// one of them) without being activated, since the run's requests name it and other clients
+// of the replica must not see it change under them; only a run configured to serve its
+// result activates the final version. A replica that refuses is retried a few times; the
+// versions must agree, since the server names a version by its content.
 import { AdapterService } from "#core/gen/lightreasoner/v1/adapter_pb.ts";
 import { createClient, GrpcError, Status } from "#core/grpc/adapter.ts";
 import type { LoraAdapter } from "#core/model/lora.ts";
@@ -17,23 +18,23 @@ export function replicaAddresses(pool: EndpointPool): string[] {
   return [...new Set(pool.endpoints.flatMap((e) => e.info.map((i) => i.address)))];
 }
 
-/** Uploads and activates `adapter` on every replica; returns the version they all report. */
+/** Uploads `adapter` to every replica (not activated); returns the version they all report. */
 export async function pushToReplicas(pool: EndpointPool, adapter: LoraAdapter, baseModel: string, onRetry?: (message: string) => void): Promise<{ version: string; endpoints: string[] }> {
   const addresses = replicaAddresses(pool);
-  const versions = await Promise.all(addresses.map((address) => withRetries(`push the adapter to ${address}`, () => pushAdapter(address, adapter, { baseModel, security: pool.security }), onRetry)));
+  const versions = await Promise.all(addresses.map((address) => withRetries(`push the adapter to ${address}`, () => pushAdapter(address, adapter, { activate: false, baseModel, security: pool.security }), onRetry)));
   const distinct = [...new Set(versions)];
   if (distinct.length !== 1) throw new GrpcError(Status.INTERNAL, `the replicas named the same adapter differently: ${addresses.map((a, i) => `${a}=${versions[i]}`).join(", ")}`);
   return { version: distinct[0], endpoints: addresses };
 }
 
-/** Makes every replica serve the base expert to new requests. */
-export async function rollbackReplicas(pool: EndpointPool, onRetry?: (message: string) => void): Promise<void> {
+/** Makes `version` (loaded on every replica) the adapter new requests that name none get. */
+export async function activateOnReplicas(pool: EndpointPool, version: string, onRetry?: (message: string) => void): Promise<void> {
   await Promise.all(
     replicaAddresses(pool).map((address) =>
-      withRetries(`roll ${address} back to the base expert`, async () => {
+      withRetries(`activate adapter ${version} on ${address}`, async () => {
         const client = createClient(AdapterService, address, { security: pool.security });
         try {
-          await client.rollbackToBase({}, { timeoutMs: 10_000 });
+          await client.activateAdapter({ version }, { timeoutMs: 10_000 });
         } finally {
           client.close();
         }

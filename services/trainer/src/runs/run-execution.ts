@@ -1,7 +1,10 @@
 // One run, stage by stage: evaluate the base expert, sample trajectories and keep the
 // selected steps (or, for SFT, the right trajectories), train LoRA on them (after sampling,
 // or overlapping with it in online mode, pushing new adapters as it goes), push the final
-// adapter to every replica and evaluate it. Every stage can be entered again: evaluations
+// adapter to every replica and evaluate it. Every request names its adapter (the base expert,
+// or a version this run pushed) and pushes upload without activating, so runs sharing
+// replicas never see each other's adapters; only a run that asks activates its final adapter,
+// at the very end. Every stage can be entered again: evaluations
 // done are kept in the run record, the sample store skips stored problems, training resumes
 // from its latest checkpoint. So a run that failed or was cancelled resumes where it stopped
 // without losing or repeating work.
@@ -29,7 +32,7 @@ import type { TrajectorySource } from "#trainer/training/batching.ts";
 import { trainLora } from "#trainer/training/lora-trainer.ts";
 import { sftObjective } from "#trainer/training/sft.ts";
 import type { StepEvent } from "#trainer/training/training-loop.ts";
-import { pushToReplicas, rollbackReplicas } from "./endpoint-adapters.ts";
+import { activateOnReplicas, pushToReplicas } from "./endpoint-adapters.ts";
 import { RunConfigError, RunStateError } from "./errors.ts";
 import { loadProblemSource } from "./problem-source.ts";
 import type { RunPlan } from "./run-config.ts";
@@ -129,7 +132,7 @@ class RunExecution {
     this.run.enter("preparing");
     record.counters.problemsTotal = this.prepared.problems.length;
     record.counters.optimizerStepsTotal = plan.training.maxSteps;
-    await this.putReplicasOnRunAdapter();
+    await this.reloadRunAdapter();
     if (this.stopped()) return;
 
     if (plan.evalProblems && !this.evaluation("evaluating_before")) {
@@ -166,6 +169,11 @@ class RunExecution {
       await this.evaluate("evaluating_after");
       if (this.stopped()) return;
     }
+    const final = this.record.adapters.at(-1);
+    if (plan.activateFinalAdapter && final) {
+      await activateOnReplicas(this.prepared.pool, final.version, (m) => this.warn(m));
+      this.services.log(`adapter ${final.version} is now active on ${final.endpoints.join(", ")} (activate_final_adapter)`);
+    }
     this.run.enter("done");
   }
 
@@ -173,13 +181,15 @@ class RunExecution {
     return this.signal.aborted;
   }
 
-  /** A fresh run starts from the base expert; a resumed one makes sure its latest adapter is live. */
-  private async putReplicasOnRunAdapter(): Promise<void> {
+  /** The version the run's requests name once it has pushed one ("" until then: the base expert). */
+  private latestVersion(): string {
+    return this.record.adapters.at(-1)?.version ?? "";
+  }
+
+  /** A resumed run uploads its latest adapter again: the replicas may have restarted or evicted it since. */
+  private async reloadRunAdapter(): Promise<void> {
     const latest = this.record.adapters.at(-1);
-    if (!latest) {
-      await rollbackReplicas(this.prepared.pool, (m) => this.warn(m));
-      return;
-    }
+    if (!latest) return;
     const adapter = readPeftAdapter(latest.directory, this.services.expert.config);
     const { version } = await pushToReplicas(this.prepared.pool, adapter, this.services.expert.name, (m) => this.warn(m));
     if (version !== latest.version) throw new RunStateError(`the adapter in ${latest.directory} now has version ${version}, but the run pushed it as ${latest.version}; the directory was changed`);
@@ -191,7 +201,9 @@ class RunExecution {
 
   private async evaluate(stage: EvaluationRecord["stage"]): Promise<void> {
     const { maxNewTokens, systemPrompt, stopStrings } = this.prepared.sampler;
-    const result = await evaluate({ pool: this.prepared.pool, problems: this.prepared.evalProblems, mode: "expert", maxNewTokens, systemPrompt, stopStrings, signal: this.signal });
+    // Before training: the base expert; after: the run's own final adapter, whatever is active.
+    const adapter = stage === "evaluating_before" ? "" : this.latestVersion();
+    const result = await evaluate({ pool: this.prepared.pool, problems: this.prepared.evalProblems, mode: "expert", adapter, maxNewTokens, systemPrompt, stopStrings, signal: this.signal });
     if (this.stopped()) return;
     const evaluation: EvaluationRecord = {
       stage,
@@ -244,6 +256,7 @@ class RunExecution {
         problems: this.prepared.problems,
         config: this.prepared.sampler,
         signal,
+        pinAdapter: this.plan.samplingAdapter === "latest_pushed" ? () => this.latestVersion() : () => "",
         onEvent: (event) => this.onSamplingEvent(store, event, (performance.now() - started) / 1000),
       });
       this.countStore(store);
@@ -356,7 +369,7 @@ class RunExecution {
     this.run.progressed();
   }
 
-  /** Saves the adapter under the run and makes it live on every replica (once per optimizer step). */
+  /** Saves the adapter under the run and uploads it to every replica (once per optimizer step). */
   private async publish(adapter: LoraAdapter, step: number): Promise<void> {
     if (this.record.adapters.at(-1)?.optimizerStep === step) return;
     const directory = join(this.run.runDir, ADAPTERS_DIR, `step-${String(step).padStart(6, "0")}`);

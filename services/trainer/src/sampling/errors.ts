@@ -78,3 +78,24 @@ export class SamplerConfigError extends GrpcError {
     this.name = "SamplerConfigError";
   }
 }
+
+/**
+ * A replica answered a request that named its adapter with another one: it does not honour
+ * AdapterSelection, so what a run samples or measures would depend on what others activate.
+ */
+export class AdapterIgnoredError extends GrpcError {
+  constructor(
+    readonly endpoint: string,
+    what: string,
+    readonly pinned: string,
+    readonly served: string,
+  ) {
+    const name = (version: string) => (version === "" ? "the base expert" : `adapter ${version}`);
+    super(
+      Status.FAILED_PRECONDITION,
+      `inference endpoint ${endpoint} answered ${what} with ${name(served)}, but the request named ${name(pinned)}; ` +
+        `the endpoint does not honour the request's adapter field (AdapterSelection), so it cannot serve runs that share it`,
+    );
+    this.name = "AdapterIgnoredError";
+  }
+}

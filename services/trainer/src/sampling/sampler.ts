@@ -18,7 +18,8 @@ import { STORE_FORMAT_VERSION } from "#trainer/store/records.ts";
 import type { SelectedStep, StoredFinishReason, TrajectoryRecord } from "#trainer/store/records.ts";
 import type { SamplerConfig } from "./config.ts";
 import type { EndpointPool, Lane } from "./endpoint-pool.ts";
-import { EndpointsExhaustedError, RequestRefusedError } from "./errors.ts";
+import { AdapterIgnoredError, EndpointsExhaustedError, RequestRefusedError } from "./errors.ts";
+import { adapterSelection } from "./pinned-adapter.ts";
 import { chatPrompt } from "./prompt.ts";
 import { problemSeed } from "./seeds.ts";
 import { selectionOf } from "./step-selection.ts";
@@ -40,6 +41,11 @@ export interface SampleProblemsOptions {
   onEvent?: (event: SamplingEvent) => void;
   /** Stops sampling; what is stored stays, and a later run continues from it. */
   signal?: AbortSignal;
+  /**
+   * The adapter version each new trajectory pins ("" the base expert), asked as it starts;
+   * a replica that answers with another fails the sampling. Unset: the replica's active adapter.
+   */
+  pinAdapter?: () => string;
 }
 
 export interface SamplingSummary {
@@ -73,6 +79,8 @@ interface Running {
   call: TrajectoryCall;
   requestId: string;
   seed: number;
+  /** The version the request named; undefined when it named none. */
+  pinned: string | undefined;
   started: TrajectoryStarted | null;
   tokens: number[];
   kls: number[];
@@ -161,13 +169,15 @@ class SamplingRun {
     const call = this.callFor(lane);
     const requestId = `${work.problem.id}/${work.attempt}/${work.retries}`;
     const seed = problemSeed(config.seed, work.problem.id, work.attempt);
-    const r: Running = { work, lane, call, requestId, seed, started: null, tokens: [], kls: [], selected: [], broken: null };
+    const pinned = this.o.pinAdapter?.();
+    const r: Running = { work, lane, call, requestId, seed, pinned, started: null, tokens: [], kls: [], selected: [], broken: null };
     this.running.set(requestId, r);
     this.o.pool.begin(lane);
     const request: MessageInitShape<typeof TrajectoryRequestSchema> = {
       prompt: chatPrompt(work.problem.question, config.systemPrompt),
       sampling: { temperature: config.temperature, topP: config.topP, seed, maxNewTokens: config.maxNewTokens, stopStrings: config.stopStrings },
       distributions: this.distributions(),
+      adapter: pinned === undefined ? undefined : adapterSelection(pinned),
     };
     call.start(requestId, request, {
       onStarted: (started) => this.onStarted(r, started),
@@ -194,6 +204,11 @@ class SamplingRun {
   private onStarted(r: Running, started: TrajectoryStarted): void {
     this.lastProgress = Date.now();
     if (started.seed !== r.seed) this.breakTrajectory(r, `the server used seed ${started.seed}, not the requested ${r.seed}`);
+    // Not retried: the same replica would do the same again, and samples from the wrong expert must not be stored.
+    if (r.pinned !== undefined && started.adapterVersion !== r.pinned) {
+      this.breakTrajectory(r, "wrong adapter");
+      this.fail(new AdapterIgnoredError(r.lane.id, `the trajectory of problem ${r.work.problem.id}`, r.pinned, started.adapterVersion));
+    }
     r.started = started;
   }
 

@@ -2,11 +2,12 @@
 // kept under --runs-dir, Prometheus metrics) against one or more inference endpoints until
 // SIGTERM or SIGINT; running runs are cancelled on the way out and stay resumable.
 import type { Command } from "commander";
-import { Option } from "commander";
+import { InvalidArgumentError, Option } from "commander";
 import { pino } from "pino";
 import { BACKEND_KINDS } from "#trainer/model/backend.ts";
 import type { BackendKind } from "#trainer/model/backend.ts";
 import { DEFAULT_TRAINER_GRPC_PORT, DEFAULT_TRAINER_METRICS_PORT, startTrainerServer } from "#trainer/main.ts";
+import { DEFAULT_MAX_CONCURRENT_RUNS } from "#trainer/runs/run-manager.ts";
 import { parseIntegerOption, parseListOption, parsePortOption } from "#cli/options.ts";
 import { addClientSecurityOptions, addServerSecurityOptions, clientSecurity, serverSecurity } from "#cli/security-flags.ts";
 import type { ServerSecurityFlags } from "#cli/security-flags.ts";
@@ -25,7 +26,14 @@ interface ServeTrainerFlags extends ServerSecurityFlags {
   metricsPort: number;
   backend: BackendKind | "auto";
   connectTimeoutMs: number;
+  maxRuns: number;
   logLevel: string;
+}
+
+function parsePositiveRuns(value: string): number {
+  const n = parseIntegerOption("--max-runs")(value);
+  if (n < 1) throw new InvalidArgumentError(`--max-runs must be at least 1, got ${n}`);
+  return n;
 }
 
 export function registerServeTrainer(serve: Command): void {
@@ -41,6 +49,7 @@ export function registerServeTrainer(serve: Command): void {
     .option("--metrics-port <port>", "Prometheus /metrics port (0: any free port)", parsePortOption("--metrics-port"), DEFAULT_TRAINER_METRICS_PORT)
     .addOption(new Option("--backend <kind>", "TensorFlow.js backend").choices(["auto", ...BACKEND_KINDS]).default("auto"))
     .option("--connect-timeout-ms <ms>", "how long StartRun waits for an endpoint to answer", parseIntegerOption("--connect-timeout-ms"), 10_000)
+    .option("--max-runs <n>", "runs running at once (each adds its training memory to the shared expert); StartRun beyond it is refused with RESOURCE_EXHAUSTED", parsePositiveRuns, DEFAULT_MAX_CONCURRENT_RUNS)
     .option("--log-level <level>", "pino log level (trace, debug, info, warn, error)", "info");
   addServerSecurityOptions(command, "; the trainer also presents it to the inference endpoints");
   addClientSecurityOptions(command, { prefix: "inference-", token: false, what: "the inference endpoints" })
@@ -58,6 +67,7 @@ export function registerServeTrainer(serve: Command): void {
         metricsPort: flags.metricsPort,
         backend: flags.backend,
         connectTimeoutMs: flags.connectTimeoutMs,
+        maxConcurrentRuns: flags.maxRuns,
         logger,
         access,
         tls,

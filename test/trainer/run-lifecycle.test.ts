@@ -220,20 +220,29 @@ describe("StartRun and friends refuse bad requests with the contract's codes", (
     expect(existsSync(join(pair.root, "runs", "dry"))).toBe(false);
   });
 
-  it("NOT_FOUND, ALREADY_EXISTS and FAILED_PRECONDITION where the run's state forbids the call", async () => {
+  it("NOT_FOUND, ALREADY_EXISTS, FAILED_PRECONDITION where the run's state forbids the call, RESOURCE_EXHAUSTED beyond the runs the trainer runs at once", async () => {
     const { client } = trainer;
     for (const call of [() => client.getRun({ runId: "nope" }), () => client.cancelRun({ runId: "nope" }), () => client.resumeRun({ runId: "nope" })]) {
       expect((await statusOf(call)).code).toBe(Status.NOT_FOUND);
     }
     expect((await statusOf(async () => { for await (const _ of client.watchRun({ runId: "nope" })); })).code).toBe(Status.NOT_FOUND);
 
-    await client.startRun({ runId: "first", config: smallRun(problemsFile, { optimization: { maxSteps: 200, batchSize: 4 } }) });
-    const busy = await start("second", smallRun(problemsFile));
-    expect(busy.code).toBe(Status.FAILED_PRECONDITION);
-    expect(busy.message).toMatch(/run first is running/);
+    // Two runs at once (the trainer's default bound); a third is refused until one ends.
+    const long = smallRun(problemsFile, { optimization: { maxSteps: 200, batchSize: 4 } });
+    await client.startRun({ runId: "first", config: long });
+    await client.startRun({ runId: "second", config: long });
+    const busy = await start("third", smallRun(problemsFile));
+    expect(busy.code).toBe(Status.RESOURCE_EXHAUSTED);
+    expect(busy.message).toMatch(/at most 2 runs at once and first, second are running/);
     const running = await statusOf(() => client.resumeRun({ runId: "first" }));
     expect(running.code).toBe(Status.FAILED_PRECONDITION);
     await client.cancelRun({ runId: "first" });
+    const { run: third } = await client.startRun({ runId: "third", config: smallRun(problemsFile) });
+    expect(third?.state).toBe(RunState.RUNNING);
+    // A cancelled run waits for a free place too.
+    const full = await statusOf(() => client.resumeRun({ runId: "first" }));
+    expect(full.code).toBe(Status.RESOURCE_EXHAUSTED);
+    await Promise.all(["second", "third"].map((runId) => client.cancelRun({ runId })));
 
     const taken = await start("first", smallRun(problemsFile));
     expect(taken.code).toBe(Status.ALREADY_EXISTS);

@@ -40,6 +40,8 @@ export interface TrainerServerOptions {
   backend?: BackendKind | "auto";
   /** How long StartRun waits for an endpoint to answer (default 10 s). */
   connectTimeoutMs?: number;
+  /** Most runs running at once; StartRun beyond it is RESOURCE_EXHAUSTED (default DEFAULT_MAX_CONCURRENT_RUNS). */
+  maxConcurrentRuns?: number;
   logger?: Logger;
   /** Which calls need a credential and what counts as one (default: mutating calls refused, see access.ts). */
   access?: AccessOptions;
@@ -86,6 +88,7 @@ export async function startTrainerServer(options: TrainerServerOptions): Promise
     log: (message) => logger.info(message),
     connectTimeoutMs: options.connectTimeoutMs,
     inferenceSecurity: options.inferenceSecurity,
+    maxConcurrentRuns: options.maxConcurrentRuns,
   });
   const manager = runs;
 

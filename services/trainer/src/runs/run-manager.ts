@@ -1,6 +1,10 @@
-// The trainer's runs: started from a validated configuration, executed one at a time in the
-// background (runs share the replicas' active adapter, so two at once would train on each
-// other's trajectories), watched, listed, cancelled and resumed. Each lives in a directory
+// The trainer's runs: started from a validated configuration, executed in the background,
+// several at once up to a bound (runs pin the adapter of every request they send, so runs
+// sharing replicas do not see each other's adapters; they share the trainer's one copy of the
+// frozen expert weights, and each adds its own training memory, which is what the bound
+// limits), watched, listed, cancelled and resumed. A StartRun or ResumeRun beyond the bound is
+// refused with RESOURCE_EXHAUSTED rather than queued: a queued run would hold no resources but
+// would start at a time its caller did not choose. Each lives in a directory
 // of its own under the runs directory, so the list survives a restart of the trainer; a run
 // that was running when the trainer stopped is reported FAILED and can be resumed.
 import { randomBytes } from "node:crypto";
@@ -9,7 +13,7 @@ import { join, resolve } from "node:path";
 import type { Run, RunConfig } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
 import { RunState } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
 import { toGrpcStatus } from "#core/grpc/adapter.ts";
-import { RunConfigError, RunExistsError, RunNotFoundError, RunStateError } from "./errors.ts";
+import { RunCapacityError, RunConfigError, RunExistsError, RunNotFoundError, RunStateError } from "./errors.ts";
 import { executeRun, prepareRun } from "./run-execution.ts";
 import type { PreparedRun, RunEvent, RunHandle, RunServices } from "./run-execution.ts";
 import type { RunConfigDefaults } from "./run-config.ts";
@@ -33,7 +37,16 @@ export interface RunManagerOptions extends RunServices {
   allowedEndpoints?: readonly string[];
   /** The tfjs backend the trainer's process runs on (reported in every run). */
   tfjsBackend: string;
+  /** Most runs running at once (default DEFAULT_MAX_CONCURRENT_RUNS). */
+  maxConcurrentRuns?: number;
 }
+
+/**
+ * Runs at once by default: each adds its training memory (for the 0.5B-shaped expert about
+ * 1.4 GB of activations at the engine's default token budget) beside the one shared copy of
+ * the expert, so two fit a machine that holds the inference service as well.
+ */
+export const DEFAULT_MAX_CONCURRENT_RUNS = 2;
 
 const RUN_ID = /^[A-Za-z0-9._-]{1,64}$/;
 /** Watchers get counters at most this often; run.json is rewritten at most this often while counting. */
@@ -111,11 +124,15 @@ class ManagedRun implements RunHandle {
 
 export class RunManager {
   private readonly runs = new Map<string, ManagedRun>();
-  /** Set while a StartRun/ResumeRun is preparing, so two cannot both pass the one-at-a-time check. */
-  private reserved: string | null = null;
+  /** Runs whose StartRun/ResumeRun is preparing: they count against the bound before they run. */
+  private readonly reserved = new Set<string>();
   private closed = false;
+  private readonly maxConcurrentRuns: number;
 
-  private constructor(private readonly options: RunManagerOptions) {}
+  private constructor(private readonly options: RunManagerOptions) {
+    this.maxConcurrentRuns = options.maxConcurrentRuns ?? DEFAULT_MAX_CONCURRENT_RUNS;
+    if (!Number.isInteger(this.maxConcurrentRuns) || this.maxConcurrentRuns < 1) throw new RangeError(`maxConcurrentRuns must be an integer >= 1, got ${this.maxConcurrentRuns}`);
+  }
 
   /** Loads every run under runsDir; runs the previous trainer left running become FAILED (resumable). */
   static open(options: RunManagerOptions): RunManager {
@@ -150,7 +167,7 @@ export class RunManager {
   async start(config: RunConfig | undefined, requestedId: string, validateOnly: boolean): Promise<Run> {
     const runId = requestedId === "" ? newRunId() : requestedId;
     if (!RUN_ID.test(runId) || runId === "." || runId === "..") throw new RunConfigError("run_id", `must be 1 to 64 characters of [A-Za-z0-9._-], got ${JSON.stringify(requestedId)}`);
-    if (this.runs.has(runId) || existsSync(join(this.options.runsDir, runId))) throw new RunExistsError(runId);
+    if (this.runs.has(runId) || this.reserved.has(runId) || existsSync(join(this.options.runsDir, runId))) throw new RunExistsError(runId);
     const plan = resolveRunPlan(config, this.endpointDefaults());
     return this.reserve(runId, validateOnly, async () => {
       const prepared = await prepareRun(plan, this.options);
@@ -255,14 +272,15 @@ export class RunManager {
   private async reserve(runId: string, validateOnly: boolean, work: () => Promise<Run>): Promise<Run> {
     if (this.closed) throw new RunStateError("the trainer is shutting down");
     if (!validateOnly) {
-      const busy = this.reserved ?? [...this.runs.values()].find((run) => run.active)?.record.runId;
-      if (busy !== undefined) throw new RunStateError(`run ${busy} is running; runs share the inference replicas' active adapter, so this trainer runs one at a time (cancel it or wait)`);
-      this.reserved = runId;
+      if (this.reserved.has(runId)) throw new RunStateError(`run ${runId} is being started already`);
+      const busy = [...new Set([...this.reserved, ...[...this.runs.values()].filter((run) => run.active).map((run) => run.record.runId)])];
+      if (busy.length >= this.maxConcurrentRuns) throw new RunCapacityError(busy, this.maxConcurrentRuns);
+      this.reserved.add(runId);
     }
     try {
       return await work();
     } finally {
-      if (!validateOnly) this.reserved = null;
+      if (!validateOnly) this.reserved.delete(runId);
     }
   }
 

@@ -12,7 +12,7 @@ import { existsSync, mkdirSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { createClient } from "#core/grpc/adapter.ts";
-import { LrSchedule, RunMode, TrainerService, TrainingMethod } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
+import { LrSchedule, RunMode, SamplingAdapter, TrainerService, TrainingMethod } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
 import type { Run, RunConfigSchema } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
 import { readProblems } from "#core/tasks/problems.ts";
 import { buildWorldData } from "#world/build-data.ts";
@@ -48,6 +48,8 @@ export const RUN_DEFAULTS = {
   gradientAccumulation: 2,
   /** Adapters reach the replicas at the end: sampling from mid-run adapters lost the gain on validation. */
   pushEvery: 0,
+  /** Trajectories from the base expert; "latest" samples online from the run's latest pushed adapter. */
+  samplingAdapter: "base",
   sftSample: 2000,
   sftAttempts: 4,
   sftTemperature: 1,
@@ -73,6 +75,7 @@ interface RunFlags {
   batchSize: number;
   gradientAccumulation: number;
   pushEvery: number;
+  samplingAdapter: "base" | "latest";
   sft: boolean;
   sftSample: number;
   sftAttempts: number;
@@ -105,6 +108,7 @@ export function registerRun(program: Command): void {
     .option("--batch-size <n>", "samples per micro-batch", parseIntegerOption("--batch-size"), D.batchSize)
     .option("--gradient-accumulation <n>", "micro-batches per optimizer step", parseIntegerOption("--gradient-accumulation"), D.gradientAccumulation)
     .option("--push-every <n>", "online mode: push the adapter every n optimizer steps (0: once, when training ends)", parseIntegerOption("--push-every"), D.pushEvery)
+    .addOption(new Option("--sampling-adapter <which>", "online mode: trajectories from the base expert, or from the run's latest pushed adapter").choices(["base", "latest"]).default(D.samplingAdapter))
     .option("--no-sft", "skip the SFT baseline")
     .option("--sft-sample <n>", "problems the SFT baseline samples", parseIntegerOption("--sft-sample"), D.sftSample)
     .option("--sft-attempts <n>", "trajectories the SFT baseline writes per problem until one is right", parseIntegerOption("--sft-attempts"), D.sftAttempts)
@@ -140,7 +144,10 @@ function runConfig(flags: RunFlags, method: "lightreasoner" | "sft", sources: Re
     problems: { path: sources.train.path, offset: sources.train.offset, limit: lightreasoner ? flags.sample : flags.sftSample },
     evalProblems: { path: sources.eval.path, limit: flags.eval },
     inferenceEndpoints: [inference],
-    sampling: { params: { temperature: lightreasoner ? flags.temperature : flags.sftTemperature, maxNewTokens: flags.maxNewTokens } },
+    sampling: {
+      params: { temperature: lightreasoner ? flags.temperature : flags.sftTemperature, maxNewTokens: flags.maxNewTokens },
+      adapter: lightreasoner && flags.samplingAdapter === "latest" ? SamplingAdapter.LATEST_PUSHED : SamplingAdapter.BASE,
+    },
     selection: { beta: flags.beta, alpha: flags.alpha },
     sft: lightreasoner ? undefined : { attemptsPerProblem: flags.sftAttempts },
     optimization: {
@@ -159,6 +166,7 @@ async function runRound(flags: RunFlags): Promise<void> {
   for (const dir of [flags.expert, flags.amateur]) {
     if (!existsSync(join(dir, "config.json"))) throw new UsageError(`no model at ${dir} (the built-in pair is rebuilt by npm run models:build)`);
   }
+  if (flags.samplingAdapter === "latest" && flags.mode !== "online") throw new UsageError("--sampling-adapter latest needs --mode online: an offline run pushes its adapter only after sampling");
   const started = performance.now();
   const reportDir = resolve(flags.reportDir);
   mkdirSync(reportDir, { recursive: true });

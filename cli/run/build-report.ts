@@ -6,7 +6,7 @@
 import { join } from "node:path";
 import { TextTokenizer } from "#core/formats/tokenizer.ts";
 import type { EvaluationResult, Run } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
-import { RunStage } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
+import { RunStage, SamplingAdapter } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
 import { pairedDifferenceInterval, wilsonInterval } from "#core/math/accuracy.ts";
 import type { ExampleTrajectory, MethodResult, RunReport } from "#trainer/report/run-report.ts";
 import { readRunRecord } from "#trainer/runs/run-record.ts";
@@ -67,6 +67,7 @@ export function buildReport(inputs: ReportInputs): RunReport {
       gradientAccumulation: config.optimization!.gradientAccumulation!,
       maxSteps: config.optimization!.maxSteps!,
       pushEverySteps: config.optimization!.pushEverySteps!,
+      samplingAdapter: config.sampling!.adapter === SamplingAdapter.LATEST_PUSHED ? "latest pushed" : "base",
       loraRank: config.lora!.rank!,
       loraAlpha: config.lora!.alpha!,
       loraTargets: config.lora!.targetModules.join(","),

@@ -2,7 +2,7 @@
 // a TLS inference server that also wants a token, an mTLS server where a verified client
 // certificate is the credential (a client without one, or with one from another CA, is turned
 // away at the handshake), and a TLS trainer that reaches the TLS inference server with its token
-// for a whole run (roll back, sample, train, push).
+// for a whole run (sample, train, push).
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -100,7 +100,7 @@ describe("TLS and mutual TLS over loopback", () => {
       await trainer?.close();
     });
 
-    it("runs end to end: StartRun over TLS, then rollback, sampling, training and the push over TLS", async () => {
+    it("runs end to end: StartRun over TLS, then sampling, training and the push over TLS", async () => {
       const runs = createClient(TrainerService, trainer.address, { security: { token: TOKEN, tls: { ca: ca.cert } } });
       try {
         await runs.startRun({ runId: "over-tls", config: smallRun(writeProblems(pair.root, 8).file, { optimization: { batchSize: 4, gradientAccumulation: 1, maxSteps: 2 } }) });

@@ -313,6 +313,9 @@ class RunExecution {
         throw err;
       },
     );
+    // Training learns of a sampling failure through the feed and the failure is awaited
+    // below; until then the rejection must not count as unhandled (Node would end the process).
+    sampling.catch(() => undefined);
     try {
       await this.train(feed);
     } catch (err) {

@@ -6,7 +6,7 @@ import { readFileSync, writeFileSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Status } from "#core/grpc/adapter.ts";
-import { RunStage } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
+import { RunMode, RunStage } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
 import type { RunCounters } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
 import type { InferenceServer } from "#inference/main.ts";
 import { SampleStore } from "#trainer/store/sample-store.ts";
@@ -246,5 +246,20 @@ describe("StartRun and friends refuse bad requests with the contract's codes", (
 
     const taken = await start("first", smallRun(problemsFile));
     expect(taken.code).toBe(Status.ALREADY_EXISTS);
+  });
+
+  it("an online run whose trajectory the replica refuses fails naming the problem, and the trainer stays up", async () => {
+    const refused = join(pair.root, "refused.jsonl");
+    const lines = Array.from({ length: 12 }, (_, i) => JSON.stringify({ prompt: `what is ${i} + ${i}?`, answer: 2 * i }));
+    // Far above the server's 4,096-token prompt limit: INVALID_ARGUMENT, which no retry fixes. It
+    // comes late, so training is usually mid-step when sampling fails (where the failure once went unhandled).
+    lines.splice(10, 0, JSON.stringify({ prompt: "one two three ".repeat(3000), answer: 1 }));
+    writeFileSync(refused, `${lines.join("\n")}\n`);
+    const { client } = trainer;
+    await client.startRun({ runId: "refused-online", config: smallRun(refused, { mode: RunMode.ONLINE }) });
+    expect(await finished(client, "refused-online")).toBe(RunState.FAILED);
+    const { run } = await client.getRun({ runId: "refused-online" });
+    expect(run?.error).toMatch(/line 11/);
+    expect((await client.listRuns({})).runs.map((r) => r.runId)).toContain("refused-online");
   });
 });

@@ -18,6 +18,8 @@ export interface OrtSessionOptions {
   threads?: number;
   /** Let ONNX Runtime prepack weights on the CPU (default true; false saves start-up time, costs decode speed). */
   prepack?: boolean;
+  /** Write ONNX Runtime's per-node trace to `<prefix>_<time>.json` (ended by CausalLmSession.endProfiling); for bench/decode-profile.ts. */
+  profileFilePrefix?: string;
   /** Receives one line saying which provider runs, and why CUDA was not used under "auto". */
   log?: (message: string) => void;
 }
@@ -48,7 +50,7 @@ export interface ModelLocation {
   externalDataDir?: string | null;
 }
 
-function sessionOptions(provider: ExecutionProvider, { threads, prepack }: OrtSessionOptions, location: ModelLocation): ort.InferenceSession.SessionOptions {
+function sessionOptions(provider: ExecutionProvider, { threads, prepack, profileFilePrefix }: OrtSessionOptions, location: ModelLocation): ort.InferenceSession.SessionOptions {
   if (threads !== undefined && !(Number.isInteger(threads) && threads > 0)) {
     throw new ExecutionProviderError(`threads must be a positive integer, got ${threads}`);
   }
@@ -62,6 +64,7 @@ function sessionOptions(provider: ExecutionProvider, { threads, prepack }: OrtSe
     executionProviders: [provider],
     graphOptimizationLevel: "all",
     ...(threads === undefined ? {} : { intraOpNumThreads: threads, interOpNumThreads: 1 }),
+    ...(profileFilePrefix === undefined ? {} : { enableProfiling: true, profileFilePrefix }),
     ...(Object.keys(session).length > 0 ? { extra: { session } } : {}),
   };
 }

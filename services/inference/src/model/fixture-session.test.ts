@@ -20,7 +20,7 @@ describe.skipIf(!existsSync(modelPath))("ORT GenAI tiny random Llama (float16, n
   afterAll(() => session.release());
 
   it("reads its I/O from the graph: 2 layers, 1x16 float16 KV, float16 logits", () => {
-    expect(session.io).toEqual({ numLayers: 2, numKvHeads: 1, headDim: 16, kvType: "float16", logitsType: "float16", vocabSize: 32000, hasPositionIds: true, keepsLogits: false, hasLogProbs: false, lora: [] });
+    expect(session.io).toEqual({ numLayers: 2, numKvHeads: 1, headDim: 16, kvType: "float16", logitsType: "float16", vocabSize: 32000, hasPositionIds: true, keepsLogits: false, hasLogProbs: false, kvOutputs: "present", lora: [] });
     expect(session.newCache().shape.kvType).toBe("float16");
   });
 

@@ -21,6 +21,8 @@ export class KvCache {
   private capacity: number;
   private keys: KvArray[];
   private values: KvArray[];
+  /** Counts every change of length, so a holder of a copy (BatchKv) can tell the copy is still whole. */
+  revision = 0;
   /** Set while a step runs on this sequence, so it cannot enter two steps at once. */
   busy = false;
 
@@ -35,16 +37,17 @@ export class KvCache {
   }
 
   /**
-   * Copies this cache's layer into row `row` of a left-padded past tensor
-   * [batch, kv_heads, pastLength, head_dim], so its last token sits at pastLength - 1.
+   * Copies this cache's layer into row `row` of a past tensor [batch, kv_heads, pastLength,
+   * head_dim], its tokens in slots [at, at + length): by default the last ones (a left-padded
+   * batch, for graphs that give back past and new together), or from slot 0 (BatchKv).
    */
-  copyInto(layer: number, kind: "key" | "value", target: KvArray, row: number, pastLength: number): void {
+  copyInto(layer: number, kind: "key" | "value", target: KvArray, row: number, pastLength: number, at = pastLength - this.length): void {
     const { numKvHeads: heads, headDim: d } = this.shape;
     const source = kind === "key" ? this.keys[layer] : this.values[layer];
     const count = this.length * d;
     for (let h = 0; h < heads; h++) {
       const from = h * this.capacity * d;
-      const to = ((row * heads + h) * pastLength + (pastLength - this.length)) * d;
+      const to = ((row * heads + h) * pastLength + at) * d;
       target.set(source.subarray(from, from + count), to);
     }
   }
@@ -66,6 +69,7 @@ export class KvCache {
 
   commit(count: number): void {
     this.length += count;
+    this.revision++;
   }
 
   /** Forgets every token after the first `length` (e.g. to re-run from a shared prefix). */
@@ -74,6 +78,7 @@ export class KvCache {
       throw new RangeError(`cannot truncate a cache of ${this.length} tokens to ${length}`);
     }
     this.length = length;
+    this.revision++;
   }
 
   private reserve(needed: number): void {

@@ -24,6 +24,12 @@ export interface ModelIo {
   keepsLogits: boolean;
   /** The graph emits log_probs (the log-softmax of its logits). */
   hasLogProbs: boolean;
+  /**
+   * What the graph gives back of the cache: "present" (Optimum's present.{i}.key|value, past
+   * and new positions together, right after the past) or "new" (this project's
+   * new_key_values.{i}.key|value, the new positions only; the runtime holds the past).
+   */
+  kvOutputs: "present" | "new";
   /** The projections with a LoRA side branch (lora_a / lora_b inputs, one lora_mask for all); empty for other graphs. */
   lora: LoraSlot[];
 }
@@ -41,7 +47,7 @@ export interface LoraSlot {
 type Metadata = readonly ort.InferenceSession.ValueMetadata[];
 
 const PAST = /^past_key_values\.(\d+)\.(key|value)$/;
-const PRESENT = /^present\.(\d+)\.(key|value)$/;
+const PRESENT = /^(?:present|new_key_values)\.(\d+)\.(key|value)$/;
 const LORA = /^lora_(a|b)\.(\d+)\.([a-z_]+)$/;
 
 function tensorMeta(list: Metadata, name: string, source: string): ort.InferenceSession.TensorValueMetadata {
@@ -90,9 +96,11 @@ export function describeModelIo(session: ort.InferenceSession, source: string): 
   const numKvHeads = fixedDim(first, 1, "number of KV heads", source);
   const headDim = fixedDim(first, 3, "head size", source);
   const kvType = floatType(first, source);
+  const kvOutputs = outputs.some((m) => m.name === "new_key_values.0.key") ? "new" : "present";
+  const outputPrefix = kvOutputs === "new" ? "new_key_values" : "present";
   for (let i = 0; i < numLayers; i++) {
     for (const kind of ["key", "value"]) {
-      for (const [list, name] of [[inputs, `past_key_values.${i}.${kind}`], [outputs, `present.${i}.${kind}`]] as const) {
+      for (const [list, name] of [[inputs, `past_key_values.${i}.${kind}`], [outputs, `${outputPrefix}.${i}.${kind}`]] as const) {
         const meta = tensorMeta(list, name, source);
         if (floatType(meta, source) !== kvType) throw new ModelFormatError(source, `${name} is ${meta.type} but past_key_values.0.key is ${kvType}`);
         if (meta.shape.length !== 4 || meta.shape[1] !== numKvHeads || meta.shape[3] !== headDim) {
@@ -122,6 +130,7 @@ export function describeModelIo(session: ort.InferenceSession, source: string): 
     hasPositionIds,
     keepsLogits,
     hasLogProbs,
+    kvOutputs,
     lora: loraSlots(inputs, source),
   };
 }

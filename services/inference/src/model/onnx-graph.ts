@@ -8,6 +8,12 @@
 //   once per prompt token;
 // - `log_probs`: LogSoftmax over the kept logits, so no per-step loop over the vocabulary is
 //   left to JavaScript;
+// - `new_key_values.{layer}.key|value` [batch, kv_heads, new, head_dim] instead of Optimum's
+//   `present` (past and new together): only the new positions' keys and values leave the graph,
+//   because onnxruntime-node copies every output into a fresh JavaScript buffer, and the whole
+//   present at batch 64 was the larger part of a 0.5B decode step's copies. The runtime keeps
+//   the batch's past itself (batch-kv.ts); past slots may be left unused anywhere (a row
+//   shorter than the batch's past), attention_mask says which hold a token;
 // - `lora_a.{layer}.{module}` [in, rank], `lora_b...` [rank, out] and one `lora_mask`
 //   [lora_rows, 1, rank]: each adapted projection adds the low-rank branch ((x A) * mask) B
 //   to x W^T, so one session serves the base model (rank 0) and any adapter. Several
@@ -18,14 +24,14 @@
 // by ONNX Runtime straight from the safetensors file, untouched by JavaScript.
 //
 // Attention uses the opset 23 `Attention` operator with an additive mask built in the graph
-// from `attention_mask` and causality, rather than `is_causal`: the batch rows may be left
-// padded, in the cache as well as in the new tokens, and a padded slot must never be seen.
+// from `attention_mask` and causality, rather than `is_causal`: a row's past may have unused
+// slots and its new tokens may be left padded, and an unused slot must never be seen.
 import type { ModelConfig } from "#core/model/config.ts";
 import { ModelFormatError } from "#core/model/errors.ts";
 import type { LinearModule } from "#core/model/weights.ts";
 import { LINEAR_MODULES, expectedWeights, layerPrefix, linearShape, linearWeightName, lmHeadName } from "#core/model/weights.ts";
 import type { FileSlice } from "#core/formats/onnx-builder.ts";
-import { GraphBuilder, float, int, isFileSlice } from "#core/formats/onnx-builder.ts";
+import { GraphBuilder, float, int, ints, isFileSlice } from "#core/formats/onnx-builder.ts";
 
 export { OPSET_VERSION } from "#core/formats/onnx-file.ts";
 
@@ -45,8 +51,8 @@ export const LOG_PROBS = "log_probs";
 
 export const pastKeyName = (layer: number) => `past_key_values.${layer}.key`;
 export const pastValueName = (layer: number) => `past_key_values.${layer}.value`;
-export const presentKeyName = (layer: number) => `present.${layer}.key`;
-export const presentValueName = (layer: number) => `present.${layer}.value`;
+export const newKeyName = (layer: number) => `new_key_values.${layer}.key`;
+export const newValueName = (layer: number) => `new_key_values.${layer}.value`;
 export const loraAName = (layer: number, module: LinearModule) => `lora_a.${layer}.${module}`;
 export const loraBName = (layer: number, module: LinearModule) => `lora_b.${layer}.${module}`;
 export const LORA_MASK = "lora_mask";
@@ -170,12 +176,19 @@ function attention(ctx: Context, x: string, layer: number, bias: string, rope: {
   // interleaved=0 is the rotate_half convention of the HF llama/qwen2 code.
   q = g.op("RotaryEmbedding", [q, rope.cos, rope.sin], { num_heads: int(config.numHeads), interleaved: int(0) });
   k = g.op("RotaryEmbedding", [k, rope.cos, rope.sin], { num_heads: int(config.numKvHeads), interleaved: int(0) });
+  // ONNX Runtime's CPU kernel insists on the present outputs when given a past; they stay
+  // inside the graph (its arena), only the new positions leave it.
   const [y] = g.opMulti(
     "Attention",
     [q, k, v, bias, pastKeyName(layer), pastValueName(layer)],
     { q_num_heads: int(config.numHeads), kv_num_heads: int(config.numKvHeads), scale: float(1 / Math.sqrt(config.headDim)), is_causal: int(0) },
-    { name: `${layerPrefix(layer)}.attention`, outputs: [1, presentKeyName(layer), presentValueName(layer)] },
+    { name: `${layerPrefix(layer)}.attention`, outputs: [3] },
   );
+  // The new positions' keys (after RoPE) and values in the cache's [batch, kv_heads, new, head_dim] layout.
+  const heads = (x: string, output: string) =>
+    g.op("Transpose", [g.op("Reshape", [x, g.int64([0, 0, config.numKvHeads, config.headDim])])], { perm: ints([0, 2, 1, 3]) }, { outputs: [output] });
+  heads(k, newKeyName(layer));
+  heads(v, newValueName(layer));
   return linear(ctx, y, layer, "o_proj", false);
 }
 
@@ -219,8 +232,10 @@ function lmHead(ctx: Context, x: string, keep: string): void {
   const flat = g.op("Reshape", [normed, g.int64([-1, config.hiddenSize])]);
   const scores = g.op("Gemm", [flat, headWeight(ctx)], { transB: int(1) }, { name: "lm_head" });
   const shape = g.op("Concat", [g.op("Shape", [kept], { start: int(0), end: int(2) }), g.int64([config.vocabSize])], { axis: int(0) });
-  g.op("Reshape", [scores, shape], {}, { outputs: ["logits"] });
-  g.op("Reshape", [g.op("LogSoftmax", [scores], { axis: int(-1) }), shape], {}, { outputs: [LOG_PROBS] });
+  // The log-softmax reads the logits output itself: one [rows, vocab] copy (the Reshape into
+  // an output) instead of two.
+  const logits = g.op("Reshape", [scores, shape], {}, { outputs: ["logits"] });
+  g.op("LogSoftmax", [logits], { axis: int(-1) }, { outputs: [LOG_PROBS] });
 }
 
 /** The whole causal LM; `weights` must hold every tensor expectedWeights(config) lists. */
@@ -251,8 +266,8 @@ export function buildCausalLmGraph(config: ModelConfig, weights: GraphWeights, s
   g.output("logits", "logits", "float32", [batch, kept, config.vocabSize]);
   g.output(LOG_PROBS, LOG_PROBS, "float32", [batch, kept, config.vocabSize]);
   for (let i = 0; i < config.numLayers; i++) {
-    g.output(presentKeyName(i), presentKeyName(i), "float32", kvDims(total));
-    g.output(presentValueName(i), presentValueName(i), "float32", kvDims(total));
+    g.output(newKeyName(i), newKeyName(i), "float32", kvDims(sequence));
+    g.output(newValueName(i), newValueName(i), "float32", kvDims(sequence));
   }
   return g;
 }

@@ -17,6 +17,8 @@ import { AdapterFitError, AdapterInputs, loraFeeds } from "./lora-inputs.ts";
 import type { LoraAdapter } from "#core/model/lora.ts";
 import type { KvArray } from "./kv-cache.ts";
 import { KvCache } from "./kv-cache.ts";
+import type { PastStep } from "./batch-kv.ts";
+import { BatchKv } from "./batch-kv.ts";
 import type { ModelIo } from "./model-io.ts";
 import { describeModelIo } from "./model-io.ts";
 
@@ -52,8 +54,7 @@ export interface StepResult {
 /** Padding for input_ids; masked out, so any valid id would do. */
 const PAD_TOKEN = 0n;
 
-const kvTensor = (type: ModelIo["kvType"], data: KvArray, dims: number[]) =>
-  type === "float16" ? new ort.Tensor("float16", data as Uint16Array, dims) : new ort.Tensor("float32", data as Float32Array, dims);
+const KV_KINDS = ["key", "value"] as const;
 
 function asFloat32(tensor: ort.Tensor): Float32Array {
   if (tensor.type === "float32") return tensor.data as Float32Array;
@@ -61,7 +62,21 @@ function asFloat32(tensor: ort.Tensor): Float32Array {
   throw new Error(`logits came back as ${tensor.type}`);
 }
 
+/** Wall milliseconds of the last step() in its three parts: feeds built in JavaScript, ONNX Runtime's run, outputs copied back. */
+export interface StepPhases {
+  prepareMs: number;
+  runMs: number;
+  collectMs: number;
+  /** The past was the previous step's present, not copied from the caches (batch-kv.ts). */
+  carriedKv: boolean;
+}
+
 export class CausalLmSession {
+  /** Where the last step's time went (bench/decode-profile.ts reads it). */
+  readonly lastPhases: StepPhases = { prepareMs: 0, runMs: 0, collectMs: 0, carriedKv: false };
+  /** The batch's KV tensors between steps (see batch-kv.ts). */
+  private readonly batchKv: BatchKv;
+
   private constructor(
     private readonly session: ort.InferenceSession,
     /** The graph's inputs and outputs as read from the model. */
@@ -69,7 +84,9 @@ export class CausalLmSession {
     /** Where the graph runs: "cuda" or "cpu". */
     readonly provider: ExecutionProvider,
     readonly source: string,
-  ) {}
+  ) {
+    this.batchKv = new BatchKv(io);
+  }
 
   /**
    * Opens a model file (external data beside it is found by ONNX Runtime), in-memory bytes,
@@ -103,22 +120,42 @@ export class CausalLmSession {
     return AdapterInputs.prepare(this.io, adapter);
   }
 
+  /** Ends the trace that the profileFilePrefix option started; ONNX Runtime writes its JSON file now. */
+  endProfiling(): void {
+    this.session.endProfiling();
+  }
+
   async release(): Promise<void> {
     await this.session.release();
   }
 
   /**
-   * Runs every request as one batch. Row b holds [pad | its cache] in the past and
-   * [pad | its new tokens] in the new positions, both left padded, with attention_mask
-   * zero on each pad and position_ids continuing from the sequence's own length.
+   * Runs every request as one batch. Row b's new tokens are left padded to the longest, with
+   * attention_mask zero on each pad and position_ids continuing from the sequence's own
+   * length. Its past holds its cache in slots [0, length) of the session's batch buffers
+   * (graphs with new_key_values, batch-kv.ts), or, for graphs that give back the whole
+   * present, in the last slots of a left-padded past copied from the caches.
    */
   async step(requests: readonly StepRequest[]): Promise<StepResult[]> {
     if (requests.length === 0) return [];
+    const started = performance.now();
     this.validate(requests);
-    const batch = requests.length;
-    const past = Math.max(...requests.map((r) => r.cache.length));
+    const caches = requests.map((r) => r.cache);
     const fresh = Math.max(...requests.map((r) => r.tokens.length));
+    const pastStep = this.io.kvOutputs === "new" ? this.batchKv.acquire(caches, fresh) : this.leftPaddedPast(caches);
+    try {
+      return await this.run(requests, pastStep, fresh, started);
+    } catch (err) {
+      this.batchKv.release(pastStep, null);
+      throw err;
+    }
+  }
+
+  private async run(requests: readonly StepRequest[], pastStep: PastStep, fresh: number, started: number): Promise<StepResult[]> {
+    const batch = requests.length;
+    const past = pastStep.slots;
     const total = past + fresh;
+    const leftPadded = this.io.kvOutputs === "present";
 
     const inputIds = new BigInt64Array(batch * fresh).fill(PAD_TOKEN);
     const positionIds = new BigInt64Array(batch * fresh);
@@ -129,13 +166,15 @@ export class CausalLmSession {
         inputIds[b * fresh + start + j] = BigInt(id);
         positionIds[b * fresh + start + j] = BigInt(cache.length + j);
       });
-      attentionMask.fill(1n, b * total + past - cache.length, b * total + past);
+      const pastFrom = b * total + (leftPadded ? past - cache.length : 0);
+      attentionMask.fill(1n, pastFrom, pastFrom + cache.length);
       attentionMask.fill(1n, b * total + past + start, (b + 1) * total);
     });
 
     const feeds: Record<string, ort.Tensor> = {
       input_ids: new ort.Tensor("int64", inputIds, [batch, fresh]),
       attention_mask: new ort.Tensor("int64", attentionMask, [batch, total]),
+      ...pastStep.feeds,
     };
     if (this.io.hasPositionIds) feeds.position_ids = new ort.Tensor("int64", positionIds, [batch, fresh]);
     // The head runs at the last position of every row (left padding puts each row's last
@@ -144,38 +183,60 @@ export class CausalLmSession {
     const kept = this.io.keepsLogits && !allLogits ? 1 : fresh;
     if (this.io.keepsLogits) feeds.num_logits_to_keep = new ort.Tensor("int64", BigInt64Array.of(allLogits ? 0n : 1n), []);
     if (this.takesAdapters) Object.assign(feeds, loraFeeds(this.io, requests.map((r) => r.adapter ?? null)));
-    const { numLayers, numKvHeads, headDim, kvType } = this.io;
-    const pastDims = [batch, numKvHeads, past, headDim];
-    for (let layer = 0; layer < numLayers; layer++) {
-      for (const kind of ["key", "value"] as const) {
-        const data = kvType === "float16" ? new Uint16Array(batch * numKvHeads * past * headDim) : new Float32Array(batch * numKvHeads * past * headDim);
-        requests.forEach(({ cache }, b) => cache.copyInto(layer, kind, data, b, past));
-        feeds[`past_key_values.${layer}.${kind}`] = kvTensor(kvType, data, pastDims);
-      }
-    }
 
     for (const { cache } of requests) cache.busy = true;
+    const running = performance.now();
     let outputs: ort.InferenceSession.ReturnType;
     try {
       outputs = await this.session.run(feeds, this.fetches(allLogits));
     } finally {
       for (const { cache } of requests) cache.busy = false;
     }
+    const collecting = performance.now();
 
-    for (let layer = 0; layer < numLayers; layer++) {
-      for (const kind of ["key", "value"] as const) {
-        const present = outputs[`present.${layer}.${kind}`];
-        requests.forEach(({ cache, tokens }, b) => cache.appendFrom(layer, kind, present.data as KvArray, b, total, tokens.length));
-      }
+    // The new positions go to each sequence's own cache and, where they fit, to the batch buffers for the next step.
+    let stored = !leftPadded;
+    const outputName = leftPadded ? "present" : "new_key_values";
+    const outputLength = leftPadded ? total : fresh;
+    for (let layer = 0; layer < this.io.numLayers; layer++) {
+      KV_KINDS.forEach((kind, k) => {
+        const output = outputs[`${outputName}.${layer}.${kind}`].data as KvArray;
+        requests.forEach(({ cache, tokens }, b) => {
+          if (stored) stored = this.batchKv.store(pastStep, layer, k, output, b, outputLength, tokens.length, cache.length);
+          cache.appendFrom(layer, kind, output, b, outputLength, tokens.length);
+        });
+      });
     }
     for (const { cache, tokens } of requests) cache.commit(tokens.length);
-    return this.results(requests, outputs, kept);
+    this.batchKv.release(pastStep, stored ? requests.map((r) => r.cache) : null);
+    const results = this.results(requests, outputs, kept);
+    Object.assign(this.lastPhases, { prepareMs: running - started, runMs: collecting - running, collectMs: performance.now() - collecting, carriedKv: pastStep.carried });
+    return results;
   }
 
-  /** The outputs to copy back: the caches, and log_probs, or logits where the graph has no log_probs or they were asked for. */
+  /** For graphs that give back past and new together: each cache in the last slots of a fresh past, left padded. */
+  private leftPaddedPast(caches: readonly KvCache[]): PastStep {
+    const { numLayers, numKvHeads, headDim, kvType } = this.io;
+    const past = Math.max(...caches.map((c) => c.length));
+    const dims = [caches.length, numKvHeads, past, headDim];
+    const feeds: Record<string, ort.Tensor> = {};
+    const data: KvArray[] = [];
+    for (let layer = 0; layer < numLayers; layer++) {
+      for (const kind of KV_KINDS) {
+        const values = kvType === "float16" ? new Uint16Array(caches.length * numKvHeads * past * headDim) : new Float32Array(caches.length * numKvHeads * past * headDim);
+        caches.forEach((cache, b) => cache.copyInto(layer, kind, values, b, past));
+        feeds[`past_key_values.${layer}.${kind}`] = kvType === "float16" ? new ort.Tensor("float16", values as Uint16Array, dims) : new ort.Tensor("float32", values as Float32Array, dims);
+        data.push(values);
+      }
+    }
+    return { feeds, slots: past, data, carried: false, shared: false };
+  }
+
+  /** The outputs to copy back: the caches' new positions, and log_probs, or logits where the graph has no log_probs or they were asked for. */
   private fetches(allLogits: boolean): string[] {
     const names = [];
-    for (let layer = 0; layer < this.io.numLayers; layer++) names.push(`present.${layer}.key`, `present.${layer}.value`);
+    const prefix = this.io.kvOutputs === "new" ? "new_key_values" : "present";
+    for (let layer = 0; layer < this.io.numLayers; layer++) names.push(`${prefix}.${layer}.key`, `${prefix}.${layer}.value`);
     if (this.io.hasLogProbs) names.push("log_probs");
     if (allLogits || !this.io.hasLogProbs) names.push("logits");
     return names;
@@ -189,8 +250,8 @@ export class CausalLmSession {
     const logits = outputs.logits ? asFloat32(outputs.logits) : null;
     return requests.map(({ tokens, allLogits }, b) => {
       const rowEnd = (b + 1) * kept * vocab;
-      // A copy (a memcpy, ~0.1 ms at 151,936) so each row owns its buffer: consumers may hand it on.
-      const result: StepResult = { logProbs: logProbs ? logProbs.slice(rowEnd - vocab, rowEnd) : logSoftmax(logits!, rowEnd - vocab, vocab) };
+      // A view, not a copy: the binding already copied the output into a buffer of this step's own.
+      const result: StepResult = { logProbs: logProbs ? logProbs.subarray(rowEnd - vocab, rowEnd) : logSoftmax(logits!, rowEnd - vocab, vocab) };
       if (allLogits) result.logits = logits!.slice(rowEnd - tokens.length * vocab, rowEnd);
       return result;
     });

@@ -1,0 +1,84 @@
+// The batch's KV tensors carried from one step to the next (batch-kv.ts): whatever the
+// scheduler does between steps (the same batch again, a row dropped, rows reordered, a
+// sequence joining with its prompt, a cache truncated, two steps at once), every row's
+// logits stay the float64 reference's, and the copy is skipped exactly when it may be.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { referenceLogits } from "#core/model/testing/reference-forward.ts";
+import { buildOnnxModel } from "./export.ts";
+import type { KvCache } from "./kv-cache.ts";
+import { CausalLmSession } from "./session.ts";
+import { maxAbsDiff } from "./testing/compare.ts";
+import { randomWeights, tinyConfig } from "./testing/random-model.ts";
+
+const config = tinyConfig("qwen2", { head_dim: 12, num_attention_heads: 4, num_key_value_heads: 2 });
+const weights = randomWeights(config, 7);
+let session: CausalLmSession;
+
+beforeAll(async () => {
+  session = await CausalLmSession.open(buildOnnxModel(config, weights), { executionProvider: "cpu", threads: 1 });
+});
+afterAll(() => session.release());
+
+interface Row {
+  cache: KvCache;
+  /** Every token the cache has seen, plus the pending ones. */
+  history: number[];
+  pending: number[];
+}
+
+const row = (prompt: number[]): Row => ({ cache: session.newCache(), history: [...prompt], pending: [...prompt] });
+
+/** One step over `batch`; checks each row's last logits against the reference, queues a next token, and says whether the past was carried. */
+async function step(batch: Row[]): Promise<boolean> {
+  const out = await session.step(batch.map((r) => ({ cache: r.cache, tokens: r.pending, allLogits: true })));
+  const carried = session.lastPhases.carriedKv;
+  batch.forEach((r, b) => {
+    const last = out[b].logits!.subarray(out[b].logits!.length - config.vocabSize);
+    expect(maxAbsDiff(last, referenceLogits(config, weights, r.history).at(-1)!)).toBeLessThan(1e-4);
+    expect(r.cache.length).toBe(r.history.length);
+    const next = (r.history.length * 17 + b) % config.vocabSize;
+    r.history.push(next);
+    r.pending = [next];
+  });
+  return carried;
+}
+
+describe("the batch's KV carried between steps", () => {
+  it("is reused while the batch repeats and rebuilt from the caches whenever it changes", async () => {
+    const [a, b, c] = [row([5, 6, 7]), row([1, 2, 3, 4, 5, 6]), row([9])];
+    const carried: boolean[] = [];
+    const run = async (batch: Row[], times = 1) => {
+      for (let i = 0; i < times; i++) carried.push(await step(batch));
+    };
+    await run([a, b, c], 3); // a prefill of unequal prompts, then two decode steps
+    await run([a, c], 2); // a row dropped
+    await run([c, a], 2); // reordered
+    const d = row([40, 41, 42, 43]);
+    await run([c, a, d], 2); // a prompt joins beside two decoding rows
+    await run([a]); // stepped elsewhere in between: the carried copy is stale
+    await run([c, a, d], 2);
+    // Truncated to an earlier length: the caches' revisions tell, even when lengths would match.
+    a.cache.truncate(a.cache.length - 1);
+    a.history.splice(a.history.length - 2, 1);
+    await run([c, a, d]);
+    expect(carried).toEqual([false, true, true, false, true, false, true, false, true, false, false, true, false]);
+  });
+
+  it("copies from the caches again when the rows outgrow the spare slots", async () => {
+    const a = row([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]);
+    const carried: boolean[] = [];
+    for (let i = 0; i < 24; i++) carried.push(await step([a]));
+    // The prompt's 16 tokens get 24 slots; step 9's token lands in slot 24, past them, so step
+    // 10 copies 25 tokens into 40 slots (25 + 1 new + 8 spare, rounded up to 8).
+    expect(carried.map((x, i) => (x ? -1 : i)).filter((i) => i >= 0)).toEqual([0, 10]);
+  });
+
+  it("two steps in flight at once on one session each get correct results", async () => {
+    const first = [row([3, 1, 4]), row([1, 5, 9])];
+    const second = [row([2, 6]), row([5, 3])];
+    await Promise.all([step(first), step(second)]);
+    // The first held the session's buffers and keeps them; the second, run beside it, built its own.
+    expect(await step(first)).toBe(true);
+    expect(await step(second)).toBe(false);
+  });
+});

@@ -167,28 +167,48 @@ function rotaryTables(ctx: Context, positionIds: string): { cos: string; sin: st
   return { cos: g.op("Cos", [angles], {}, { name: "rope_cos" }), sin: g.op("Sin", [angles], {}, { name: "rope_sin" }) };
 }
 
+/**
+ * Grouped-query attention of the new positions over the past and over themselves, as two
+ * blocks of scores side by side: the past is read where it lies and never concatenated
+ * with the new keys (ONNX Runtime's Attention kernel copied the whole past into its present
+ * every step, a tenth of a 0.5B decode step at batch 64). Each KV head's query heads are
+ * stacked as rows, [batch, kv_heads, group * new, head_dim], so one batched product serves
+ * the group.
+ */
 function attention(ctx: Context, x: string, layer: number, bias: string, rope: { cos: string; sin: string }): string {
   const { g, config } = ctx;
+  const { numHeads: heads, numKvHeads: kvHeads, headDim: d } = config;
+  const group = heads / kvHeads;
   const withBias = config.attentionBias;
   let q = linear(ctx, x, layer, "q_proj", withBias); // [batch, new, heads * head_dim]
   let k = linear(ctx, x, layer, "k_proj", withBias);
   const v = linear(ctx, x, layer, "v_proj", withBias);
   // interleaved=0 is the rotate_half convention of the HF llama/qwen2 code.
-  q = g.op("RotaryEmbedding", [q, rope.cos, rope.sin], { num_heads: int(config.numHeads), interleaved: int(0) });
-  k = g.op("RotaryEmbedding", [k, rope.cos, rope.sin], { num_heads: int(config.numKvHeads), interleaved: int(0) });
-  // ONNX Runtime's CPU kernel insists on the present outputs when given a past; they stay
-  // inside the graph (its arena), only the new positions leave it.
-  const [y] = g.opMulti(
-    "Attention",
-    [q, k, v, bias, pastKeyName(layer), pastValueName(layer)],
-    { q_num_heads: int(config.numHeads), kv_num_heads: int(config.numKvHeads), scale: float(1 / Math.sqrt(config.headDim)), is_causal: int(0) },
-    { name: `${layerPrefix(layer)}.attention`, outputs: [3] },
-  );
-  // The new positions' keys (after RoPE) and values in the cache's [batch, kv_heads, new, head_dim] layout.
-  const heads = (x: string, output: string) =>
-    g.op("Transpose", [g.op("Reshape", [x, g.int64([0, 0, config.numKvHeads, config.headDim])])], { perm: ints([0, 2, 1, 3]) }, { outputs: [output] });
-  heads(k, newKeyName(layer));
-  heads(v, newValueName(layer));
+  q = g.op("RotaryEmbedding", [q, rope.cos, rope.sin], { num_heads: int(heads), interleaved: int(0) });
+  k = g.op("RotaryEmbedding", [k, rope.cos, rope.sin], { num_heads: int(kvHeads), interleaved: int(0) });
+  // The new positions' keys and values in the cache's [batch, kv_heads, new, head_dim] layout: graph outputs, and this step's own keys.
+  const kvLayout = (t: string, output: string) => g.op("Transpose", [g.op("Reshape", [t, g.int64([0, 0, kvHeads, d])])], { perm: ints([0, 2, 1, 3]) }, { outputs: [output] });
+  const newKeys = kvLayout(k, newKeyName(layer));
+  const newValues = kvLayout(v, newValueName(layer));
+
+  // [batch, new, kv_heads, group, head_dim] -> [batch, kv_heads, group * new, head_dim], pre-scaled.
+  const grouped = g.op("Transpose", [g.op("Reshape", [q, g.int64([0, 0, kvHeads, group, d])])], { perm: ints([0, 2, 3, 1, 4]) });
+  const rows = g.op("Mul", [g.op("Reshape", [grouped, g.int64([0, kvHeads, -1, d])]), g.float32([1 / Math.sqrt(d)], [])]);
+  const keysT = (keys: string) => g.op("Transpose", [keys], { perm: ints([0, 1, 3, 2]) });
+  const scores = g.op("Concat", [g.op("MatMul", [rows, keysT(pastKeyName(layer))]), g.op("MatMul", [rows, keysT(newKeys)])], { axis: int(-1) }); // [batch, kv_heads, group * new, total]
+  // The bias [batch, 1, new, total] applies alike to every head of a group.
+  const total = g.op("Shape", [scores], { start: int(3), end: int(4) });
+  const perHead = g.op("Reshape", [scores, g.op("Concat", [g.int64([0, kvHeads, group, -1]), total], { axis: int(0) })]);
+  const probabilities = g.op("Softmax", [g.op("Add", [perHead, g.op("Unsqueeze", [bias, g.int64([2])])])], { axis: int(-1) });
+  const weights = g.op("Reshape", [probabilities, g.op("Concat", [g.int64([0, kvHeads, -1]), total], { axis: int(0) })]);
+  const past = g.op("Shape", [pastKeyName(layer)], { start: int(2), end: int(3) });
+  const big = g.int64([Number.MAX_SAFE_INTEGER]);
+  const axis = g.int64([3]);
+  const fromPast = g.op("MatMul", [g.op("Slice", [weights, g.int64([0]), past, axis]), pastValueName(layer)]);
+  const fromNew = g.op("MatMul", [g.op("Slice", [weights, past, big, axis]), newValues]);
+  const mixed = g.op("Add", [fromPast, fromNew], {}, { name: `${layerPrefix(layer)}.attention` }); // [batch, kv_heads, group * new, head_dim]
+  // Back to [batch, new, heads * head_dim], head h = kv head h / group, member h % group.
+  const y = g.op("Reshape", [g.op("Transpose", [g.op("Reshape", [mixed, g.int64([0, kvHeads, group, -1, d])])], { perm: ints([0, 3, 1, 2, 4]) }), g.int64([0, 0, heads * d])]);
   return linear(ctx, y, layer, "o_proj", false);
 }
 

@@ -9,12 +9,12 @@
 // runs at the same length, to be held against the machine's ceiling from the limits section.
 import { summarizeStep } from "#core/math/sparse-step.ts";
 import type { CausalLmSession, StepResult } from "#inference/model/session.ts";
-import { runEngineTrajectories, decodeTokensPerSecond, tokensPerSecond } from "./engine-lockstep.ts";
+import { openServedSession, runEngineTrajectories, decodeTokensPerSecond, tokensPerSecond } from "./engine-lockstep.ts";
 import type { TokenFlops } from "./flops.ts";
 import { flopsPerToken, meanContext } from "./flops.ts";
 import type { PreparedPair } from "./models.ts";
 import { preparePair } from "./models.ts";
-import { openSession, pairInfo } from "./sampling.ts";
+import { pairInfo } from "./sampling.ts";
 import type { PairInfo } from "./sampling.ts";
 import type { AmateurWorkload, BenchSettings } from "./settings.ts";
 import type { Measured } from "./stats.ts";
@@ -77,7 +77,7 @@ export interface AmateurResult {
 }
 
 export const AMATEUR_HOW =
-  "the amateur alone through CausalLmSession.step on fixed token sequences (a random prompt and a random continuation): lockstep = prefill, then one token per step with the KV cache; " +
+  "both models as the service serves them (the served graph, bench/engine-lockstep.ts openServedSession); the amateur alone through CausalLmSession.step on fixed token sequences (a random prompt and a random continuation): lockstep = prefill, then one token per step with the KV cache; " +
   "re-encoding = at step t the whole prompt + t tokens from an empty cache, as the reference scripts do; both return the full-vocabulary log-probabilities every step; " +
   "end to end = expert greedy + amateur lockstep + SPARSE summary every step in the benchmark process, the full length (EOS not honoured, so every stream writes every token)";
 
@@ -111,7 +111,7 @@ async function amateurCost(prepared: PreparedPair, workload: AmateurWorkload, lo
   const vocab = prepared.amateur.config.vocabSize;
   const prompts = randomPrompts(vocab, workload.streams, workload.promptTokens, 23);
   const continuations = randomPrompts(vocab, workload.streams, workload.newTokens, 29);
-  const amateur = await openSession(prepared.amateur.dir);
+  const amateur = await openServedSession(prepared.amateur.dir);
   try {
     // A short warm-up of both ways: ONNX Runtime sizes its buffers on a shape's first run.
     await scoreTrajectories(amateur, prompts, continuations.map((c) => c.slice(0, 2)), "lockstep");
@@ -135,7 +135,7 @@ async function endToEnd(prepared: PreparedPair, workload: AmateurWorkload, setti
   const e2e = workload.endToEnd;
   if (!e2e) return null;
   const prompts = randomPrompts(prepared.expert.config.vocabSize, e2e.streams, workload.promptTokens, 31);
-  const [expert, amateur] = [await openSession(prepared.expert.dir), await openSession(prepared.amateur.dir)];
+  const [expert, amateur] = [await openServedSession(prepared.expert.dir), await openServedSession(prepared.amateur.dir)];
   try {
     const summary = { alpha: settings.sampling.alpha, topK: settings.sampling.topK };
     const run = (newTokens: number) =>

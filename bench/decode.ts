@@ -9,10 +9,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { argmaxToken } from "#core/math/sampling.ts";
 import type { CausalLmSession } from "#inference/model/session.ts";
-import { stepInGroups } from "./engine-lockstep.ts";
+import { openServedSession, stepInGroups } from "./engine-lockstep.ts";
 import { preparePair } from "./models.ts";
 import type { PairInfo } from "./sampling.ts";
-import { openSession, pairInfo } from "./sampling.ts";
+import { pairInfo } from "./sampling.ts";
 import type { BenchSettings } from "./settings.ts";
 import type { Measured } from "./stats.ts";
 import { measured, ratio } from "./stats.ts";
@@ -54,7 +54,7 @@ export interface DecodeResult {
 
 export const DECODE_HOW =
   "greedy decode steps after a prefill of random prompts (the first step untimed), windows of steps timed back to back from the same caches; " +
-  "ONNX Runtime: CausalLmSession.step (KV cache copied in and out each step, head and log-softmax in the graph at the last position only); " +
+  "ONNX Runtime: CausalLmSession.step on the served graph as the service builds it (LoRA inputs at rank 0, the batch's past kept between steps, only new keys/values out; head and log-softmax at the last position only); " +
   "PyTorch eager 1.x: bench/peers/qwen2_torch.py, preallocated KV cache, logits + log_softmax + argmax each step, threads = the process's cores";
 
 /** The largest |a - b| over two equal-length arrays, with the largest |a| and the argmax agreement per row. */
@@ -120,7 +120,7 @@ export async function runDecode(settings: BenchSettings, log: (line: string) => 
   const prompts = randomPrompts(vocab, most, d.promptTokens, 37);
   const parityTokens = randomPrompts(vocab, 1, d.parity.prefillTokens + d.parity.decodeTokens, 41)[0];
 
-  const session = await openSession(modelDir);
+  const session = await openServedSession(modelDir);
   const ortRates = new Map<number, number[]>();
   let ortParity: Float32Array;
   try {

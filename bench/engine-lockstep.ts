@@ -9,7 +9,11 @@
 import type { LogProbs } from "#core/math/distribution.ts";
 import { argmaxToken } from "#core/math/sampling.ts";
 import type { SparseStep, SummarizeOptions } from "#core/math/sparse-step.ts";
-import type { CausalLmSession, StepRequest, StepResult } from "#inference/model/session.ts";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { onnxFileIn, servedGraph } from "#inference/engine/served-model.ts";
+import type { StepRequest, StepResult } from "#inference/model/session.ts";
+import { CausalLmSession } from "#inference/model/session.ts";
 import { BenchInputError } from "./stats.ts";
 
 export type AmateurScoring = "kv-cache" | "re-encode";
@@ -51,6 +55,19 @@ export const tokensPerSecond = (t: RunTiming) => t.tokens / t.seconds;
 
 /** Tokens after each stream's first, per second of the time after the last first token. */
 export const decodeTokensPerSecond = (t: RunTiming) => (t.tokens - t.streams) / Math.max(t.seconds - t.firstTokenSeconds, 1e-9);
+
+/**
+ * A model as the inference service serves it: the graph built at start-up (LoRA inputs at
+ * rank 0, weights read from model.safetensors, new_key_values outputs) when the directory
+ * holds Hugging Face weights, not an ONNX file exported beside them (which may predate the
+ * graph builder's changes); otherwise the directory's ONNX file, as the service would.
+ */
+export async function openServedSession(dir: string): Promise<CausalLmSession> {
+  if (existsSync(join(dir, "config.json")) && existsSync(join(dir, "model.safetensors"))) return CausalLmSession.open(servedGraph(dir).graph, { executionProvider: "cpu" });
+  const file = onnxFileIn(dir);
+  if (!file) throw new BenchInputError("dir", `${dir} holds neither config.json with model.safetensors nor an ONNX file`);
+  return CausalLmSession.open(file, { executionProvider: "cpu" });
+}
 
 /** session.step over `requests` in consecutive groups of at most `group`. */
 export async function stepInGroups(session: CausalLmSession, requests: StepRequest[], group: number): Promise<StepResult[]> {

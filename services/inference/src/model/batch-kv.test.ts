@@ -64,6 +64,15 @@ describe("the batch's KV carried between steps", () => {
     expect(carried).toEqual([false, true, true, false, true, false, true, false, true, false, false, true, false]);
   });
 
+  it("a prefill of empty caches attends over no past slots; the next step over its rows' tokens and a few spare", async () => {
+    const rows = [row([1, 2, 3]), row([4, 5, 6, 7, 8])];
+    await step(rows);
+    expect(session.lastPhases.pastSlots).toBe(0);
+    expect(await step(rows)).toBe(true);
+    // 5 + 1 new positions, 8 spare, rounded up to 8.
+    expect(session.lastPhases.pastSlots).toBe(16);
+  });
+
   it("copies from the caches again when the rows outgrow the spare slots", async () => {
     const a = row([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]);
     const carried: boolean[] = [];

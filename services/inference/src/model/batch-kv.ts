@@ -19,10 +19,10 @@ const KINDS = ["key", "value"] as const;
 /** One step's past: the feeds, and where the rows' new positions go afterwards. */
 export interface PastStep {
   feeds: Record<string, ort.Tensor>;
-  /** Past slots per row. */
+  /** Past slots per row in the feeds. */
   slots: number;
-  /** `data[layer * 2 + k]` (k: 0 key, 1 value), [batch, kv_heads, slots, head_dim]. */
-  data: KvArray[];
+  /** Where store() puts the new positions: `data[layer * 2 + k]` (k: 0 key, 1 value), [batch, kv_heads, slots, head_dim]; the fed past itself, except after a prefill of empty caches. */
+  target: { data: KvArray[]; slots: number };
   /** The buffers were fed as the last step left them, without copying from the caches. */
   carried: boolean;
   /** The step holds the session's buffers (false: another step had them; this one built its own). */
@@ -49,12 +49,13 @@ export class BatchKv {
       // Another step of this session is in flight: exact-size arrays of its own, nothing kept.
       const data = Array.from({ length: this.shape.numLayers * 2 }, () => this.allocate(caches.length * this.rowElements(longest)));
       this.copyFrom(caches, longest, data);
-      return this.step(caches.length, longest, data, false, false);
+      return this.step(caches.length, longest, data, { data, slots: longest }, false, false);
     }
     this.inUse = true;
     const held = this.held;
     if (held && held.caches.length === caches.length && caches.every((c, b) => c === held.caches[b] && c.revision === held.revisions[b]) && longest <= this.slots) {
-      return this.step(caches.length, this.slots, this.views(caches.length), true, true);
+      const data = this.views(caches.length);
+      return this.step(caches.length, this.slots, data, { data, slots: this.slots }, true, true);
     }
     // Spare slots for the coming steps: an eighth of the length, at least 8, so a copy from the caches comes every few steps at most.
     const needed = longest + fresh;
@@ -64,8 +65,13 @@ export class BatchKv {
       this.storage = Array.from({ length: this.shape.numLayers * 2 }, () => this.allocate(Math.ceil(elements * 1.25)));
     }
     const data = this.views(caches.length);
+    if (longest === 0) {
+      // A prefill of empty caches attends over no past at all; its positions land in the buffers afterwards.
+      const none = Array.from({ length: this.shape.numLayers * 2 }, () => this.allocate(0));
+      return this.step(caches.length, 0, none, { data, slots: this.slots }, false, true);
+    }
     this.copyFrom(caches, this.slots, data);
-    return this.step(caches.length, this.slots, data, false, true);
+    return this.step(caches.length, this.slots, data, { data, slots: this.slots }, false, true);
   }
 
   /**
@@ -74,12 +80,13 @@ export class BatchKv {
    * when they fit; returns false when they do not (the next step copies from the caches).
    */
   store(step: PastStep, layer: number, k: number, output: KvArray, row: number, fresh: number, count: number, at: number): boolean {
-    if (!step.shared || at + count > step.slots) return false;
+    const { slots } = step.target;
+    if (!step.shared || at + count > slots) return false;
     const { numKvHeads: heads, headDim: d } = this.shape;
-    const target = step.data[layer * 2 + k];
+    const target = step.target.data[layer * 2 + k];
     for (let h = 0; h < heads; h++) {
       const from = ((row * heads + h) * fresh + (fresh - count)) * d;
-      target.set(output.subarray(from, from + count * d), ((row * heads + h) * step.slots + at) * d);
+      target.set(output.subarray(from, from + count * d), ((row * heads + h) * slots + at) * d);
     }
     return true;
   }
@@ -105,7 +112,7 @@ export class BatchKv {
     }
   }
 
-  private step(batch: number, slots: number, data: KvArray[], carried: boolean, shared: boolean): PastStep {
+  private step(batch: number, slots: number, data: KvArray[], target: PastStep["target"], carried: boolean, shared: boolean): PastStep {
     const dims = [batch, this.shape.numKvHeads, slots, this.shape.headDim];
     const feeds: Record<string, ort.Tensor> = {};
     for (let layer = 0; layer < this.shape.numLayers; layer++) {
@@ -115,6 +122,6 @@ export class BatchKv {
           this.shape.kvType === "float16" ? new ort.Tensor("float16", values as Uint16Array, dims) : new ort.Tensor("float32", values as Float32Array, dims);
       });
     }
-    return { feeds, slots, data, carried, shared };
+    return { feeds, slots, target, carried, shared };
   }
 }

@@ -67,13 +67,15 @@ export interface StepPhases {
   prepareMs: number;
   runMs: number;
   collectMs: number;
-  /** The past was the previous step's present, not copied from the caches (batch-kv.ts). */
+  /** The past was fed as the previous step left it, not copied from the caches (batch-kv.ts). */
   carriedKv: boolean;
+  /** Past slots per row the step attended over (its rows' caches, and unused slots). */
+  pastSlots: number;
 }
 
 export class CausalLmSession {
   /** Where the last step's time went (bench/decode-profile.ts reads it). */
-  readonly lastPhases: StepPhases = { prepareMs: 0, runMs: 0, collectMs: 0, carriedKv: false };
+  readonly lastPhases: StepPhases = { prepareMs: 0, runMs: 0, collectMs: 0, carriedKv: false, pastSlots: 0 };
   /** The batch's KV tensors between steps (see batch-kv.ts). */
   private readonly batchKv: BatchKv;
 
@@ -210,7 +212,7 @@ export class CausalLmSession {
     for (const { cache, tokens } of requests) cache.commit(tokens.length);
     this.batchKv.release(pastStep, stored ? requests.map((r) => r.cache) : null);
     const results = this.results(requests, outputs, kept);
-    Object.assign(this.lastPhases, { prepareMs: running - started, runMs: collecting - running, collectMs: performance.now() - collecting, carriedKv: pastStep.carried });
+    Object.assign(this.lastPhases, { prepareMs: running - started, runMs: collecting - running, collectMs: performance.now() - collecting, carriedKv: pastStep.carried, pastSlots: past });
     return results;
   }
 
@@ -229,7 +231,7 @@ export class CausalLmSession {
         data.push(values);
       }
     }
-    return { feeds, slots: past, data, carried: false, shared: false };
+    return { feeds, slots: past, target: { data, slots: past }, carried: false, shared: false };
   }
 
   /** The outputs to copy back: the caches' new positions, and log_probs, or logits where the graph has no log_probs or they were asked for. */

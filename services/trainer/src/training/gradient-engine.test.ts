@@ -50,7 +50,7 @@ describe("the two engines", () => {
     const [viaTfjs, viaOrt] = [await run("tfjs"), await run("onnxruntime")];
     expect(viaTfjs.engine.kind).toBe("tfjs");
     expect(viaOrt.engine.kind).toBe("onnxruntime");
-    expect(viaOrt.progress).toEqual({ ...viaTfjs.progress, trainSeconds: viaOrt.progress.trainSeconds });
+    expect(viaOrt.progress).toEqual({ ...viaTfjs.progress, trainSeconds: viaOrt.progress.trainSeconds, wallSeconds: viaOrt.progress.wallSeconds });
     losses.tfjs.forEach((loss, i) => expect(Math.abs(losses.onnxruntime[i] - loss)).toBeLessThan(1e-5 * Math.max(1, loss)));
     // The adapter moved by ~lr per step and per entry; the engines agree far below that.
     const initial = LoraLayers.create(config, settings.lora, settings.seed);

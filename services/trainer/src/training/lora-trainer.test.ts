@@ -45,7 +45,7 @@ describe("trainLora", () => {
     expect(readdirSync(dir).sort()).toEqual(["checkpoint-000002", "checkpoint-000003"]);
     const second = await run({ checkpointDir: dir });
     expect(second).toMatchObject({ stoppedBy: "max-steps", finished: true, resumedFrom: 3 });
-    expect(second.progress).toEqual({ ...straight.progress, trainSeconds: second.progress.trainSeconds });
+    expect(second.progress).toEqual({ ...straight.progress, trainSeconds: second.progress.trainSeconds, wallSeconds: second.progress.wallSeconds });
     // The training moved the adapter, and both runs moved it identically.
     expect(maxAdapterDiff(straight.adapter, (await run({ config: { ...settings, maxSteps: 1, warmupSteps: 0 } })).adapter)).toBeGreaterThan(1e-3);
     expect(maxAdapterDiff(second.adapter, straight.adapter)).toBe(0);

@@ -43,6 +43,33 @@ describe("trainSft", () => {
   });
 });
 
+describe("trainSft matched to another run's budget", () => {
+  // In data order (no shuffling), two trajectories per step; the completion tokens of each trajectory:
+  const lengths = kept.map((t) => t.tokenIds.length - t.promptLength);
+  const settings = { batchSize: 2, gradientAccumulation: 1, maxSteps: 24, shuffle: false, lora: { dropout: 0 } };
+
+  it("stops on the token budget exactly: the step that reaches it trains on only the tokens that fit", async () => {
+    // Two whole steps and three tokens of the third step's first trajectory.
+    const budget = lengths[0] + lengths[1] + lengths[2] + lengths[3] + 3;
+    const events: StepEvent[] = [];
+    const result = await trainSft({ expert, trajectories: kept, config: { ...settings, maxTunedTokens: budget }, onStep: (e) => void events.push(e) });
+    expect(result).toMatchObject({ stoppedBy: "token-budget", finished: true });
+    expect(result.progress.step).toBe(3);
+    expect(result.progress.tunedTokens).toBe(budget);
+    expect(events.map((e) => e.tunedTokens)).toEqual([lengths[0] + lengths[1], lengths[2] + lengths[3], 3]);
+    expect(events.map((e) => e.samples)).toEqual([2, 2, 1]);
+    // A budget that a step meets exactly needs no cut and stops there.
+    const exact = await trainSft({ expert, trajectories: kept, config: { ...settings, maxTunedTokens: lengths[0] + lengths[1] } });
+    expect(exact).toMatchObject({ stoppedBy: "token-budget", progress: { step: 1, tunedTokens: lengths[0] + lengths[1] } });
+  });
+
+  it("stops on the wall-time budget after the step that reaches it, as a finished run", async () => {
+    const result = await trainSft({ expert, trajectories: kept, config: { ...settings, maxWallSeconds: 1e-9 } });
+    expect(result).toMatchObject({ stoppedBy: "time-budget", finished: true, progress: { step: 1 } });
+    expect(result.progress.wallSeconds).toBeGreaterThan(0);
+  });
+});
+
 describe("sftTrajectory and keepCorrect", () => {
   it("builds a prompt + completion trajectory and keeps the right ones", () => {
     expect(sftTrajectory([1, 2], [3, 4, 5])).toEqual({ tokenIds: [1, 2, 3, 4, 5], promptLength: 2, targets: [] });

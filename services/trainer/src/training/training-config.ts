@@ -80,6 +80,15 @@ export const trainingConfigSchema = z
       checkpointEverySteps: 100,
       batchUnit: "samples (LightReasoner: selected steps; SFT: trajectories)",
     }),
+    maxTunedTokens: count(1)
+      .optional()
+      .describe("stop once this many labelled positions were trained on; the step that reaches it trains on only the labels that fit (a baseline matched to another run's tuned tokens)"),
+    maxWallSeconds: z
+      .number()
+      .positive()
+      .finite()
+      .optional()
+      .describe("stop after the first optimizer step that ends this many wall seconds after training began, waits for data included (a baseline matched to another run's wall time)"),
     pushEverySteps: count(0).default(50).describe("hand the adapter to onAdapter (online mode: push it to the inference servers) every this many optimizer steps; 0: only at the end"),
   })
   .strict()

@@ -12,6 +12,7 @@ import type { DataCursor, MicroBatch } from "./batching.ts";
 import type { GradientEngine } from "./gradient-engine.ts";
 import type { LearningRateSchedule } from "./schedule.ts";
 import { learningRateAt } from "./schedule.ts";
+import { cutToBudget } from "./token-budget.ts";
 import type { OptimizationConfig } from "./training-config.ts";
 import type { SoftLabel } from "./trajectory.ts";
 
@@ -31,6 +32,8 @@ export interface LoopProgress {
   tokens: number;
   /** Seconds spent in optimizer steps, over every piece of the run. */
   trainSeconds: number;
+  /** Wall seconds of the loop, waits for data included, over every piece (absent in checkpoints written before it was counted: 0). */
+  wallSeconds?: number;
 }
 
 export const freshProgress = (): LoopProgress => ({
@@ -41,6 +44,7 @@ export const freshProgress = (): LoopProgress => ({
   tunedTokens: 0,
   tokens: 0,
   trainSeconds: 0,
+  wallSeconds: 0,
 });
 
 /** One optimizer step, as reported to onStep. */
@@ -80,10 +84,21 @@ export type StopReason =
   /** This piece's time limit. */
   | "time-limit"
   /** The caller's AbortSignal fired. */
-  | "aborted";
+  | "aborted"
+  /** The run trained on config.maxTunedTokens labelled positions. */
+  | "token-budget"
+  /** The run's wall time reached config.maxWallSeconds. */
+  | "time-budget";
 
 /** Whether a run ended for good (as opposed to pausing at a checkpoint). */
-export const isFinished = (reason: StopReason) => reason === "max-steps" || reason === "data-exhausted";
+export const isFinished = (reason: StopReason) => reason === "max-steps" || reason === "data-exhausted" || reason === "token-budget" || reason === "time-budget";
+
+/** The budget a run has already spent, if any: a resumed run that reached one is finished. */
+function budgetReached(config: OptimizationConfig, progress: LoopProgress): StopReason | null {
+  if (config.maxTunedTokens && progress.tunedTokens >= config.maxTunedTokens) return "token-budget";
+  if (config.maxWallSeconds && (progress.wallSeconds ?? 0) >= config.maxWallSeconds) return "time-budget";
+  return null;
+}
 
 export interface PieceLimits {
   /** Take at most this many steps in this call. */
@@ -128,7 +143,8 @@ export async function runTrainingLoop(o: LoopOptions): Promise<StopReason> {
   const startStep = progress.step;
   let lastCheckpoint = progress.step;
   let lastPeriodic = -1;
-  let reason: StopReason | null = progress.step >= config.maxSteps ? "max-steps" : null;
+  const wallBefore = progress.wallSeconds ?? 0;
+  let reason: StopReason | null = progress.step >= config.maxSteps ? "max-steps" : budgetReached(config, progress);
   while (reason === null) {
     // A step is one long synchronous computation and an in-memory data source resolves in
     // microtasks, so without this the event loop would never run between steps: no signal
@@ -139,7 +155,7 @@ export async function runTrainingLoop(o: LoopOptions): Promise<StopReason> {
       break;
     }
     const waitStart = performance.now();
-    const micro: MicroBatch[] = [];
+    let micro: MicroBatch[] = [];
     while (micro.length < config.gradientAccumulation) {
       const next = await o.batches.next();
       if (next.done) break;
@@ -149,11 +165,14 @@ export async function runTrainingLoop(o: LoopOptions): Promise<StopReason> {
       reason = "data-exhausted";
       break;
     }
+    const full = micro.length === config.gradientAccumulation;
+    if (config.maxTunedTokens) micro = cutToBudget(micro, config.maxTunedTokens - progress.tunedTokens);
     const stepStart = performance.now();
     const learningRate = learningRateAt(schedule, progress.step);
     const step = await takeStep(o, micro, learningRate);
     const stepSeconds = (performance.now() - stepStart) / 1000;
     progress.trainSeconds += stepSeconds;
+    progress.wallSeconds = wallBefore + (performance.now() - started) / 1000;
     await o.onStep?.({
       ...step,
       step: progress.step,
@@ -168,7 +187,8 @@ export async function runTrainingLoop(o: LoopOptions): Promise<StopReason> {
     });
 
     if (progress.step >= config.maxSteps) reason = "max-steps";
-    else if (micro.length < config.gradientAccumulation) reason = "data-exhausted";
+    else if (budgetReached(config, progress)) reason = budgetReached(config, progress);
+    else if (!full) reason = "data-exhausted";
     else if (o.limits?.stopAfterSteps !== undefined && progress.step - startStep >= o.limits.stopAfterSteps) reason = "step-limit";
     else if (o.limits?.maxSeconds !== undefined && (performance.now() - started) / 1000 >= o.limits.maxSeconds) reason = "time-limit";
     else if (o.limits?.signal?.aborted) reason = "aborted";

@@ -6,25 +6,27 @@
 // training problems are drawn past the ones the built-in pair was pretrained on, and the
 // evaluation problems come from the world's test split.
 import type { Command } from "commander";
-import { Option } from "commander";
+import { InvalidArgumentError, Option } from "commander";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
+import { create } from "@bufbuild/protobuf";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { createClient } from "#core/grpc/adapter.ts";
-import { LrSchedule, RunMode, SamplingAdapter, TrainerService, TrainingMethod } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
-import type { Run, RunConfigSchema } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
+import { LrSchedule, RunConfigSchema, RunMode, SamplingAdapter, SftConfigSchema, TrainerService, TrainingMethod } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
+import type { Run, RunConfig } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
 import { readProblems } from "#core/tasks/problems.ts";
 import { buildWorldData } from "#world/build-data.ts";
 import { EndpointPool } from "#trainer/sampling/endpoint-pool.ts";
 import { evaluate } from "#trainer/eval/evaluate.ts";
 import { writeRunReport } from "#trainer/report/write-report.ts";
-import { buildReport } from "#cli/run/build-report.ts";
+import type { RunReport } from "#trainer/report/run-report.ts";
+import { buildReport, costSeconds } from "#cli/run/build-report.ts";
 import { followRun } from "#cli/run/run-progress.ts";
 import { startService } from "#cli/run/service-processes.ts";
 import type { ServiceProcess } from "#cli/run/service-processes.ts";
 import { printSummary } from "#cli/run/summary.ts";
-import { parseIntegerOption, parseNumberOption, UsageError } from "#cli/options.ts";
+import { parseIntegerOption, parseListOption, parseNumberOption, UsageError } from "#cli/options.ts";
 import { TOKEN_ENV } from "#cli/security-flags.ts";
 
 /**
@@ -58,7 +60,8 @@ export const RUN_DEFAULTS = {
   seed: 1,
 } as const;
 
-interface RunFlags {
+/** Every setting of a round: the command's flags, and what `lightreasoner experiment` resolves each row of a spec to. */
+export interface RunFlags {
   expert: string;
   amateur: string;
   problems?: string;
@@ -82,11 +85,23 @@ interface RunFlags {
   sftTemperature: number;
   sftSteps: number;
   sftLr: number;
+  /** SFT baselines stopped at LightReasoner's budget: its tuned tokens, its wall time, or both. */
+  sftMatched: SftBudget[];
   seed: number;
   reportDir: string;
 }
 
 const D = RUN_DEFAULTS;
+
+/** What a matched SFT baseline is stopped at: LightReasoner's tuned tokens or its sampling + training wall time. */
+export const SFT_BUDGETS = ["tokens", "time"] as const;
+export type SftBudget = (typeof SFT_BUDGETS)[number];
+
+function parseSftBudgets(value: string): SftBudget[] {
+  const budgets = parseListOption(value);
+  for (const b of budgets) if (!(SFT_BUDGETS as readonly string[]).includes(b)) throw new InvalidArgumentError(`--sft-matched takes ${SFT_BUDGETS.join(", ")} (comma-separated), got "${b}"`);
+  return [...new Set(budgets)] as SftBudget[];
+}
 
 export function registerRun(program: Command): void {
   program
@@ -115,9 +130,12 @@ export function registerRun(program: Command): void {
     .option("--sft-temperature <t>", "sampling temperature of the SFT baseline's attempts", parseNumberOption("--sft-temperature"), D.sftTemperature)
     .option("--sft-steps <n>", "SFT optimizer steps", parseIntegerOption("--sft-steps"), D.sftSteps)
     .option("--sft-lr <rate>", "SFT peak learning rate", parseNumberOption("--sft-lr"), D.sftLearningRate)
+    .option("--sft-matched <budgets>", "also run SFT baselines stopped at LightReasoner's tuned tokens and/or its wall time (tokens,time); online, so they sample only what they train on", parseSftBudgets, [])
     .option("--seed <n>", "seed of both runs", parseIntegerOption("--seed"), D.seed)
     .option("--report-dir <dir>", "where report.json, report.html and the runs go", `runs/${new Date().toISOString().replace(/[:.]/g, "-")}`)
-    .action(async (flags: RunFlags) => runRound(flags));
+    .action(async (flags: RunFlags) => {
+      await runRound(flags);
+    });
 }
 
 /** Where the problems come from: the user's files, or the built-in world written into the report directory. */
@@ -162,7 +180,23 @@ function runConfig(flags: RunFlags, method: "lightreasoner" | "sft", sources: Re
   };
 }
 
-async function runRound(flags: RunFlags): Promise<void> {
+/**
+ * The SFT baseline stopped at LightReasoner's budget: the tuned tokens it trained on, or the
+ * wall time its sampling and training took. Online, so it samples only the problems it gets
+ * to train on, and its clock runs from the start of sampling as LightReasoner's did.
+ */
+function matchedSftConfig(flags: RunFlags, sources: ReturnType<typeof problemSources>, inference: string, lightreasoner: Run, budget: SftBudget): RunConfig {
+  const config = create(RunConfigSchema, runConfig(flags, "sft", sources, inference));
+  const tokens = lightreasoner.counters!.tunedTokens;
+  const seconds = costSeconds(lightreasoner);
+  config.name = budget === "tokens" ? `SFT baseline, stopped at LightReasoner's ${tokens} tuned tokens` : `SFT baseline, stopped at LightReasoner's ${seconds.toFixed(1)} s`;
+  config.mode = RunMode.ONLINE;
+  config.sft = create(SftConfigSchema, { attemptsPerProblem: flags.sftAttempts, ...(budget === "tokens" ? { maxTunedTokens: tokens } : { maxWallSeconds: seconds }) });
+  return config;
+}
+
+/** One round, start to finish; returns the report it wrote (report.json, report.html in flags.reportDir). */
+export async function runRound(flags: RunFlags): Promise<RunReport> {
   for (const dir of [flags.expert, flags.amateur]) {
     if (!existsSync(join(dir, "config.json"))) throw new UsageError(`no model at ${dir} (the built-in pair is rebuilt by npm run models:build)`);
   }
@@ -199,14 +233,18 @@ async function runRound(flags: RunFlags): Promise<void> {
     const client = createClient(TrainerService, trainer.address, { security: { token } });
     let lightreasoner: Run;
     let sft: Run | null = null;
+    const sftMatched: Record<SftBudget, Run | null> = { tokens: null, time: null };
     try {
       lightreasoner = await startAndFollow(client, "lightreasoner", runConfig(flags, "lightreasoner", sources, inference.address), "LightReasoner");
       if (flags.sft) sft = await startAndFollow(client, "sft-baseline", runConfig(flags, "sft", sources, inference.address), "SFT baseline");
+      for (const budget of flags.sftMatched) {
+        sftMatched[budget] = await startAndFollow(client, `sft-matched-${budget}`, matchedSftConfig(flags, sources, inference.address, lightreasoner, budget), `SFT (${budget})`);
+      }
     } finally {
       client.close();
     }
 
-    const report = buildReport({ lightreasoner, sft, amateur: { name: basename(resolve(flags.amateur)), ...amateur }, expertName: basename(resolve(flags.expert)), expertDir: flags.expert });
+    const report = buildReport({ lightreasoner, sft, sftMatched, amateur: { name: basename(resolve(flags.amateur)), ...amateur }, expertName: basename(resolve(flags.expert)), expertDir: flags.expert });
     // Read while the processes still exist: a peak over the whole run, both models or the expert and training included.
     report.servicePeakRssBytes = Object.fromEntries(services.map((s) => [s.name, s.peakRssBytes()]));
     for (const service of services.splice(0).reverse()) {
@@ -218,6 +256,7 @@ async function runRound(flags: RunFlags): Promise<void> {
     const peaks = Object.entries(report.servicePeakRssBytes).map(([name, bytes]) => `${name} ${bytes === null ? "unknown" : `${Math.round(bytes / 2 ** 20).toLocaleString("en-US")} MiB`}`);
     console.log(`\npeak resident memory: ${peaks.join(", ")}`);
     console.log(`\nreport: ${files.html}\n        ${files.json}\ndone in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+    return report;
   } finally {
     await Promise.all(services.map((s) => s.stop().catch(() => undefined)));
     process.off("SIGINT", interrupted);
@@ -225,7 +264,7 @@ async function runRound(flags: RunFlags): Promise<void> {
   }
 }
 
-async function startAndFollow(client: ReturnType<typeof createClient<(typeof TrainerService)["method"]>>, runId: string, config: MessageInitShape<typeof RunConfigSchema>, label: string): Promise<Run> {
+async function startAndFollow(client: ReturnType<typeof createClient<(typeof TrainerService)["method"]>>, runId: string, config: MessageInitShape<typeof RunConfigSchema> | RunConfig, label: string): Promise<Run> {
   const { run } = await client.startRun({ runId, config });
   if (!run) throw new Error("StartRun returned no run");
   return followRun(client, run.runId, label);

@@ -8,7 +8,8 @@ import { TextTokenizer } from "#core/formats/tokenizer.ts";
 import type { EvaluationResult, Run } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
 import { RunStage, SamplingAdapter } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
 import { pairedDifferenceInterval, wilsonInterval } from "#core/math/accuracy.ts";
-import type { ExampleTrajectory, MethodResult, RunReport } from "#trainer/report/run-report.ts";
+import type { ExampleTrajectory, MatchedSftResult, MethodResult, RunReport } from "#trainer/report/run-report.ts";
+import { PUBLISHED_ANCHORS } from "#trainer/report/published.ts";
 import { readRunRecord } from "#trainer/runs/run-record.ts";
 import { SAMPLES_FILE } from "#trainer/runs/run-execution.ts";
 import { SampleStore } from "#trainer/store/sample-store.ts";
@@ -18,6 +19,8 @@ import { stageName } from "./run-progress.ts";
 export interface ReportInputs {
   lightreasoner: Run;
   sft: Run | null;
+  /** SFT baselines stopped at LightReasoner's tuned tokens and at its wall time, where they ran. */
+  sftMatched?: { tokens: Run | null; time: Run | null };
   amateur: { name: string; correct: number; problems: number };
   expertName: string;
   expertDir: string;
@@ -56,6 +59,10 @@ export function buildReport(inputs: ReportInputs): RunReport {
       adapterVersions: readRunRecord(lr.runDir).adapters.map((a) => a.version),
     },
     sft: inputs.sft ? { ...methodResult(inputs.sft, evaluationOf(inputs.sft, RunStage.EVALUATING_BEFORE)), trajectoriesKept: inputs.sft.counters!.samplesStored } : null,
+    sftMatched: inputs.sftMatched && (inputs.sftMatched.tokens || inputs.sftMatched.time)
+      ? { tokens: inputs.sftMatched.tokens && matchedResult(inputs.sftMatched.tokens, lrAfter), time: inputs.sftMatched.time && matchedResult(inputs.sftMatched.time, lrAfter) }
+      : undefined,
+    published: PUBLISHED_ANCHORS,
     settings: {
       mode: config.mode === 2 ? "online" : "offline",
       beta: config.selection!.beta!,
@@ -92,13 +99,30 @@ function wilson(correct: number, total: number): Pair {
   return [ci.lower, ci.upper];
 }
 
+/** The cost the paper compares: producing the training data and training on it (sampling and training stages, summed over resumes). */
+export function costSeconds(run: Run): number {
+  const costStages = [RunStage.SAMPLING, RunStage.TRAINING, RunStage.SAMPLING_AND_TRAINING];
+  return run.stageTimings.filter((t) => costStages.includes(t.stage)).reduce((sum, t) => sum + t.wallSeconds, 0);
+}
+
+/** An SFT baseline stopped at a budget, beside LightReasoner's evaluation after training on the same problems. */
+function matchedResult(run: Run, lightreasonerAfter: EvaluationResult): MatchedSftResult {
+  const result = methodResult(run, evaluationOf(run, RunStage.EVALUATING_BEFORE));
+  const sft = run.config!.sft!;
+  const versus = pairedDifferenceInterval(evaluationOf(run, RunStage.EVALUATING_AFTER).verdicts, lightreasonerAfter.verdicts);
+  return {
+    ...result,
+    trajectoriesKept: run.counters!.samplesStored,
+    budget: sft.maxTunedTokens ? { tunedTokens: sft.maxTunedTokens } : { wallSeconds: sft.maxWallSeconds! },
+    lightreasonerMinusThisCi95: [versus.lower, versus.upper],
+  };
+}
+
 /** One method's outcome, its change measured pairwise against the same run's evaluation before training. */
 function methodResult(run: Run, before: EvaluationResult): MethodResult {
   const after = evaluationOf(run, RunStage.EVALUATING_AFTER);
   const delta = pairedDifferenceInterval(before.verdicts, after.verdicts);
   const stageSeconds = Object.fromEntries(run.stageTimings.map((t) => [RunStage[t.stage].toLowerCase(), t.wallSeconds]));
-  // The cost the paper compares: producing the training data and training on it.
-  const costStages = [RunStage.SAMPLING, RunStage.TRAINING, RunStage.SAMPLING_AND_TRAINING];
   const c = run.counters!;
   return {
     accuracyAfter: after.accuracy,
@@ -110,7 +134,8 @@ function methodResult(run: Run, before: EvaluationResult): MethodResult {
     // trained on are the passes' positions, capped at the data's size (steps_selected).
     distinctTunedTokens: Math.min(c.tunedTokens, c.stepsSelected),
     optimizerSteps: c.optimizerSteps,
-    wallSeconds: run.stageTimings.filter((t) => costStages.includes(t.stage)).reduce((sum, t) => sum + t.wallSeconds, 0),
+    wallSeconds: costSeconds(run),
+    gainPer1000TunedTokens: c.tunedTokens > 0 ? ((100 * (after.accuracy - before.accuracy)) / c.tunedTokens) * 1000 : 0,
     stageSeconds,
     loss: readRunRecord(run.runDir).losses,
   };

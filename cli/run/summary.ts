@@ -22,9 +22,29 @@ export function summaryRows(r: RunReport): string[][] {
     ["distinct tokens tuned", String(lr.distinctTunedTokens), sft ? `${sft.distinctTunedTokens} (LR: ${pct(lr.distinctTunedTokens / Math.max(sft.distinctTunedTokens, 1))})` : dash],
     ["optimizer steps", String(lr.optimizerSteps), sft ? String(sft.optimizerSteps) : dash],
     ["sampling + training wall time", `${lr.wallSeconds.toFixed(1)} s`, sft ? `${sft.wallSeconds.toFixed(1)} s` : dash],
+    ["change per 1,000 tuned tokens", perThousand(lr.gainPer1000TunedTokens), sft ? perThousand(sft.gainPer1000TunedTokens) : dash],
+    ...matchedRows(r),
     [`amateur accuracy`, `${pct(r.amateur.accuracy)} ${ci(r.amateur.accuracyCi95)}`, ""],
     ["tfjs backend", r.tfjsBackend, ""],
   ];
+}
+
+const perThousand = (x: number) => `${x >= 0 ? "+" : ""}${x.toPrecision(3)} pts`;
+
+/** The SFT baselines stopped at LightReasoner's budget: their change, and LightReasoner's lead over them on the same problems. */
+function matchedRows(r: RunReport): string[][] {
+  const rows: string[][] = [];
+  for (const m of [r.sftMatched?.tokens, r.sftMatched?.time]) {
+    if (!m) continue;
+    const budget = "tunedTokens" in m.budget ? `${m.budget.tunedTokens} tuned tokens` : `${m.budget.wallSeconds.toFixed(1)} s`;
+    const lead = m.lightreasonerMinusThisCi95;
+    rows.push([
+      `SFT stopped at LightReasoner's ${budget}`,
+      `LR minus it: [${pts(lead[0])}, ${pts(lead[1])}] pts`,
+      `${change(m.accuracyDeltaCi95, m.accuracyAfter, r.expert.accuracyBefore)}, ${m.tunedTokens} tokens, ${perThousand(m.gainPer1000TunedTokens)}/1k`,
+    ]);
+  }
+  return rows;
 }
 
 export function printSummary(r: RunReport): void {

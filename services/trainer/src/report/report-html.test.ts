@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import type { RunReport } from "./run-report.ts";
+import { PUBLISHED_ANCHORS } from "./published.ts";
 import { writeRunReport } from "./write-report.ts";
 
 export function sampleReport(): RunReport {
@@ -15,6 +16,8 @@ export function sampleReport(): RunReport {
     distinctTunedTokens: 600,
     optimizerSteps: 40,
     wallSeconds: 60,
+    // (0.46 - 0.42) x 100 points / 900 tuned tokens x 1,000
+    gainPer1000TunedTokens: 4.444,
     stageSeconds: { sampling: 20, training: 40 },
     loss: [
       { step: 1, loss: 1.2 },
@@ -28,7 +31,12 @@ export function sampleReport(): RunReport {
     amateur: { name: "amateur", accuracy: 0.12, accuracyCi95: [0.1, 0.14] },
     evalProblems: 1000,
     lightreasoner: { ...method, stepsSeen: 6000, stepsSelected: 900, adapterVersions: ["abc"] },
-    sft: { ...method, accuracyAfter: 0.47, tunedTokens: 30000, wallSeconds: 400, trajectoriesKept: 90 },
+    sft: { ...method, accuracyAfter: 0.47, tunedTokens: 30000, wallSeconds: 400, trajectoriesKept: 90, gainPer1000TunedTokens: 0.1667 },
+    sftMatched: {
+      tokens: { ...method, accuracyAfter: 0.43, tunedTokens: 900, trajectoriesKept: 9, gainPer1000TunedTokens: 1.111, budget: { tunedTokens: 900 }, lightreasonerMinusThisCi95: [0.011, 0.049] },
+      time: null,
+    },
+    published: PUBLISHED_ANCHORS,
     settings: { beta: 0.4, alpha: 0.2 },
     tfjsBackend: "wasm",
     klValues: [0.01, 0.2, 0.5, 1.3, 0.05, 0.45],
@@ -50,6 +58,15 @@ describe("run report", () => {
       expect(page.match(/<svg/g)?.length).toBe(4); // accuracy, efficiency, KL histogram, loss
       expect(page).toContain('class="sel"');
       expect(page).toContain("β = 0.4");
+      // The SFT baseline matched to LightReasoner's tuned tokens, and each method's gain per 1,000 of them.
+      expect(page).toContain("<th>SFT at LightReasoner&#39;s tuned tokens</th>");
+      expect(page).not.toContain("SFT at LightReasoner&#39;s wall time");
+      expect(page).toContain("<td>change per 1,000 tuned tokens (pts)</td><td>+4.44</td><td>+0.167</td><td>+1.11</td>");
+      expect(page).toContain("<td>LightReasoner minus this, paired 95% CI</td><td></td><td></td><td>[+1.1, +4.9] pts</td>");
+      // The paper's figures, labelled as published, beside this run's.
+      expect(page).toContain("<td>published: Qwen2.5-Math-1.5B, GSM8K</td><td>42.5%</td><td>69.2%</td><td>70.6%</td>");
+      expect(page).toContain("<td>published: Qwen2.5-Math-1.5B, tuned tokens</td><td>1.77M</td><td>20K</td>");
+      expect(page).toContain("<td><b>this run</b> (expert &#60;b&#62;, built-in task, measured here)</td><td>42.0%</td><td>47.0%</td><td>46.0%</td>");
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

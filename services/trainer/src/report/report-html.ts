@@ -1,7 +1,7 @@
 // report.html: a single self-contained page (inline CSS and SVG, no scripts, no network)
 // that shows a LightReasoner round the way a person wants to see it: did accuracy move, at
 // what cost next to SFT, where the expert and the amateur disagreed, and how training went.
-import type { ExampleTrajectory, RunReport } from "./run-report.ts";
+import type { ExampleTrajectory, MatchedSftResult, MethodResult, RunReport } from "./run-report.ts";
 import { barChart, escapeHtml, histogram, lineChart } from "./svg.ts";
 
 const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
@@ -44,14 +44,24 @@ export function renderReportHtml(r: RunReport): string {
     ...(sft ? [{ label: "+ SFT", value: sft.accuracyAfter, interval: sft.accuracyAfterCi95, color: "#8a6d3b" }] : []),
   ];
   const klScale = Math.max(beta * 2, 1e-6);
-  const rows: [string, string, string][] = [
-    ["held-out greedy accuracy after", pct(lr.accuracyAfter), sft ? pct(sft.accuracyAfter) : "–"],
-    ["change vs. expert before (95% CI)", interval(lr.accuracyDeltaCi95), sft ? interval(sft.accuracyDeltaCi95) : "–"],
-    ["problems sampled", String(lr.problemsSampled), sft ? String(sft.problemsSampled) : "–"],
-    ["tuned tokens (with repeats)", String(lr.tunedTokens), sft ? String(sft.tunedTokens) : "–"],
-    ["distinct tokens tuned", String(lr.distinctTunedTokens), sft ? String(sft.distinctTunedTokens) : "–"],
-    ["optimizer steps", String(lr.optimizerSteps), sft ? String(sft.optimizerSteps) : "–"],
-    ["wall time (s)", lr.wallSeconds.toFixed(1), sft ? sft.wallSeconds.toFixed(1) : "–"],
+  // Columns: LightReasoner, full SFT, and the SFT baselines stopped at LightReasoner's tuned tokens and wall time where they ran.
+  const matched = [r.sftMatched?.tokens, r.sftMatched?.time].filter((m): m is MatchedSftResult => Boolean(m));
+  const columns: { title: string; result: MethodResult | null }[] = [
+    { title: "LightReasoner", result: lr },
+    { title: "SFT", result: sft },
+    ...matched.map((m) => ({ title: "tunedTokens" in m.budget ? "SFT at LightReasoner's tuned tokens" : "SFT at LightReasoner's wall time", result: m })),
+  ];
+  const row = (label: string, cell: (m: MethodResult) => string): string[] => [label, ...columns.map((c) => (c.result ? cell(c.result) : "–"))];
+  const rows: string[][] = [
+    row("held-out greedy accuracy after", (m) => pct(m.accuracyAfter)),
+    row("change vs. expert before (95% CI)", (m) => interval(m.accuracyDeltaCi95)),
+    row("change per 1,000 tuned tokens (pts)", (m) => `${m.gainPer1000TunedTokens >= 0 ? "+" : ""}${m.gainPer1000TunedTokens.toPrecision(3)}`),
+    row("problems sampled", (m) => String(m.problemsSampled)),
+    row("tuned tokens (with repeats)", (m) => String(m.tunedTokens)),
+    row("distinct tokens tuned", (m) => String(m.distinctTunedTokens)),
+    row("optimizer steps", (m) => String(m.optimizerSteps)),
+    row("wall time (s)", (m) => m.wallSeconds.toFixed(1)),
+    ...(matched.length > 0 ? [["LightReasoner minus this, paired 95% CI", "", "", ...matched.map((m) => interval(m.lightreasonerMinusThisCi95))]] : []),
   ];
   const efficiency = sft
     ? barChart(
@@ -78,7 +88,7 @@ export function renderReportHtml(r: RunReport): string {
 <p class="sub">${escapeHtml(r.createdAt)} · expert <b>${escapeHtml(r.expert.name)}</b>, amateur <b>${escapeHtml(r.amateur.name)}</b> · ${r.evalProblems} held-out problems · TensorFlow.js backend ${escapeHtml(r.tfjsBackend)}</p>
 <div class="grid2">
 <section><h2>Held-out greedy accuracy (95% intervals)</h2>${barChart(accuracyBars, "accuracy", 1)}</section>
-<section><h2>LightReasoner beside SFT</h2><table><tr><th></th><th>LightReasoner</th><th>SFT</th></tr>${rows.map((row) => `<tr><td>${row[0]}</td><td>${row[1]}</td><td>${row[2]}</td></tr>`).join("")}</table>${efficiency}</section>
+<section><h2>LightReasoner beside SFT</h2><table><tr><th></th>${columns.map((c) => `<th>${escapeHtml(c.title)}</th>`).join("")}</tr>${rows.map((cells) => `<tr>${cells.map((cell) => `<td>${cell}</td>`).join("")}</tr>`).join("")}</table>${efficiency}</section>
 </div>
 <div class="grid2">
 <section><h2>KL(expert ‖ amateur) per step</h2>${histogram(r.klValues, { at: beta, label: `β = ${beta}` }, "KL (nats)")}
@@ -88,7 +98,22 @@ export function renderReportHtml(r: RunReport): string {
 <h2>Trajectories, each token shaded by KL</h2>
 <p class="legend"><span style="background:rgba(217,83,79,.1)">low KL</span><span style="background:rgba(217,83,79,.85)">KL ≥ ${(klScale).toFixed(2)}</span><span class="sel" style="outline:2px solid #b52a25">selected step</span></p>
 ${r.examples.map((e) => trajectoryBlock(e, klScale)).join("")}
+${publishedSection(r)}
 <h2>Settings</h2><table>${Object.entries(r.settings).map(([k, v]) => `<tr><td>${escapeHtml(k)}</td><td>${escapeHtml(String(v))}</td></tr>`).join("")}</table>
 </body></html>
 `;
+}
+
+/** The paper's figures beside this run's, labelled as published: the scale and direction of the effect at a glance. */
+function publishedSection(r: RunReport): string {
+  const p = r.published;
+  if (!p) return "";
+  const ours = `<tr><td><b>this run</b> (${escapeHtml(r.expert.name)}, built-in task, measured here)</td><td>${pct(r.expert.accuracyBefore)}</td><td>${r.sft ? pct(r.sft.accuracyAfter) : "–"}</td><td>${pct(r.lightreasoner.accuracyAfter)}</td></tr>`;
+  const theirs = p.gsm8k.map((a) => `<tr><td>published: ${escapeHtml(a.expert)}, GSM8K</td><td>${a.base.toFixed(1)}%</td><td>${a.sft.toFixed(1)}%</td><td>${a.lightreasoner.toFixed(1)}%</td></tr>`).join("");
+  const cost = r.sft ? `<tr><td><b>this run</b>: tuned tokens / wall time</td><td>${r.sft.tunedTokens} / ${r.sft.wallSeconds.toFixed(1)} s</td><td>${r.lightreasoner.tunedTokens} / ${r.lightreasoner.wallSeconds.toFixed(1)} s</td></tr>` : "";
+  const efficiency = p.efficiency.map((e) => `<tr><td>published: ${escapeHtml(e.expert)}, ${escapeHtml(e.measure)}</td><td>${escapeHtml(e.sft)}</td><td>${escapeHtml(e.lightreasoner)}</td></tr>`).join("");
+  return `<h2>Beside the published figures</h2>
+<p class="sub">Rows marked <b>published</b> are the paper's (${escapeHtml(p.source)}), copied, not measured here; they are for scale and direction only: other models, another task.</p>
+<div class="grid2"><table><tr><th>greedy accuracy</th><th>expert</th><th>+ SFT</th><th>+ LightReasoner</th></tr>${ours}${theirs}</table>
+<table><tr><th>cost</th><th>SFT</th><th>LightReasoner</th></tr>${cost}${efficiency}</table></div>`;
 }

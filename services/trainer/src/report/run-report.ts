@@ -40,6 +40,8 @@ export interface MethodResult {
   optimizerSteps: number;
   /** Sampling + training wall time, the cost the paper compares. */
   wallSeconds: number;
+  /** The change in accuracy per 1,000 tuned tokens, in points: (after - before) x 100 / tunedTokens x 1,000. */
+  gainPer1000TunedTokens: number;
   stageSeconds: Record<string, number>;
   loss: LossPoint[];
 }
@@ -64,6 +66,10 @@ export interface RunReport {
     adapterVersions: string[];
   };
   sft: MethodResult & { trajectoriesKept: number } | null;
+  /** SFT baselines stopped at LightReasoner's tuned tokens and at its wall time (lightreasoner run --sft-matched), where they ran. */
+  sftMatched?: { tokens: MatchedSftResult | null; time: MatchedSftResult | null };
+  /** The paper's own figures (METHOD.md, "Published results"), shown beside ours for scale and direction; never measured here. */
+  published?: PublishedAnchors;
   settings: Record<string, number | string | boolean>;
   tfjsBackend: string;
   /** Peak resident memory of each service process over the whole run, in bytes (null where the OS does not say). */
@@ -71,4 +77,21 @@ export interface RunReport {
   /** KL of every step seen, for the distribution plot (capped by the writer). */
   klValues: number[];
   examples: ExampleTrajectory[];
+}
+
+/** An SFT baseline stopped at LightReasoner's budget, and how LightReasoner compares with it on the same problems. */
+export interface MatchedSftResult extends MethodResult {
+  trajectoriesKept: number;
+  /** The budget it was stopped at: LightReasoner's tuned tokens, or its sampling + training seconds. */
+  budget: { tunedTokens: number } | { wallSeconds: number };
+  /** Paired 95% interval of LightReasoner's accuracy after minus this baseline's, on the same evaluation problems. */
+  lightreasonerMinusThisCi95: [number, number];
+}
+
+/** The published anchor figures: zero-shot pass@1 per expert, and the efficiency comparison with SFT. */
+export interface PublishedAnchors {
+  source: string;
+  /** Accuracy in percent: base expert, after SFT, after LightReasoner. */
+  gsm8k: { expert: string; base: number; sft: number; lightreasoner: number }[];
+  efficiency: { expert: string; measure: string; sft: string; lightreasoner: string }[];
 }

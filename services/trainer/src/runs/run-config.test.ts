@@ -43,7 +43,7 @@ describe("resolveRunPlan", () => {
         selection: { beta: 0.25, alpha: 0.5 },
         lora: { rank: 4, alpha: 8, dropout: 0, targetModules: ["o_proj"] },
         optimization: { learningRate: 1e-3, batchSize: 2, gradientAccumulation: 1, maxSteps: 10, warmupSteps: 2, weightDecay: 0.01, schedule: LrSchedule.COSINE, checkpointEverySteps: 5, pushEverySteps: 3 },
-        sft: { attemptsPerProblem: 4 },
+        sft: { attemptsPerProblem: 4, maxTunedTokens: 4800, maxWallSeconds: 17.5 },
         seed: 5,
         activateFinalAdapter: true,
       }),
@@ -54,6 +54,13 @@ describe("resolveRunPlan", () => {
     expect(plan.sampler).toMatchObject({ temperature: 0.7, topP: 0.9, maxNewTokens: 64, systemPrompt: "", stopStrings: ["###"], encoding: "full", concurrency: 3, beta: 0.25, alpha: 0.5, sftAttempts: 4 });
     expect(plan.training).toMatchObject({ learningRate: 1e-3, batchSize: 2, maxSteps: 10, warmupSteps: 2, weightDecay: 0.01, schedule: "cosine", checkpointEverySteps: 5, pushEverySteps: 3 });
     expect(plan.training.lora).toMatchObject({ rank: 4, alpha: 8, dropout: 0, targetModules: ["o_proj"] });
+    expect(plan.training).toMatchObject({ maxTunedTokens: 4800, maxWallSeconds: 17.5 });
+    // 0 is no budget, as unset is; the resolved config reports 0 for none.
+    const unbudgeted = resolveRunPlan(config({ ...minimal, method: TrainingMethod.SFT, sft: { maxTunedTokens: 0, maxWallSeconds: 0 } }), defaults);
+    expect(unbudgeted.training.maxTunedTokens).toBeUndefined();
+    expect(unbudgeted.training.maxWallSeconds).toBeUndefined();
+    expect(resolvedRunConfig(unbudgeted).sft).toMatchObject({ maxTunedTokens: 0, maxWallSeconds: 0 });
+    expect(resolvedRunConfig(plan).sft).toMatchObject({ attemptsPerProblem: 4, maxTunedTokens: 4800, maxWallSeconds: 17.5 });
   });
 
   it("resolves to a RunConfig that resolves to the same plan (what run.json keeps and a resume reads)", () => {
@@ -76,6 +83,10 @@ describe("resolveRunPlan", () => {
     expect(fieldOf({ ...minimal, sampling: { params: { seed: 3 } } })).toBe("sampling.params.seed");
     expect(fieldOf({ ...minimal, sampling: { encoding: DistributionEncoding.NONE } })).toBe("sampling.encoding");
     expect(fieldOf({ ...minimal, sft: { attemptsPerProblem: 0 }, method: TrainingMethod.SFT })).toBe("sft.attempts_per_problem");
+    expect(fieldOf({ ...minimal, sft: { maxTunedTokens: 100 } })).toBe("sft.max_tuned_tokens");
+    expect(fieldOf({ ...minimal, sft: { maxWallSeconds: 10 } })).toBe("sft.max_wall_seconds");
+    expect(fieldOf({ ...minimal, method: TrainingMethod.SFT, sft: { maxWallSeconds: -1 } })).toBe("sft.max_wall_seconds");
+    expect(fieldOf({ ...minimal, method: TrainingMethod.SFT, sft: { maxWallSeconds: Number.NaN } })).toBe("sft.max_wall_seconds");
     expect(fieldOf({ ...minimal, inferenceEndpoints: ["no-port"] })).toBe("inference_endpoints[0]");
     expect(fieldOf({})).toBe("problems.path");
     expect(fieldOf({ problems: { path: "", limit: 3 } })).toBe("problems.path");

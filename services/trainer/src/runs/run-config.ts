@@ -127,6 +127,7 @@ export function resolveRunPlan(config: RunConfig | undefined, defaults: RunConfi
     }),
   );
 
+  const budgets = sftBudgets(c, method);
   const o = c.optimization;
   const l = c.lora;
   const training = asRunConfigError(() =>
@@ -147,6 +148,7 @@ export function resolveRunPlan(config: RunConfig | undefined, defaults: RunConfi
         schedule: o ? SCHEDULES[o.schedule] : undefined,
         checkpointEverySteps: o?.checkpointEverySteps,
         pushEverySteps: o?.pushEverySteps,
+        ...budgets,
         seed,
       },
       "training",
@@ -188,10 +190,22 @@ export function resolvedRunConfig(plan: RunPlan): RunConfig {
       checkpointEverySteps: t.checkpointEverySteps,
       pushEverySteps: t.pushEverySteps,
     },
-    sft: { attemptsPerProblem: s.sftAttempts },
+    sft: { attemptsPerProblem: s.sftAttempts, maxTunedTokens: t.maxTunedTokens ?? 0, maxWallSeconds: t.maxWallSeconds ?? 0 },
     seed: plan.seed,
     activateFinalAdapter: plan.activateFinalAdapter,
   });
+}
+
+/** SFT's budgets matched to another run; 0 (or unset) is none. Only the SFT baseline is stopped this way. */
+function sftBudgets(c: RunConfig, method: MethodName): { maxTunedTokens?: number; maxWallSeconds?: number } {
+  const tokens = c.sft?.maxTunedTokens ?? 0;
+  const seconds = c.sft?.maxWallSeconds ?? 0;
+  if (!(Number.isFinite(seconds) && seconds >= 0)) throw new RunConfigError("sft.max_wall_seconds", `must be a finite number of seconds >= 0, got ${seconds}`);
+  if (method !== "sft") {
+    if (tokens > 0) throw new RunConfigError("sft.max_tuned_tokens", "stops the SFT baseline only; a LIGHTREASONER run ends at optimization.max_steps");
+    if (seconds > 0) throw new RunConfigError("sft.max_wall_seconds", "stops the SFT baseline only; a LIGHTREASONER run ends at optimization.max_steps");
+  }
+  return { maxTunedTokens: tokens > 0 ? tokens : undefined, maxWallSeconds: seconds > 0 ? seconds : undefined };
 }
 
 function methodOf(method: TrainingMethod): MethodName {

@@ -33,6 +33,7 @@ const COMMAND_MODULES: readonly CommandModule[] = [
   { names: ["run"], register: async (p) => (await import("./commands/run.ts")).registerRun(p) },
   { names: ["runs"], register: async (p) => (await import("./commands/runs.ts")).registerRunsClient(p) },
   { names: ["bench", "bench-worker"], register: async (p) => (await import("./commands/bench.ts")).registerBench(p) },
+  { names: ["experiment"], register: async (p) => (await import("./commands/experiment.ts")).registerExperiment(p) },
 ];
 
 const program = new Command()

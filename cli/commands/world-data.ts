@@ -4,7 +4,8 @@ import type { Command } from "commander";
 import { join } from "node:path";
 import { buildWorldData } from "#world/build-data.ts";
 import { writeWorldTokenizer } from "#world/tokenizer.ts";
-import { parseIntegerOption } from "#cli/options.ts";
+import { parseIntegerOption, parseNumberOption } from "#cli/options.ts";
+import { DEFAULT_DIFFICULTY } from "#world/arithmetic.ts";
 
 export function registerWorldData(program: Command): void {
   program
@@ -15,8 +16,10 @@ export function registerWorldData(program: Command): void {
     .option("--validation <n>", "problems to tune settings on (0: no validation.jsonl)", parseIntegerOption("--validation"), 5_000)
     .option("--test <n>", "held-out problems", parseIntegerOption("--test"), 5_000)
     .option("--seed <n>", "generator seed", parseIntegerOption("--seed"), 1)
-    .action((opts: { out: string; train: number; validation: number; test: number; seed: number }) => {
-      const stats = buildWorldData({ outDir: opts.out, trainCount: opts.train, validationCount: opts.validation, testCount: opts.test, seed: opts.seed });
+    // A world without the trap is what a plain-reading amateur is pretrained on (experiments/other-models.json).
+    .option("--reversed-comparisons <share>", "share of more/fewer comparisons said from the known person's side, in [0, 1]", parseNumberOption("--reversed-comparisons"), DEFAULT_DIFFICULTY.reversedComparisons)
+    .action((opts: { out: string; train: number; validation: number; test: number; seed: number; reversedComparisons: number }) => {
+      const stats = buildWorldData({ outDir: opts.out, trainCount: opts.train, validationCount: opts.validation, testCount: opts.test, seed: opts.seed, difficulty: { reversedComparisons: opts.reversedComparisons } });
       writeWorldTokenizer(join(opts.out, "tokenizer"));
       console.log(JSON.stringify(stats, null, 2));
     });

@@ -78,7 +78,7 @@ export interface AmateurResult {
 
 export const AMATEUR_HOW =
   "both models as the service serves them (the served graph, bench/engine-lockstep.ts openServedSession); the amateur alone through CausalLmSession.step on fixed token sequences (a random prompt and a random continuation): lockstep = prefill, then one token per step with the KV cache; " +
-  "re-encoding = at step t the whole prompt + t tokens from an empty cache, as the reference scripts do; both return the full-vocabulary log-probabilities every step; " +
+  "re-encoding = at step t the whole prompt + t tokens from an empty cache, the reference scripts' schedule (with the head at the last position only, where their Hugging Face forward pass runs it at every position); both return the full-vocabulary log-probabilities every step; " +
   "end to end = expert greedy + amateur lockstep + SPARSE summary every step in the benchmark process, the full length (EOS not honoured, so every stream writes every token)";
 
 /**

@@ -5,14 +5,10 @@
 // step) on the same batches, and through the real service (`lightreasoner serve inference`
 // as a child process, StreamTrajectories over loopback gRPC). Runs of the compared variants
 // alternate within each repeat, so a neighbour's load falls on both sides of a ratio.
-import { loadModelDir } from "#core/formats/model-dir.ts";
 import { TextTokenizer } from "#core/formats/tokenizer.ts";
 import { summarizeStep, summarizeStepInPasses } from "#core/math/sparse-step.ts";
-import { onnxFileIn } from "#inference/engine/served-model.ts";
-import { buildOnnxModel } from "#inference/model/export.ts";
-import { CausalLmSession } from "#inference/model/session.ts";
 import type { AmateurScoring, RunTiming, Summarize } from "./engine-lockstep.ts";
-import { decodeTokensPerSecond, runEngineTrajectories, tokensPerSecond } from "./engine-lockstep.ts";
+import { decodeTokensPerSecond, openServedSession, runEngineTrajectories, tokensPerSecond } from "./engine-lockstep.ts";
 import type { PreparedPair } from "./models.ts";
 import { preparePair } from "./models.ts";
 import type { ProcessMemory } from "./processes.ts";
@@ -119,14 +115,6 @@ export function pairInfo(prepared: PreparedPair): PairInfo {
   };
 }
 
-/** The ONNX file a directory holds, else its safetensors exported in memory (as the service does). */
-export async function openSession(dir: string): Promise<CausalLmSession> {
-  const file = onnxFileIn(dir);
-  if (file) return CausalLmSession.open(file, { executionProvider: "cpu" });
-  const { config, weights } = loadModelDir(dir);
-  return CausalLmSession.open(buildOnnxModel(config, weights), { executionProvider: "cpu" });
-}
-
 export function promptsFor(workload: PairWorkload, prepared: PreparedPair, count: number, cacheDir: string): number[][] {
   if (workload.prompts === "world") return worldPrompts(ensureWorld(cacheDir), prepared.expert.dir, count);
   return randomPrompts(prepared.expert.config.vocabSize, count, workload.prompts, 17);
@@ -153,7 +141,7 @@ class CellRecorder {
 }
 
 async function engineCells(workload: PairWorkload, prepared: PreparedPair, prompts: number[][], settings: BenchSettings, log: (line: string) => void): Promise<PairSampling["engine"]> {
-  const [expert, amateur] = [await openSession(prepared.expert.dir), await openSession(prepared.amateur.dir)];
+  const [expert, amateur] = [await openServedSession(prepared.expert.dir), await openServedSession(prepared.amateur.dir)];
   const eosTokenIds = TextTokenizer.load(prepared.expert.dir).eosTokenIds;
   const summary = { alpha: settings.sampling.alpha, topK: settings.sampling.topK };
   const run = (streams: number, scoring: AmateurScoring, summarize: Summarize, newTokens = workload.newTokens) =>

@@ -9,7 +9,7 @@ import { runAmateur, scoreTrajectories } from "#bench/amateur.ts";
 import { ortLogits, runDecode } from "#bench/decode.ts";
 import { BUILT_IN_PAIR, preparePair } from "#bench/models.ts";
 import { findPython, runPeer } from "#bench/python-peers.ts";
-import { openSession } from "#bench/sampling.ts";
+import { openServedSession } from "#bench/engine-lockstep.ts";
 import { benchSettings } from "#bench/settings.ts";
 import type { BenchSettings } from "#bench/settings.ts";
 import type { BenchReport } from "#bench/run-bench.ts";
@@ -28,7 +28,7 @@ const printed = (sections: Partial<BenchReport>) =>
 describe("amateur section at the built-in pair's shape", () => {
   it("lockstep and re-encoding compute the same distribution before every token", async () => {
     const prepared = await preparePair(BUILT_IN_PAIR, base.cacheDir);
-    const amateur = await openSession(prepared.amateur.dir);
+    const amateur = await openServedSession(prepared.amateur.dir);
     try {
       const vocab = prepared.amateur.config.vocabSize;
       const prompts = randomPrompts(vocab, 3, 5, 1);
@@ -96,7 +96,7 @@ describe.skipIf(!python?.has.torch)("decode section: PyTorch's forward is ONNX R
   it("the peer's logits match the runner's over a prefill and cached steps", async () => {
     const prepared = await preparePair(BUILT_IN_PAIR, base.cacheDir);
     const tokens = randomPrompts(prepared.expert.config.vocabSize, 1, 9, 5)[0];
-    const session = await openSession(prepared.expert.dir);
+    const session = await openServedSession(prepared.expert.dir);
     let ort: Float32Array;
     try {
       ort = await ortLogits(session, tokens, 6);

@@ -7,7 +7,8 @@
 // if the expert had written it), both ways, alternating within each repeat. Then the whole
 // lockstep sampling loop (expert writes greedily, amateur scores, SPARSE summary every step)
 // runs at the same length, to be held against the machine's ceiling from the limits section.
-import { summarizeStep } from "#core/math/sparse-step.ts";
+import type { SummarizeOptions } from "#core/math/sparse-step.ts";
+import { PairSummaryGraph } from "#inference/model/pair-summary-graph.ts";
 import type { CausalLmSession, StepResult } from "#inference/model/session.ts";
 import { openServedSession, runEngineTrajectories, decodeTokensPerSecond, tokensPerSecond } from "./engine-lockstep.ts";
 import type { TokenFlops } from "./flops.ts";
@@ -79,7 +80,7 @@ export interface AmateurResult {
 export const AMATEUR_HOW =
   "both models as the service serves them (the served graph, bench/engine-lockstep.ts openServedSession); the amateur alone through CausalLmSession.step on fixed token sequences (a random prompt and a random continuation): lockstep = prefill, then one token per step with the KV cache; " +
   "re-encoding = at step t the whole prompt + t tokens from an empty cache, the reference scripts' schedule (with the head at the last position only, where their Hugging Face forward pass runs it at every position); both return the full-vocabulary log-probabilities every step; " +
-  "end to end = expert greedy + amateur lockstep + SPARSE summary every step in the benchmark process, the full length (EOS not honoured, so every stream writes every token)";
+  "end to end = expert greedy + amateur lockstep + SPARSE summary every step (on the service's ONNX Runtime summary graph, PairSummaryGraph) in the benchmark process, the full length (EOS not honoured, so every stream writes every token)";
 
 /**
  * Seconds for the amateur to score every trajectory of the batch one way: the distribution
@@ -136,10 +137,13 @@ async function endToEnd(prepared: PreparedPair, workload: AmateurWorkload, setti
   if (!e2e) return null;
   const prompts = randomPrompts(prepared.expert.config.vocabSize, e2e.streams, workload.promptTokens, 31);
   const [expert, amateur] = [await openServedSession(prepared.expert.dir), await openServedSession(prepared.amateur.dir)];
+  const pairGraph = await PairSummaryGraph.open(prepared.expert.config.vocabSize);
   try {
     const summary = { alpha: settings.sampling.alpha, topK: settings.sampling.topK };
+    // The summary on the graph the service runs it on, not in JavaScript (7x slower at 151,936).
+    const summarize = (logpExpert: Float32Array, logpAmateur: Float32Array, options: SummarizeOptions) => pairGraph.summarize({ logpExpert, logpAmateur, ...options });
     const run = (newTokens: number) =>
-      runEngineTrajectories({ expert, amateur, prompts, newTokens, scoring: "kv-cache", summarize: summarizeStep, summary, eosTokenIds: [], maxPrefillBatch: e2e.maxPrefillBatch });
+      runEngineTrajectories({ expert, amateur, prompts, newTokens, scoring: "kv-cache", summarize, summary, eosTokenIds: [], maxPrefillBatch: e2e.maxPrefillBatch });
     await run(2);
     const runs = [];
     for (let r = 0; r < e2e.repeats; r++) {
@@ -161,7 +165,7 @@ async function endToEnd(prepared: PreparedPair, workload: AmateurWorkload, setti
       context,
     };
   } finally {
-    await Promise.all([expert.release(), amateur.release()]);
+    await Promise.all([expert.release(), amateur.release(), pairGraph.release()]);
   }
 }
 

@@ -18,8 +18,11 @@ import { BenchInputError } from "./stats.ts";
 
 export type AmateurScoring = "kv-cache" | "re-encode";
 
-/** The per-step summary a run pays for; summarizeStep or the old summarizeStepInPasses. */
-export type Summarize = (logpExpert: LogProbs, logpAmateur: LogProbs, options: SummarizeOptions) => SparseStep;
+/**
+ * The per-step summary a run pays for: in JavaScript (summarizeStep, or the old
+ * summarizeStepInPasses) or on the service's ONNX Runtime graph (PairSummaryGraph, async).
+ */
+export type Summarize = (logpExpert: LogProbs, logpAmateur: LogProbs, options: SummarizeOptions) => SparseStep | Promise<SparseStep>;
 
 export interface EngineRunOptions {
   expert: CausalLmSession;
@@ -96,8 +99,9 @@ export async function runEngineTrajectories(options: EngineRunOptions): Promise<
       scoring === "kv-cache"
         ? await stepInGroups(amateur, active.map((s) => ({ cache: s.amateurCache, tokens: s.pending })), group)
         : await stepInGroups(amateur, active.map((s) => ({ cache: amateur.newCache(), tokens: s.sequence })), group);
+    // The service summarizes every stream's step concurrently; so does this loop.
+    await Promise.all(active.map((_, b) => summarize(expertOut[b].logProbs, amateurOut[b].logProbs, summary)));
     active.forEach((s, b) => {
-      summarize(expertOut[b].logProbs, amateurOut[b].logProbs, summary);
       const token = argmaxToken(expertOut[b].logProbs);
       s.sequence.push(token);
       s.pending = [token];

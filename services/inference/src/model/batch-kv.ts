@@ -13,6 +13,7 @@
 // Unused slots hold stale but finite values from earlier steps; the attention mask hides them.
 import * as ort from "onnxruntime-node";
 import type { KvArray, KvCache, KvShape } from "./kv-cache.ts";
+import { allocateKv, kvTensor } from "./kv-cache.ts";
 
 const KINDS = ["key", "value"] as const;
 
@@ -38,16 +39,12 @@ export class BatchKv {
 
   constructor(private readonly shape: KvShape) {}
 
-  private allocate(length: number): KvArray {
-    return this.shape.kvType === "float16" ? new Uint16Array(length) : new Float32Array(length);
-  }
-
   /** The past for a step over `caches` (in batch order) adding `fresh` positions per row. Call release() after the run. */
   acquire(caches: readonly KvCache[], fresh: number): PastStep {
     const longest = Math.max(...caches.map((c) => c.length));
     if (this.inUse) {
       // Another step of this session is in flight: exact-size arrays of its own, nothing kept.
-      const data = Array.from({ length: this.shape.numLayers * 2 }, () => this.allocate(caches.length * this.rowElements(longest)));
+      const data = Array.from({ length: this.shape.numLayers * 2 }, () => allocateKv(this.shape.kvType, caches.length * this.rowElements(longest)));
       this.copyFrom(caches, longest, data);
       return this.step(caches.length, longest, data, { data, slots: longest }, false, false);
     }
@@ -62,12 +59,12 @@ export class BatchKv {
     this.slots = Math.ceil((needed + Math.max(8, Math.ceil(needed / 8))) / 8) * 8;
     const elements = caches.length * this.rowElements(this.slots);
     if ((this.storage[0]?.length ?? -1) < elements) {
-      this.storage = Array.from({ length: this.shape.numLayers * 2 }, () => this.allocate(Math.ceil(elements * 1.25)));
+      this.storage = Array.from({ length: this.shape.numLayers * 2 }, () => allocateKv(this.shape.kvType, Math.ceil(elements * 1.25)));
     }
     const data = this.views(caches.length);
     if (longest === 0) {
       // A prefill of empty caches attends over no past at all; its positions land in the buffers afterwards.
-      const none = Array.from({ length: this.shape.numLayers * 2 }, () => this.allocate(0));
+      const none = Array.from({ length: this.shape.numLayers * 2 }, () => allocateKv(this.shape.kvType, 0));
       return this.step(caches.length, 0, none, { data, slots: this.slots }, false, true);
     }
     this.copyFrom(caches, this.slots, data);
@@ -116,11 +113,7 @@ export class BatchKv {
     const dims = [batch, this.shape.numKvHeads, slots, this.shape.headDim];
     const feeds: Record<string, ort.Tensor> = {};
     for (let layer = 0; layer < this.shape.numLayers; layer++) {
-      KINDS.forEach((kind, k) => {
-        const values = data[layer * 2 + k];
-        feeds[`past_key_values.${layer}.${kind}`] =
-          this.shape.kvType === "float16" ? new ort.Tensor("float16", values as Uint16Array, dims) : new ort.Tensor("float32", values as Float32Array, dims);
-      });
+      KINDS.forEach((kind, k) => (feeds[`past_key_values.${layer}.${kind}`] = kvTensor(this.shape.kvType, data[layer * 2 + k], dims)));
     }
     return { feeds, slots, target, carried, shared };
   }

@@ -2,6 +2,7 @@
 // scheduler can put any set of sequences into a step and drop one without touching the
 // others. Stored per layer as [kv_heads, capacity, head_dim] in the graph's KV element
 // type (float16 kept as raw bits); capacity doubles so appending a token is amortised O(1).
+import * as ort from "onnxruntime-node";
 import type { FloatType } from "./model-io.ts";
 
 export type KvArray = Float32Array | Uint16Array;
@@ -13,7 +14,12 @@ export interface KvShape {
   kvType: FloatType;
 }
 
-const allocate = (type: FloatType, length: number): KvArray => (type === "float16" ? new Uint16Array(length) : new Float32Array(length));
+/** A zeroed array of `length` KV elements of `type` (float16 as raw bits). */
+export const allocateKv = (type: FloatType, length: number): KvArray => (type === "float16" ? new Uint16Array(length) : new Float32Array(length));
+
+/** KV elements as the ONNX Runtime tensor a graph's past input takes. */
+export const kvTensor = (type: FloatType, data: KvArray, dims: readonly number[]): ort.Tensor =>
+  type === "float16" ? new ort.Tensor("float16", data as Uint16Array, dims) : new ort.Tensor("float32", data as Float32Array, dims);
 
 export class KvCache {
   /** Tokens whose keys and values are held. */
@@ -32,8 +38,8 @@ export class KvCache {
   ) {
     this.capacity = initialCapacity;
     const size = shape.numKvHeads * initialCapacity * shape.headDim;
-    this.keys = Array.from({ length: shape.numLayers }, () => allocate(shape.kvType, size));
-    this.values = Array.from({ length: shape.numLayers }, () => allocate(shape.kvType, size));
+    this.keys = Array.from({ length: shape.numLayers }, () => allocateKv(shape.kvType, size));
+    this.values = Array.from({ length: shape.numLayers }, () => allocateKv(shape.kvType, size));
   }
 
   /**
@@ -87,7 +93,7 @@ export class KvCache {
     while (capacity < needed) capacity *= 2;
     const { numKvHeads: heads, headDim: d, kvType } = this.shape;
     const grow = (old: KvArray): KvArray => {
-      const next = allocate(kvType, heads * capacity * d);
+      const next = allocateKv(kvType, heads * capacity * d);
       for (let h = 0; h < heads; h++) next.set(old.subarray(h * this.capacity * d, (h * this.capacity + this.length) * d), h * capacity * d);
       return next;
     };

@@ -16,7 +16,7 @@ import { openOrtSession } from "./execution-provider.ts";
 import { AdapterFitError, AdapterInputs, loraFeeds } from "./lora-inputs.ts";
 import type { LoraAdapter } from "#core/model/lora.ts";
 import type { KvArray } from "./kv-cache.ts";
-import { KvCache } from "./kv-cache.ts";
+import { allocateKv, KvCache, kvTensor } from "./kv-cache.ts";
 import type { PastStep } from "./batch-kv.ts";
 import { BatchKv } from "./batch-kv.ts";
 import type { ModelIo } from "./model-io.ts";
@@ -225,9 +225,9 @@ export class CausalLmSession {
     const data: KvArray[] = [];
     for (let layer = 0; layer < numLayers; layer++) {
       for (const kind of KV_KINDS) {
-        const values = kvType === "float16" ? new Uint16Array(caches.length * numKvHeads * past * headDim) : new Float32Array(caches.length * numKvHeads * past * headDim);
+        const values = allocateKv(kvType, caches.length * numKvHeads * past * headDim);
         caches.forEach((cache, b) => cache.copyInto(layer, kind, values, b, past));
-        feeds[`past_key_values.${layer}.${kind}`] = kvType === "float16" ? new ort.Tensor("float16", values as Uint16Array, dims) : new ort.Tensor("float32", values as Float32Array, dims);
+        feeds[`past_key_values.${layer}.${kind}`] = kvTensor(kvType, values, dims);
         data.push(values);
       }
     }

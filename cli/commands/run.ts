@@ -13,7 +13,7 @@ import { basename, join, resolve } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { createClient } from "#core/grpc/adapter.ts";
-import { LrSchedule, RunConfigSchema, RunMode, SamplingAdapter, SftConfigSchema, TrainerService, TrainingMethod } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
+import { LrSchedule, RunConfigSchema, RunMode, SamplingAdapter, SelectionLabel, SftConfigSchema, TrainerService, TrainingMethod } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
 import type { Run, RunConfig } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
 import { readProblems } from "#core/tasks/problems.ts";
 import { buildWorldData } from "#world/build-data.ts";
@@ -52,6 +52,10 @@ export const RUN_DEFAULTS = {
   pushEvery: 0,
   /** Trajectories from the base expert; "latest" samples online from the run's latest pushed adapter. */
   samplingAdapter: "base",
+  /** The contrastive soft label; "expert-argmax" is the ablation that trains toward the expert's own choice. */
+  label: "contrastive",
+  /** One round of LightReasoner; each further one samples with the last adapter and trains on from it. */
+  rounds: 1,
   sftSample: 2000,
   sftAttempts: 4,
   sftTemperature: 1,
@@ -79,6 +83,8 @@ export interface RunFlags {
   gradientAccumulation: number;
   pushEvery: number;
   samplingAdapter: "base" | "latest";
+  label: "contrastive" | "expert-argmax";
+  rounds: number;
   sft: boolean;
   sftSample: number;
   sftAttempts: number;
@@ -92,6 +98,9 @@ export interface RunFlags {
 }
 
 const D = RUN_DEFAULTS;
+
+/** Each round samples and trains as long as the first; more than this is a typo, not an experiment. */
+const MAX_ROUNDS = 10;
 
 /** What a matched SFT baseline is stopped at: LightReasoner's tuned tokens or its sampling + training wall time. */
 export const SFT_BUDGETS = ["tokens", "time"] as const;
@@ -124,13 +133,15 @@ export function registerRun(program: Command): void {
     .option("--gradient-accumulation <n>", "micro-batches per optimizer step", parseIntegerOption("--gradient-accumulation"), D.gradientAccumulation)
     .option("--push-every <n>", "online mode: push the adapter every n optimizer steps (0: once, when training ends)", parseIntegerOption("--push-every"), D.pushEvery)
     .addOption(new Option("--sampling-adapter <which>", "online mode: trajectories from the base expert, or from the run's latest pushed adapter").choices(["base", "latest"]).default(D.samplingAdapter))
+    .addOption(new Option("--label <kind>", "what a selected step trains toward: the contrastive soft label, or the expert's argmax (an ablation)").choices(["contrastive", "expert-argmax"]).default(D.label))
+    .option("--rounds <k>", "LightReasoner rounds: each after the first samples with the last round's adapter, selects again and trains on from it", parseIntegerOption("--rounds"), D.rounds)
     .option("--no-sft", "skip the SFT baseline")
     .option("--sft-sample <n>", "problems the SFT baseline samples", parseIntegerOption("--sft-sample"), D.sftSample)
     .option("--sft-attempts <n>", "trajectories the SFT baseline writes per problem until one is right", parseIntegerOption("--sft-attempts"), D.sftAttempts)
     .option("--sft-temperature <t>", "sampling temperature of the SFT baseline's attempts", parseNumberOption("--sft-temperature"), D.sftTemperature)
     .option("--sft-steps <n>", "SFT optimizer steps", parseIntegerOption("--sft-steps"), D.sftSteps)
     .option("--sft-lr <rate>", "SFT peak learning rate", parseNumberOption("--sft-lr"), D.sftLearningRate)
-    .option("--sft-matched <budgets>", "also run SFT baselines stopped at LightReasoner's tuned tokens and/or its wall time (tokens,time); online, so they sample only what they train on", parseSftBudgets, [])
+    .option("--sft-matched <budgets>", "also run SFT baselines stopped at LightReasoner's tuned tokens and/or its wall time (tokens,time; its first round's); online, so they sample only what they train on", parseSftBudgets, [])
     .option("--seed <n>", "seed of both runs", parseIntegerOption("--seed"), D.seed)
     .option("--report-dir <dir>", "where report.json, report.html and the runs go", `runs/${new Date().toISOString().replace(/[:.]/g, "-")}`)
     .action(async (flags: RunFlags) => {
@@ -166,7 +177,7 @@ function runConfig(flags: RunFlags, method: "lightreasoner" | "sft", sources: Re
       params: { temperature: lightreasoner ? flags.temperature : flags.sftTemperature, maxNewTokens: flags.maxNewTokens },
       adapter: lightreasoner && flags.samplingAdapter === "latest" ? SamplingAdapter.LATEST_PUSHED : SamplingAdapter.BASE,
     },
-    selection: { beta: flags.beta, alpha: flags.alpha },
+    selection: { beta: flags.beta, alpha: flags.alpha, label: lightreasoner && flags.label === "expert-argmax" ? SelectionLabel.EXPERT_ARGMAX : SelectionLabel.CONTRASTIVE },
     sft: lightreasoner ? undefined : { attemptsPerProblem: flags.sftAttempts },
     optimization: {
       learningRate: lightreasoner ? flags.lr : flags.sftLr,
@@ -200,6 +211,7 @@ export async function runRound(flags: RunFlags): Promise<RunReport> {
   for (const dir of [flags.expert, flags.amateur]) {
     if (!existsSync(join(dir, "config.json"))) throw new UsageError(`no model at ${dir} (the built-in pair is rebuilt by npm run models:build)`);
   }
+  if (!(flags.rounds >= 1 && flags.rounds <= MAX_ROUNDS)) throw new UsageError(`--rounds must be 1 to ${MAX_ROUNDS}, got ${flags.rounds}`);
   if (flags.samplingAdapter === "latest" && flags.mode !== "online") throw new UsageError("--sampling-adapter latest needs --mode online: an offline run pushes its adapter only after sampling");
   const started = performance.now();
   const reportDir = resolve(flags.reportDir);
@@ -234,8 +246,14 @@ export async function runRound(flags: RunFlags): Promise<RunReport> {
     let lightreasoner: Run;
     let sft: Run | null = null;
     const sftMatched: Record<SftBudget, Run | null> = { tokens: null, time: null };
+    const laterRounds: Run[] = [];
     try {
       lightreasoner = await startAndFollow(client, "lightreasoner", runConfig(flags, "lightreasoner", sources, inference.address), "LightReasoner");
+      for (let round = 2; round <= flags.rounds; round++) {
+        const previous = laterRounds.at(-1) ?? lightreasoner;
+        const config = { ...runConfig(flags, "lightreasoner", sources, inference.address), name: `LightReasoner, round ${round}`, startFromRun: previous.runId };
+        laterRounds.push(await startAndFollow(client, `lightreasoner-round-${round}`, config, `LightReasoner round ${round}`));
+      }
       if (flags.sft) sft = await startAndFollow(client, "sft-baseline", runConfig(flags, "sft", sources, inference.address), "SFT baseline");
       for (const budget of flags.sftMatched) {
         sftMatched[budget] = await startAndFollow(client, `sft-matched-${budget}`, matchedSftConfig(flags, sources, inference.address, lightreasoner, budget), `SFT (${budget})`);
@@ -244,7 +262,7 @@ export async function runRound(flags: RunFlags): Promise<RunReport> {
       client.close();
     }
 
-    const report = buildReport({ lightreasoner, sft, sftMatched, amateur: { name: basename(resolve(flags.amateur)), ...amateur }, expertName: basename(resolve(flags.expert)), expertDir: flags.expert });
+    const report = buildReport({ lightreasoner, laterRounds, sft, sftMatched, amateur: { name: basename(resolve(flags.amateur)), ...amateur }, expertName: basename(resolve(flags.expert)), expertDir: flags.expert });
     // Read while the processes still exist: a peak over the whole run, both models or the expert and training included.
     report.servicePeakRssBytes = Object.fromEntries(services.map((s) => [s.name, s.peakRssBytes()]));
     for (const service of services.splice(0).reverse()) {

@@ -1,5 +1,5 @@
 // One cell of the table of experiments: what a row measures of a round's report (a change in
-// accuracy, or LightReasoner's lead over a matched baseline) with its paired 95% interval,
+// accuracy, after one round of LightReasoner or more, or LightReasoner's lead over a matched baseline) with its paired 95% interval,
 // written in points the way the README writes them.
 import type { RunReport } from "#trainer/report/run-report.ts";
 import type { Measure } from "./spec.ts";
@@ -26,6 +26,12 @@ export function changeCell(report: RunReport, measure: Measure): string {
       const m = measure === "sft-at-tokens" ? report.sftMatched?.tokens : report.sftMatched?.time;
       if (!m) throw missing(measure);
       return cell(m.accuracyAfter - before, m.accuracyDeltaCi95);
+    }
+    case "round-2":
+    case "round-3": {
+      const round = report.rounds?.find((k) => k.round === Number(measure.slice("round-".length)));
+      if (!round) throw missing(measure);
+      return cell(round.accuracyAfter - before, round.accuracyDeltaCi95);
     }
     case "lead-at-tokens": {
       const m = report.sftMatched?.tokens;

@@ -113,10 +113,17 @@ export function prepareRun(planned: PlannedRun, options: { root: string; results
   const flags: Omit<RunFlags, "reportDir"> = { ...settings, seed, expert, amateur, problems, evalProblems };
   // Settings added after the first rounds were keyed, at the value those rounds ran with (no
   // matched baselines; sampling from the base expert, which is what an adapter pushed only at
-  // the end meant), are left out, so those rounds keep their keys.
-  const { sftMatched, samplingAdapter, ...keyed } = settings;
+  // the end meant; the contrastive label; one round), are left out, so those rounds keep their keys.
+  const { sftMatched, samplingAdapter, label, rounds, ...keyed } = settings;
   const inputs: RunInputs = {
-    settings: { ...keyed, ...(sftMatched.length > 0 ? { sftMatched } : {}), ...(samplingAdapter !== "base" ? { samplingAdapter } : {}), seed },
+    settings: {
+      ...keyed,
+      ...(sftMatched.length > 0 ? { sftMatched } : {}),
+      ...(samplingAdapter !== "base" ? { samplingAdapter } : {}),
+      ...(label !== "contrastive" ? { label } : {}),
+      ...(rounds !== 1 ? { rounds } : {}),
+      seed,
+    },
     models: { expert: modelFingerprint(expert), amateur: modelFingerprint(amateur) },
     problems: { train: sha256OfFile(problems), eval: sha256OfFile(evalProblems) },
   };
@@ -128,7 +135,7 @@ export function commandLine(flags: Omit<RunFlags, "reportDir">, root: string): s
   const rel = (p: string) => (p.startsWith(`${root}/`) ? p.slice(root.length + 1) : p);
   const d = DEFAULT_SETTINGS;
   const parts = ["lightreasoner run", `--expert ${rel(flags.expert)}`, `--amateur ${rel(flags.amateur)}`, `--problems ${rel(flags.problems!)}`, `--eval-problems ${rel(flags.evalProblems!)}`];
-  const flagNames: Record<string, string> = { sample: "--sample", eval: "--eval", mode: "--mode", beta: "--beta", alpha: "--alpha", temperature: "--temperature", maxNewTokens: "--max-new-tokens", lr: "--lr", steps: "--steps", batchSize: "--batch-size", gradientAccumulation: "--gradient-accumulation", pushEvery: "--push-every", samplingAdapter: "--sampling-adapter", sftSample: "--sft-sample", sftAttempts: "--sft-attempts", sftTemperature: "--sft-temperature", sftSteps: "--sft-steps", sftLr: "--sft-lr" };
+  const flagNames: Record<string, string> = { sample: "--sample", eval: "--eval", mode: "--mode", beta: "--beta", alpha: "--alpha", temperature: "--temperature", maxNewTokens: "--max-new-tokens", lr: "--lr", steps: "--steps", batchSize: "--batch-size", gradientAccumulation: "--gradient-accumulation", pushEvery: "--push-every", samplingAdapter: "--sampling-adapter", label: "--label", rounds: "--rounds", sftSample: "--sft-sample", sftAttempts: "--sft-attempts", sftTemperature: "--sft-temperature", sftSteps: "--sft-steps", sftLr: "--sft-lr" };
   for (const [key, flag] of Object.entries(flagNames)) {
     const value = flags[key as keyof typeof flags];
     if (value !== d[key as keyof typeof d]) parts.push(`${flag} ${value}`);

@@ -28,9 +28,10 @@ const count = (min: number) => z.number().int().min(min);
 /**
  * What a row's cells show of each round's report: the change in accuracy of LightReasoner, of
  * the full SFT baseline, of the SFT baselines stopped at LightReasoner's tuned tokens or wall
- * time (--sft-matched), or LightReasoner's lead over the token-matched one (paired).
+ * time (--sft-matched), LightReasoner's lead over the token-matched one (paired), or the
+ * change after LightReasoner's second or third round (--rounds).
  */
-export const MEASURES = ["lightreasoner", "sft", "sft-at-tokens", "sft-at-time", "lead-at-tokens"] as const;
+export const MEASURES = ["lightreasoner", "sft", "sft-at-tokens", "sft-at-time", "lead-at-tokens", "round-2", "round-3"] as const;
 export type Measure = (typeof MEASURES)[number];
 
 /** A contiguous run of the built-in world's problems: `count` problems of one split after `offset`. */
@@ -61,6 +62,8 @@ const settingsSchema = z
     gradientAccumulation: count(1),
     pushEvery: count(0),
     samplingAdapter: z.enum(["base", "latest"]),
+    label: z.enum(["contrastive", "expert-argmax"]),
+    rounds: count(1).max(10),
     sft: z.boolean(),
     sftSample: count(1),
     sftAttempts: count(1),
@@ -186,6 +189,8 @@ export function parseSpec(json: unknown, file: string): ExperimentSpec {
     const need = needs[row.measure];
     for (const variant of row.variants) {
       const settings = { ...DEFAULT_SETTINGS, ...spec.settings, ...row.settings, ...variant };
+      const round = /^round-(\d+)$/.exec(row.measure);
+      if (round && settings.rounds < Number(round[1])) throw new ExperimentSpecError(file, `rows.${i}.measure`, `"${row.measure}" needs "rounds" of at least ${round[1]}`);
       const has = need === "sft" ? settings.sft : need === undefined || settings.sftMatched.includes(need as "tokens" | "time");
       if (!has) throw new ExperimentSpecError(file, `rows.${i}.measure`, need === "sft" ? `"sft" needs the SFT baseline ("sft": true)` : `"${row.measure}" needs "sftMatched" to include "${need}"`);
     }
@@ -208,6 +213,8 @@ export const DEFAULT_SETTINGS: Readonly<Required<RowSettings>> = Object.freeze({
   gradientAccumulation: RUN_DEFAULTS.gradientAccumulation,
   pushEvery: RUN_DEFAULTS.pushEvery,
   samplingAdapter: RUN_DEFAULTS.samplingAdapter,
+  label: RUN_DEFAULTS.label,
+  rounds: RUN_DEFAULTS.rounds,
   sft: true,
   sftSample: RUN_DEFAULTS.sftSample,
   sftAttempts: RUN_DEFAULTS.sftAttempts,

@@ -8,7 +8,7 @@ import { TextTokenizer } from "#core/formats/tokenizer.ts";
 import type { EvaluationResult, Run } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
 import { RunStage, SamplingAdapter } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
 import { pairedDifferenceInterval, wilsonInterval } from "#core/math/accuracy.ts";
-import type { ExampleTrajectory, MatchedSftResult, MethodResult, RunReport } from "#trainer/report/run-report.ts";
+import type { ExampleTrajectory, MatchedSftResult, MethodResult, RoundResult, RunReport } from "#trainer/report/run-report.ts";
 import { PUBLISHED_ANCHORS } from "#trainer/report/published.ts";
 import { readRunRecord } from "#trainer/runs/run-record.ts";
 import { SAMPLES_FILE } from "#trainer/runs/run-execution.ts";
@@ -19,6 +19,8 @@ import { stageName } from "./run-progress.ts";
 export interface ReportInputs {
   lightreasoner: Run;
   sft: Run | null;
+  /** LightReasoner's later rounds (2, 3, ...), each continuing the one before, where they ran. */
+  laterRounds?: Run[];
   /** SFT baselines stopped at LightReasoner's tuned tokens and at its wall time, where they ran. */
   sftMatched?: { tokens: Run | null; time: Run | null };
   amateur: { name: string; correct: number; problems: number };
@@ -62,6 +64,7 @@ export function buildReport(inputs: ReportInputs): RunReport {
     sftMatched: inputs.sftMatched && (inputs.sftMatched.tokens || inputs.sftMatched.time)
       ? { tokens: inputs.sftMatched.tokens && matchedResult(inputs.sftMatched.tokens, lrAfter), time: inputs.sftMatched.time && matchedResult(inputs.sftMatched.time, lrAfter) }
       : undefined,
+    rounds: inputs.laterRounds && inputs.laterRounds.length > 0 ? roundResults([lr, ...inputs.laterRounds], before) : undefined,
     published: PUBLISHED_ANCHORS,
     settings: {
       mode: config.mode === 2 ? "online" : "offline",
@@ -116,6 +119,32 @@ function matchedResult(run: Run, lightreasonerAfter: EvaluationResult): MatchedS
     budget: sft.maxTunedTokens ? { tunedTokens: sft.maxTunedTokens } : { wallSeconds: sft.maxWallSeconds! },
     lightreasonerMinusThisCi95: [versus.lower, versus.upper],
   };
+}
+
+/** Every round, each against the base expert and against the round before it (all on the same problems). */
+function roundResults(rounds: Run[], base: EvaluationResult): RoundResult[] {
+  let cumulative = 0;
+  let previous = base;
+  return rounds.map((run, i) => {
+    const after = evaluationOf(run, RunStage.EVALUATING_AFTER);
+    const delta = pairedDifferenceInterval(base.verdicts, after.verdicts);
+    const step = pairedDifferenceInterval(previous.verdicts, after.verdicts);
+    previous = after;
+    const c = run.counters!;
+    cumulative += c.tunedTokens;
+    return {
+      round: i + 1,
+      accuracyAfter: after.accuracy,
+      accuracyAfterCi95: wilson(after.correct, after.problems),
+      accuracyDeltaCi95: [delta.lower, delta.upper],
+      changeFromPreviousCi95: [step.lower, step.upper],
+      stepsSeen: c.stepsSeen,
+      stepsSelected: c.stepsSelected,
+      tunedTokens: c.tunedTokens,
+      cumulativeTunedTokens: cumulative,
+      wallSeconds: costSeconds(run),
+    };
+  });
 }
 
 /** One method's outcome, its change measured pairwise against the same run's evaluation before training. */

@@ -24,6 +24,7 @@ export function summaryRows(r: RunReport): string[][] {
     ["sampling + training wall time", `${lr.wallSeconds.toFixed(1)} s`, sft ? `${sft.wallSeconds.toFixed(1)} s` : dash],
     ["change per 1,000 tuned tokens", perThousand(lr.gainPer1000TunedTokens), sft ? perThousand(sft.gainPer1000TunedTokens) : dash],
     ...matchedRows(r),
+    ...roundRows(r),
     [`amateur accuracy`, `${pct(r.amateur.accuracy)} ${ci(r.amateur.accuracyCi95)}`, ""],
     ["tfjs backend", r.tfjsBackend, ""],
   ];
@@ -45,6 +46,15 @@ function matchedRows(r: RunReport): string[][] {
     ]);
   }
   return rows;
+}
+
+/** LightReasoner's rounds after the first: each one's change from the base expert and from the round before. */
+function roundRows(r: RunReport): string[][] {
+  return (r.rounds ?? []).filter((k) => k.round > 1).map((k) => [
+    `LightReasoner round ${k.round}`,
+    `${change(k.accuracyDeltaCi95, k.accuracyAfter, r.expert.accuracyBefore)}`,
+    `vs round ${k.round - 1}: [${pts(k.changeFromPreviousCi95[0])}, ${pts(k.changeFromPreviousCi95[1])}] pts, ${k.cumulativeTunedTokens} tokens in all`,
+  ]);
 }
 
 export function printSummary(r: RunReport): void {

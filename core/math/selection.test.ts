@@ -8,6 +8,7 @@ import {
   isSelected,
   plausibleSet,
   selectStep,
+  stepLabel,
   validateAlpha,
   validateBeta,
 } from "./selection.ts";
@@ -157,5 +158,31 @@ describe("selectStep", () => {
     expect(() => selectStep({ logpExpert, logpAmateur, alpha: 0, beta: 0.4 })).toThrow(/^alpha:/);
     expect(() => selectStep({ logpExpert, logpAmateur, alpha: 0.2, beta: -1 })).toThrow(/^beta:/);
     expect(() => selectStep({ logpExpert, logpAmateur: new Float32Array(4), alpha: 0.2, beta: 0.4 })).toThrow(/^logpAmateur:/);
+  });
+});
+
+describe("stepLabel", () => {
+  // pE = (0.05, 0.5, 0.45), pA = (0.1, 0.8, 0.1), alpha 0.2: the set is {1, 2} (pE >= 0.1),
+  // most probable first. The contrast favours token 2 (0.45 / 0.1), the expert's argmax is 1.
+  const selection = selectStep({ logpExpert: logs([0.05, 0.5, 0.45]), logpAmateur: logs([0.1, 0.8, 0.1]), alpha: 0.2, beta: 0 });
+
+  it("is the contrastive soft label as selectStep gives it", () => {
+    const label = stepLabel(selection, "contrastive");
+    expect(Array.from(label.ids)).toEqual([1, 2]);
+    expect(label.weights).toBe(selection.targetWeights);
+    // Weights pE/pA normalised: 0.625 and 4.5 over 5.125 (to the float32 log-probabilities' rounding).
+    expect(label.weights[0]).toBeCloseTo(0.625 / 5.125, 6);
+    expect(label.weights[1]).toBeCloseTo(4.5 / 5.125, 6);
+  });
+
+  it("puts all weight on the expert's most probable token for the argmax ablation", () => {
+    const label = stepLabel(selection, "expert_argmax");
+    expect(Array.from(label.ids)).toEqual([1]);
+    expect(Array.from(label.weights)).toEqual([1]);
+  });
+
+  it("breaks a tie between equally probable tokens toward the lower id", () => {
+    const tied = selectStep({ logpExpert: logs([0.2, 0.4, 0.4]), logpAmateur: logs([0.3, 0.3, 0.4]), alpha: 0.5, beta: 0 });
+    expect(Array.from(stepLabel(tied, "expert_argmax").ids)).toEqual([1]);
   });
 });

@@ -138,3 +138,21 @@ export function selectStep({ logpExpert, logpAmateur, alpha, beta }: SelectStepI
     targetWeights: contrastiveTarget(plausibleLogpExpert, plausibleLogpAmateur),
   };
 }
+
+/** What a kept step is trained toward: the method's contrastive soft label, or (an ablation) the expert's own choice. */
+export type StepLabelKind = "contrastive" | "expert_argmax";
+
+/**
+ * A kept step's training target as token ids and weights: v_C over the plausible set, or all
+ * weight on the expert's most probable token (ties: the lower id), which is always in the
+ * set. The second is what training on the expert's own greedy tokens at the selected steps
+ * would be, so the two differ only by what the contrast with the amateur adds.
+ */
+export function stepLabel(selection: StepSelection, kind: StepLabelKind): { ids: Int32Array; weights: Float64Array } {
+  if (kind === "contrastive") return { ids: selection.plausibleIds, weights: selection.targetWeights };
+  const { plausibleIds: ids, plausibleLogpExpert: logp } = selection;
+  if (ids.length === 0) throw new MethodInputError("plausibleIds", "the plausible set is empty");
+  let best = 0;
+  for (let j = 1; j < ids.length; j++) if (logp[j] > logp[best] || (logp[j] === logp[best] && ids[j] < ids[best])) best = j;
+  return { ids: Int32Array.of(ids[best]), weights: Float64Array.of(1) };
+}

@@ -1,8 +1,8 @@
 // End to end: `lightreasoner experiment` runs a tiny spec on the built-in pair through
 // `lightreasoner run`'s code (both services as processes, the runs over gRPC), caches the
-// round under its key, skips it when run again, and draws the table row from the cache. The
+// round under its key, skips it when run again, and draws the table rows from the cache. The
 // spec also asks for the SFT baseline stopped at LightReasoner's tuned tokens, which must end
-// on that budget exactly.
+// on that budget exactly, and for a second round of LightReasoner continuing the first.
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -24,16 +24,20 @@ describe("lightreasoner experiment on the built-in pair", () => {
       title: "tiny",
       order: 1,
       problems: { train: { seed: 2, split: "train" }, eval: { seed: 1, split: "validation" } },
-      settings: { mode: "offline", sample: 24, sftSample: 24, eval: 40, steps: 4, sftSteps: 4, batchSize: 4, gradientAccumulation: 1, sft: false, sftMatched: ["tokens"] },
-      rows: [{ id: "small", label: "a small round", seeds: [3] }],
+      settings: { mode: "offline", sample: 24, sftSample: 24, eval: 40, steps: 4, sftSteps: 4, batchSize: 4, gradientAccumulation: 1, sft: false, sftMatched: ["tokens"], rounds: 2 },
+      rows: [
+        { id: "small", label: "a small round", seeds: [3] },
+        { id: "small-2", label: "its second round", measure: "round-2", seeds: [3] },
+      ],
     }),
   );
 
   it("runs a round once, caches it by its key, and draws its table row from the cache", () => {
     const first = cli([spec, "--results", results]);
     expect(first.status, `${first.stdout}\n${first.stderr}`).toBe(0);
-    expect(first.stdout).toMatch(/tiny\/small seed 3: lightreasoner run --expert models\/expert .* --sample 24 --eval 40 --mode offline .* --no-sft --sft-matched tokens --seed 3/);
-    expect(first.stdout).toMatch(/tiny: 1 run, 0 cached, 0 not run/);
+    expect(first.stdout).toMatch(/tiny\/small seed 3: lightreasoner run --expert models\/expert .* --sample 24 --eval 40 --mode offline .* --rounds 2 .* --no-sft --sft-matched tokens --seed 3/);
+    // The second row reads the same round.
+    expect(first.stdout).toMatch(/tiny: 1 run, 1 cached, 0 not run/);
 
     const [runDir] = readdirSync(results).filter((name) => name !== "data");
     expect(runDir).toMatch(/^[0-9a-f]{16}$/);
@@ -56,17 +60,25 @@ describe("lightreasoner experiment on the built-in pair", () => {
     expect(lo).toBeLessThanOrEqual(report.lightreasoner.accuracyAfter - matched.accuracyAfter + 1e-12);
     expect(hi).toBeGreaterThanOrEqual(report.lightreasoner.accuracyAfter - matched.accuracyAfter - 1e-12);
     expect(report.lightreasoner.gainPer1000TunedTokens).toBeCloseTo(((100 * (report.lightreasoner.accuracyAfter - report.expert.accuracyBefore)) / 16) * 1000, 9);
+    // Round 2 sampled with round 1's adapter and trained on from it: four more steps of 4 tokens.
+    const [one, two] = report.rounds!;
+    expect(one).toMatchObject({ round: 1, accuracyAfter: report.lightreasoner.accuracyAfter, tunedTokens: 16, cumulativeTunedTokens: 16 });
+    expect(one.accuracyDeltaCi95).toEqual(report.lightreasoner.accuracyDeltaCi95);
+    expect(two).toMatchObject({ round: 2, tunedTokens: 16, cumulativeTunedTokens: 32 });
+    expect(two.changeFromPreviousCi95[0]).toBeLessThanOrEqual(two.accuracyAfter - one.accuracyAfter + 1e-12);
+    expect(two.changeFromPreviousCi95[1]).toBeGreaterThanOrEqual(two.accuracyAfter - one.accuracyAfter - 1e-12);
     expect(report.published?.gsm8k[0]).toEqual({ expert: "Qwen2.5-Math-1.5B", base: 42.5, sft: 69.2, lightreasoner: 70.6 });
 
     // Again: found in the cache, nothing started.
     const again = cli([spec, "--results", results]);
     expect(again.status, again.stderr).toBe(0);
     expect(again.stdout).toContain(`tiny/small seed 3: cached in ${join(results, runDir)}`);
+    expect(again.stdout).toContain(`tiny/small-2 seed 3: cached in ${join(results, runDir)}`);
     expect(again.stdout).not.toMatch(/inference service pid/);
 
     const table = cli([spec, "--results", results, "--table"]);
     expect(table.status, table.stderr).toBe(0);
-    expect(table.stdout.trim().split("\n")).toEqual(["| experiment | change (points) | before these specs (README, scratch script) |", "|---|---|---|", `| a small round | ${changeCell(report, "lightreasoner")} |  |`]);
+    expect(table.stdout.trim().split("\n")).toEqual(["| experiment | change (points) | before these specs (README, scratch script) |", "|---|---|---|", `| a small round | ${changeCell(report, "lightreasoner")} |  |`, `| its second round | ${changeCell(report, "round-2")} |  |`]);
     // Two service processes and two runs over gRPC: about a minute, several on a machine shared with other jobs.
   }, 400_000);
 

@@ -36,6 +36,10 @@ export function sampleReport(): RunReport {
       tokens: { ...method, accuracyAfter: 0.43, tunedTokens: 900, trajectoriesKept: 9, gainPer1000TunedTokens: 1.111, budget: { tunedTokens: 900 }, lightreasonerMinusThisCi95: [0.011, 0.049] },
       time: null,
     },
+    rounds: [
+      { round: 1, accuracyAfter: 0.46, accuracyAfterCi95: [0.43, 0.49], accuracyDeltaCi95: [0.02, 0.06], changeFromPreviousCi95: [0.02, 0.06], stepsSeen: 6000, stepsSelected: 900, tunedTokens: 900, cumulativeTunedTokens: 900, wallSeconds: 60 },
+      { round: 2, accuracyAfter: 0.465, accuracyAfterCi95: [0.435, 0.495], accuracyDeltaCi95: [0.025, 0.065], changeFromPreviousCi95: [-0.01, 0.02], stepsSeen: 5900, stepsSelected: 850, tunedTokens: 850, cumulativeTunedTokens: 1750, wallSeconds: 58 },
+    ],
     published: PUBLISHED_ANCHORS,
     settings: { beta: 0.4, alpha: 0.2 },
     tfjsBackend: "wasm",
@@ -63,6 +67,8 @@ describe("run report", () => {
       expect(page).not.toContain("SFT at LightReasoner&#39;s wall time");
       expect(page).toContain("<td>change per 1,000 tuned tokens (pts)</td><td>+4.44</td><td>+0.167</td><td>+1.11</td>");
       expect(page).toContain("<td>LightReasoner minus this, paired 95% CI</td><td></td><td></td><td>[+1.1, +4.9] pts</td>");
+      // Round after round: each against the base expert and the round before.
+      expect(page).toContain("<tr><td>2</td><td>46.5%</td><td>[+2.5, +6.5] pts</td><td>[-1.0, +2.0] pts</td><td>850 / 5900</td><td>1750</td><td>58.0</td></tr>");
       // The paper's figures, labelled as published, beside this run's.
       expect(page).toContain("<td>published: Qwen2.5-Math-1.5B, GSM8K</td><td>42.5%</td><td>69.2%</td><td>70.6%</td>");
       expect(page).toContain("<td>published: Qwen2.5-Math-1.5B, tuned tokens</td><td>1.77M</td><td>20K</td>");

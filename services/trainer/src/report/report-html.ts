@@ -98,10 +98,23 @@ export function renderReportHtml(r: RunReport): string {
 <h2>Trajectories, each token shaded by KL</h2>
 <p class="legend"><span style="background:rgba(217,83,79,.1)">low KL</span><span style="background:rgba(217,83,79,.85)">KL ≥ ${(klScale).toFixed(2)}</span><span class="sel" style="outline:2px solid #b52a25">selected step</span></p>
 ${r.examples.map((e) => trajectoryBlock(e, klScale)).join("")}
+${roundsSection(r)}
 ${publishedSection(r)}
 <h2>Settings</h2><table>${Object.entries(r.settings).map(([k, v]) => `<tr><td>${escapeHtml(k)}</td><td>${escapeHtml(String(v))}</td></tr>`).join("")}</table>
 </body></html>
 `;
+}
+
+/** LightReasoner round after round (lightreasoner run --rounds): each round's accuracy, against the base expert and the round before. */
+function roundsSection(r: RunReport): string {
+  if (!r.rounds) return "";
+  const rows = r.rounds
+    .map((k) => `<tr><td>${k.round}</td><td>${pct(k.accuracyAfter)}</td><td>${interval(k.accuracyDeltaCi95)}</td><td>${interval(k.changeFromPreviousCi95)}</td><td>${k.stepsSelected} / ${k.stepsSeen}</td><td>${k.cumulativeTunedTokens}</td><td>${k.wallSeconds.toFixed(1)}</td></tr>`)
+    .join("");
+  const sft = r.sft ? `<p>Full SFT on the same held-out problems: ${pct(r.sft.accuracyAfter)}.</p>` : "";
+  return `<h2>Rounds</h2>
+<p class="sub">Each round samples with the previous round's adapter, selects steps again and trains on from it.</p>
+<table><tr><th>round</th><th>accuracy after</th><th>change vs. expert before (95% CI)</th><th>change vs. the round before (95% CI)</th><th>steps selected / seen</th><th>tuned tokens, all rounds</th><th>wall time (s)</th></tr>${rows}</table>${sft}`;
 }
 
 /** The paper's figures beside this run's, labelled as published: the scale and direction of the effect at a glance. */

@@ -68,6 +68,12 @@ export interface RunReport {
   sft: MethodResult & { trajectoriesKept: number } | null;
   /** SFT baselines stopped at LightReasoner's tuned tokens and at its wall time (lightreasoner run --sft-matched), where they ran. */
   sftMatched?: { tokens: MatchedSftResult | null; time: MatchedSftResult | null };
+  /**
+   * LightReasoner for more than one round (lightreasoner run --rounds), where it ran: round 1
+   * is the run above; each later one sampled with the previous round's adapter, selected
+   * again and trained on from it.
+   */
+  rounds?: RoundResult[];
   /** The paper's own figures (METHOD.md, "Published results"), shown beside ours for scale and direction; never measured here. */
   published?: PublishedAnchors;
   settings: Record<string, number | string | boolean>;
@@ -94,4 +100,23 @@ export interface PublishedAnchors {
   /** Accuracy in percent: base expert, after SFT, after LightReasoner. */
   gsm8k: { expert: string; base: number; sft: number; lightreasoner: number }[];
   efficiency: { expert: string; measure: string; sft: string; lightreasoner: string }[];
+}
+
+/** One round of LightReasoner, measured on the same evaluation problems as every other result. */
+export interface RoundResult {
+  /** 1 for the first round. */
+  round: number;
+  accuracyAfter: number;
+  accuracyAfterCi95: [number, number];
+  /** Paired 95% interval of (after this round - the base expert before any round). */
+  accuracyDeltaCi95: [number, number];
+  /** Paired 95% interval of (after this round - after the round before it). */
+  changeFromPreviousCi95: [number, number];
+  stepsSeen: number;
+  stepsSelected: number;
+  /** This round's tuned tokens, and every round's up to this one. */
+  tunedTokens: number;
+  cumulativeTunedTokens: number;
+  /** This round's sampling + training wall time. */
+  wallSeconds: number;
 }

@@ -7,7 +7,8 @@ import { randomInt } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { DistributionEncoding } from "#core/gen/lightreasoner/v1/common_pb.ts";
 import type { ProblemSource, RunConfig } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
-import { LrSchedule, ProblemFormat, RunConfigSchema, RunMode, SamplingAdapter, TrainingMethod } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
+import { LrSchedule, ProblemFormat, RunConfigSchema, RunMode, SamplingAdapter, SelectionLabel, TrainingMethod } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
+import type { StepLabelKind } from "#core/math/selection.ts";
 import type { SamplerConfig } from "#trainer/sampling/config.ts";
 import { resolveSamplerConfig } from "#trainer/sampling/config.ts";
 import type { EndpointTarget } from "#trainer/sampling/targets.ts";
@@ -17,6 +18,9 @@ import type { TrainingConfig } from "#trainer/training/training-config.ts";
 import { resolveTrainingConfig } from "#trainer/training/training-config.ts";
 import { GrpcError, Status } from "#core/grpc/adapter.ts";
 import { RunConfigError } from "./errors.ts";
+
+/** What a run id may be: it names the run's directory, so nothing that could climb out of the runs directory. */
+export const RUN_ID = /^[A-Za-z0-9._-]{1,64}$/;
 
 export type RunModeName = "offline" | "online";
 export type MethodName = "lightreasoner" | "sft";
@@ -50,6 +54,8 @@ export interface RunPlan {
   samplingAdapter: SamplingAdapterName;
   /** Activate the final adapter on every replica after the last stage (otherwise only uploaded). */
   activateFinalAdapter: boolean;
+  /** The id of the finished run whose final adapter this run starts from; "" starts from the base expert. */
+  startFromRun: string;
   training: TrainingConfig;
 }
 
@@ -116,6 +122,7 @@ export function resolveRunPlan(config: RunConfig | undefined, defaults: RunConfi
       seed,
       beta: c.selection?.beta,
       alpha: c.selection?.alpha,
+      label: labelOf(c.selection?.label ?? SelectionLabel.UNSPECIFIED),
       encoding: s?.encoding === DistributionEncoding.FULL ? "full" : undefined,
       temperature: p?.temperature,
       topP: p?.topP,
@@ -154,7 +161,10 @@ export function resolveRunPlan(config: RunConfig | undefined, defaults: RunConfi
       "training",
     ),
   );
-  return { name: c.name, mode, method, problems, evalProblems, importSamplesPath, endpoints, seed, sampler, samplingAdapter, activateFinalAdapter: c.activateFinalAdapter, training };
+  const startFromRun = c.startFromRun.trim();
+  if (startFromRun !== "" && !RUN_ID.test(startFromRun)) throw new RunConfigError("start_from_run", `must be a run id (1 to 64 characters of [A-Za-z0-9._-]), got ${JSON.stringify(c.startFromRun)}`);
+  if (sampler.label !== "contrastive" && method !== "lightreasoner") throw new RunConfigError("selection.label", "applies to the LIGHTREASONER method only (SFT trains on whole trajectories)");
+  return { name: c.name, mode, method, problems, evalProblems, importSamplesPath, endpoints, seed, sampler, samplingAdapter, activateFinalAdapter: c.activateFinalAdapter, startFromRun, training };
 }
 
 /** The plan as a RunConfig with every field set: what Run.config reports and run.json keeps. */
@@ -177,7 +187,7 @@ export function resolvedRunConfig(plan: RunPlan): RunConfig {
       concurrency: s.concurrency,
       adapter: plan.samplingAdapter === "latest_pushed" ? SamplingAdapter.LATEST_PUSHED : SamplingAdapter.BASE,
     },
-    selection: { beta: s.beta, alpha: s.alpha },
+    selection: { beta: s.beta, alpha: s.alpha, label: s.label === "expert_argmax" ? SelectionLabel.EXPERT_ARGMAX : SelectionLabel.CONTRASTIVE },
     lora: { rank: t.lora.rank, alpha: t.lora.alpha, dropout: t.lora.dropout, targetModules: [...t.lora.targetModules] },
     optimization: {
       learningRate: t.learningRate,
@@ -193,6 +203,7 @@ export function resolvedRunConfig(plan: RunPlan): RunConfig {
     sft: { attemptsPerProblem: s.sftAttempts, maxTunedTokens: t.maxTunedTokens ?? 0, maxWallSeconds: t.maxWallSeconds ?? 0 },
     seed: plan.seed,
     activateFinalAdapter: plan.activateFinalAdapter,
+    startFromRun: plan.startFromRun,
   });
 }
 
@@ -224,6 +235,12 @@ function samplingAdapterOf(adapter: SamplingAdapter): SamplingAdapterName {
   if (adapter === SamplingAdapter.UNSPECIFIED || adapter === SamplingAdapter.BASE) return "base";
   if (adapter === SamplingAdapter.LATEST_PUSHED) return "latest_pushed";
   throw new RunConfigError("sampling.adapter", `unknown value ${adapter}`);
+}
+
+function labelOf(label: SelectionLabel): StepLabelKind {
+  if (label === SelectionLabel.UNSPECIFIED || label === SelectionLabel.CONTRASTIVE) return "contrastive";
+  if (label === SelectionLabel.EXPERT_ARGMAX) return "expert_argmax";
+  throw new RunConfigError("selection.label", `unknown value ${label}`);
 }
 
 function sourceOf(source: ProblemSource | undefined, field: string): ProblemSourcePlan | null {

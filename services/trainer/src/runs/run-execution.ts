@@ -1,4 +1,5 @@
-// One run, stage by stage: evaluate the base expert, sample trajectories and keep the
+// One run, stage by stage: evaluate the expert it starts from (the base, or the final adapter
+// of the run it continues: a further round of the method), sample trajectories and keep the
 // selected steps (or, for SFT, the right trajectories), train LoRA on them (after sampling,
 // or overlapping with it in online mode, pushing new adapters as it goes), push the final
 // adapter to every replica and evaluate it. Every request names its adapter (the base expert,
@@ -78,9 +79,18 @@ export interface RunHandle {
   save(): void;
 }
 
+/** Where a run continues from (RunConfig.start_from_run): another run's final adapter. */
+export interface StartingAdapter {
+  runId: string;
+  version: string;
+  directory: string;
+}
+
 /** Everything checked before a run starts: the answer to StartRun depends on it. */
 export interface PreparedRun {
   plan: RunPlan;
+  /** Null: the run starts from the base expert. */
+  startFrom: StartingAdapter | null;
   pool: EndpointPool;
   sampler: SamplerConfig;
   problems: Problem[];
@@ -92,14 +102,14 @@ const CHECKPOINTS_DIR = "checkpoints";
 const ADAPTERS_DIR = "adapters";
 
 /** Reads the problems and checks the endpoints serve the trainer's expert; closes what it opened on error. */
-export async function prepareRun(plan: RunPlan, services: RunServices): Promise<PreparedRun> {
+export async function prepareRun(plan: RunPlan, services: RunServices, startFrom: StartingAdapter | null = null): Promise<PreparedRun> {
   const problems = plan.problems ? loadProblemSource(plan.problems, "problems") : [];
   const evalProblems = plan.evalProblems ? loadProblemSource(plan.evalProblems, "eval_problems") : [];
   if (plan.importSamplesPath && !existsSync(plan.importSamplesPath)) throw new RunConfigError("import_samples_path", `no file at ${plan.importSamplesPath}`);
   const pool = await EndpointPool.connect({ targets: plan.endpoints, expertFingerprint: services.expert.fingerprint, expertDir: services.expert.dir, connectTimeoutMs: services.connectTimeoutMs, security: services.inferenceSecurity });
   try {
     const sampler = resolveSamplerConfig(plan.sampler, pool.served);
-    return { plan, pool, sampler, problems, evalProblems };
+    return { plan, startFrom, pool, sampler, problems, evalProblems };
   } catch (err) {
     pool.close();
     throw err;
@@ -181,18 +191,31 @@ class RunExecution {
     return this.signal.aborted;
   }
 
-  /** The version the run's requests name once it has pushed one ("" until then: the base expert). */
-  private latestVersion(): string {
-    return this.record.adapters.at(-1)?.version ?? "";
+  /** The version the run starts from: "" (the base expert), or the adapter of the run it continues. */
+  private startVersion(): string {
+    return this.prepared.startFrom?.version ?? "";
   }
 
-  /** A resumed run uploads its latest adapter again: the replicas may have restarted or evicted it since. */
+  /** The version the run's requests name once it has pushed one (until then, where it started). */
+  private latestVersion(): string {
+    return this.record.adapters.at(-1)?.version ?? this.startVersion();
+  }
+
+  /**
+   * Uploads the adapters the run's requests will name: the one it continues from, and a
+   * resumed run's latest (the replicas may have restarted or evicted either since).
+   */
   private async reloadRunAdapter(): Promise<void> {
+    const start = this.prepared.startFrom;
+    if (start) await this.upload(start.directory, start.version);
     const latest = this.record.adapters.at(-1);
-    if (!latest) return;
-    const adapter = readPeftAdapter(latest.directory, this.services.expert.config);
+    if (latest) await this.upload(latest.directory, latest.version);
+  }
+
+  private async upload(directory: string, expectedVersion: string): Promise<void> {
+    const adapter = readPeftAdapter(directory, this.services.expert.config);
     const { version } = await pushToReplicas(this.prepared.pool, adapter, this.services.expert.name, (m) => this.warn(m));
-    if (version !== latest.version) throw new RunStateError(`the adapter in ${latest.directory} now has version ${version}, but the run pushed it as ${latest.version}; the directory was changed`);
+    if (version !== expectedVersion) throw new RunStateError(`the adapter in ${directory} now has version ${version}, but it was pushed as ${expectedVersion}; the directory was changed`);
   }
 
   private evaluation(stage: EvaluationRecord["stage"]): EvaluationRecord | undefined {
@@ -201,8 +224,8 @@ class RunExecution {
 
   private async evaluate(stage: EvaluationRecord["stage"]): Promise<void> {
     const { maxNewTokens, systemPrompt, stopStrings } = this.prepared.sampler;
-    // Before training: the base expert; after: the run's own final adapter, whatever is active.
-    const adapter = stage === "evaluating_before" ? "" : this.latestVersion();
+    // Before training: where the run starts; after: the run's own final adapter, whatever is active.
+    const adapter = stage === "evaluating_before" ? this.startVersion() : this.latestVersion();
     const result = await evaluate({ pool: this.prepared.pool, problems: this.prepared.evalProblems, mode: "expert", adapter, maxNewTokens, systemPrompt, stopStrings, signal: this.signal });
     if (this.stopped()) return;
     const evaluation: EvaluationRecord = {
@@ -222,7 +245,8 @@ class RunExecution {
   private storeSettings(): Record<string, unknown> {
     const { served } = this.prepared.pool;
     const settings = storeSettings(this.prepared.sampler, served.expertFingerprint, served.amateurFingerprint);
-    return this.plan.importSamplesPath ? { ...settings, importedFrom: this.plan.importSamplesPath } : settings;
+    const start = this.prepared.startFrom;
+    return { ...settings, ...(start ? { startAdapter: start.version } : {}), ...(this.plan.importSamplesPath ? { importedFrom: this.plan.importSamplesPath } : {}) };
   }
 
   /** Imports the reference-format file into the run's store once (a resumed run finds it there). */
@@ -256,7 +280,7 @@ class RunExecution {
         problems: this.prepared.problems,
         config: this.prepared.sampler,
         signal,
-        pinAdapter: this.plan.samplingAdapter === "latest_pushed" ? () => this.latestVersion() : () => "",
+        pinAdapter: this.plan.samplingAdapter === "latest_pushed" ? () => this.latestVersion() : () => this.startVersion(),
         onEvent: (event) => this.onSamplingEvent(store, event, (performance.now() - started) / 1000),
       });
       this.countStore(store);
@@ -340,6 +364,7 @@ class RunExecution {
       trajectories,
       // Offline runs push once, at the end; online runs every push_every_steps.
       config: { ...training, pushEverySteps: online ? training.pushEverySteps : 0 },
+      initialAdapter: this.prepared.startFrom ? readPeftAdapter(this.prepared.startFrom.directory, expert.config) : undefined,
       objective: this.plan.method === "sft" ? sftObjective : undefined,
       checkpointDir: join(this.run.runDir, CHECKPOINTS_DIR),
       baseModelName: expert.name,

@@ -12,12 +12,12 @@ import { existsSync, mkdirSync, readdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { Run, RunConfig } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
 import { RunState } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
-import { toGrpcStatus } from "#core/grpc/adapter.ts";
+import { GrpcError, Status, toGrpcStatus } from "#core/grpc/adapter.ts";
 import { RunCapacityError, RunConfigError, RunExistsError, RunNotFoundError, RunStateError } from "./errors.ts";
 import { executeRun, prepareRun } from "./run-execution.ts";
-import type { PreparedRun, RunEvent, RunHandle, RunServices } from "./run-execution.ts";
-import type { RunConfigDefaults } from "./run-config.ts";
-import { resolvedRunConfig, resolveRunPlan } from "./run-config.ts";
+import type { PreparedRun, RunEvent, RunHandle, RunServices, StartingAdapter } from "./run-execution.ts";
+import type { RunConfigDefaults, RunPlan } from "./run-config.ts";
+import { resolvedRunConfig, resolveRunPlan, RUN_ID } from "./run-config.ts";
 import { STAGE_OF, STATE_OF, newRunRecord, readRunRecord, runConfigOf, runMessage, writeRunRecord, RUN_FILE } from "./run-record.ts";
 import type { RunRecord, RunStageName, RunStateName } from "./run-record.ts";
 
@@ -48,7 +48,6 @@ export interface RunManagerOptions extends RunServices {
  */
 export const DEFAULT_MAX_CONCURRENT_RUNS = 2;
 
-const RUN_ID = /^[A-Za-z0-9._-]{1,64}$/;
 /** Watchers get counters at most this often; run.json is rewritten at most this often while counting. */
 const PROGRESS_EVERY_MS = 250;
 const SAVE_EVERY_MS = 2000;
@@ -169,8 +168,9 @@ export class RunManager {
     if (!RUN_ID.test(runId) || runId === "." || runId === "..") throw new RunConfigError("run_id", `must be 1 to 64 characters of [A-Za-z0-9._-], got ${JSON.stringify(requestedId)}`);
     if (this.runs.has(runId) || this.reserved.has(runId) || existsSync(join(this.options.runsDir, runId))) throw new RunExistsError(runId);
     const plan = resolveRunPlan(config, this.endpointDefaults());
+    const startFrom = this.startingAdapter(plan);
     return this.reserve(runId, validateOnly, async () => {
-      const prepared = await prepareRun(plan, this.options);
+      const prepared = await prepareRun(plan, this.options, startFrom);
       const record = newRunRecord(runId, resolvedRunConfig(plan), this.options.expert.fingerprint);
       record.tfjsBackend = this.options.tfjsBackend;
       const runDir = join(this.options.runsDir, runId);
@@ -192,8 +192,9 @@ export class RunManager {
       throw new RunStateError(`run ${runId} is ${run.record.state.toUpperCase()}; only FAILED or CANCELLED runs can be resumed`);
     }
     const plan = resolveRunPlan(runConfigOf(run.record), this.endpointDefaults());
+    const startFrom = this.startingAdapter(plan);
     return this.reserve(runId, false, async () => {
-      const prepared = await prepareRun(plan, this.options);
+      const prepared = await prepareRun(plan, this.options, startFrom);
       run.record.error = "";
       this.launch(run, prepared);
       return run.message();
@@ -261,6 +262,31 @@ export class RunManager {
     const active = [...this.runs.values()].filter((run) => run.active);
     for (const run of active) run.controller?.abort();
     await Promise.all(active.map((run) => run.done));
+  }
+
+  /**
+   * The adapter start_from_run names: the final one of a SUCCEEDED run of this trainer, on
+   * the expert it holds now, with the LoRA shape the new run asks for (training goes on from
+   * those weights, so rank, alpha and the target modules must be the same).
+   */
+  private startingAdapter(plan: RunPlan): StartingAdapter | null {
+    const id = plan.startFromRun;
+    if (id === "") return null;
+    const from = this.runs.get(id);
+    if (!from) throw new GrpcError(Status.NOT_FOUND, `start_from_run: no run with id ${JSON.stringify(id)} on this trainer`, "start_from_run");
+    if (from.record.state !== "succeeded") throw new RunStateError(`start_from_run: run ${id} is ${from.record.state.toUpperCase()}; a run continues only from a SUCCEEDED one`);
+    const final = from.record.adapters.at(-1);
+    if (!final) throw new RunStateError(`start_from_run: run ${id} pushed no adapter`);
+    if (from.record.expertFingerprint !== this.options.expert.fingerprint) {
+      throw new RunStateError(`start_from_run: run ${id} trained expert ${from.record.expertFingerprint}, but this trainer holds ${this.options.expert.fingerprint}`);
+    }
+    const theirs = runConfigOf(from.record).lora!;
+    const ours = plan.training.lora;
+    const shape = (rank: number, alpha: number, modules: readonly string[]) => `rank ${rank}, alpha ${alpha}, target_modules ${modules.join(",")}`;
+    if (theirs.rank !== ours.rank || theirs.alpha !== ours.alpha || theirs.targetModules.join(",") !== ours.targetModules.join(",")) {
+      throw new RunConfigError("lora", `must have the shape of run ${id}'s adapter (${shape(theirs.rank!, theirs.alpha!, theirs.targetModules)}), got ${shape(ours.rank, ours.alpha, ours.targetModules)}`);
+    }
+    return { runId: id, version: final.version, directory: final.directory };
   }
 
   private find(runId: string): ManagedRun {

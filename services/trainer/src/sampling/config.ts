@@ -4,6 +4,7 @@
 // prompt); the rest are this trainer's.
 import { MethodInputError } from "#core/math/errors.ts";
 import { validateAlpha, validateBeta } from "#core/math/selection.ts";
+import type { StepLabelKind } from "#core/math/selection.ts";
 import { SamplerConfigError } from "./errors.ts";
 import type { ServedPair } from "./endpoint-pool.ts";
 import { SYSTEM_PROMPT } from "./prompt.ts";
@@ -19,6 +20,8 @@ export interface SamplerConfig {
   beta: number;
   /** Plausibility threshold of the soft label's support. */
   alpha: number;
+  /** What a kept step is trained toward (stepLabel): the contrastive soft label, or the expert's argmax (an ablation). */
+  label: StepLabelKind;
   /** SPARSE (tens of bytes a step, computed by the server) or FULL (both vocabularies). */
   encoding: "sparse" | "full";
   /** FULL only: float32 gives the same samples as SPARSE; float16 halves the bytes and rounds. */
@@ -48,6 +51,7 @@ export const SAMPLER_DEFAULTS: Readonly<Omit<SamplerConfig, "seed">> = Object.fr
   method: "lightreasoner",
   beta: 0.4,
   alpha: 0.2,
+  label: "contrastive",
   encoding: "sparse",
   fullDtype: "float32",
   topK: 4,
@@ -74,6 +78,7 @@ export function resolveSamplerConfig(partial: Partial<SamplerConfig> & { seed: n
   };
   integer("seed", config.seed, 0, 0xffffffff);
   if (config.method !== "lightreasoner" && config.method !== "sft") throw new SamplerConfigError("method", `must be "lightreasoner" or "sft", got ${JSON.stringify(config.method)}`);
+  if (config.label !== "contrastive" && config.label !== "expert_argmax") throw new SamplerConfigError("selection.label", `must be "contrastive" or "expert_argmax", got ${JSON.stringify(config.label)}`);
   if (config.encoding !== "sparse" && config.encoding !== "full") throw new SamplerConfigError("sampling.encoding", `must be "sparse" or "full", got ${JSON.stringify(config.encoding)}`);
   if (config.fullDtype !== "float32" && config.fullDtype !== "float16") throw new SamplerConfigError("sampling.dtype", `must be "float32" or "float16", got ${JSON.stringify(config.fullDtype)}`);
   integer("sampling.top_k", config.topK, 0, served?.maxTopK);
@@ -94,8 +99,9 @@ export function resolveSamplerConfig(partial: Partial<SamplerConfig> & { seed: n
 
 /** The settings a sample store must keep across resumes: change one and the samples would not mix. */
 export function storeSettings(config: SamplerConfig, expertFingerprint: string, amateurFingerprint: string): Record<string, unknown> {
-  const { method, seed, beta, alpha, temperature, topP, maxNewTokens, systemPrompt, stopStrings, sftAttempts } = config;
-  return { method, seed, beta, alpha, temperature, topP, maxNewTokens, systemPrompt, stopStrings, sftAttempts, expertFingerprint, amateurFingerprint };
+  const { method, seed, beta, alpha, label, temperature, topP, maxNewTokens, systemPrompt, stopStrings, sftAttempts } = config;
+  // The label joined the settings later: stores written before it hold contrastive labels and keep their settings.
+  return { method, seed, beta, alpha, ...(label !== "contrastive" ? { label } : {}), temperature, topP, maxNewTokens, systemPrompt, stopStrings, sftAttempts, expertFingerprint, amateurFingerprint };
 }
 
 function methodInput(field: string, check: () => void): void {

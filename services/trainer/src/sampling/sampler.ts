@@ -12,6 +12,7 @@ import type { DistributionRequestSchema } from "#core/gen/lightreasoner/v1/commo
 import type { TrajectoryFinished, TrajectoryRequestSchema, TrajectoryStarted, TrajectoryStep } from "#core/gen/lightreasoner/v1/inference_pb.ts";
 import { GrpcError, Status } from "#core/grpc/adapter.ts";
 import type { Problem } from "#core/tasks/problems.ts";
+import { stepLabel } from "#core/math/selection.ts";
 import { checkAnswer } from "#trainer/eval/answer.ts";
 import type { SampleStore, StoreCounts } from "#trainer/store/sample-store.ts";
 import { STORE_FORMAT_VERSION } from "#trainer/store/records.ts";
@@ -224,10 +225,13 @@ class SamplingRun {
       if (step.adapterVersion !== r.started.adapterVersion) throw new Error(`step ${step.step} came from adapter ${JSON.stringify(step.adapterVersion)}, the trajectory started on ${JSON.stringify(r.started.adapterVersion)}`);
       r.tokens.push(scored.tokenId);
       if (this.o.config.method === "sft") return;
-      const { alpha, beta } = this.o.config;
+      const { alpha, beta, label } = this.o.config;
       const decision = selectionOf(step, { alpha, beta, vocabSize: this.o.pool.served.vocabSize });
       r.kls.push(decision.kl);
-      if (decision.selected) r.selected.push({ step: step.step, kl: decision.kl, ids: Array.from(decision.plausibleIds), weights: Array.from(decision.targetWeights) });
+      if (decision.selected) {
+        const target = stepLabel(decision, label);
+        r.selected.push({ step: step.step, kl: decision.kl, ids: Array.from(target.ids), weights: Array.from(target.weights) });
+      }
     } catch (err) {
       this.breakTrajectory(r, (err as Error).message);
     }

@@ -86,6 +86,7 @@ export function buildReport(inputs: ReportInputs): RunReport {
       sftLearningRate: inputs.sft?.config?.optimization?.learningRate ?? 0,
     },
     tfjsBackend: lr.tfjsBackend,
+    trainingEngine: lr.trainingEngine,
     klValues: subsample(records.flatMap((r) => r.stepKls), inputs.maxKlValues ?? 20_000),
     examples: pickExamples(records, tokenizer, inputs.examples ?? 6),
   };

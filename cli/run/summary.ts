@@ -26,9 +26,12 @@ export function summaryRows(r: RunReport): string[][] {
     ...matchedRows(r),
     ...roundRows(r),
     [`amateur accuracy`, `${pct(r.amateur.accuracy)} ${ci(r.amateur.accuracyCi95)}`, ""],
-    ["tfjs backend", r.tfjsBackend, ""],
+    ["training engine", trainingEngine(r), ""],
   ];
 }
+
+/** "onnxruntime", or "tfjs on <backend>" where TensorFlow.js computed the gradients too. */
+export const trainingEngine = (r: RunReport) => (r.trainingEngine === "onnxruntime" ? `onnxruntime (adapter and optimizer on tfjs ${r.tfjsBackend})` : `tfjs on ${r.tfjsBackend}`);
 
 const perThousand = (x: number) => `${x >= 0 ? "+" : ""}${x.toPrecision(3)} pts`;
 

@@ -31,6 +31,8 @@ describe("lightreasoner run on the built-in pair", () => {
     }
     expect(report.evalProblems).toBe(80);
     expect(report.tfjsBackend).toMatch(/^(wasm|cpu|node|node-gpu)$/);
+    // Where native TensorFlow is absent (this CI), LoRA gradients come from ONNX Runtime.
+    expect(report.trainingEngine).toBe(report.tfjsBackend.startsWith("node") ? "tfjs" : "onnxruntime");
     // Each service's peak resident memory over the run, read from /proc before it was stopped.
     expect(Object.keys(report.servicePeakRssBytes ?? {}).sort()).toEqual(["inference", "trainer"]);
     if (process.platform === "linux") for (const bytes of Object.values(report.servicePeakRssBytes!)) expect(bytes).toBeGreaterThan(50 * 2 ** 20);

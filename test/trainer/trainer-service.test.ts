@@ -98,6 +98,8 @@ describe("TrainerService: an online run", () => {
     expect(c.tunedTokens).toBe(steps.reduce((sum, s) => sum + s.tunedTokens, 0));
     expect(run!.liveAdapterVersion).toBe(finalVersion);
     expect(run!.tfjsBackend).toBe(trainer.server.tfjsBackend);
+    expect(run!.trainingEngine).toBe(trainer.server.trainingEngine);
+    expect(run!.trainingEngine).toMatch(/^(onnxruntime|tfjs)$/);
     expect(run!.evaluations.map((e) => [e.stage, e.problems, e.verdicts.length])).toEqual([
       [RunStage.EVALUATING_BEFORE, 4, 4],
       [RunStage.EVALUATING_AFTER, 4, 4],

@@ -16,6 +16,7 @@ import { serveMetrics } from "#core/metrics/http-endpoint.ts";
 import type { MetricsEndpoint } from "#core/metrics/http-endpoint.ts";
 import { describeBackendChoice, selectBackend } from "./model/backend.ts";
 import type { BackendKind } from "./model/backend.ts";
+import { chooseLoraEngine, describeEngineChoice } from "./training/gradient-engine.ts";
 import { TrainerMetrics } from "./metrics.ts";
 import { parseEndpointTargets } from "./sampling/targets.ts";
 import { RunManager } from "./runs/run-manager.ts";
@@ -57,6 +58,8 @@ export interface TrainerServer {
   port: number;
   metricsPort: number;
   tfjsBackend: string;
+  /** What computes LoRA gradients for every run (gradient-engine.ts). */
+  trainingEngine: string;
   runs: RunManager;
   /** Cancels running runs (resumable), stops serving and closes the metrics port. Safe to call twice. */
   close(): Promise<void>;
@@ -75,6 +78,8 @@ export async function startTrainerServer(options: TrainerServerOptions): Promise
   const { config, weights } = loadModelDir(options.expertDir);
   const backend = await selectBackend({ force: options.backend });
   logger.info(describeBackendChoice(backend));
+  const engine = chooseLoraEngine(backend, undefined);
+  logger.info(describeEngineChoice(engine));
 
   let runs: RunManager | null = null;
   const metrics = new TrainerMetrics(() => runs?.counts() ?? { pending: 0, running: 0, succeeded: 0, failed: 0, cancelled: 0 });
@@ -83,6 +88,7 @@ export async function startTrainerServer(options: TrainerServerOptions): Promise
     defaultEndpoints: options.inferenceTargets,
     allowedEndpoints: options.allowedInferenceTargets,
     tfjsBackend: backend.kind,
+    trainingEngine: engine.kind,
     expert: { dir: resolve(options.expertDir), name: basename(resolve(options.expertDir)), fingerprint: modelFingerprint(options.expertDir), config, weights },
     metrics,
     log: (message) => logger.info(message),
@@ -129,6 +135,7 @@ export async function startTrainerServer(options: TrainerServerOptions): Promise
     port,
     metricsPort: metricsEndpoint.port,
     tfjsBackend: backend.kind,
+    trainingEngine: engine.kind,
     runs: manager,
     close: () => (closing ??= close()),
   };

@@ -43,6 +43,7 @@ export function sampleReport(): RunReport {
     published: PUBLISHED_ANCHORS,
     settings: { beta: 0.4, alpha: 0.2 },
     tfjsBackend: "wasm",
+    trainingEngine: "onnxruntime",
     klValues: [0.01, 0.2, 0.5, 1.3, 0.05, 0.45],
     examples: [{ question: "Tom has 3 < 4 apples?", correct: true, tokens: [{ text: "3 + 4", kl: 0.9, selected: true }, { text: " = 7", kl: 0.1, selected: false }] }],
   };
@@ -62,6 +63,7 @@ describe("run report", () => {
       expect(page.match(/<svg/g)?.length).toBe(4); // accuracy, efficiency, KL histogram, loss
       expect(page).toContain('class="sel"');
       expect(page).toContain("β = 0.4");
+      expect(page).toContain("training engine ONNX Runtime (adapter and optimizer on TensorFlow.js wasm)");
       // The SFT baseline matched to LightReasoner's tuned tokens, and each method's gain per 1,000 of them.
       expect(page).toContain("<th>SFT at LightReasoner&#39;s tuned tokens</th>");
       expect(page).not.toContain("SFT at LightReasoner&#39;s wall time");

@@ -85,7 +85,7 @@ export function renderReportHtml(r: RunReport): string {
   );
   return `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>LightReasoner report</title><style>${STYLE}</style></head><body>
 <h1>LightReasoner round</h1>
-<p class="sub">${escapeHtml(r.createdAt)} · expert <b>${escapeHtml(r.expert.name)}</b>, amateur <b>${escapeHtml(r.amateur.name)}</b> · ${r.evalProblems} held-out problems · TensorFlow.js backend ${escapeHtml(r.tfjsBackend)}</p>
+<p class="sub">${escapeHtml(r.createdAt)} · expert <b>${escapeHtml(r.expert.name)}</b>, amateur <b>${escapeHtml(r.amateur.name)}</b> · ${r.evalProblems} held-out problems · training engine ${escapeHtml(r.trainingEngine === "onnxruntime" ? `ONNX Runtime (adapter and optimizer on TensorFlow.js ${r.tfjsBackend})` : `TensorFlow.js ${r.tfjsBackend}`)}</p>
 <div class="grid2">
 <section><h2>Held-out greedy accuracy (95% intervals)</h2>${barChart(accuracyBars, "accuracy", 1)}</section>
 <section><h2>LightReasoner beside SFT</h2><table><tr><th></th>${columns.map((c) => `<th>${escapeHtml(c.title)}</th>`).join("")}</tr>${rows.map((cells) => `<tr>${cells.map((cell) => `<td>${cell}</td>`).join("")}</tr>`).join("")}</table>${efficiency}</section>

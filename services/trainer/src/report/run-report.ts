@@ -78,6 +78,8 @@ export interface RunReport {
   published?: PublishedAnchors;
   settings: Record<string, number | string | boolean>;
   tfjsBackend: string;
+  /** What computed the LoRA gradients: "onnxruntime" or "tfjs" (on tfjsBackend); "" where the trainer did not say. */
+  trainingEngine: string;
   /** Peak resident memory of each service process over the whole run, in bytes (null where the OS does not say). */
   servicePeakRssBytes?: Record<string, number | null>;
   /** KL of every step seen, for the distribution plot (capped by the writer). */

@@ -30,6 +30,7 @@ import { trainingSet, unitOf } from "#trainer/store/training-set.ts";
 import type { TrainingTrajectory } from "#trainer/store/records.ts";
 import { SampleStore } from "#trainer/store/sample-store.ts";
 import type { TrajectorySource } from "#trainer/training/batching.ts";
+import type { EngineKind } from "#trainer/training/gradient-engine.ts";
 import { trainLora } from "#trainer/training/lora-trainer.ts";
 import { sftObjective } from "#trainer/training/sft.ts";
 import type { StepEvent } from "#trainer/training/training-loop.ts";
@@ -52,6 +53,8 @@ export interface ExpertModel {
 
 export interface RunServices {
   expert: ExpertModel;
+  /** The LoRA gradient engine every run trains with (chosen once per trainer, reported in each run). */
+  trainingEngine: EngineKind;
   metrics: TrainerMetrics;
   log: (message: string) => void;
   /** How long StartRun waits for an endpoint to answer. */
@@ -364,6 +367,7 @@ class RunExecution {
       trajectories,
       // Offline runs push once, at the end; online runs every push_every_steps.
       config: { ...training, pushEverySteps: online ? training.pushEverySteps : 0 },
+      engine: this.services.trainingEngine,
       initialAdapter: this.prepared.startFrom ? readPeftAdapter(this.prepared.startFrom.directory, expert.config) : undefined,
       objective: this.plan.method === "sft" ? sftObjective : undefined,
       checkpointDir: join(this.run.runDir, CHECKPOINTS_DIR),

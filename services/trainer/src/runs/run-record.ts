@@ -77,6 +77,8 @@ export interface RunRecord {
   trainingDone: boolean;
   expertFingerprint: string;
   tfjsBackend: string;
+  /** The LoRA gradient engine (gradient-engine.ts); absent in records written before it was kept. */
+  trainingEngine?: string;
   error: string;
   createdAt: string;
   updatedAt: string;
@@ -185,6 +187,7 @@ export function runMessage(record: RunRecord, runDir: string): Run {
     liveAdapterVersion: record.liveAdapterVersion,
     expertFingerprint: record.expertFingerprint,
     tfjsBackend: record.tfjsBackend,
+    trainingEngine: record.trainingEngine ?? "",
     runDir,
     error: record.error,
     createdAt: timestampFromDate(new Date(record.createdAt)),

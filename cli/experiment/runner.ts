@@ -5,12 +5,13 @@
 // found in the results cache by their key and skipped, so an interrupted experiment resumes
 // at the round it was in.
 import { spawnSync } from "node:child_process";
+import { Command } from "commander";
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { modelFingerprint } from "#core/formats/model-dir.ts";
 import { generateProblems } from "#world/arithmetic.ts";
-import { runRound } from "#cli/commands/run.ts";
+import { registerRun, runRound } from "#cli/commands/run.ts";
 import type { RunFlags } from "#cli/commands/run.ts";
 import { UsageError } from "#cli/options.ts";
 import type { RunInputs, RunRecordOfExperiment } from "./results.ts";
@@ -133,17 +134,24 @@ export function prepareRun(planned: PlannedRun, options: { root: string; results
 /** The `lightreasoner run` command line a round is equivalent to (for people; the runner calls runRound directly). */
 export function commandLine(flags: Omit<RunFlags, "reportDir">, root: string): string {
   const rel = (p: string) => (p.startsWith(`${root}/`) ? p.slice(root.length + 1) : p);
-  const d = DEFAULT_SETTINGS;
   const parts = ["lightreasoner run", `--expert ${rel(flags.expert)}`, `--amateur ${rel(flags.amateur)}`, `--problems ${rel(flags.problems!)}`, `--eval-problems ${rel(flags.evalProblems!)}`];
-  const flagNames: Record<string, string> = { sample: "--sample", eval: "--eval", mode: "--mode", beta: "--beta", alpha: "--alpha", temperature: "--temperature", maxNewTokens: "--max-new-tokens", lr: "--lr", steps: "--steps", batchSize: "--batch-size", gradientAccumulation: "--gradient-accumulation", pushEvery: "--push-every", samplingAdapter: "--sampling-adapter", label: "--label", rounds: "--rounds", sftSample: "--sft-sample", sftAttempts: "--sft-attempts", sftTemperature: "--sft-temperature", sftSteps: "--sft-steps", sftLr: "--sft-lr" };
-  for (const [key, flag] of Object.entries(flagNames)) {
-    const value = flags[key as keyof typeof flags];
-    if (value !== d[key as keyof typeof d]) parts.push(`${flag} ${value}`);
+  // The settings' flags as the run command declares them, in its order: a setting at its default is left out.
+  for (const [key, flag] of runFlagNames()) {
+    if (!(key in DEFAULT_SETTINGS)) continue;
+    const value = flags[key as keyof RowSettings];
+    if (JSON.stringify(value) === JSON.stringify(DEFAULT_SETTINGS[key as keyof RowSettings])) continue;
+    if (typeof value === "boolean") parts.push(flag);
+    else parts.push(`${flag} ${Array.isArray(value) ? value.join(",") : value}`);
   }
-  if (!flags.sft) parts.push("--no-sft");
-  if (flags.sftMatched.length > 0) parts.push(`--sft-matched ${flags.sftMatched.join(",")}`);
   parts.push(`--seed ${flags.seed}`);
   return parts.join(" ");
+}
+
+/** Each option of `lightreasoner run` as [setting name, flag] ("sft" -> "--no-sft"), read from the command itself. */
+function runFlagNames(): [string, string][] {
+  const program = new Command();
+  registerRun(program);
+  return program.commands[0].options.map((option) => [option.attributeName(), option.long!]);
 }
 
 export interface ExperimentOptions {

@@ -35,7 +35,7 @@ describe("lightreasoner experiment on the built-in pair", () => {
   it("runs a round once, caches it by its key, and draws its table row from the cache", () => {
     const first = cli([spec, "--results", results]);
     expect(first.status, `${first.stdout}\n${first.stderr}`).toBe(0);
-    expect(first.stdout).toMatch(/tiny\/small seed 3: lightreasoner run --expert models\/expert .* --sample 24 --eval 40 --mode offline .* --rounds 2 .* --no-sft --sft-matched tokens --seed 3/);
+    expect(first.stdout).toMatch(/tiny\/small seed 3: lightreasoner run --expert models\/expert .* --sample 24 --eval 40 --mode offline .* --rounds 2 --no-sft .*--sft-matched tokens --seed 3/);
     // The second row reads the same round.
     expect(first.stdout).toMatch(/tiny: 1 run, 1 cached, 0 not run/);
 

@@ -47,7 +47,7 @@ export async function followRun(client: TrainerClient, runId: string, label: str
         training?.update(c.optimizerSteps, { extra: c.optimizerSteps > 0 ? `loss ${c.lastLoss.toFixed(4)}, ${c.tunedTokens} tuned tokens` : "" });
       } else if (event.case === "evaluation") {
         const e = event.value;
-        say(`${label}: greedy accuracy ${e.stage === RunStage.EVALUATING_BEFORE ? "before" : "after"} training: ${e.correct}/${e.problems} = ${pct(e.accuracy)} (${e.wallSeconds.toFixed(1)} s)`);
+        say(`${label}: greedy accuracy ${e.stage === RunStage.EVALUATING_BEFORE ? "before" : "after"} training: ${e.correct}/${e.problems} = ${pct(e.accuracy)} (${e.reusedFromRun ? `the same measurement as run ${e.reusedFromRun}'s` : `${e.wallSeconds.toFixed(1)} s`})`);
       } else if (event.case === "adapterPushed" && !bars) {
         say(`${label}: adapter ${event.value.version} (step ${event.value.optimizerStep}) uploaded to ${event.value.endpoints.length} replica(s)`);
       } else if (event.case === "warning") {

@@ -66,6 +66,9 @@ describe("a run that continues another (start_from_run), and the argmax label", 
     const before = evaluation(second, RunStage.EVALUATING_BEFORE);
     expect(before.adapterVersion).toBe(firstVersion);
     expect(before.verdicts).toEqual(evaluation(first, RunStage.EVALUATING_AFTER).verdicts);
+    // The same adapter on the same problems with the same settings: taken from round 1, not run again.
+    expect(before.reusedFromRun).toBe("round-1");
+    expect(before.wallSeconds).toBe(0);
 
     const started = readPeftAdapter(finalAdapterDir(first), expert);
     const ended = readPeftAdapter(finalAdapterDir(second), expert);
@@ -107,6 +110,15 @@ describe("a run that continues another (start_from_run), and the argmax label", 
     const contrastive = records(first).flatMap((r) => r.selected.map((s) => `${r.problemId}:${s.step}`));
     expect(records(argmax).flatMap((r) => r.selected.map((s) => `${r.problemId}:${s.step}`)).sort()).toEqual(contrastive.sort());
     expect(records(first).some((r) => r.selected.some((s) => s.ids.length > 1))).toBe(true);
+  });
+
+  it("measures the base expert again only when something that shapes the answers differs", async () => {
+    const same = await finish("same-eval", { ...base, optimization: { ...base.optimization, maxSteps: 1 } });
+    expect(evaluation(same, RunStage.EVALUATING_BEFORE)).toMatchObject({ reusedFromRun: "round-1", verdicts: evaluation(first, RunStage.EVALUATING_BEFORE).verdicts });
+    const shorter = await finish("shorter-answers", { ...base, sampling: { params: { temperature: 0, maxNewTokens: 12 }, concurrency: 4 }, optimization: { ...base.optimization, maxSteps: 1 } });
+    const before = evaluation(shorter, RunStage.EVALUATING_BEFORE);
+    expect(before.reusedFromRun).toBe("");
+    expect(before.wallSeconds).toBeGreaterThan(0);
   });
 
   it("refuses the argmax label for the SFT baseline", async () => {

@@ -5,6 +5,7 @@
 // problems (before and after training) pair up for core/math/accuracy's
 // pairedDifferenceInterval. Requests are spread over the endpoint pool's lanes; a failing
 // endpoint's problems are asked again elsewhere.
+import { createHash } from "node:crypto";
 import { FinishReason } from "#core/gen/lightreasoner/v1/common_pb.ts";
 import { GenerationMode } from "#core/gen/lightreasoner/v1/inference_pb.ts";
 import { GrpcError, Status, toGrpcError } from "#core/grpc/adapter.ts";
@@ -73,6 +74,16 @@ export interface EvaluationResult {
   /** Adapters that answered, in order of first use (more than one if an adapter was pushed mid-way). */
   adapterVersions: string[];
   wallSeconds: number;
+}
+
+/**
+ * What a greedy evaluation measures, as a digest: the expert's weights (its fingerprint and the
+ * adapter version, itself a digest of the adapter's content), the problems, and the settings
+ * that shape the answers. Two evaluations with one key give the same verdicts.
+ */
+export function evaluationKey(what: { expertFingerprint: string; adapter: string; problems: readonly Problem[]; maxNewTokens: number; systemPrompt: string; stopStrings: readonly string[] }): string {
+  const problems = what.problems.map((p) => [p.question, p.reference]);
+  return createHash("sha256").update(JSON.stringify({ ...what, problems })).digest("hex");
 }
 
 const DEFAULT_MAX_NEW_TOKENS = 512;

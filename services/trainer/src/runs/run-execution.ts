@@ -18,7 +18,7 @@ import type { ModelConfig } from "#core/model/config.ts";
 import type { LoraAdapter } from "#core/model/lora.ts";
 import type { WeightMap } from "#core/model/weights.ts";
 import type { Problem } from "#core/tasks/problems.ts";
-import { evaluate } from "#trainer/eval/evaluate.ts";
+import { evaluate, evaluationKey } from "#trainer/eval/evaluate.ts";
 import type { TrainerMetrics } from "#trainer/metrics.ts";
 import { resolveSamplerConfig, storeSettings } from "#trainer/sampling/config.ts";
 import type { SamplerConfig } from "#trainer/sampling/config.ts";
@@ -61,6 +61,8 @@ export interface RunServices {
   connectTimeoutMs?: number;
   /** TLS and the token for the inference endpoints (default: plain text, no token). */
   inferenceSecurity?: ClientSecurity;
+  /** An evaluation another run of this trainer already made with this key (evaluationKey), and which run made it. */
+  findEvaluation?: (key: string) => { runId: string; evaluation: EvaluationRecord } | undefined;
 }
 
 /** What a run's events look like to the run manager (the contract's WatchRunResponse.event). */
@@ -229,6 +231,17 @@ class RunExecution {
     const { maxNewTokens, systemPrompt, stopStrings } = this.prepared.sampler;
     // Before training: where the run starts; after: the run's own final adapter, whatever is active.
     const adapter = stage === "evaluating_before" ? this.startVersion() : this.latestVersion();
+    const key = evaluationKey({ expertFingerprint: this.services.expert.fingerprint, adapter, problems: this.prepared.evalProblems, maxNewTokens, systemPrompt, stopStrings });
+    const earlier = this.services.findEvaluation?.(key);
+    if (earlier) {
+      // Greedy answers of the same weights to the same prompts: measuring again (a 5,000-problem
+      // evaluation is most of a round's time) would give the same verdicts.
+      const { evaluation } = earlier;
+      this.record.evaluations.push({ ...evaluation, stage, wallSeconds: 0, key, reusedFromRun: earlier.runId });
+      this.run.emit({ case: "evaluation", value: evaluationMessage(this.record.evaluations.at(-1)!) });
+      this.run.save();
+      return;
+    }
     const result = await evaluate({ pool: this.prepared.pool, problems: this.prepared.evalProblems, mode: "expert", adapter, maxNewTokens, systemPrompt, stopStrings, signal: this.signal });
     if (this.stopped()) return;
     const evaluation: EvaluationRecord = {
@@ -239,6 +252,8 @@ class RunExecution {
       accuracy: result.accuracy,
       wallSeconds: result.wallSeconds,
       verdicts: result.perProblem,
+      // An answer from another adapter than asked (a push mid-way) makes it no measurement of `adapter`.
+      ...(result.adapterVersions.length === 1 && result.adapterVersions[0] === adapter ? { key } : {}),
     };
     this.record.evaluations.push(evaluation);
     this.run.emit({ case: "evaluation", value: evaluationMessage(evaluation) });

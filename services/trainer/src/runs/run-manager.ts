@@ -19,7 +19,7 @@ import type { PreparedRun, RunEvent, RunHandle, RunServices, StartingAdapter } f
 import type { RunConfigDefaults, RunPlan } from "./run-config.ts";
 import { resolvedRunConfig, resolveRunPlan, RUN_ID } from "./run-config.ts";
 import { STAGE_OF, STATE_OF, newRunRecord, readRunRecord, runConfigOf, runMessage, writeRunRecord, RUN_FILE } from "./run-record.ts";
-import type { RunRecord, RunStageName, RunStateName } from "./run-record.ts";
+import type { EvaluationRecord, RunRecord, RunStageName, RunStateName } from "./run-record.ts";
 
 /** An event as watchers receive it: the contract's WatchRunResponse.event. */
 export type WatchEvent =
@@ -290,6 +290,15 @@ export class RunManager {
     return { runId: id, version: final.version, directory: final.directory };
   }
 
+  /** An evaluation with this key that some run of this trainer made (not copied) itself. */
+  private findEvaluation(key: string): { runId: string; evaluation: EvaluationRecord } | undefined {
+    for (const run of this.runs.values()) {
+      const evaluation = run.record.evaluations.find((e) => e.key === key && !e.reusedFromRun);
+      if (evaluation) return { runId: run.record.runId, evaluation };
+    }
+    return undefined;
+  }
+
   private find(runId: string): ManagedRun {
     const run = this.runs.get(runId);
     if (!run) throw new RunNotFoundError(runId);
@@ -320,7 +329,7 @@ export class RunManager {
     const log = (message: string) => this.options.log(`run ${run.record.runId}: ${message}`);
     run.done = (async () => {
       try {
-        await executeRun(run, prepared, { ...this.options, log }, controller.signal);
+        await executeRun(run, prepared, { ...this.options, log, findEvaluation: (key) => this.findEvaluation(key) }, controller.signal);
         run.closeStageClock();
         run.record.state = controller.signal.aborted ? "cancelled" : "succeeded";
       } catch (err) {

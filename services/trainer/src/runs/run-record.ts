@@ -49,6 +49,10 @@ export interface EvaluationRecord {
   accuracy: number;
   wallSeconds: number;
   verdicts: boolean[];
+  /** What was measured (evaluationKey): equal keys, equal measurements. Absent in records written before it was kept. */
+  key?: string;
+  /** The run this evaluation was taken from instead of being run again. */
+  reusedFromRun?: string;
 }
 
 export interface PushedAdapterRecord {
@@ -171,7 +175,7 @@ function upgradeRecord(parsed: unknown): unknown {
 }
 
 export function evaluationMessage(e: EvaluationRecord): Omit<EvaluationResult, "$typeName"> {
-  return { stage: STAGE_OF[e.stage], adapterVersion: e.adapterVersion, problems: e.problems, correct: e.correct, accuracy: e.accuracy, wallSeconds: e.wallSeconds, verdicts: e.verdicts };
+  return { stage: STAGE_OF[e.stage], adapterVersion: e.adapterVersion, problems: e.problems, correct: e.correct, accuracy: e.accuracy, wallSeconds: e.wallSeconds, verdicts: e.verdicts, reusedFromRun: e.reusedFromRun ?? "" };
 }
 
 /** The contract's view of a run. */

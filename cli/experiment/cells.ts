@@ -33,6 +33,12 @@ export function changeCell(report: RunReport, measure: Measure): string {
       if (!round) throw missing(measure);
       return cell(round.accuracyAfter - before, round.accuracyDeltaCi95);
     }
+    case "per-1k-tokens": {
+      if (!report.sft) throw missing("SFT baseline");
+      const lr = report.lightreasoner.gainPer1000TunedTokens;
+      const sft = report.sft.gainPer1000TunedTokens;
+      return `${lr.toFixed(3)} vs ${sft.toFixed(4)} (${sft > 0 ? `${(lr / sft).toFixed(1)}x` : "SFT gained nothing"})`;
+    }
     case "lead-at-tokens": {
       const m = report.sftMatched?.tokens;
       if (!m) throw missing("sft-at-tokens");

@@ -29,9 +29,10 @@ const count = (min: number) => z.number().int().min(min);
  * What a row's cells show of each round's report: the change in accuracy of LightReasoner, of
  * the full SFT baseline, of the SFT baselines stopped at LightReasoner's tuned tokens or wall
  * time (--sft-matched), LightReasoner's lead over the token-matched one (paired), or the
- * change after LightReasoner's second or third round (--rounds).
+ * change after LightReasoner's second or third round (--rounds), or each method's change per
+ * 1,000 tuned tokens beside the full SFT baseline's.
  */
-export const MEASURES = ["lightreasoner", "sft", "sft-at-tokens", "sft-at-time", "lead-at-tokens", "round-2", "round-3"] as const;
+export const MEASURES = ["lightreasoner", "sft", "sft-at-tokens", "sft-at-time", "lead-at-tokens", "round-2", "round-3", "per-1k-tokens"] as const;
 export type Measure = (typeof MEASURES)[number];
 
 /** A contiguous run of the built-in world's problems: `count` problems of one split after `offset`. */
@@ -185,7 +186,7 @@ export function parseSpec(json: unknown, file: string): ExperimentSpec {
     if (ids.has(row.id)) throw new ExperimentSpecError(file, `rows.${i}.id`, `"${row.id}" is used by an earlier row`);
     ids.add(row.id);
     if (new Set(row.seeds).size !== row.seeds.length) throw new ExperimentSpecError(file, `rows.${i}.seeds`, "lists a seed twice");
-    const needs: Partial<Record<Measure, string>> = { sft: "sft", "sft-at-tokens": "tokens", "sft-at-time": "time", "lead-at-tokens": "tokens" };
+    const needs: Partial<Record<Measure, string>> = { sft: "sft", "per-1k-tokens": "sft", "sft-at-tokens": "tokens", "sft-at-time": "time", "lead-at-tokens": "tokens" };
     const need = needs[row.measure];
     for (const variant of row.variants) {
       const settings = { ...DEFAULT_SETTINGS, ...spec.settings, ...row.settings, ...variant };

@@ -22,7 +22,7 @@ import type { TrajectoryRecord } from "#trainer/store/records.ts";
 import { clients, startServer, writeTinyPair } from "#test/inference/helpers.ts";
 import type { TinyPair } from "#test/inference/helpers.ts";
 import { expectSameSamples, writeProblems } from "#test/trainer-sampling/helpers.ts";
-import { finished, RunState, smallRun, startTrainer } from "./helpers.ts";
+import { finished, RunState, runToSuccess, smallRun, startTrainer } from "./helpers.ts";
 import type { RunConfigInit } from "./helpers.ts";
 
 const trajectories = (run: Run) => SampleStore.read(join(run.runDir, "samples.jsonl")).records;
@@ -66,13 +66,7 @@ describe("two runs at once on one replica", () => {
     pair?.remove();
   });
 
-  async function alone(runId: string, config: RunConfigInit): Promise<Run> {
-    await trainer.client.startRun({ runId, config });
-    const state = await finished(trainer.client, runId);
-    const { run } = await trainer.client.getRun({ runId });
-    expect(state, run?.error).toBe(RunState.SUCCEEDED);
-    return run!;
-  }
+  const alone = (runId: string, config: RunConfigInit) => runToSuccess(trainer.client, runId, config);
 
   it("each run samples, trains and evaluates as it does alone, and the replica keeps serving its other client's adapter", async () => {
     const offlineAlone = await alone("offline-alone", offline);

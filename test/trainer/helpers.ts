@@ -4,7 +4,8 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { createClient } from "#core/grpc/adapter.ts";
 import type { ServiceClient } from "#core/grpc/adapter.ts";
 import { RunMode, RunState, TrainerService } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
-import type { RunConfigSchema, WatchRunResponse } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
+import type { Run, RunConfigSchema, WatchRunResponse } from "#core/gen/lightreasoner/v1/trainer_pb.ts";
+import { expect } from "vitest";
 import { startTrainerServer } from "#trainer/main.ts";
 import type { TrainerServer } from "#trainer/main.ts";
 import { silentLogger } from "#test/inference/helpers.ts";
@@ -46,6 +47,15 @@ export function smallRun(problemsFile: string, overrides: RunConfigInit = {}): R
     seed: 21,
     ...overrides,
   };
+}
+
+/** Starts a run, waits for it to end, and returns it; fails the test unless it SUCCEEDED. */
+export async function runToSuccess(client: TrainerClient, runId: string, config: RunConfigInit): Promise<Run> {
+  await client.startRun({ runId, config });
+  const state = await finished(client, runId);
+  const { run } = await client.getRun({ runId });
+  expect(state, run?.error).toBe(RunState.SUCCEEDED);
+  return run!;
 }
 
 /** Every event of a WatchRun call until the stream ends. */

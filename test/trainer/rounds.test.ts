@@ -18,7 +18,7 @@ import { SampleStore } from "#trainer/store/sample-store.ts";
 import { startServer, statusOf, writeTinyPair } from "#test/inference/helpers.ts";
 import type { TinyPair } from "#test/inference/helpers.ts";
 import { writeProblems } from "#test/trainer-sampling/helpers.ts";
-import { finished, RunState, smallRun, startTrainer } from "./helpers.ts";
+import { runToSuccess, smallRun, startTrainer } from "./helpers.ts";
 import type { RunConfigInit } from "./helpers.ts";
 
 const records = (run: Run) => SampleStore.read(join(run.runDir, "samples.jsonl")).records;
@@ -47,13 +47,7 @@ describe("a run that continues another (start_from_run), and the argmax label", 
     pair?.remove();
   });
 
-  async function finish(runId: string, config: RunConfigInit): Promise<Run> {
-    await trainer.client.startRun({ runId, config });
-    const state = await finished(trainer.client, runId);
-    const { run } = await trainer.client.getRun({ runId });
-    expect(state, run?.error).toBe(RunState.SUCCEEDED);
-    return run!;
-  }
+  const finish = (runId: string, config: RunConfigInit) => runToSuccess(trainer.client, runId, config);
 
   it("samples with the earlier run's adapter, measures it as 'before', and trains on from its weights", async () => {
     const firstVersion = first.liveAdapterVersion;

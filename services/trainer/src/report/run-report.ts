@@ -104,21 +104,18 @@ export interface PublishedAnchors {
   efficiency: { expert: string; measure: string; sft: string; lightreasoner: string }[];
 }
 
-/** One round of LightReasoner, measured on the same evaluation problems as every other result. */
-export interface RoundResult {
+/**
+ * One round of LightReasoner, measured on the same evaluation problems as every other result;
+ * accuracyDeltaCi95 is against the base expert before any round, tunedTokens and wallSeconds
+ * are this round's own.
+ */
+export interface RoundResult extends Pick<MethodResult, "accuracyAfter" | "accuracyAfterCi95" | "accuracyDeltaCi95" | "tunedTokens" | "wallSeconds"> {
   /** 1 for the first round. */
   round: number;
-  accuracyAfter: number;
-  accuracyAfterCi95: [number, number];
-  /** Paired 95% interval of (after this round - the base expert before any round). */
-  accuracyDeltaCi95: [number, number];
   /** Paired 95% interval of (after this round - after the round before it). */
   changeFromPreviousCi95: [number, number];
   stepsSeen: number;
   stepsSelected: number;
-  /** This round's tuned tokens, and every round's up to this one. */
-  tunedTokens: number;
+  /** Every round's tuned tokens up to this one. */
   cumulativeTunedTokens: number;
-  /** This round's sampling + training wall time. */
-  wallSeconds: number;
 }

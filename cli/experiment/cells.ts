@@ -37,7 +37,7 @@ export function changeCell(report: RunReport, measure: Measure): string {
       if (!report.sft) throw missing("SFT baseline");
       const lr = report.lightreasoner.gainPer1000TunedTokens;
       const sft = report.sft.gainPer1000TunedTokens;
-      return `${lr.toFixed(3)} vs ${sft.toFixed(4)} (${sft > 0 ? `${(lr / sft).toFixed(1)}x` : "SFT gained nothing"})`;
+      return `${lr.toFixed(3)} vs ${sft.toFixed(4)} (${sft > 0 ? `${(lr / sft).toPrecision(3)}x` : "SFT gained nothing"})`;
     }
     case "lead-at-tokens": {
       const m = report.sftMatched?.tokens;

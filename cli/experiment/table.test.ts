@@ -40,6 +40,6 @@ describe("experiment table cells", () => {
     expect(changeCell(report, "round-2")).toBe("+1.3 (+0.5, +2.1)");
     expect(() => changeCell(report, "round-3")).toThrow(/no round-3/);
     // 0.1667 / 0.0254 = 6.56
-    expect(changeCell(report, "per-1k-tokens")).toBe("0.167 vs 0.0254 (6.6x)");
+    expect(changeCell(report, "per-1k-tokens")).toBe("0.167 vs 0.0254 (6.56x)");
   });
 });

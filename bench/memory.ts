@@ -34,6 +34,8 @@ export interface ServiceMemory {
   byStreams: { streams: number; memory: ProcessMemory }[];
   /** (peak at the most streams - peak at the fewest) / (difference in streams). */
   perExtraStreamBytes: number | null;
+  /** The same slope of the pages mapped from the weight files (ProcessMemory.fileRssBytes), part of the peak. */
+  perExtraStreamFileBytes: number | null;
 }
 
 export interface TrainerMemory {
@@ -49,7 +51,8 @@ export interface MemoryResult {
 
 export const MEMORY_HOW =
   "VmHWM from /proc/<pid>/status of `lightreasoner serve inference` child processes (CPU provider, default threads), read when " +
-  "it listens and after the trajectories of each stream count; trainer: VmHWM of the training section's child processes";
+  "it listens and after the trajectories of each stream count (random prompts); RssFile beside it: pages mapped from the weight files (the embedding rows of the tokens seen); " +
+  "trainer: VmHWM of the training section's child processes";
 
 /** One stream's KV cache in both models after `tokens` positions, float32 (the service's KV type). */
 export function kvCacheBytes(configs: readonly Pick<ModelConfig, "numLayers" | "numKvHeads" | "headDim">[], tokens: number): number {
@@ -59,14 +62,19 @@ export function kvCacheBytes(configs: readonly Pick<ModelConfig, "numLayers" | "
 const pairKvBytes = (pair: Pick<PairInfo, "expertDir" | "amateurDir">, tokens: number) =>
   kvCacheBytes([pair.expertDir, pair.amateurDir].map((dir) => readModelConfig(join(dir, "config.json"))), tokens);
 
-/** Peak growth per added stream between the fewest and the most streams measured. */
-export function perExtraStream(byStreams: { streams: number; memory: ProcessMemory }[]): number | null {
+/** Growth per added stream of one reading (default the peak) between the fewest and the most streams measured. */
+export function perExtraStream(byStreams: { streams: number; memory: ProcessMemory }[], reading: (m: ProcessMemory) => number = (m) => m.peakRssBytes): number | null {
   if (byStreams.length < 2) return null;
   const first = byStreams[0];
   const last = byStreams[byStreams.length - 1];
   if (last.streams === first.streams) return null;
-  return (last.memory.peakRssBytes - first.memory.peakRssBytes) / (last.streams - first.streams);
+  return (reading(last.memory) - reading(first.memory)) / (last.streams - first.streams);
 }
+
+const slopes = (byStreams: { streams: number; memory: ProcessMemory }[]) => ({
+  perExtraStreamBytes: perExtraStream(byStreams),
+  perExtraStreamFileBytes: perExtraStream(byStreams, (m) => m.fileRssBytes),
+});
 
 async function measureService(settings: BenchSettings, workload: PairWorkload, log: (line: string) => void): Promise<ServiceMemory> {
   const prepared = await preparePair(workload.recipe, settings.cacheDir, log);
@@ -83,7 +91,7 @@ async function measureService(settings: BenchSettings, workload: PairWorkload, l
       byStreams.push({ streams: n, memory: served.memory() });
     }
     const kvCachePerStreamBytes = kvCacheBytes([prepared.expert.config, prepared.amateur.config], promptTokens + newTokens);
-    return { pair: pairInfo(prepared), measuredIn: "memory", promptTokens, newTokens, kvCachePerStreamBytes, idle, byStreams, perExtraStreamBytes: perExtraStream(byStreams) };
+    return { pair: pairInfo(prepared), measuredIn: "memory", promptTokens, newTokens, kvCachePerStreamBytes, idle, byStreams, ...slopes(byStreams) };
   } finally {
     await served.stop();
   }
@@ -99,7 +107,7 @@ export async function runMemory(settings: BenchSettings, log: (line: string) => 
       const promptTokens = sampled.workload.promptTokens.max;
       const newTokens = sampled.workload.newTokens;
       const kvCachePerStreamBytes = pairKvBytes(sampled.pair, promptTokens + newTokens);
-      inference.push({ pair: sampled.pair, measuredIn: "sampling", promptTokens, newTokens, kvCachePerStreamBytes, idle: sampled.service.idleMemory, byStreams, perExtraStreamBytes: perExtraStream(byStreams) });
+      inference.push({ pair: sampled.pair, measuredIn: "sampling", promptTokens, newTokens, kvCachePerStreamBytes, idle: sampled.service.idleMemory, byStreams, ...slopes(byStreams) });
     } else if (workload) {
       inference.push(await measureService(settings, workload, log));
     } else {
@@ -107,7 +115,7 @@ export async function runMemory(settings: BenchSettings, log: (line: string) => 
     }
     const last = inference[inference.length - 1];
     const peak = last.byStreams[last.byStreams.length - 1]?.memory.peakRssBytes ?? last.idle.peakRssBytes;
-    const perStream = last.perExtraStreamBytes === null ? "-" : (last.perExtraStreamBytes / 2 ** 20).toFixed(1);
+    const perStream = last.perExtraStreamBytes === null ? "-" : `${(last.perExtraStreamBytes / 2 ** 20).toFixed(1)} (mapped weight pages ${((last.perExtraStreamFileBytes ?? 0) / 2 ** 20).toFixed(1)})`;
     log(
       `  inference ${last.pair.name}: idle ${(last.idle.peakRssBytes / 2 ** 20).toFixed(0)} MiB, peak ${(peak / 2 ** 20).toFixed(0)} MiB, ` +
         `per extra stream ${perStream} MiB (its KV cache at ${last.promptTokens} + ${last.newTokens} tokens: ${(last.kvCachePerStreamBytes / 2 ** 20).toFixed(2)} MiB)`,

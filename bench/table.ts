@@ -317,13 +317,15 @@ function memoryLines(r: BenchReport): string[] {
       return b ? mib(b.memory.peakRssBytes) : "-";
     }),
     s.perExtraStreamBytes === null ? "-" : mib(s.perExtraStreamBytes),
+    s.perExtraStreamFileBytes === null ? "-" : mib(s.perExtraStreamFileBytes),
     `${mib(s.kvCachePerStreamBytes)} (${s.promptTokens} + ${s.newTokens})`,
     s.perExtraStreamBytes === null ? "-" : `${formatNumber(s.perExtraStreamBytes / s.kvCachePerStreamBytes)}x`,
   ]);
   const out = [
     `Memory${on(r)}: peak resident set (VmHWM, MiB) of \`lightreasoner serve inference\`, after serving up to N concurrent streams`,
-    renderTable(["pair", "idle", ...streams.map((n) => `${n} stream${n === 1 ? "" : "s"}`), "per extra stream", "its KV cache (tokens)", "extra / KV"], rows),
+    renderTable(["pair", "idle", ...streams.map((n) => `${n} stream${n === 1 ? "" : "s"}`), "per extra stream", "of it, mapped weight pages", "its KV cache (tokens)", "extra / KV"], rows),
     "  its KV cache: one stream's keys and values in both models (float32) at its prompt + new tokens; goal: per extra stream <= KV cache + 5 MiB",
+    "  mapped weight pages: growth of RssFile, the embedding rows read from the mapped weight files for the token ids seen (random prompts: more streams, more distinct ids); clean page cache, bounded by the files",
   ];
   if (m.trainer.length > 0) out.push(`  trainer processes: ${m.trainer.map((t) => `${t.what}: ${mib(t.peakRssBytes)} MiB`).join("; ")}`);
   return out;

@@ -104,11 +104,14 @@ describe("FLOPs per token", () => {
 });
 
 describe("derived figures", () => {
-  const mem = (streams: number, mib: number) => ({ streams, memory: { peakRssBytes: mib * 2 ** 20, rssBytes: 0 } });
+  const mem = (streams: number, mib: number) => ({ streams, memory: { peakRssBytes: mib * 2 ** 20, rssBytes: 0, fileRssBytes: 0 } });
 
   it("per extra stream is the slope between the fewest and the most streams", () => {
     expect(perExtraStream([mem(1, 100), mem(4, 110), mem(64, 226)])).toBe(2 * 2 ** 20);
     expect(perExtraStream([mem(1, 100)])).toBeNull();
+    // Any reading's slope, e.g. the pages mapped from the weight files.
+    const files = (streams: number, mib: number) => ({ streams, memory: { peakRssBytes: 0, rssBytes: 0, fileRssBytes: mib * 2 ** 20 } });
+    expect(perExtraStream([files(1, 10), files(5, 30)], (m) => m.fileRssBytes)).toBe(5 * 2 ** 20);
   });
 
   it("--only accepts known sections in the run's order and refuses unknown ones", () => {

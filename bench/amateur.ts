@@ -151,6 +151,7 @@ export async function scoreTrajectories(
     const caches = prompts.map(() => amateur.newCache());
     onStep(0, await amateur.step(prompts.map((p, b) => ({ cache: caches[b], tokens: p }))));
     for (let t = 1; t < newTokens; t++) onStep(t, await amateur.step(continuations.map((c, b) => ({ cache: caches[b], tokens: [c[t - 1]] }))));
+    for (const c of caches) c.discard();
   } else {
     for (let t = 0; t < newTokens; t++) onStep(t, await amateur.step(prompts.map((p, b) => ({ cache: amateur.newCache(), tokens: [...p, ...continuations[b].slice(0, t)] }))));
   }

@@ -116,5 +116,7 @@ export async function runEngineTrajectories(options: EngineRunOptions): Promise<
     active = active.filter((s) => s.generated < newTokens && !eosTokenIds.includes(s.sequence[s.sequence.length - 1]));
   }
   const ended = performance.now();
+  // Done with, as the scheduler's finished sequences are: a session's buffers drop their rows instead of handing them back later.
+  for (const s of streams) [s.expertCache, s.amateurCache].forEach((c) => c.discard());
   return { tokens, streams: prompts.length, seconds: (ended - started) / 1000, firstTokenSeconds: (firstTokenAt - started) / 1000 };
 }

@@ -295,6 +295,9 @@ export class Scheduler {
     const now = performance.now();
     const version = this.versionOf(s);
     s.lease?.release();
+    // A finished sequence's positions are dropped where they are (a session's batch buffers may hold them), never copied back.
+    s.expertCache?.discard();
+    s.amateurCache?.discard();
     s.expertCache = null;
     s.amateurCache = null;
     this.observer.sequenceFinished?.(reason);

@@ -7,12 +7,15 @@
 // ids seen). The growth per extra stream between the fewest and the most streams is split the
 // same way; the rest is ONNX Runtime (its arena for the largest step's activations) and
 // JavaScript garbage not yet collected (each step's log-probabilities, replaced buffers).
-//   npx tsx --expose-gc bench/stream-memory.ts <expertDir> <amateurDir> [--streams 1,16,64] [--prompt 64] [--new 128]
+// --prefill-group N prefills the prompts N at a time (default all at once, as the scheduler
+// does with the sequences admitted together), to show what the largest step leaves in ONNX
+// Runtime's arena.
+//   npx tsx --expose-gc bench/stream-memory.ts <expertDir> <amateurDir> [--streams 1,16,64] [--prompt 64] [--new 128] [--prefill-group N]
 import { join } from "node:path";
 import { readModelConfig } from "#core/model/config.ts";
 import type { CausalLmSession } from "#inference/model/session.ts";
 import type { KvCache } from "#inference/model/kv-cache.ts";
-import { openServedSession } from "./engine-lockstep.ts";
+import { openServedSession, stepInGroups } from "./engine-lockstep.ts";
 import { kvCacheBytes } from "./memory.ts";
 import { processMemory } from "./processes.ts";
 import { randomPrompts } from "./workloads.ts";
@@ -37,16 +40,16 @@ interface Reading {
 }
 
 /** Both models over `prompts` then `newTokens - 1` single tokens, one batch throughout; the readings taken before the caches are dropped. */
-async function run(models: CausalLmSession[], prompts: number[][], continuations: number[][], held: number): Promise<Reading> {
-  const caches: KvCache[][] = models.map(() => prompts.map(() => null as unknown as KvCache));
-  models.forEach((m, i) => prompts.forEach((_, b) => (caches[i][b] = m.newCache())));
-  const step = (tokens: (b: number) => number[]) => Promise.all(models.map((m, i) => m.step(prompts.map((_, b) => ({ cache: caches[i][b], tokens: tokens(b) })))));
-  await step((b) => prompts[b]);
+async function run(models: CausalLmSession[], prompts: number[][], continuations: number[][], held: number, prefillGroup: number): Promise<Reading> {
+  const caches: KvCache[][] = models.map((m) => prompts.map(() => m.newCache()));
+  const step = (tokens: (b: number) => number[], group = prompts.length) =>
+    Promise.all(models.map((m, i) => stepInGroups(m, prompts.map((_, b) => ({ cache: caches[i][b], tokens: tokens(b) })), group)));
+  await step((b) => prompts[b], prefillGroup);
   const started = performance.now();
   for (let t = 0; t < continuations[0].length; t++) await step((b) => [continuations[b][t]]);
   const msPerStep = (performance.now() - started) / Math.max(1, continuations[0].length);
   const memory = processMemory(process.pid);
-  return {
+  const reading: Reading = {
     streams: prompts.length,
     peak: memory.peakRssBytes,
     rss: memory.rssBytes,
@@ -57,15 +60,18 @@ async function run(models: CausalLmSession[], prompts: number[][], continuations
     held: held * prompts.length,
     msPerStep,
   };
+  for (const c of caches.flat()) c.discard();
+  return reading;
 }
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
   const [expertDir, amateurDir] = args;
-  if (!expertDir || !amateurDir || expertDir.startsWith("--")) throw new Error("usage: stream-memory.ts <expertDir> <amateurDir> [--streams 1,16,64] [--prompt 64] [--new 128]");
+  if (!expertDir || !amateurDir || expertDir.startsWith("--")) throw new Error("usage: stream-memory.ts <expertDir> <amateurDir> [--streams 1,16,64] [--prompt 64] [--new 128] [--prefill-group N]");
   const streams = option(args, "--streams", "1,16,64").split(",").map(Number);
   const promptTokens = Number(option(args, "--prompt", "64"));
   const newTokens = Number(option(args, "--new", "128"));
+  const prefillGroup = Number(option(args, "--prefill-group", "0"));
   const configs = [expertDir, amateurDir].map((dir) => readModelConfig(join(dir, "config.json")));
   // The last token is chosen, never fed: prompt + new - 1 positions are cached at the end.
   const held = kvCacheBytes(configs, promptTokens + newTokens - 1);
@@ -76,7 +82,7 @@ async function main(): Promise<void> {
     for (const n of streams) {
       const prompts = randomPrompts(configs[0].vocabSize, n, promptTokens, 17);
       const continuations = randomPrompts(configs[0].vocabSize, n, newTokens - 1, 19);
-      readings.push(await run(models, prompts, continuations, held));
+      readings.push(await run(models, prompts, continuations, held, prefillGroup > 0 ? prefillGroup : n));
       gc?.();
     }
   } finally {
@@ -91,6 +97,7 @@ async function main(): Promise<void> {
       {
         promptTokens,
         newTokens,
+        prefillGroup: prefillGroup > 0 ? prefillGroup : "all",
         gcBetweenRuns: gc !== undefined,
         byStreams: readings.map((r) => ({
           streams: r.streams,

@@ -4,7 +4,10 @@
 // (prompt + t positions at step t, T(T+1)/2 over a trajectory), this project by stepping it
 // in lockstep with its KV cache (one position per step). Here the amateur runs alone on
 // the same batches of fixed token sequences (a random prompt and a random continuation, as
-// if the expert had written it), both ways, alternating within each repeat. Then the whole
+// if the expert had written it), alternating within each repeat: lockstep; re-encoding with
+// the head at the last position only (the served graph); and re-encoding as the reference
+// does, the head at every position of the prefix (their Hugging Face forward computes logits
+// everywhere), on a variant of the same graph built with head "every position". Then the whole
 // lockstep sampling loop (expert writes greedily, amateur scores, SPARSE summary every step)
 // runs at the same length, to be held against the machine's ceiling from the limits section.
 import type { SummarizeOptions } from "#core/math/sparse-step.ts";
@@ -13,6 +16,7 @@ import type { CausalLmSession, StepResult } from "#inference/model/session.ts";
 import { openServedSession, runEngineTrajectories, decodeTokensPerSecond, tokensPerSecond } from "./engine-lockstep.ts";
 import type { TokenFlops } from "./flops.ts";
 import { flopsPerToken, meanContext } from "./flops.ts";
+import type { ModelConfig } from "#core/model/config.ts";
 import type { PreparedPair } from "./models.ts";
 import { preparePair } from "./models.ts";
 import { pairInfo } from "./sampling.ts";
@@ -39,13 +43,55 @@ export function amateurPositions(promptTokens: number, newTokens: number): Amate
   return { lockstep, reencode, ratio: reencode / lockstep };
 }
 
+/** Multiply-adds for one trajectory, each way (linear layers, causal attention, the LM head), and each re-encoding's over lockstep's. */
+export interface AmateurMultiplyAdds {
+  lockstep: number;
+  /** Head at the last position of each step's prefix (the served graph). */
+  reencode: number;
+  /** Head at every position of each step's prefix (the reference's Hugging Face forward). */
+  reencodeEveryPosition: number;
+  reencodeRatio: number;
+  everyPositionRatio: number;
+}
+
+/**
+ * Per trajectory: the body runs once per position it covers (position i attends to i keys);
+ * the head runs T times in lockstep and in re-encoding with the head at the last position,
+ * and at all prompt + t positions of step t for the reference's forward.
+ */
+export function amateurMultiplyAdds(config: ModelConfig, promptTokens: number, newTokens: number): AmateurMultiplyAdds {
+  amateurPositions(promptTokens, newTokens);
+  const body = (i: number) => {
+    const f = flopsPerToken(config, i);
+    return (f.linear + f.attention) / 2;
+  };
+  const head = flopsPerToken(config, 1).lmHead / 2;
+  // Body work over positions 1..n, and prefix sums of it so each re-encoding step is one lookup.
+  const longest = promptTokens + newTokens - 1;
+  const bodyUpTo = [0];
+  for (let i = 1; i <= longest; i++) bodyUpTo.push(bodyUpTo[i - 1] + body(i));
+  const lockstep = bodyUpTo[longest] + newTokens * head;
+  let reencode = 0;
+  let reencodeEveryPosition = 0;
+  for (let t = 0; t < newTokens; t++) {
+    const n = promptTokens + t;
+    reencode += bodyUpTo[n] + head;
+    reencodeEveryPosition += bodyUpTo[n] + n * head;
+  }
+  return { lockstep, reencode, reencodeEveryPosition, reencodeRatio: reencode / lockstep, everyPositionRatio: reencodeEveryPosition / lockstep };
+}
+
 export interface AmateurCost {
   streams: number;
   /** Seconds to score the whole batch of trajectories. */
   lockstepSeconds: Measured;
   reencodeSeconds: Measured;
+  /** Re-encoding as the reference does: the head at every position of the prefix. */
+  reencodeEveryPositionSeconds: Measured;
   /** Re-encoding seconds over lockstep seconds (medians). */
   speedup: number | null;
+  /** The same for the head at every position. */
+  everyPositionSpeedup: number | null;
 }
 
 export interface EndToEnd {
@@ -67,6 +113,7 @@ export interface AmateurPairResult {
   promptTokens: number;
   newTokens: number;
   positions: AmateurPositions;
+  multiplyAdds: AmateurMultiplyAdds;
   repeats: number;
   cost: AmateurCost;
   endToEnd: EndToEnd | null;
@@ -79,7 +126,9 @@ export interface AmateurResult {
 
 export const AMATEUR_HOW =
   "both models as the service serves them (the served graph, bench/engine-lockstep.ts openServedSession); the amateur alone through CausalLmSession.step on fixed token sequences (a random prompt and a random continuation): lockstep = prefill, then one token per step with the KV cache; " +
-  "re-encoding = at step t the whole prompt + t tokens from an empty cache, the reference scripts' schedule (with the head at the last position only, where their Hugging Face forward pass runs it at every position); both return the full-vocabulary log-probabilities every step; " +
+  "re-encoding = at step t the whole prompt + t tokens from an empty cache, the reference scripts' schedule, with the head at the last position only (the served graph), " +
+  "and as the reference does, the head at every position (their Hugging Face forward pass computes logits everywhere; the same graph built with head 'every position', logits copied out, the log-softmax of the last position in JavaScript); " +
+  "every way returns the full-vocabulary log-probabilities every step, the three alternate within each repeat on the same batch; multiply-adds: linear layers, causal attention and the head per trajectory; " +
   "end to end = expert greedy + amateur lockstep + SPARSE summary every step (on the service's ONNX Runtime summary graph, PairSummaryGraph) in the benchmark process, the full length (EOS not honoured, so every stream writes every token)";
 
 /**
@@ -102,6 +151,7 @@ export async function scoreTrajectories(
     const caches = prompts.map(() => amateur.newCache());
     onStep(0, await amateur.step(prompts.map((p, b) => ({ cache: caches[b], tokens: p }))));
     for (let t = 1; t < newTokens; t++) onStep(t, await amateur.step(continuations.map((c, b) => ({ cache: caches[b], tokens: [c[t - 1]] }))));
+    for (const c of caches) c.discard();
   } else {
     for (let t = 0; t < newTokens; t++) onStep(t, await amateur.step(prompts.map((p, b) => ({ cache: amateur.newCache(), tokens: [...p, ...continuations[b].slice(0, t)] }))));
   }
@@ -113,22 +163,38 @@ async function amateurCost(prepared: PreparedPair, workload: AmateurWorkload, lo
   const prompts = randomPrompts(vocab, workload.streams, workload.promptTokens, 23);
   const continuations = randomPrompts(vocab, workload.streams, workload.newTokens, 29);
   const amateur = await openServedSession(prepared.amateur.dir);
+  const everyPosition = await openServedSession(prepared.amateur.dir, { head: "every position" });
   try {
-    // A short warm-up of both ways: ONNX Runtime sizes its buffers on a shape's first run.
-    await scoreTrajectories(amateur, prompts, continuations.map((c) => c.slice(0, 2)), "lockstep");
-    await scoreTrajectories(amateur, prompts, continuations.map((c) => c.slice(0, 2)), "re-encode");
+    // A short warm-up of every way: ONNX Runtime sizes its buffers on a shape's first run.
+    const warmUp = continuations.map((c) => c.slice(0, 2));
+    await scoreTrajectories(amateur, prompts, warmUp, "lockstep");
+    await scoreTrajectories(amateur, prompts, warmUp, "re-encode");
+    await scoreTrajectories(everyPosition, prompts, warmUp, "re-encode");
     const lockstep: number[] = [];
     const reencode: number[] = [];
+    const reencodeEveryPosition: number[] = [];
     for (let r = 0; r < workload.repeats; r++) {
       lockstep.push(await scoreTrajectories(amateur, prompts, continuations, "lockstep"));
       reencode.push(await scoreTrajectories(amateur, prompts, continuations, "re-encode"));
-      log(`  amateur ${workload.name} x${workload.streams}: lockstep ${lockstep[r].toFixed(2)} s, re-encoding ${reencode[r].toFixed(2)} s`);
+      reencodeEveryPosition.push(await scoreTrajectories(everyPosition, prompts, continuations, "re-encode"));
+      log(
+        `  amateur ${workload.name} x${workload.streams}: lockstep ${lockstep[r].toFixed(2)} s, re-encoding ${reencode[r].toFixed(2)} s, ` +
+          `re-encoding with the head at every position ${reencodeEveryPosition[r].toFixed(2)} s`,
+      );
     }
     const lockstepSeconds = measured(lockstep, "s");
     const reencodeSeconds = measured(reencode, "s");
-    return { streams: workload.streams, lockstepSeconds, reencodeSeconds, speedup: ratio(reencodeSeconds, lockstepSeconds) };
+    const reencodeEveryPositionSeconds = measured(reencodeEveryPosition, "s");
+    return {
+      streams: workload.streams,
+      lockstepSeconds,
+      reencodeSeconds,
+      reencodeEveryPositionSeconds,
+      speedup: ratio(reencodeSeconds, lockstepSeconds),
+      everyPositionSpeedup: ratio(reencodeEveryPositionSeconds, lockstepSeconds),
+    };
   } finally {
-    await amateur.release();
+    await Promise.all([amateur.release(), everyPosition.release()]);
   }
 }
 
@@ -179,6 +245,7 @@ export async function runAmateur(settings: BenchSettings, log: (line: string) =>
       promptTokens: workload.promptTokens,
       newTokens: workload.newTokens,
       positions: amateurPositions(workload.promptTokens, workload.newTokens),
+      multiplyAdds: amateurMultiplyAdds(prepared.amateur.config, workload.promptTokens, workload.newTokens),
       repeats: workload.repeats,
       cost,
       endToEnd: await endToEnd(prepared, workload, settings, log),

@@ -14,6 +14,7 @@ import { join } from "node:path";
 import { onnxFileIn, servedGraph } from "#inference/engine/served-model.ts";
 import type { StepRequest, StepResult } from "#inference/model/session.ts";
 import { CausalLmSession } from "#inference/model/session.ts";
+import type { GraphOptions } from "#inference/model/onnx-graph.ts";
 import { BenchInputError } from "./stats.ts";
 
 export type AmateurScoring = "kv-cache" | "re-encode";
@@ -64,9 +65,12 @@ export const decodeTokensPerSecond = (t: RunTiming) => (t.tokens - t.streams) / 
  * rank 0, weights read from model.safetensors, new_key_values outputs) when the directory
  * holds Hugging Face weights, not an ONNX file exported beside them (which may predate the
  * graph builder's changes); otherwise the directory's ONNX file, as the service would.
+ * `graphOptions` builds a variant of the served graph (Hugging Face weights only).
  */
-export async function openServedSession(dir: string): Promise<CausalLmSession> {
-  if (existsSync(join(dir, "config.json")) && existsSync(join(dir, "model.safetensors"))) return CausalLmSession.open(servedGraph(dir).graph, { executionProvider: "cpu" });
+export async function openServedSession(dir: string, graphOptions?: GraphOptions): Promise<CausalLmSession> {
+  if (existsSync(join(dir, "config.json")) && existsSync(join(dir, "model.safetensors"))) return CausalLmSession.open(servedGraph(dir, graphOptions).graph, { executionProvider: "cpu" });
+  // A variant (graphOptions) is built from the weights; an ONNX file is whatever it was exported as.
+  if (graphOptions) throw new BenchInputError("dir", `${dir} holds no config.json with model.safetensors to build a graph variant from`);
   const file = onnxFileIn(dir);
   if (!file) throw new BenchInputError("dir", `${dir} holds neither config.json with model.safetensors nor an ONNX file`);
   return CausalLmSession.open(file, { executionProvider: "cpu" });
@@ -112,5 +116,7 @@ export async function runEngineTrajectories(options: EngineRunOptions): Promise<
     active = active.filter((s) => s.generated < newTokens && !eosTokenIds.includes(s.sequence[s.sequence.length - 1]));
   }
   const ended = performance.now();
+  // Done with, as the scheduler's finished sequences are: a session's buffers drop their rows instead of handing them back later.
+  for (const s of streams) [s.expertCache, s.amateurCache].forEach((c) => c.discard());
   return { tokens, streams: prompts.length, seconds: (ended - started) / 1000, firstTokenSeconds: (firstTokenAt - started) / 1000 };
 }

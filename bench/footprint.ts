@@ -9,7 +9,7 @@
 import { readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { readModelConfig } from "#core/model/config.ts";
-import type { ModelConfig } from "#core/model/config.ts";
+import { kvCacheBytes } from "./memory.ts";
 import { serveInference } from "./processes.ts";
 import { runServiceTrajectories } from "./trajectory-client.ts";
 
@@ -24,11 +24,6 @@ function weightBytes(dir: string): number {
 function cpuSeconds(pid: number, mainThreadOnly = false): number {
   const fields = readFileSync(mainThreadOnly ? `/proc/${pid}/task/${pid}/stat` : `/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
   return (Number(fields[11]) + Number(fields[12])) / 100;
-}
-
-/** One stream's KV cache in both models after `tokens` positions, float32. */
-function kvBytes(configs: ModelConfig[], tokens: number): number {
-  return configs.reduce((n, c) => n + 2 * c.numLayers * c.numKvHeads * c.headDim * 4 * tokens, 0);
 }
 
 function option(args: string[], name: string, fallback: string): string {
@@ -75,7 +70,7 @@ async function main(): Promise<void> {
     const first = rows[0];
     const last = rows[rows.length - 1];
     const perStream = last.streams > first.streams ? (last.peak - first.peak) / (last.streams - first.streams) : null;
-    const kv = kvBytes(configs, promptTokens + newTokens);
+    const kv = kvCacheBytes(configs, promptTokens + newTokens);
     console.log(
       JSON.stringify(
         {

@@ -3,26 +3,39 @@
 // (`lightreasoner serve inference`); its peak is read once it listens (idle: both models
 // loaded) and after each stream count's trajectories, in increasing order, so each reading
 // is the peak of serving up to that many streams. When the sampling section already ran a
-// pair's service, its readings are used instead of starting the service again.
+// pair's service, its readings are used instead of starting the service again. Beside the
+// growth per extra stream stands what that stream's KV cache holds (both models, float32, at
+// its prompt + new tokens), so the goal "per extra stream <= its KV cache + 5 MiB" is checked
+// on the same figures.
+import { join } from "node:path";
+import { readModelConfig } from "#core/model/config.ts";
+import type { ModelConfig } from "#core/model/config.ts";
 import { preparePair } from "./models.ts";
 import type { ProcessMemory } from "./processes.ts";
 import { serveInference } from "./processes.ts";
 import type { PairInfo, SamplingResult } from "./sampling.ts";
-import { pairInfo, promptsFor } from "./sampling.ts";
+import { pairInfo } from "./sampling.ts";
 import type { BenchSettings, PairWorkload } from "./settings.ts";
 import { BenchInputError } from "./stats.ts";
 import { runServiceTrajectories } from "./trajectory-client.ts";
 import type { TrainingResult } from "./training.ts";
+import { randomPrompts } from "./workloads.ts";
 
 export interface ServiceMemory {
   pair: Pick<PairInfo, "name" | "expertParameters" | "amateurParameters" | "vocabSize">;
   /** Where the readings come from: this section's own runs, or the sampling section's service. */
   measuredIn: "memory" | "sampling";
+  /** The longest prompt of the trajectories, in tokens. */
+  promptTokens: number;
   newTokens: number;
+  /** One stream's keys and values in both models at promptTokens + newTokens positions. */
+  kvCachePerStreamBytes: number;
   idle: ProcessMemory;
   byStreams: { streams: number; memory: ProcessMemory }[];
   /** (peak at the most streams - peak at the fewest) / (difference in streams). */
   perExtraStreamBytes: number | null;
+  /** The same slope of the pages mapped from the weight files (ProcessMemory.fileRssBytes), part of the peak. */
+  perExtraStreamFileBytes: number | null;
 }
 
 export interface TrainerMemory {
@@ -38,22 +51,37 @@ export interface MemoryResult {
 
 export const MEMORY_HOW =
   "VmHWM from /proc/<pid>/status of `lightreasoner serve inference` child processes (CPU provider, default threads), read when " +
-  "it listens and after the trajectories of each stream count; trainer: VmHWM of the training section's child processes";
+  "it listens and after the trajectories of each stream count (random prompts); RssFile beside it: pages mapped from the weight files (the embedding rows of the tokens seen); " +
+  "trainer: VmHWM of the training section's child processes";
 
-/** Peak growth per added stream between the fewest and the most streams measured. */
-export function perExtraStream(byStreams: { streams: number; memory: ProcessMemory }[]): number | null {
+/** One stream's KV cache in both models after `tokens` positions, float32 (the service's KV type). */
+export function kvCacheBytes(configs: readonly Pick<ModelConfig, "numLayers" | "numKvHeads" | "headDim">[], tokens: number): number {
+  return configs.reduce((n, c) => n + 2 * c.numLayers * c.numKvHeads * c.headDim * 4 * tokens, 0);
+}
+
+const pairKvBytes = (pair: Pick<PairInfo, "expertDir" | "amateurDir">, tokens: number) =>
+  kvCacheBytes([pair.expertDir, pair.amateurDir].map((dir) => readModelConfig(join(dir, "config.json"))), tokens);
+
+/** Growth per added stream of one reading (default the peak) between the fewest and the most streams measured. */
+export function perExtraStream(byStreams: { streams: number; memory: ProcessMemory }[], reading: (m: ProcessMemory) => number = (m) => m.peakRssBytes): number | null {
   if (byStreams.length < 2) return null;
   const first = byStreams[0];
   const last = byStreams[byStreams.length - 1];
   if (last.streams === first.streams) return null;
-  return (last.memory.peakRssBytes - first.memory.peakRssBytes) / (last.streams - first.streams);
+  return (reading(last.memory) - reading(first.memory)) / (last.streams - first.streams);
 }
+
+const slopes = (byStreams: { streams: number; memory: ProcessMemory }[]) => ({
+  perExtraStreamBytes: perExtraStream(byStreams),
+  perExtraStreamFileBytes: perExtraStream(byStreams, (m) => m.fileRssBytes),
+});
 
 async function measureService(settings: BenchSettings, workload: PairWorkload, log: (line: string) => void): Promise<ServiceMemory> {
   const prepared = await preparePair(workload.recipe, settings.cacheDir, log);
   const streams = settings.memory.streams;
-  const prompts = promptsFor(workload, prepared, Math.max(...streams), settings.cacheDir);
-  const newTokens = settings.memory.newTokens;
+  const { promptTokens, newTokens } = settings.memory;
+  // Random prompts of one length on every pair, so each stream holds exactly the positions its KV figure counts.
+  const prompts = randomPrompts(prepared.expert.config.vocabSize, Math.max(...streams), promptTokens, 17);
   const served = await serveInference({ expertDir: prepared.expert.dir, amateurDir: prepared.amateur.dir, maxBatchSize: Math.max(...streams), maxNewTokens: newTokens });
   try {
     const idle = served.memory();
@@ -62,7 +90,8 @@ async function measureService(settings: BenchSettings, workload: PairWorkload, l
       await runServiceTrajectories({ address: served.address, prompts: prompts.slice(0, n), newTokens, alpha: settings.sampling.alpha, topK: settings.sampling.topK });
       byStreams.push({ streams: n, memory: served.memory() });
     }
-    return { pair: pairInfo(prepared), measuredIn: "memory", newTokens, idle, byStreams, perExtraStreamBytes: perExtraStream(byStreams) };
+    const kvCachePerStreamBytes = kvCacheBytes([prepared.expert.config, prepared.amateur.config], promptTokens + newTokens);
+    return { pair: pairInfo(prepared), measuredIn: "memory", promptTokens, newTokens, kvCachePerStreamBytes, idle, byStreams, ...slopes(byStreams) };
   } finally {
     await served.stop();
   }
@@ -75,7 +104,10 @@ export async function runMemory(settings: BenchSettings, log: (line: string) => 
     const workload = settings.sampling.pairs.find((w) => w.recipe.name === name);
     if (sampled?.service) {
       const byStreams = sampled.service.cells.map((c) => ({ streams: c.streams, memory: c.memory }));
-      inference.push({ pair: sampled.pair, measuredIn: "sampling", newTokens: sampled.workload.newTokens, idle: sampled.service.idleMemory, byStreams, perExtraStreamBytes: perExtraStream(byStreams) });
+      const promptTokens = sampled.workload.promptTokens.max;
+      const newTokens = sampled.workload.newTokens;
+      const kvCachePerStreamBytes = pairKvBytes(sampled.pair, promptTokens + newTokens);
+      inference.push({ pair: sampled.pair, measuredIn: "sampling", promptTokens, newTokens, kvCachePerStreamBytes, idle: sampled.service.idleMemory, byStreams, ...slopes(byStreams) });
     } else if (workload) {
       inference.push(await measureService(settings, workload, log));
     } else {
@@ -83,7 +115,11 @@ export async function runMemory(settings: BenchSettings, log: (line: string) => 
     }
     const last = inference[inference.length - 1];
     const peak = last.byStreams[last.byStreams.length - 1]?.memory.peakRssBytes ?? last.idle.peakRssBytes;
-    log(`  inference ${last.pair.name}: idle ${(last.idle.peakRssBytes / 2 ** 20).toFixed(0)} MiB, peak ${(peak / 2 ** 20).toFixed(0)} MiB`);
+    const perStream = last.perExtraStreamBytes === null ? "-" : `${(last.perExtraStreamBytes / 2 ** 20).toFixed(1)} (mapped weight pages ${((last.perExtraStreamFileBytes ?? 0) / 2 ** 20).toFixed(1)})`;
+    log(
+      `  inference ${last.pair.name}: idle ${(last.idle.peakRssBytes / 2 ** 20).toFixed(0)} MiB, peak ${(peak / 2 ** 20).toFixed(0)} MiB, ` +
+        `per extra stream ${perStream} MiB (its KV cache at ${last.promptTokens} + ${last.newTokens} tokens: ${(last.kvCachePerStreamBytes / 2 ** 20).toFixed(2)} MiB)`,
+    );
   }
   const trainer = training ? [training.lora, training.pretrain].map((run) => ({ what: run.what, peakRssBytes: run.memory.peakRssBytes })) : [];
   return { how: MEMORY_HOW, inference, trainer };

@@ -19,6 +19,13 @@ export interface ProcessMemory {
   peakRssBytes: number;
   /** Resident set now (VmRSS), in bytes. */
   rssBytes: number;
+  /**
+   * Of it, pages mapped from files (RssFile): chiefly the weights ONNX Runtime reads from the
+   * mapped safetensors file as they are used (the embedding's rows, one per token id seen).
+   * Clean pages of the page cache, which the kernel may drop; they grow with the distinct
+   * tokens served, up to the file's size, not with the streams.
+   */
+  fileRssBytes: number;
 }
 
 /** VmHWM and VmRSS of a running process (Linux /proc); throws when it cannot be read. */
@@ -34,7 +41,7 @@ export function processMemory(pid: number): ProcessMemory {
     if (!match) throw new BenchProcessError(`/proc/${pid}/status: no ${field} line`);
     return Number(match[1]) * 1024;
   };
-  return { peakRssBytes: kib("VmHWM"), rssBytes: kib("VmRSS") };
+  return { peakRssBytes: kib("VmHWM"), rssBytes: kib("VmRSS"), fileRssBytes: kib("RssFile") };
 }
 
 /** A child whose stdout is JSON lines (pino logs, worker results), collected as they come. */

@@ -98,12 +98,27 @@ function amateurLines(r: BenchReport): string[] {
     `${formatNumber(p.positions.lockstep)} / ${formatNumber(p.positions.reencode)} (${formatRatio(p.positions.ratio)})`,
     formatMeasured(p.cost.lockstepSeconds),
     formatMeasured(p.cost.reencodeSeconds),
-    formatRatio(p.cost.speedup),
+    `${formatRatio(p.cost.speedup)} (${formatRatio(p.multiplyAdds.reencodeRatio)})`,
+    formatMeasured(p.cost.reencodeEveryPositionSeconds),
+    `${formatRatio(p.cost.everyPositionSpeedup)} (${formatRatio(p.multiplyAdds.everyPositionRatio)})`,
   ]);
   const out = [
-    `The amateur's cost${on(r)}: the amateur alone scoring trajectories (prompt + new tokens), the same batch both ways`,
+    `The amateur's cost${on(r)}: the amateur alone scoring trajectories (prompt + new tokens), the same batch every way`,
     `how: ${a.how}`,
-    renderTable(["amateur", "tokens", "streams", "positions/trajectory: lockstep / re-encoding", "lockstep s", "re-encoding s", "re-encoding / lockstep"], cost),
+    renderTable(
+      [
+        "amateur",
+        "tokens",
+        "streams",
+        "positions/trajectory: lockstep / re-encoding",
+        "lockstep s",
+        "re-encoding s (head at the last position)",
+        "/ lockstep (multiply-adds)",
+        "re-encoding s as the reference does: LM head at every position",
+        "/ lockstep (multiply-adds)",
+      ],
+      cost,
+    ),
   ];
   const ends = a.pairs.filter((p) => p.endToEnd);
   if (ends.length > 0) {
@@ -302,10 +317,15 @@ function memoryLines(r: BenchReport): string[] {
       return b ? mib(b.memory.peakRssBytes) : "-";
     }),
     s.perExtraStreamBytes === null ? "-" : mib(s.perExtraStreamBytes),
+    s.perExtraStreamFileBytes === null ? "-" : mib(s.perExtraStreamFileBytes),
+    `${mib(s.kvCachePerStreamBytes)} (${s.promptTokens} + ${s.newTokens})`,
+    s.perExtraStreamBytes === null ? "-" : `${formatNumber(s.perExtraStreamBytes / s.kvCachePerStreamBytes)}x`,
   ]);
   const out = [
     `Memory${on(r)}: peak resident set (VmHWM, MiB) of \`lightreasoner serve inference\`, after serving up to N concurrent streams`,
-    renderTable(["pair", "idle", ...streams.map((n) => `${n} stream${n === 1 ? "" : "s"}`), "per extra stream"], rows),
+    renderTable(["pair", "idle", ...streams.map((n) => `${n} stream${n === 1 ? "" : "s"}`), "per extra stream", "of it, mapped weight pages", "its KV cache (tokens)", "extra / KV"], rows),
+    "  its KV cache: one stream's keys and values in both models (float32) at its prompt + new tokens; goal: per extra stream <= KV cache + 5 MiB",
+    "  mapped weight pages: growth of RssFile, the embedding rows read from the mapped weight files for the token ids seen (random prompts: more streams, more distinct ids); clean page cache, bounded by the files",
   ];
   if (m.trainer.length > 0) out.push(`  trainer processes: ${m.trainer.map((t) => `${t.what}: ${mib(t.peakRssBytes)} MiB`).join("; ")}`);
   return out;

@@ -45,7 +45,7 @@ describe("fraction of the ceiling", () => {
     tokensPerSecond: measured([tps], "tokens/s"),
     decodeTokensPerSecond: measured([decode], "tokens/s"),
     firstTokenSeconds: measured([1], "s"),
-    memory: { peakRssBytes: 1, rssBytes: 1 },
+    memory: { peakRssBytes: 1, rssBytes: 1, fileRssBytes: 0 },
     meanExpertBatch: streams,
   });
   const limits = { pairs: [{ pair: "p", ceilingTokensPerSecond: 200 }] } as unknown as LimitsResult;

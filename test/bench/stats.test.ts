@@ -2,7 +2,8 @@
 // layout, the FLOPs arithmetic behind the ceiling, and the derived per-stream memory.
 import { describe, expect, it } from "vitest";
 import { flopsPerToken, meanContext } from "#bench/flops.ts";
-import { perExtraStream } from "#bench/memory.ts";
+import { amateurMultiplyAdds } from "#bench/amateur.ts";
+import { kvCacheBytes, perExtraStream } from "#bench/memory.ts";
 import { parseSections } from "#bench/run-bench.ts";
 import { BenchInputError, formatBytes, formatMeasured, formatNumber, formatPercent, formatRatio, measured, median, ratio, repeat } from "#bench/stats.ts";
 import { renderTable } from "#bench/text-table.ts";
@@ -79,14 +80,38 @@ describe("FLOPs per token", () => {
     expect(f.total).toBe(f.linear + f.lmHead + f.attention);
     expect(meanContext(16, 8)).toBe(20.5);
   });
+
+  it("counts the amateur's multiply-adds per trajectory each way, the head once per step or at every position", () => {
+    const config = parseModelConfig({ model_type: "llama", vocab_size: 10, hidden_size: 8, intermediate_size: 16, num_hidden_layers: 2, num_attention_heads: 2, num_key_value_heads: 1 });
+    // Per position: 2 layers x 576 weights, and attention 2 x 2 layers x 2 heads x 4 dims per key attended; head 10 x 8.
+    const body = (i: number) => 2 * 576 + 2 * 2 * 2 * 4 * i;
+    const head = 80;
+    // A 2-token prompt and 2 new tokens: lockstep covers positions 1..3; re-encoding covers 1..2, then 1..3.
+    const m = amateurMultiplyAdds(config, 2, 2);
+    expect(m.lockstep).toBe(body(1) + body(2) + body(3) + 2 * head);
+    expect(m.reencode).toBe(2 * body(1) + 2 * body(2) + body(3) + 2 * head);
+    expect(m.reencodeEveryPosition).toBe(2 * body(1) + 2 * body(2) + body(3) + (2 + 3) * head);
+    expect(m.everyPositionRatio).toBe(m.reencodeEveryPosition / m.lockstep);
+    expect(() => amateurMultiplyAdds(config, 0, 2)).toThrow(BenchInputError);
+  });
+
+  it("one stream's KV cache is keys and values of every layer and KV head of both models", () => {
+    const expert = { numLayers: 24, numKvHeads: 2, headDim: 64 };
+    const amateur = { numLayers: 6, numKvHeads: 1, headDim: 64 };
+    // float32: 24 x 2 x 2 x 64 x 4 + 6 x 2 x 1 x 64 x 4 = 24,576 + 3,072 bytes per position.
+    expect(kvCacheBytes([expert, amateur], 192)).toBe(192 * (24_576 + 3_072));
+  });
 });
 
 describe("derived figures", () => {
-  const mem = (streams: number, mib: number) => ({ streams, memory: { peakRssBytes: mib * 2 ** 20, rssBytes: 0 } });
+  const mem = (streams: number, mib: number) => ({ streams, memory: { peakRssBytes: mib * 2 ** 20, rssBytes: 0, fileRssBytes: 0 } });
 
   it("per extra stream is the slope between the fewest and the most streams", () => {
     expect(perExtraStream([mem(1, 100), mem(4, 110), mem(64, 226)])).toBe(2 * 2 ** 20);
     expect(perExtraStream([mem(1, 100)])).toBeNull();
+    // Any reading's slope, e.g. the pages mapped from the weight files.
+    const files = (streams: number, mib: number) => ({ streams, memory: { peakRssBytes: 0, rssBytes: 0, fileRssBytes: mib * 2 ** 20 } });
+    expect(perExtraStream([files(1, 10), files(5, 30)], (m) => m.fileRssBytes)).toBe(5 * 2 ** 20);
   });
 
   it("--only accepts known sections in the run's order and refuses unknown ones", () => {

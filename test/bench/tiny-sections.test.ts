@@ -26,28 +26,39 @@ const printed = (sections: Partial<BenchReport>) =>
   renderReport({ quick: true, sections: [], sectionSeconds: {}, wallSeconds: 1, machine: { cpuModel: "Test CPU", cores: 2, vectorFeatures: [], memoryGiB: 1, platform: "", node: "", onnxruntimeNode: "", tfjs: "", loadAverageAtStart: 0 }, derived: { ceilingFractions: [], endToEndCeiling: [] }, ...sections } as BenchReport);
 
 describe("amateur section at the built-in pair's shape", () => {
-  it("lockstep and re-encoding compute the same distribution before every token", async () => {
+  it("lockstep, re-encoding and re-encoding with the head at every position compute the same distribution before every token", async () => {
     const prepared = await preparePair(BUILT_IN_PAIR, base.cacheDir);
     const amateur = await openServedSession(prepared.amateur.dir);
+    const everyPosition = await openServedSession(prepared.amateur.dir, { head: "every position" });
     try {
+      // The variant really runs the head everywhere: logits at every position, no log_probs from the graph.
+      expect(everyPosition.io).toMatchObject({ keepsLogits: false, hasLogProbs: false });
       const vocab = prepared.amateur.config.vocabSize;
       const prompts = randomPrompts(vocab, 3, 5, 1);
       const continuations = randomPrompts(vocab, 3, 4, 2);
-      const seen = { lockstep: [] as StepResult[][], "re-encode": [] as StepResult[][] };
+      const seen = { lockstep: [] as StepResult[][], "re-encode": [] as StepResult[][], "every position": [] as StepResult[][] };
       for (const way of ["lockstep", "re-encode"] as const) await scoreTrajectories(amateur, prompts, continuations, way, (t, results) => (seen[way][t] = results));
-      expect(seen.lockstep).toHaveLength(4);
-      expect(seen["re-encode"]).toHaveLength(4);
-      for (let t = 0; t < 4; t++) {
-        for (let b = 0; b < 3; b++) {
-          const x = seen.lockstep[t][b].logProbs;
-          const y = seen["re-encode"][t][b].logProbs;
-          expect(x.length).toBe(vocab);
-          expect(Math.max(...x.map((v, i) => Math.abs(v - y[i])))).toBeLessThan(1e-4);
+      await scoreTrajectories(everyPosition, prompts, continuations, "re-encode", (t, results) => (seen["every position"][t] = results));
+      for (const way of ["re-encode", "every position"] as const) {
+        expect(seen[way]).toHaveLength(4);
+        for (let t = 0; t < 4; t++) {
+          for (let b = 0; b < 3; b++) {
+            const x = seen.lockstep[t][b].logProbs;
+            const y = seen[way][t][b].logProbs;
+            expect(x.length).toBe(vocab);
+            expect(y.length).toBe(vocab);
+            expect(Math.max(...x.map((v, i) => Math.abs(v - y[i])))).toBeLessThan(1e-4);
+          }
         }
       }
+      // Its logits at every position are the served graph's when that one is asked for all of them.
+      const [all] = await amateur.step([{ cache: amateur.newCache(), tokens: prompts[0], allLogits: true }]);
+      const [every] = await everyPosition.step([{ cache: everyPosition.newCache(), tokens: prompts[0], allLogits: true }]);
+      expect(every.logits!.length).toBe(prompts[0].length * vocab);
+      expect(Math.max(...all.logits!.map((v, i) => Math.abs(v - every.logits![i])))).toBeLessThan(1e-4);
       await expect(scoreTrajectories(amateur, prompts, continuations.slice(1), "lockstep")).rejects.toThrow(/continuations: must hold one continuation per prompt/);
     } finally {
-      await amateur.release();
+      await Promise.all([amateur.release(), everyPosition.release()]);
     }
   });
 
@@ -62,6 +73,9 @@ describe("amateur section at the built-in pair's shape", () => {
     expect(p.cost.streams).toBe(2);
     expect(p.cost.lockstepSeconds.repeats).toHaveLength(2);
     expect(p.cost.speedup).toBeCloseTo(p.cost.reencodeSeconds.median / p.cost.lockstepSeconds.median, 10);
+    expect(p.cost.reencodeEveryPositionSeconds.repeats).toHaveLength(2);
+    expect(p.cost.everyPositionSpeedup).toBeCloseTo(p.cost.reencodeEveryPositionSeconds.median / p.cost.lockstepSeconds.median, 10);
+    expect(p.multiplyAdds.everyPositionRatio).toBeGreaterThan(p.multiplyAdds.reencodeRatio);
     const e = p.endToEnd!;
     expect(e).toMatchObject({ streams: 3, newTokens: 5, maxPrefillBatch: 2, context: 6 + 3 });
     expect(e.flopsPerToken).toBe(e.expert.total + e.amateur.total);
@@ -69,6 +83,7 @@ describe("amateur section at the built-in pair's shape", () => {
     const table = printed({ amateur: result });
     expect(table).toContain("The amateur's cost on Test CPU");
     expect(table).toMatch(/built-in \(99,200\)\s+6 \+ 5\s+2\s+10.0 \/ 40.0 \(4.00x\)/);
+    expect(table).toContain("as the reference does: LM head at every position");
     // Without the limits section there is no ceiling to hold the end-to-end rate against, and the table says so.
     expect(table).toContain("no limits section in this run");
   });

@@ -295,6 +295,9 @@ export class Scheduler {
     const now = performance.now();
     const version = this.versionOf(s);
     s.lease?.release();
+    // A finished sequence's positions are dropped where they are (a session's batch buffers may hold them), never copied back.
+    s.expertCache?.discard();
+    s.amateurCache?.discard();
     s.expertCache = null;
     s.amateurCache = null;
     this.observer.sequenceFinished?.(reason);
@@ -336,11 +339,35 @@ interface Batch {
   cacheOf: (s: Sequence) => KvCache;
 }
 
-/** The prefilling sequences and the decoding ones, as separate non-empty batches. */
+/**
+ * Prompt tokens per prefill batch. ONNX Runtime keeps its arena at the size of the largest
+ * step's activations for good: 64 prompts of 64 tokens prefilled as one batch left about
+ * 4 MiB per stream there (bench/stream-memory.ts --prefill-group), where batches of 512
+ * tokens run the matrix products about as efficiently.
+ */
+export const PREFILL_TOKENS_PER_BATCH = 512;
+
+/** `items` in order, in consecutive groups of at most `maxTokens` tokens (an item larger than that alone). */
+export function groupByTokens<T>(items: readonly T[], tokensOf: (item: T) => number, maxTokens: number): T[][] {
+  const groups: T[][] = [];
+  let tokens = 0;
+  for (const item of items) {
+    const n = tokensOf(item);
+    if (groups.length === 0 || tokens + n > maxTokens) {
+      groups.push([]);
+      tokens = 0;
+    }
+    groups[groups.length - 1].push(item);
+    tokens += n;
+  }
+  return groups;
+}
+
+/** The prefilling sequences (in batches of PREFILL_TOKENS_PER_BATCH prompt tokens) and the decoding ones, as separate non-empty batches. */
 function byPhase(sequences: Sequence[], cacheOf: (s: Sequence) => KvCache): Sequence[][] {
   const prefill = sequences.filter((s) => cacheOf(s).length === 0);
   const decode = sequences.filter((s) => cacheOf(s).length > 0);
-  return [prefill, decode].filter((batch) => batch.length > 0);
+  return [...groupByTokens(prefill, (s) => s.pending.length, PREFILL_TOKENS_PER_BATCH), decode].filter((batch) => batch.length > 0);
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

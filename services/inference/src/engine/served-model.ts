@@ -15,6 +15,7 @@ import { CausalLmSession } from "#inference/model/session.ts";
 import type { ServedGraph } from "#inference/model/export.ts";
 import { buildServedGraph, defaultOnnxPath, fileBackedWeights } from "#inference/model/export.ts";
 import type { OrtSessionOptions } from "#inference/model/execution-provider.ts";
+import type { GraphOptions } from "#inference/model/onnx-graph.ts";
 
 /** Context length assumed when neither config.json nor genai_config.json states one. */
 const FALLBACK_CONTEXT_TOKENS = 2048;
@@ -130,13 +131,14 @@ export async function openServedModel(role: string, dir: string, options: OrtSes
 /**
  * The graph for a Hugging Face directory: float32 safetensors are left where they are for
  * ONNX Runtime to read; F16/BF16 ones are decoded into the graph's bytes, which ONNX Runtime
- * copies, so the JavaScript copy is garbage once the session is open.
+ * copies, so the JavaScript copy is garbage once the session is open. `options` only for the
+ * bench's variants (the service builds the default graph).
  */
-export function servedGraph(dir: string): { config: ModelConfig; graph: ServedGraph } {
+export function servedGraph(dir: string, options: GraphOptions = {}): { config: ModelConfig; graph: ServedGraph } {
   const located = locateModelWeights(dir);
-  if (located) return { config: located.config, graph: buildServedGraph(located.config, fileBackedWeights(located.tensors), dir) };
+  if (located) return { config: located.config, graph: buildServedGraph(located.config, fileBackedWeights(located.tensors), dir, options) };
   const loaded = loadModelDir(dir);
-  return { config: loaded.config, graph: buildServedGraph(loaded.config, loaded.weights, dir) };
+  return { config: loaded.config, graph: buildServedGraph(loaded.config, loaded.weights, dir, options) };
 }
 
 /** tokenizer.json and tokenizer_config.json byte for byte, and the eos ids TextTokenizer.load reads from the two configs. */

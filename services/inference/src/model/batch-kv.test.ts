@@ -1,8 +1,9 @@
 // The batch's KV tensors carried from one step to the next (batch-kv.ts): whatever the
 // scheduler does between steps (the same batch again, a row dropped, rows reordered, a
 // sequence joining with its prompt, a cache truncated, two steps at once), every row's
-// logits stay the float64 reference's, and the copy is skipped exactly when it may be.
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+// logits stay the float64 reference's, the rows are moved or copied exactly when they must
+// be, and while a row is in the buffers they are its only copy.
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { referenceLogits } from "#core/model/testing/reference-forward.ts";
 import { buildOnnxModel } from "./export.ts";
 import type { KvCache } from "./kv-cache.ts";
@@ -14,10 +15,11 @@ const config = tinyConfig("qwen2", { head_dim: 12, num_attention_heads: 4, num_k
 const weights = randomWeights(config, 7);
 let session: CausalLmSession;
 
-beforeAll(async () => {
+// A session per test: what a session's buffers hold is what each test is about.
+beforeEach(async () => {
   session = await CausalLmSession.open(buildOnnxModel(config, weights), { executionProvider: "cpu", threads: 1 });
 });
-afterAll(() => session.release());
+afterEach(() => session.release());
 
 interface Row {
   cache: KvCache;
@@ -44,7 +46,7 @@ async function step(batch: Row[]): Promise<boolean> {
 }
 
 describe("the batch's KV carried between steps", () => {
-  it("is reused while the batch repeats and rebuilt from the caches whenever it changes", async () => {
+  it("is reused while the batch repeats and regrouped whenever it changes", async () => {
     const [a, b, c] = [row([5, 6, 7]), row([1, 2, 3, 4, 5, 6]), row([9])];
     const carried: boolean[] = [];
     const run = async (batch: Row[], times = 1) => {
@@ -57,11 +59,11 @@ describe("the batch's KV carried between steps", () => {
     await run([c, a, d], 2); // a prompt joins beside two decoding rows
     await run([a]); // stepped elsewhere in between: the carried copy is stale
     await run([c, a, d], 2);
-    // Truncated to an earlier length: the caches' revisions tell, even when lengths would match.
+    // Truncated to an earlier length: its row still holds its first positions, and the next one overwrites the rest.
     a.cache.truncate(a.cache.length - 1);
     a.history.splice(a.history.length - 2, 1);
     await run([c, a, d]);
-    expect(carried).toEqual([false, true, true, false, true, false, true, false, true, false, false, true, false]);
+    expect(carried).toEqual([false, true, true, false, true, false, true, false, true, false, false, true, true]);
   });
 
   it("a prefill of empty caches attends over no past slots; the next step over its rows' tokens and a few spare", async () => {
@@ -73,13 +75,67 @@ describe("the batch's KV carried between steps", () => {
     expect(session.lastPhases.pastSlots).toBe(16);
   });
 
-  it("copies from the caches again when the rows outgrow the spare slots", async () => {
+  it("moves its rows to wider slots when they outgrow the spare ones", async () => {
     const a = row([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]);
     const carried: boolean[] = [];
     for (let i = 0; i < 24; i++) carried.push(await step([a]));
-    // The prompt's 16 tokens get 24 slots; step 9's token lands in slot 24, past them, so step
-    // 10 copies 25 tokens into 40 slots (25 + 1 new + 8 spare, rounded up to 8).
-    expect(carried.map((x, i) => (x ? -1 : i)).filter((i) => i >= 0)).toEqual([0, 10]);
+    // The prompt's 16 tokens get 24 slots (16 + 8 spare); step 9 would write slot 24, past them,
+    // so its rows move to 40 slots first (24 + 1 new + 8 spare, rounded up to 8).
+    expect(carried.map((x, i) => (x ? -1 : i)).filter((i) => i >= 0)).toEqual([0, 9]);
+    expect(session.lastPhases.pastSlots).toBe(40);
+  });
+
+  it("holds the only copy of its rows' positions, and hands a row back when it leaves the batch", async () => {
+    const [a, b] = [row([1, 2, 3, 4]), row([5, 6])];
+    for (let i = 0; i < 3; i++) await step([a, b]);
+    expect([a.cache.allocatedBytes, b.cache.allocatedBytes]).toEqual([0, 0]);
+    const perPosition = 2 * config.numLayers * config.numKvHeads * config.headDim * 4;
+    expect(session.batchKvBytes).toBeGreaterThanOrEqual(2 * (a.cache.length + 1) * perPosition);
+    // b sits out: the buffers now hold a alone, and b got its positions back, with room for a few more.
+    await step([a]);
+    expect(a.cache.allocatedBytes).toBe(0);
+    expect(b.cache.allocatedBytes).toBeGreaterThanOrEqual(b.cache.length * perPosition);
+    expect(b.cache.allocatedBytes).toBeLessThanOrEqual((b.cache.length + 32) * perPosition);
+    // And back in beside a: its positions are right (the reference check in step), and lent again.
+    expect(await step([a, b])).toBe(false);
+    expect(b.cache.allocatedBytes).toBe(0);
+  });
+
+  it("leaves its rows in place while new sequences prefill beside them, then takes the new rows in", async () => {
+    const [a, b] = [row([1, 2, 3]), row([4, 5, 6, 7])];
+    await step([a, b]);
+    await step([a, b]);
+    const bytes = session.batchKvBytes;
+    const c = row(Array.from({ length: 14 }, (_, i) => 8 + i));
+    await step([c]);
+    expect([a.cache.allocatedBytes, b.cache.allocatedBytes]).toEqual([0, 0]);
+    expect(c.cache.allocatedBytes).toBeGreaterThan(0);
+    // c joins between them, longer than the rows' 16 slots: b moves up a row and every row to 24 slots, in place.
+    expect(await step([a, c, b])).toBe(false);
+    expect(session.lastPhases.pastSlots).toBe(24);
+    expect(session.batchKvBytes).toBe(bytes);
+    expect(await step([a, c, b])).toBe(true);
+    // a leaves: c and b move down a row, in place.
+    expect(await step([c, b])).toBe(false);
+    expect(await step([c, b])).toBe(true);
+    expect(session.batchKvBytes).toBe(bytes);
+    // A long prompt joins: the rows no longer fit, and move to larger buffers.
+    const e = row(Array.from({ length: 40 }, (_, i) => (3 * i) % config.vocabSize));
+    await step([e]);
+    expect(await step([c, b, e])).toBe(false);
+    expect(session.batchKvBytes).toBeGreaterThan(bytes);
+    expect(await step([c, b, e])).toBe(true);
+  });
+
+  it("drops a discarded row without handing it back", async () => {
+    const [a, b] = [row([1, 2, 3]), row([4, 5])];
+    await step([a, b]);
+    await step([a, b]);
+    a.cache.discard();
+    expect(a.cache.length).toBe(0);
+    await step([b]);
+    expect(a.cache.allocatedBytes).toBe(0);
+    expect(b.cache.allocatedBytes).toBe(0);
   });
 
   it("two steps in flight at once on one session each get correct results", async () => {

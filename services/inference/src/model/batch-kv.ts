@@ -1,18 +1,21 @@
 // The batch's past keys and values, kept by the session between steps for graphs that give
-// back only the new positions (new_key_values, onnx-graph.ts). Each sequence still owns its
-// KvCache, so the scheduler may regroup sequences at any step; but copying every cache into
-// fresh feed arrays each step, and the whole present tensor back out of ONNX Runtime, was
-// the largest cost besides the matrix products in a 0.5B decode step at batch 64
+// back only the new positions (new_key_values, onnx-graph.ts). Copying every cache into fresh
+// feed arrays each step, and the whole present tensor back out of ONNX Runtime, was the
+// largest cost besides the matrix products in a 0.5B decode step at batch 64
 // (bench/decode-profile.ts). Here the past is one [batch, kv_heads, slots, head_dim] buffer
 // per layer and kind, each row's tokens in slots [0, length) and the rest unused (masked),
-// with a few slots to spare: while the next step runs the same caches in the same order,
-// untouched in between, each row's new positions are written into its next free slots (a
-// copy of those positions only) and the buffer is fed again as it is. Any other batch, or
-// one that has outgrown the spare slots, is copied in from the caches once.
+// with a few slots to spare: each step writes its rows' new positions into their next free
+// slots and the buffer is fed again as it is.
+//
+// The buffers are the ONLY copy of their rows' positions: a sequence's KvCache is lent to
+// them (kv-cache.ts) and keeps no arrays while its row is here, so a stream costs its KV
+// once, not twice. When the batch changes (a row leaves or joins, the rows outgrow the spare
+// slots), the rows that stay are moved within the buffers, a cache that joins is copied in
+// and lent, and one that leaves gets its positions back (giveBack), unless it was discarded.
 //
 // Unused slots hold stale but finite values from earlier steps; the attention mask hides them.
 import * as ort from "onnxruntime-node";
-import type { KvArray, KvCache, KvShape } from "./kv-cache.ts";
+import type { KvArray, KvCache, KvHolder, KvShape } from "./kv-cache.ts";
 import { allocateKv, kvTensor } from "./kv-cache.ts";
 
 const KINDS = ["key", "value"] as const;
@@ -22,63 +25,70 @@ export interface PastStep {
   feeds: Record<string, ort.Tensor>;
   /** Past slots per row in the feeds. */
   slots: number;
-  /** Where store() puts the new positions: `data[layer * 2 + k]` (k: 0 key, 1 value), [batch, kv_heads, slots, head_dim]; the fed past itself, except after a prefill of empty caches. */
+  /** Where store() puts the new positions: `data[layer * 2 + k]` (k: 0 key, 1 value), [batch, kv_heads, slots, head_dim]. */
   target: { data: KvArray[]; slots: number };
-  /** The buffers were fed as the last step left them, without copying from the caches. */
+  /** The buffers were fed as the last step left them, without moving or copying any row. */
   carried: boolean;
-  /** The step holds the session's buffers (false: another step had them; this one built its own). */
+  /** The step holds the session's buffers and its caches are lent to them (false: the caches keep their own positions). */
   shared: boolean;
 }
 
-export class BatchKv {
+/** A row that stays in the buffers when the batch changes: from row `from` to row `to`. */
+interface Move {
+  from: number;
+  to: number;
+  length: number;
+}
+
+export class BatchKv implements KvHolder {
+  /** One array per layer and kind (layer * 2 + k), the rows from index 0 and room to spare after them. */
   private storage: KvArray[] = [];
   private slots = 0;
-  /** The rows the buffers hold, with each cache's revision; null when they hold nothing reusable. */
-  private held: { caches: readonly KvCache[]; revisions: number[] } | null = null;
+  /** The caches whose positions the buffers hold, by row; null for a row given back or discarded. */
+  private held: (KvCache | null)[] = [];
   private inUse = false;
 
   constructor(private readonly shape: KvShape) {}
 
+  /** Bytes of the buffers kept between steps. */
+  get allocatedBytes(): number {
+    return this.storage.reduce((n, a) => n + a.byteLength, 0);
+  }
+
   /** The past for a step over `caches` (in batch order) adding `fresh` positions per row. Call release() after the run. */
   acquire(caches: readonly KvCache[], fresh: number): PastStep {
     const longest = Math.max(...caches.map((c) => c.length));
-    if (this.inUse) {
-      // Another step of this session is in flight: exact-size arrays of its own, nothing kept.
+    // Another step of this session is in flight, or new sequences' prefill comes beside rows
+    // held here (which would otherwise be moved out and back): arrays of the step's own; its
+    // caches keep their positions themselves.
+    if (this.inUse || (longest === 0 && this.held.some((c) => c !== null))) {
       const data = Array.from({ length: this.shape.numLayers * 2 }, () => allocateKv(this.shape.kvType, caches.length * this.rowElements(longest)));
-      this.copyFrom(caches, longest, data);
+      this.copyIn(caches, longest, data, caches.keys());
       return this.step(caches.length, longest, data, { data, slots: longest }, false, false);
     }
     this.inUse = true;
-    const held = this.held;
-    if (held && held.caches.length === caches.length && caches.every((c, b) => c === held.caches[b] && c.revision === held.revisions[b]) && longest <= this.slots) {
+    const needed = longest + fresh;
+    if (this.held.length === caches.length && caches.every((c, b) => c === this.held[b]) && needed <= this.slots) {
       const data = this.views(caches.length);
       return this.step(caches.length, this.slots, data, { data, slots: this.slots }, true, true);
     }
-    // Spare slots for the coming steps: an eighth of the length, at least 8, so a copy from the caches comes every few steps at most.
-    const needed = longest + fresh;
-    this.slots = Math.ceil((needed + Math.max(8, Math.ceil(needed / 8))) / 8) * 8;
-    const elements = caches.length * this.rowElements(this.slots);
-    if ((this.storage[0]?.length ?? -1) < elements) {
-      this.storage = Array.from({ length: this.shape.numLayers * 2 }, () => allocateKv(this.shape.kvType, Math.ceil(elements * 1.25)));
-    }
+    // Spare slots for the coming steps: an eighth of the length, at least 8, so the rows move every few steps at most.
+    this.regroup(caches, Math.ceil((needed + Math.max(8, Math.ceil(needed / 8))) / 8) * 8);
     const data = this.views(caches.length);
-    if (longest === 0) {
-      // A prefill of empty caches attends over no past at all; its positions land in the buffers afterwards.
-      const none = Array.from({ length: this.shape.numLayers * 2 }, () => allocateKv(this.shape.kvType, 0));
-      return this.step(caches.length, 0, none, { data, slots: this.slots }, false, true);
-    }
-    this.copyFrom(caches, this.slots, data);
-    return this.step(caches.length, this.slots, data, { data, slots: this.slots }, false, true);
+    // A prefill of empty caches attends over no past at all; its positions land in the buffers afterwards.
+    const fed = longest === 0 ? Array.from({ length: this.shape.numLayers * 2 }, () => allocateKv(this.shape.kvType, 0)) : data;
+    return this.step(caches.length, longest === 0 ? 0 : this.slots, fed, { data, slots: this.slots }, false, true);
   }
 
   /**
    * Writes row `row`'s `count` new positions, the last of the [batch, kv_heads, fresh,
-   * head_dim] output `fresh`, into its slots from `at` (its cache's length before the step),
-   * when they fit; returns false when they do not (the next step copies from the caches).
+   * head_dim] output `fresh`, into its slots from `at` (its cache's length before the step);
+   * false when the step does not hold the buffers (the cache appends them itself).
    */
   store(step: PastStep, layer: number, k: number, output: KvArray, row: number, fresh: number, count: number, at: number): boolean {
+    if (!step.shared) return false;
     const { slots } = step.target;
-    if (!step.shared || at + count > slots) return false;
+    if (at + count > slots) throw new Error(`batch KV row ${row}: ${at} + ${count} positions do not fit ${slots} slots`);
     const { numKvHeads: heads, headDim: d } = this.shape;
     const target = step.target.data[layer * 2 + k];
     for (let h = 0; h < heads; h++) {
@@ -88,11 +98,91 @@ export class BatchKv {
     return true;
   }
 
-  /** Ends the step; `caches` (null after a failure or when some row's positions did not fit) are what the buffers now hold. */
-  release(step: PastStep, caches: readonly KvCache[] | null): void {
-    if (!step.shared) return;
-    this.inUse = false;
-    this.held = caches ? { caches, revisions: caches.map((c) => c.revision) } : null;
+  /** Ends the step. After a failure the rows still hold every committed position, so nothing is lost. */
+  release(step: PastStep): void {
+    if (step.shared) this.inUse = false;
+  }
+
+  /** Hands a lent cache its positions back (KvHolder): its row becomes unused. */
+  giveBack(cache: KvCache): void {
+    const row = this.rowOf(cache);
+    const { numKvHeads: heads, headDim: d } = this.shape;
+    cache.restore((layer, k, target, capacity) => {
+      const source = this.storage[layer * 2 + k];
+      for (let h = 0; h < heads; h++) {
+        const from = (row * heads + h) * this.slots * d;
+        target.set(source.subarray(from, from + cache.length * d), h * capacity * d);
+      }
+    });
+    this.held[row] = null;
+  }
+
+  /** Forgets a lent cache's row without handing anything back (KvHolder; the sequence is done). */
+  drop(cache: KvCache): void {
+    this.held[this.rowOf(cache)] = null;
+  }
+
+  private rowOf(cache: KvCache): number {
+    const row = this.held.indexOf(cache);
+    if (row < 0) throw new Error("batch KV: the cache is not lent to these buffers");
+    return row;
+  }
+
+  /** Makes the buffers hold `caches` in this order, in rows of `slots`, each cache lent to them. */
+  private regroup(caches: readonly KvCache[], slots: number): void {
+    const joining = new Set(caches);
+    for (const c of this.held) if (c && !joining.has(c)) this.giveBack(c);
+    let moves: Move[] = caches.flatMap((c, to) => (c.isLentTo(this) ? [{ from: this.rowOf(c), to, length: c.length }] : []));
+    // Rows that stay in their order move in place (below); a reordering is rare: hand those back and copy them in.
+    if (moves.some((m, i) => i > 0 && m.from < moves[i - 1].from)) {
+      for (const m of moves) this.giveBack(caches[m.to]);
+      moves = [];
+    }
+    const needed = caches.length * this.rowElements(slots);
+    if ((this.storage[0]?.length ?? -1) < Math.max(needed, this.held.length * this.rowElements(this.slots))) {
+      // Room for a quarter more rows and half as many slots again, so the rows move in place for a while.
+      const capacity = Math.ceil(caches.length * 1.25) * this.rowElements(Math.ceil(slots * 1.5));
+      if (this.storage.length === 0) this.storage = this.newStorage(capacity);
+      // One array at a time, so each old one is garbage before the next new one is made.
+      else for (let i = 0; i < this.storage.length; i++) this.storage[i] = this.moved(this.storage[i], allocateKv(this.shape.kvType, capacity), moves, slots);
+    } else {
+      for (const array of this.storage) this.moveInPlace(array, moves, slots);
+    }
+    this.slots = slots;
+    const staying = new Set(moves.map((m) => m.to));
+    this.copyIn(caches, slots, this.storage, [...caches.keys()].filter((b) => !staying.has(b)));
+    this.held = [...caches];
+    for (const c of caches) c.lend(this);
+  }
+
+  private newStorage(capacity: number): KvArray[] {
+    return Array.from({ length: this.shape.numLayers * 2 }, () => allocateKv(this.shape.kvType, capacity));
+  }
+
+  /** The staying rows' positions copied from `old` (rows of this.slots) into `next` (rows of `slots`). */
+  private moved(old: KvArray, next: KvArray, moves: readonly Move[], slots: number): KvArray {
+    for (const s of this.segments(moves, slots)) next.set(old.subarray(s.from, s.from + s.count), s.to);
+    return next;
+  }
+
+  /**
+   * The same within one array. Segments keep their order (rows and heads in order), so
+   * those moving towards the start are moved first to last and the others last to first:
+   * none is overwritten before it has moved.
+   */
+  private moveInPlace(array: KvArray, moves: readonly Move[], slots: number): void {
+    const segments = this.segments(moves, slots);
+    for (const s of segments) if (s.to < s.from) array.copyWithin(s.to, s.from, s.from + s.count);
+    for (let i = segments.length - 1; i >= 0; i--) {
+      const s = segments[i];
+      if (s.to > s.from) array.copyWithin(s.to, s.from, s.from + s.count);
+    }
+  }
+
+  /** Each staying row's head blocks: element offsets in the old layout (rows of this.slots) and the new (rows of `slots`). */
+  private segments(moves: readonly Move[], slots: number): { from: number; to: number; count: number }[] {
+    const { numKvHeads: heads, headDim: d } = this.shape;
+    return moves.flatMap((m) => Array.from({ length: heads }, (_, h) => ({ from: (m.from * heads + h) * this.slots * d, to: (m.to * heads + h) * slots * d, count: m.length * d })));
   }
 
   private rowElements(slots: number): number {
@@ -103,9 +193,10 @@ export class BatchKv {
     return this.storage.map((s) => s.subarray(0, batch * this.rowElements(this.slots)));
   }
 
-  private copyFrom(caches: readonly KvCache[], slots: number, data: KvArray[]): void {
-    for (let layer = 0; layer < this.shape.numLayers; layer++) {
-      KINDS.forEach((kind, k) => caches.forEach((cache, b) => cache.copyInto(layer, kind, data[layer * 2 + k], b, slots, 0)));
+  /** Copies the caches of rows `rows` from slot 0 of their rows (of `slots`) in `data`. */
+  private copyIn(caches: readonly KvCache[], slots: number, data: KvArray[], rows: Iterable<number>): void {
+    for (const b of rows) {
+      for (let layer = 0; layer < this.shape.numLayers; layer++) KINDS.forEach((kind, k) => caches[b].copyInto(layer, kind, data[layer * 2 + k], b, slots, 0));
     }
   }
 

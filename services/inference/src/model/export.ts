@@ -61,9 +61,9 @@ export function fileBackedWeights(tensors: ReadonlyMap<string, StoredTensor>): G
   return new Map([...tensors].map(([name, t]) => [name, { shape: t.shape, data: { dir: dirname(t.path), location: basename(t.path), offset: t.offset, byteLength: t.byteLength } }]));
 }
 
-/** The graph the inference service serves: LoRA inputs on every projection, weights where they are. */
-export function buildServedGraph(config: ModelConfig, weights: GraphWeights, source: string): ServedGraph {
-  const graph = buildCausalLmGraph(config, weights, source);
+/** The graph the inference service serves: LoRA inputs on every projection, weights where they are (`options` for the bench's variants). */
+export function buildServedGraph(config: ModelConfig, weights: GraphWeights, source: string, options: GraphOptions = {}): ServedGraph {
+  const graph = buildCausalLmGraph(config, weights, source, options);
   return { bytes: encodeInline(graph, modelInfo(config)), externalDataDir: externalDataDir(graph) };
 }
 

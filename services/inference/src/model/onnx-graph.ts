@@ -68,6 +68,12 @@ export type GraphWeights = ReadonlyMap<string, GraphWeight>;
 export interface GraphOptions {
   /** Projections that get a LoRA side branch (graph inputs); default all of them, none for a standalone export. */
   loraModules?: readonly LinearModule[];
+  /**
+   * "kept" (default): num_logits_to_keep and log_probs as above. "every position": the head at
+   * every new position and logits only, as a Hugging Face forward pass computes them; kept to
+   * measure the reference scripts' way of scoring (bench section "amateur"), not served.
+   */
+  head?: "kept" | "every position";
 }
 
 /** Added to the score of a masked key. Finite, so a row with every key masked (a leading
@@ -244,10 +250,9 @@ function headWeight(ctx: Context): string {
  * logits = x W^T through Gemm(transB), so a tied head shares the embedding matrix as stored,
  * and their log-softmax.
  */
-function lmHead(ctx: Context, x: string, keep: string): void {
+function lmHead(ctx: Context, x: string, keep: string | null): void {
   const { g, config } = ctx;
-  const from = g.op("Neg", [g.op("Unsqueeze", [keep, g.int64([0])])]);
-  const kept = g.op("Slice", [x, from, g.int64([Number.MAX_SAFE_INTEGER]), g.int64([1])], {}, { name: "keep_logits" });
+  const kept = keep === null ? x : g.op("Slice", [x, g.op("Neg", [g.op("Unsqueeze", [keep, g.int64([0])])]), g.int64([Number.MAX_SAFE_INTEGER]), g.int64([1])], {}, { name: "keep_logits" });
   const normed = rmsNorm(ctx, kept, "model.norm.weight");
   const flat = g.op("Reshape", [normed, g.int64([-1, config.hiddenSize])]);
   const scores = g.op("Gemm", [flat, headWeight(ctx)], { transB: int(1) }, { name: "lm_head" });
@@ -255,7 +260,7 @@ function lmHead(ctx: Context, x: string, keep: string): void {
   // The log-softmax reads the logits output itself: one [rows, vocab] copy (the Reshape into
   // an output) instead of two.
   const logits = g.op("Reshape", [scores, shape], {}, { outputs: ["logits"] });
-  g.op("LogSoftmax", [logits], { axis: int(-1) }, { outputs: [LOG_PROBS] });
+  if (keep !== null) g.op("LogSoftmax", [logits], { axis: int(-1) }, { outputs: [LOG_PROBS] });
 }
 
 /** The whole causal LM; `weights` must hold every tensor expectedWeights(config) lists. */
@@ -272,7 +277,8 @@ export function buildCausalLmGraph(config: ModelConfig, weights: GraphWeights, s
     g.input(pastKeyName(i), "float32", kvDims(past));
     g.input(pastValueName(i), "float32", kvDims(past));
   }
-  const keep = g.input(NUM_LOGITS_TO_KEEP, "int64", []);
+  const everyPosition = options.head === "every position";
+  const keep = everyPosition ? null : g.input(NUM_LOGITS_TO_KEEP, "int64", []);
   const loraModules = options.loraModules ?? LINEAR_MODULES;
   const loraMask = loraModules.length > 0 ? g.input(LORA_MASK, "float32", [AXES.loraRows, 1, AXES.loraRank]) : null;
   const ctx: Context = { g, config, weights, loraModules, loraMask, rows: g.op("Shape", [inputIds]), rowShapes: new Map() };
@@ -283,8 +289,8 @@ export function buildCausalLmGraph(config: ModelConfig, weights: GraphWeights, s
   for (let i = 0; i < config.numLayers; i++) x = block(ctx, x, i, bias, rope);
   lmHead(ctx, x, keep);
 
-  g.output("logits", "logits", "float32", [batch, kept, config.vocabSize]);
-  g.output(LOG_PROBS, LOG_PROBS, "float32", [batch, kept, config.vocabSize]);
+  g.output("logits", "logits", "float32", [batch, everyPosition ? sequence : kept, config.vocabSize]);
+  if (!everyPosition) g.output(LOG_PROBS, LOG_PROBS, "float32", [batch, kept, config.vocabSize]);
   for (let i = 0; i < config.numLayers; i++) {
     g.output(newKeyName(i), newKeyName(i), "float32", kvDims(sequence));
     g.output(newValueName(i), newValueName(i), "float32", kvDims(sequence));

@@ -105,6 +105,11 @@ export class CausalLmSession {
     }
   }
 
+  /** Bytes of the batch's KV buffers the session keeps between steps (bench/stream-memory.ts reads it). */
+  get batchKvBytes(): number {
+    return this.batchKv.allocatedBytes;
+  }
+
   /** An empty cache for a new sequence of this model. */
   newCache(): KvCache {
     const { numLayers, numKvHeads, headDim, kvType } = this.io;
@@ -148,7 +153,7 @@ export class CausalLmSession {
     try {
       return await this.run(requests, pastStep, fresh, started);
     } catch (err) {
-      this.batchKv.release(pastStep, null);
+      this.batchKv.release(pastStep);
       throw err;
     }
   }
@@ -196,21 +201,19 @@ export class CausalLmSession {
     }
     const collecting = performance.now();
 
-    // The new positions go to each sequence's own cache and, where they fit, to the batch buffers for the next step.
-    let stored = !leftPadded;
+    // The new positions go to the batch buffers when the step holds them (its caches are lent to them), else to each sequence's own cache.
     const outputName = leftPadded ? "present" : "new_key_values";
     const outputLength = leftPadded ? total : fresh;
     for (let layer = 0; layer < this.io.numLayers; layer++) {
       KV_KINDS.forEach((kind, k) => {
         const output = outputs[`${outputName}.${layer}.${kind}`].data as KvArray;
         requests.forEach(({ cache, tokens }, b) => {
-          if (stored) stored = this.batchKv.store(pastStep, layer, k, output, b, outputLength, tokens.length, cache.length);
-          cache.appendFrom(layer, kind, output, b, outputLength, tokens.length);
+          if (!this.batchKv.store(pastStep, layer, k, output, b, outputLength, tokens.length, cache.length)) cache.appendFrom(layer, kind, output, b, outputLength, tokens.length);
         });
       });
     }
     for (const { cache, tokens } of requests) cache.commit(tokens.length);
-    this.batchKv.release(pastStep, stored ? requests.map((r) => r.cache) : null);
+    this.batchKv.release(pastStep);
     const results = this.results(requests, outputs, kept);
     Object.assign(this.lastPhases, { prepareMs: running - started, runMs: collecting - running, collectMs: performance.now() - collecting, carriedKv: pastStep.carried, pastSlots: past });
     return results;

@@ -17,6 +17,7 @@ import type { OrtSessionOptions } from "#inference/model/execution-provider.ts";
 import { stepInGroups } from "./engine-lockstep.ts";
 import { BenchInputError } from "./stats.ts";
 import { randomPrompts } from "./workloads.ts";
+import { option } from "./script-option.ts";
 
 interface TraceEvent {
   cat: string;
@@ -24,11 +25,6 @@ interface TraceEvent {
   ts: number;
   dur: number;
   args?: { op_name?: string; output_size?: string; activation_size?: string };
-}
-
-function option(args: string[], name: string, fallback: string): string {
-  const i = args.indexOf(name);
-  return i >= 0 && i + 1 < args.length ? args[i + 1] : fallback;
 }
 
 function positiveInteger(args: string[], name: string, fallback: number): number {

@@ -7,6 +7,7 @@
 import { readFileSync } from "node:fs";
 import { logSoftmax } from "#core/math/distribution.ts";
 import { openServedModel } from "#inference/engine/served-model.ts";
+import { option } from "./script-option.ts";
 
 const MIB = 2 ** 20;
 
@@ -14,11 +15,6 @@ function memory(): { rssMiB: number; anonMiB: number; fileMiB: number } {
   const status = readFileSync("/proc/self/status", "utf8");
   const kib = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB$`, "m").exec(status)?.[1] ?? NaN) * 1024;
   return { rssMiB: Math.round(kib("VmRSS") / MIB), anonMiB: Math.round(kib("RssAnon") / MIB), fileMiB: Math.round(kib("RssFile") / MIB) };
-}
-
-function option(args: string[], name: string, fallback: string): string {
-  const i = args.indexOf(name);
-  return i >= 0 && i + 1 < args.length ? args[i + 1] : fallback;
 }
 
 const args = process.argv.slice(2);

@@ -12,6 +12,7 @@ import { readModelConfig } from "#core/model/config.ts";
 import { kvCacheBytes } from "./memory.ts";
 import { serveInference } from "./processes.ts";
 import { runServiceTrajectories } from "./trajectory-client.ts";
+import { option } from "./script-option.ts";
 
 const MIB = 2 ** 20;
 
@@ -24,11 +25,6 @@ function weightBytes(dir: string): number {
 function cpuSeconds(pid: number, mainThreadOnly = false): number {
   const fields = readFileSync(mainThreadOnly ? `/proc/${pid}/task/${pid}/stat` : `/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
   return (Number(fields[11]) + Number(fields[12])) / 100;
-}
-
-function option(args: string[], name: string, fallback: string): string {
-  const i = args.indexOf(name);
-  return i >= 0 && i + 1 < args.length ? args[i + 1] : fallback;
 }
 
 async function main(): Promise<void> {

@@ -19,13 +19,9 @@ import { openServedSession, stepInGroups } from "./engine-lockstep.ts";
 import { kvCacheBytes } from "./memory.ts";
 import { processMemory } from "./processes.ts";
 import { randomPrompts } from "./workloads.ts";
+import { option } from "./script-option.ts";
 
 const MIB = 2 ** 20;
-
-function option(args: string[], name: string, fallback: string): string {
-  const i = args.indexOf(name);
-  return i >= 0 && i + 1 < args.length ? args[i + 1] : fallback;
-}
 
 interface Reading {
   streams: number;

@@ -1,6 +1,7 @@
 // The table `lightreasoner run` prints at the end: accuracy before and after with intervals,
 // LightReasoner beside the SFT baseline, and what each cost.
 import type { RunReport } from "#trainer/report/run-report.ts";
+import { trainingEngineText } from "#trainer/report/run-report.ts";
 
 const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
 const pts = (x: number) => `${x >= 0 ? "+" : ""}${(100 * x).toFixed(1)}`;
@@ -26,12 +27,9 @@ export function summaryRows(r: RunReport): string[][] {
     ...matchedRows(r),
     ...roundRows(r),
     [`amateur accuracy`, `${pct(r.amateur.accuracy)} ${ci(r.amateur.accuracyCi95)}`, ""],
-    ["training engine", trainingEngine(r), ""],
+    ["training engine", trainingEngineText(r), ""],
   ];
 }
-
-/** "onnxruntime", or "tfjs on <backend>" where TensorFlow.js computed the gradients too. */
-export const trainingEngine = (r: RunReport) => (r.trainingEngine === "onnxruntime" ? `onnxruntime (adapter and optimizer on tfjs ${r.tfjsBackend})` : `tfjs on ${r.tfjsBackend}`);
 
 const perThousand = (x: number) => `${x >= 0 ? "+" : ""}${x.toPrecision(3)} pts`;
 
@@ -55,7 +53,7 @@ function matchedRows(r: RunReport): string[][] {
 function roundRows(r: RunReport): string[][] {
   return (r.rounds ?? []).filter((k) => k.round > 1).map((k) => [
     `LightReasoner round ${k.round}`,
-    `${change(k.accuracyDeltaCi95, k.accuracyAfter, r.expert.accuracyBefore)}`,
+    change(k.accuracyDeltaCi95, k.accuracyAfter, r.expert.accuracyBefore),
     `vs round ${k.round - 1}: [${pts(k.changeFromPreviousCi95[0])}, ${pts(k.changeFromPreviousCi95[1])}] pts, ${k.cumulativeTunedTokens} tokens in all`,
   ]);
 }

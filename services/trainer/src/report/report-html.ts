@@ -2,6 +2,7 @@
 // that shows a LightReasoner round the way a person wants to see it: did accuracy move, at
 // what cost next to SFT, where the expert and the amateur disagreed, and how training went.
 import type { ExampleTrajectory, MatchedSftResult, MethodResult, RunReport } from "./run-report.ts";
+import { trainingEngineText } from "./run-report.ts";
 import { barChart, escapeHtml, histogram, lineChart } from "./svg.ts";
 
 const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
@@ -85,7 +86,7 @@ export function renderReportHtml(r: RunReport): string {
   );
   return `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>LightReasoner report</title><style>${STYLE}</style></head><body>
 <h1>LightReasoner round</h1>
-<p class="sub">${escapeHtml(r.createdAt)} · expert <b>${escapeHtml(r.expert.name)}</b>, amateur <b>${escapeHtml(r.amateur.name)}</b> · ${r.evalProblems} held-out problems · training engine ${escapeHtml(r.trainingEngine === "onnxruntime" ? `ONNX Runtime (adapter and optimizer on TensorFlow.js ${r.tfjsBackend})` : `TensorFlow.js ${r.tfjsBackend}`)}</p>
+<p class="sub">${escapeHtml(r.createdAt)} · expert <b>${escapeHtml(r.expert.name)}</b>, amateur <b>${escapeHtml(r.amateur.name)}</b> · ${r.evalProblems} held-out problems · training engine ${escapeHtml(trainingEngineText(r))}</p>
 <div class="grid2">
 <section><h2>Held-out greedy accuracy (95% intervals)</h2>${barChart(accuracyBars, "accuracy", 1)}</section>
 <section><h2>LightReasoner beside SFT</h2><table><tr><th></th>${columns.map((c) => `<th>${escapeHtml(c.title)}</th>`).join("")}</tr>${rows.map((cells) => `<tr>${cells.map((cell) => `<td>${cell}</td>`).join("")}</tr>`).join("")}</table>${efficiency}</section>

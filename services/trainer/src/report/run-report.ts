@@ -87,6 +87,11 @@ export interface RunReport {
   examples: ExampleTrajectory[];
 }
 
+/** What trained the adapter, for people: "ONNX Runtime (adapter and optimizer on TensorFlow.js wasm)" or "TensorFlow.js node". */
+export function trainingEngineText(r: Pick<RunReport, "trainingEngine" | "tfjsBackend">): string {
+  return r.trainingEngine === "onnxruntime" ? `ONNX Runtime (adapter and optimizer on TensorFlow.js ${r.tfjsBackend})` : `TensorFlow.js ${r.tfjsBackend}`;
+}
+
 /** An SFT baseline stopped at LightReasoner's budget, and how LightReasoner compares with it on the same problems. */
 export interface MatchedSftResult extends MethodResult {
   trajectoriesKept: number;

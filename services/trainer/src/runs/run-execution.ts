@@ -131,6 +131,8 @@ class RunExecution {
   private readonly record: RunRecord;
   private samplingSeconds = 0;
   private samplingStepsThisSession = 0;
+  /** The weights of the adapter the run continues from, read once when it is uploaded; training starts from them. */
+  private startWeights: LoraAdapter | undefined;
 
   constructor(
     private readonly run: RunHandle,
@@ -212,15 +214,16 @@ class RunExecution {
    */
   private async reloadRunAdapter(): Promise<void> {
     const start = this.prepared.startFrom;
-    if (start) await this.upload(start.directory, start.version);
+    if (start) this.startWeights = await this.upload(start.directory, start.version);
     const latest = this.record.adapters.at(-1);
     if (latest) await this.upload(latest.directory, latest.version);
   }
 
-  private async upload(directory: string, expectedVersion: string): Promise<void> {
+  private async upload(directory: string, expectedVersion: string): Promise<LoraAdapter> {
     const adapter = readPeftAdapter(directory, this.services.expert.config);
     const { version } = await pushToReplicas(this.prepared.pool, adapter, this.services.expert.name, (m) => this.warn(m));
     if (version !== expectedVersion) throw new RunStateError(`the adapter in ${directory} now has version ${version}, but it was pushed as ${expectedVersion}; the directory was changed`);
+    return adapter;
   }
 
   private evaluation(stage: EvaluationRecord["stage"]): EvaluationRecord | undefined {
@@ -383,7 +386,7 @@ class RunExecution {
       // Offline runs push once, at the end; online runs every push_every_steps.
       config: { ...training, pushEverySteps: online ? training.pushEverySteps : 0 },
       engine: this.services.trainingEngine,
-      initialAdapter: this.prepared.startFrom ? readPeftAdapter(this.prepared.startFrom.directory, expert.config) : undefined,
+      initialAdapter: this.startWeights,
       objective: this.plan.method === "sft" ? sftObjective : undefined,
       checkpointDir: join(this.run.runDir, CHECKPOINTS_DIR),
       baseModelName: expert.name,

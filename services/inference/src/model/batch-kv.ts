@@ -140,8 +140,11 @@ export class BatchKv implements KvHolder {
     }
     const needed = caches.length * this.rowElements(slots);
     if ((this.storage[0]?.length ?? -1) < Math.max(needed, this.held.length * this.rowElements(this.slots))) {
-      // Room for a quarter more rows and half as many slots again, so the rows move in place for a while.
-      const capacity = Math.ceil(caches.length * 1.25) * this.rowElements(Math.ceil(slots * 1.5));
+      // Exactly the rows and slots asked for (the slots already keep an eighth to spare): a
+      // batch of the same size moves in place, and growing copies what a move would copy
+      // anyway. Spare rows or slots beyond that would be held by every stream (they were
+      // half the KV again at 64 streams).
+      const capacity = needed;
       if (this.storage.length === 0) this.storage = this.newStorage(capacity);
       // One array at a time, so each old one is garbage before the next new one is made.
       else for (let i = 0; i < this.storage.length; i++) this.storage[i] = this.moved(this.storage[i], allocateKv(this.shape.kvType, capacity), moves, slots);

@@ -30,7 +30,7 @@ import { trainingSet, unitOf } from "#trainer/store/training-set.ts";
 import type { TrainingTrajectory } from "#trainer/store/records.ts";
 import { SampleStore } from "#trainer/store/sample-store.ts";
 import type { TrajectorySource } from "#trainer/training/batching.ts";
-import type { EngineKind } from "#trainer/training/gradient-engine.ts";
+import type { EngineChoice } from "#trainer/training/gradient-engine.ts";
 import { trainLora } from "#trainer/training/lora-trainer.ts";
 import { sftObjective } from "#trainer/training/sft.ts";
 import type { StepEvent } from "#trainer/training/training-loop.ts";
@@ -53,8 +53,8 @@ export interface ExpertModel {
 
 export interface RunServices {
   expert: ExpertModel;
-  /** The LoRA gradient engine every run trains with (chosen once per trainer, reported in each run). */
-  trainingEngine: EngineKind;
+  /** The LoRA gradient engine every run trains with (chosen once per trainer, reported in each run), and why. */
+  trainingEngine: EngineChoice;
   metrics: TrainerMetrics;
   log: (message: string) => void;
   /** How long StartRun waits for an endpoint to answer. */

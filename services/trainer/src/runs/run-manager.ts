@@ -173,7 +173,7 @@ export class RunManager {
       const prepared = await prepareRun(plan, this.options, startFrom);
       const record = newRunRecord(runId, resolvedRunConfig(plan), this.options.expert.fingerprint);
       record.tfjsBackend = this.options.tfjsBackend;
-      record.trainingEngine = this.options.trainingEngine;
+      record.trainingEngine = this.options.trainingEngine.kind;
       const runDir = join(this.options.runsDir, runId);
       if (validateOnly) {
         prepared.pool.close();

@@ -99,6 +99,8 @@ describe("deploy/compose.yaml", () => {
     expect(exprOf(/^KL/)).toContain("lightreasoner_trainer_step_kl_nats_bucket");
     expect(exprOf(/^Selection ratio/)).toContain("lightreasoner_trainer_selection_ratio");
     expect(exprOf(/^Training loss/)).toContain("lightreasoner_trainer_loss_nats");
+    // Per-run gauges: one line per run, named by its run label.
+    for (const title of [/^Selection ratio/, /^Training loss/]) expect(panels.find((p) => title.test(p.title)).targets.map((t: any) => t.legendFormat)).toEqual(["{{run}} on {{instance}}"]);
     expect(exprOf(/^Adapter version, by replica/)).toMatch(/by \(instance, version\) \(lightreasoner_inference_adapter_version == 1\)/);
   });
 

@@ -5,7 +5,8 @@
 // adapter and its pushes upload without activating. The adapters agree to float rounding,
 // not bit for bit: the replica batches the two runs' trajectories together, and a batch of
 // another shape rounds the distributions' last bits differently. Also: the replica's active
-// adapter is still the other client's when both runs are done.
+// adapter is still the other client's when both runs are done, and /metrics shows each run's
+// own final selection ratio and loss as a series of its own.
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadModelDir } from "#core/formats/model-dir.ts";
@@ -22,7 +23,7 @@ import type { TrajectoryRecord } from "#trainer/store/records.ts";
 import { clients, startServer, writeTinyPair } from "#test/inference/helpers.ts";
 import type { TinyPair } from "#test/inference/helpers.ts";
 import { expectSameSamples, writeProblems } from "#test/trainer-sampling/helpers.ts";
-import { finished, RunState, runToSuccess, smallRun, startTrainer } from "./helpers.ts";
+import { finished, RunState, runsWithSeries, runToSuccess, scrapeMetrics, smallRun, startTrainer } from "./helpers.ts";
 import type { RunConfigInit } from "./helpers.ts";
 
 const trajectories = (run: Run) => SampleStore.read(join(run.runDir, "samples.jsonl")).records;
@@ -106,6 +107,16 @@ describe("two runs at once on one replica", () => {
     }
     expect(record(onlineTogether).adapters.length).toBeGreaterThan(1);
     expect(offlineTogether.liveAdapterVersion).not.toBe(onlineTogether.liveAdapterVersion);
+
+    // /metrics holds each run's own final selection ratio and loss, one series per run.
+    const series = await scrapeMetrics(trainer.server);
+    const runIds = ["offline-alone", "offline-together", "online-alone", "online-together"];
+    expect(runsWithSeries(series, "lightreasoner_trainer_loss_nats")).toEqual(runIds);
+    for (const run of [offlineAlone, onlineAlone, offlineTogether, onlineTogether]) {
+      const c = run.counters!;
+      expect(series.get(`lightreasoner_trainer_selection_ratio{run="${run.runId}"}`), run.runId).toBeCloseTo(c.stepsSelected / c.stepsSeen, 12);
+      expect(series.get(`lightreasoner_trainer_loss_nats{run="${run.runId}"}`), run.runId).toBeCloseTo(c.lastLoss, 12);
+    }
 
     // Nothing the runs pushed was activated: the other client's adapter is still the one served.
     const c = clients(inference);

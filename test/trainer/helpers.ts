@@ -73,4 +73,32 @@ export async function finished(client: TrainerClient, runId: string): Promise<Ru
   return last.value.state;
 }
 
+/** Waits for the first event that satisfies `until`, then returns (the watch is left). */
+export async function waitFor(client: TrainerClient, runId: string, until: (event: WatchRunResponse) => boolean): Promise<void> {
+  for await (const event of client.watchRun({ runId })) if (until(event)) return;
+  throw new Error(`run ${runId} ended before the awaited event`);
+}
+
+/** The trainer's /metrics, scraped as Prometheus does: each series as exposed (`name{label="value"}`) and its value. */
+export async function scrapeMetrics(server: TrainerServer): Promise<Map<string, number>> {
+  const response = await fetch(`http://127.0.0.1:${server.metricsPort}/metrics`);
+  expect(response.status).toBe(200);
+  const series = new Map<string, number>();
+  for (const line of (await response.text()).split("\n")) {
+    const sample = /^([a-zA-Z_:][\w:]*(?:\{[^}]*\})?) (\S+)$/.exec(line);
+    if (sample) series.set(sample[1], Number(sample[2]));
+  }
+  return series;
+}
+
+/** The run ids that have a series of this metric, sorted. */
+export function runsWithSeries(series: Map<string, number>, metric: string): string[] {
+  const runs: string[] = [];
+  for (const name of series.keys()) {
+    const labelled = new RegExp(`^${metric}\\{run="([^"]+)"\\}$`).exec(name);
+    if (labelled) runs.push(labelled[1]);
+  }
+  return runs.sort();
+}
+
 export { RunState };

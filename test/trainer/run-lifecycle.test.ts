@@ -14,14 +14,7 @@ import { RUN_FILE } from "#trainer/runs/run-record.ts";
 import { clients, startServer, statusOf, writeTinyPair } from "#test/inference/helpers.ts";
 import type { TinyPair } from "#test/inference/helpers.ts";
 import { expectSameSamples, writeProblems } from "#test/trainer-sampling/helpers.ts";
-import { finished, RunState, smallRun, startTrainer } from "./helpers.ts";
-import type { TrainerClient } from "./helpers.ts";
-
-/** Waits for the first event that satisfies `until`, then returns (the watch is left). */
-async function waitFor(client: TrainerClient, runId: string, until: (event: Awaited<ReturnType<TrainerClient["watchRun"]> extends AsyncIterable<infer E> ? E : never>) => boolean): Promise<void> {
-  for await (const event of client.watchRun({ runId })) if (until(event)) return;
-  throw new Error(`run ${runId} ended before the awaited event`);
-}
+import { finished, RunState, smallRun, startTrainer, waitFor } from "./helpers.ts";
 
 const trainingSummary = (c: RunCounters | undefined) => ({ problemsSampled: c?.problemsSampled, stepsSeen: c?.stepsSeen, stepsSelected: c?.stepsSelected, tunedTokens: c?.tunedTokens, optimizerSteps: c?.optimizerSteps });
 

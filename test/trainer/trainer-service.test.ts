@@ -138,7 +138,11 @@ describe("TrainerService: an online run", () => {
     expect(value("lightreasoner_trainer_optimizer_steps_total")).toBe(6);
     expect(value("lightreasoner_trainer_adapters_pushed_total")).toBe(3);
     expect(value('lightreasoner_trainer_runs{state="succeeded"}')).toBe(1);
-    expect(value("lightreasoner_trainer_selection_ratio")).toBeCloseTo(c.stepsSelected / c.stepsSeen, 6);
+    // Per-run gauges carry the run's id; a run that is over has no last-progress series.
+    expect(value('lightreasoner_trainer_selection_ratio{run="online-1"}')).toBeCloseTo(c.stepsSelected / c.stepsSeen, 6);
+    expect(value('lightreasoner_trainer_loss_nats{run="online-1"}')).toBeCloseTo(steps.at(-1)!.loss, 12);
+    expect(value('lightreasoner_trainer_samples_per_second{run="online-1"}')).toBeGreaterThan(0);
+    expect(text).not.toMatch(/^lightreasoner_trainer_last_progress_timestamp_seconds\{/m);
   });
 
   it("lists runs newest first, filters by state, and replays a finished run to a late watcher", async () => {

@@ -88,7 +88,7 @@ export async function startTrainerServer(options: TrainerServerOptions): Promise
     defaultEndpoints: options.inferenceTargets,
     allowedEndpoints: options.allowedInferenceTargets,
     tfjsBackend: backend.kind,
-    trainingEngine: engine.kind,
+    trainingEngine: engine,
     expert: { dir: resolve(options.expertDir), name: basename(resolve(options.expertDir)), fingerprint: modelFingerprint(options.expertDir), config, weights },
     metrics,
     log: (message) => logger.info(message),

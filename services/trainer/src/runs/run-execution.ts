@@ -30,7 +30,7 @@ import { trainingSet, unitOf } from "#trainer/store/training-set.ts";
 import type { TrainingTrajectory } from "#trainer/store/records.ts";
 import { SampleStore } from "#trainer/store/sample-store.ts";
 import type { TrajectorySource } from "#trainer/training/batching.ts";
-import type { EngineKind } from "#trainer/training/gradient-engine.ts";
+import type { EngineChoice } from "#trainer/training/gradient-engine.ts";
 import { trainLora } from "#trainer/training/lora-trainer.ts";
 import { sftObjective } from "#trainer/training/sft.ts";
 import type { StepEvent } from "#trainer/training/training-loop.ts";
@@ -53,8 +53,8 @@ export interface ExpertModel {
 
 export interface RunServices {
   expert: ExpertModel;
-  /** The LoRA gradient engine every run trains with (chosen once per trainer, reported in each run). */
-  trainingEngine: EngineKind;
+  /** The LoRA gradient engine every run trains with (chosen once per trainer, reported in each run), and why. */
+  trainingEngine: EngineChoice;
   metrics: TrainerMetrics;
   log: (message: string) => void;
   /** How long StartRun waits for an endpoint to answer. */
@@ -289,7 +289,7 @@ class RunExecution {
     const sft = this.plan.method === "sft";
     counters.stepsSelected = sft ? c.sftTokens : c.stepsSelected;
     counters.samplesStored = sft ? c.correct : c.stepsSelected;
-    this.services.metrics.selectionRatio.set(c.stepsSeen > 0 ? counters.stepsSelected / c.stepsSeen : 0);
+    this.services.metrics.selectionRatio.set({ run: this.record.runId }, c.stepsSeen > 0 ? counters.stepsSelected / c.stepsSeen : 0);
   }
 
   private async sample(store: SampleStore, signal = this.signal): Promise<void> {
@@ -320,7 +320,7 @@ class RunExecution {
       metrics.stepsSeen.inc(event.stepsSeen);
       metrics.stepsSelected.inc(this.record.counters.stepsSelected - selectedBefore);
       for (const kl of event.kls) metrics.stepKl.observe(kl);
-      metrics.progressed();
+      metrics.progressed(this.record.runId);
       this.samplingStepsThisSession += event.stepsSeen;
       const seconds = this.samplingSeconds + secondsThisCall;
       this.record.counters.stepsPerSecond = seconds > 0 ? this.samplingStepsThisSession / seconds : 0;
@@ -400,7 +400,7 @@ class RunExecution {
     // A resumed run whose training had already finished gets no onAdapter call.
     await this.publish(result.adapter, result.progress.step);
     this.record.trainingDone = true;
-    metrics.progressed();
+    metrics.progressed(this.record.runId);
     this.run.save();
   }
 
@@ -412,9 +412,10 @@ class RunExecution {
     counters.lastLoss = event.loss;
     this.record.losses.push({ step: event.step, loss: event.loss });
     metrics.optimizerSteps.inc();
-    metrics.loss.set(event.loss);
-    metrics.samplesPerSecond.set(event.samplesPerSecond);
-    metrics.progressed();
+    const labels = { run: this.record.runId };
+    metrics.loss.set(labels, event.loss);
+    metrics.samplesPerSecond.set(labels, event.samplesPerSecond);
+    metrics.progressed(this.record.runId);
     this.run.emit({ case: "trainingStep", value: { step: event.step, loss: event.loss, learningRate: event.learningRate, samples: event.samples, tunedTokens: event.tunedTokens } });
     this.run.progressed();
   }

@@ -173,7 +173,7 @@ export class RunManager {
       const prepared = await prepareRun(plan, this.options, startFrom);
       const record = newRunRecord(runId, resolvedRunConfig(plan), this.options.expert.fingerprint);
       record.tfjsBackend = this.options.tfjsBackend;
-      record.trainingEngine = this.options.trainingEngine;
+      record.trainingEngine = this.options.trainingEngine.kind;
       const runDir = join(this.options.runsDir, runId);
       if (validateOnly) {
         prepared.pool.close();
@@ -326,6 +326,7 @@ export class RunManager {
     run.record.state = "running";
     run.restartStageClock();
     run.save();
+    this.options.metrics.runStarted(run.record.runId);
     const log = (message: string) => this.options.log(`run ${run.record.runId}: ${message}`);
     run.done = (async () => {
       try {
@@ -344,6 +345,7 @@ export class RunManager {
       } finally {
         prepared.pool.close();
         run.controller = null;
+        this.options.metrics.runStopped(run.record.runId);
         run.save();
         run.emit({ case: "progress", value: { ...run.record.counters } });
         run.emit(finishedEvent(run));

@@ -29,6 +29,22 @@ describe("chooseLoraEngine", () => {
     expect(() => chooseLoraEngine(backend("wasm"), undefined, { [ENGINE_ENV]: "torch" })).toThrow(TrainingConfigError);
     expect(() => chooseLoraEngine(backend("wasm"), undefined, { [ENGINE_ENV]: "torch" })).toThrow(/engine: LR_TRAIN_ENGINE or the engine option must be one of auto, tfjs, onnxruntime; got "torch"/);
   });
+
+  it("trainLora trains with a choice made before (the trainer's, at start-up) and logs it with its own reason", async () => {
+    const config = tinyConfig("qwen2 tied");
+    const chosen = chooseLoraEngine(backend("wasm"), undefined, {});
+    const lines: string[] = [];
+    const result = await trainLora({
+      expert: { config, weights: randomWeights(config, 5), source: "tiny-expert" },
+      trajectories: randomTrajectories(4, config.vocabSize, 3),
+      config: { batchSize: 2, gradientAccumulation: 1, maxSteps: 1, lora: { rank: 2, alpha: 4, dropout: 0, targetModules: ["q_proj"] }, seed: 1 },
+      engine: chosen,
+      log: (line) => lines.push(line),
+    });
+    expect(result.engine).toEqual(chosen);
+    expect(lines).toContain(describeEngineChoice(chosen));
+    expect(lines.join("\n")).not.toContain("forced by option");
+  });
 });
 
 describe("the two engines", () => {

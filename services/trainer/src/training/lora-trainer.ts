@@ -50,8 +50,12 @@ export interface LoraTrainingOptions extends PieceLimits {
   resume?: boolean;
   /** tfjs backend; default LR_TFJS_BACKEND or the best available. */
   backend?: BackendKind | "auto";
-  /** Gradient engine; default LR_TRAIN_ENGINE or the machine's best (see gradient-engine.ts). */
-  engine?: EngineKind | "auto";
+  /**
+   * Gradient engine; default LR_TRAIN_ENGINE or the machine's best (see gradient-engine.ts).
+   * A choice already made (the trainer's, once at start-up) is used and logged as made, with
+   * its own reason: chosen again here it would read "forced by option".
+   */
+  engine?: EngineKind | "auto" | EngineChoice;
   /** ONNX Runtime engine: most tokens one forward/backward pass holds (bounds activation memory). */
   tokenBudget?: number;
   /** Written into adapter_config.json as base_model_name_or_path. */
@@ -87,7 +91,7 @@ export async function trainLora(options: LoraTrainingOptions): Promise<LoraTrain
   const objective = options.objective ?? lightReasonerObjective;
   const backend = await selectBackend({ force: options.backend });
   options.log?.(describeBackendChoice(backend));
-  const engineChoice = chooseLoraEngine(backend, options.engine);
+  const engineChoice = typeof options.engine === "object" ? options.engine : chooseLoraEngine(backend, options.engine);
   options.log?.(describeEngineChoice(engineChoice));
   const { expert } = options;
   const saved = options.checkpointDir && options.resume !== false ? latestCheckpoint(options.checkpointDir) : null;

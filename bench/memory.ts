@@ -115,7 +115,8 @@ export async function runMemory(settings: BenchSettings, log: (line: string) => 
     }
     const last = inference[inference.length - 1];
     const peak = last.byStreams[last.byStreams.length - 1]?.memory.peakRssBytes ?? last.idle.peakRssBytes;
-    const perStream = last.perExtraStreamBytes === null ? "-" : `${(last.perExtraStreamBytes / 2 ** 20).toFixed(1)} (mapped weight pages ${((last.perExtraStreamFileBytes ?? 0) / 2 ** 20).toFixed(1)})`;
+    const mapped = last.perExtraStreamFileBytes ?? 0;
+    const perStream = last.perExtraStreamBytes === null ? "-" : `${(last.perExtraStreamBytes / 2 ** 20).toFixed(1)} (mapped weight pages ${(mapped / 2 ** 20).toFixed(1)}, allocated ${((last.perExtraStreamBytes - mapped) / 2 ** 20).toFixed(1)})`;
     log(
       `  inference ${last.pair.name}: idle ${(last.idle.peakRssBytes / 2 ** 20).toFixed(0)} MiB, peak ${(peak / 2 ** 20).toFixed(0)} MiB, ` +
         `per extra stream ${perStream} MiB (its KV cache at ${last.promptTokens} + ${last.newTokens} tokens: ${(last.kvCachePerStreamBytes / 2 ** 20).toFixed(2)} MiB)`,

@@ -9,8 +9,9 @@
 // JavaScript garbage not yet collected (each step's log-probabilities, replaced buffers).
 // --prefill-group N prefills the prompts N at a time (default all at once, as the scheduler
 // does with the sequences admitted together), to show what the largest step leaves in ONNX
-// Runtime's arena.
-//   npx tsx --expose-gc bench/stream-memory.ts <expertDir> <amateurDir> [--streams 1,16,64] [--prompt 64] [--new 128] [--prefill-group N]
+// Runtime's arena. --gc-every-step collects garbage after every step (needs --expose-gc), so
+// the rest's difference from a run without it is the garbage.
+//   npx tsx --expose-gc bench/stream-memory.ts <expertDir> <amateurDir> [--streams 1,16,64] [--prompt 64] [--new 128] [--prefill-group N] [--gc-every-step]
 import { join } from "node:path";
 import { readModelConfig } from "#core/model/config.ts";
 import type { CausalLmSession } from "#inference/model/session.ts";
@@ -36,13 +37,16 @@ interface Reading {
 }
 
 /** Both models over `prompts` then `newTokens - 1` single tokens, one batch throughout; the readings taken before the caches are dropped. */
-async function run(models: CausalLmSession[], prompts: number[][], continuations: number[][], held: number, prefillGroup: number): Promise<Reading> {
+async function run(models: CausalLmSession[], prompts: number[][], continuations: number[][], held: number, prefillGroup: number, gcEveryStep: boolean): Promise<Reading> {
   const caches: KvCache[][] = models.map((m) => prompts.map(() => m.newCache()));
   const step = (tokens: (b: number) => number[], group = prompts.length) =>
     Promise.all(models.map((m, i) => stepInGroups(m, prompts.map((_, b) => ({ cache: caches[i][b], tokens: tokens(b) })), group)));
   await step((b) => prompts[b], prefillGroup);
   const started = performance.now();
-  for (let t = 0; t < continuations[0].length; t++) await step((b) => [continuations[b][t]]);
+  for (let t = 0; t < continuations[0].length; t++) {
+    await step((b) => [continuations[b][t]]);
+    if (gcEveryStep) (globalThis as { gc?: () => void }).gc?.();
+  }
   const msPerStep = (performance.now() - started) / Math.max(1, continuations[0].length);
   const memory = processMemory(process.pid);
   const reading: Reading = {
@@ -68,6 +72,7 @@ async function main(): Promise<void> {
   const promptTokens = Number(option(args, "--prompt", "64"));
   const newTokens = Number(option(args, "--new", "128"));
   const prefillGroup = Number(option(args, "--prefill-group", "0"));
+  const gcEveryStep = args.includes("--gc-every-step");
   const configs = [expertDir, amateurDir].map((dir) => readModelConfig(join(dir, "config.json")));
   // The last token is chosen, never fed: prompt + new - 1 positions are cached at the end.
   const held = kvCacheBytes(configs, promptTokens + newTokens - 1);
@@ -78,7 +83,7 @@ async function main(): Promise<void> {
     for (const n of streams) {
       const prompts = randomPrompts(configs[0].vocabSize, n, promptTokens, 17);
       const continuations = randomPrompts(configs[0].vocabSize, n, newTokens - 1, 19);
-      readings.push(await run(models, prompts, continuations, held, prefillGroup > 0 ? prefillGroup : n));
+      readings.push(await run(models, prompts, continuations, held, prefillGroup > 0 ? prefillGroup : n, gcEveryStep));
       gc?.();
     }
   } finally {

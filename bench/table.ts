@@ -3,6 +3,7 @@
 // same run. Pure functions of the report, so the same bench.json always prints the same.
 import type { BenchReport } from "./run-bench.ts";
 import { blasKind as blasKindOf } from "./limits.ts";
+import type { ServiceMemory } from "./memory.ts";
 import { formatBytes, formatMeasured, formatNumber, formatPercent, formatRatio } from "./stats.ts";
 import { describeLoraScale } from "./lora-scale.ts";
 import { renderTable } from "./text-table.ts";
@@ -305,6 +306,9 @@ function scaleLines(r: BenchReport): string[] {
   return [title, ...describeLoraScale(s).map((line) => `  ${line}`)];
 }
 
+/** Growth per extra stream less the mapped weight pages' growth: what serving a stream allocated. */
+const allocated = (s: ServiceMemory) => (s.perExtraStreamBytes === null ? null : s.perExtraStreamBytes - (s.perExtraStreamFileBytes ?? 0));
+
 function memoryLines(r: BenchReport): string[] {
   const m = r.memory;
   if (!m) return [];
@@ -318,14 +322,16 @@ function memoryLines(r: BenchReport): string[] {
     }),
     s.perExtraStreamBytes === null ? "-" : mib(s.perExtraStreamBytes),
     s.perExtraStreamFileBytes === null ? "-" : mib(s.perExtraStreamFileBytes),
+    allocated(s) === null ? "-" : mib(allocated(s)!),
     `${mib(s.kvCachePerStreamBytes)} (${s.promptTokens} + ${s.newTokens})`,
-    s.perExtraStreamBytes === null ? "-" : `${formatNumber(s.perExtraStreamBytes / s.kvCachePerStreamBytes)}x`,
+    allocated(s) === null ? "-" : mib(allocated(s)! - s.kvCachePerStreamBytes),
   ]);
   const out = [
     `Memory${on(r)}: peak resident set (VmHWM, MiB) of \`lightreasoner serve inference\`, after serving up to N concurrent streams`,
-    renderTable(["pair", "idle", ...streams.map((n) => `${n} stream${n === 1 ? "" : "s"}`), "per extra stream", "of it, mapped weight pages", "its KV cache (tokens)", "extra / KV"], rows),
+    renderTable(["pair", "idle", ...streams.map((n) => `${n} stream${n === 1 ? "" : "s"}`), "per extra stream", "of it, mapped weight pages", "allocated", "its KV cache (tokens)", "allocated - KV"], rows),
     "  its KV cache: one stream's keys and values in both models (float32) at its prompt + new tokens; goal: per extra stream <= KV cache + 5 MiB",
     "  mapped weight pages: growth of RssFile, the embedding rows read from the mapped weight files for the token ids seen (random prompts: more streams, more distinct ids); clean page cache, bounded by the files",
+    "  allocated: per extra stream less its mapped weight pages, the memory the stream's serving allocated (KV, buffers, activations, garbage not yet collected)",
   ];
   if (m.trainer.length > 0) out.push(`  trainer processes: ${m.trainer.map((t) => `${t.what}: ${mib(t.peakRssBytes)} MiB`).join("; ")}`);
   return out;

@@ -162,8 +162,8 @@ async function amateurCost(prepared: PreparedPair, workload: AmateurWorkload, lo
   const vocab = prepared.amateur.config.vocabSize;
   const prompts = randomPrompts(vocab, workload.streams, workload.promptTokens, 23);
   const continuations = randomPrompts(vocab, workload.streams, workload.newTokens, 29);
-  const amateur = await openServedSession(prepared.amateur.dir);
-  const everyPosition = await openServedSession(prepared.amateur.dir, { head: "every position" });
+  const amateur = await openServedSession(prepared.amateur.dir, "amateur");
+  const everyPosition = await openServedSession(prepared.amateur.dir, "amateur", { head: "every position" });
   try {
     // A short warm-up of every way: ONNX Runtime sizes its buffers on a shape's first run.
     const warmUp = continuations.map((c) => c.slice(0, 2));
@@ -202,7 +202,7 @@ async function endToEnd(prepared: PreparedPair, workload: AmateurWorkload, setti
   const e2e = workload.endToEnd;
   if (!e2e) return null;
   const prompts = randomPrompts(prepared.expert.config.vocabSize, e2e.streams, workload.promptTokens, 31);
-  const [expert, amateur] = [await openServedSession(prepared.expert.dir), await openServedSession(prepared.amateur.dir)];
+  const [expert, amateur] = [await openServedSession(prepared.expert.dir, "expert"), await openServedSession(prepared.amateur.dir, "amateur")];
   const pairGraph = await PairSummaryGraph.open(prepared.expert.config.vocabSize);
   try {
     const summary = { alpha: settings.sampling.alpha, topK: settings.sampling.topK };

@@ -1,17 +1,18 @@
 // Where a decode step's time goes: the served graph of a model directory (as the inference
-// service builds it, LoRA inputs at rank 0) or its exported ONNX file, decoding a batch after
-// a prefill, with ONNX Runtime's profiler on. Prints, per decode step, the step's wall time
-// split into feeds built in JavaScript / session.run / outputs copied back, then ONNX
-// Runtime's own kernel time summed per operator type and per node (layer index folded), so
-// the table says which part of the graph or of the code around it costs what.
-//   npx tsx bench/decode-profile.ts <modelDir> [--graph served|exported] [--batch 64]
+// service builds it for --role: the expert's with LoRA inputs at rank 0, the amateur's
+// without) or its exported ONNX file, decoding a batch after a prefill, with ONNX Runtime's
+// profiler on. Prints, per decode step, the step's wall time split into feeds built in
+// JavaScript / session.run / outputs copied back, then ONNX Runtime's own kernel time summed
+// per operator type and per node (layer index folded), so the table says which part of the
+// graph or of the code around it costs what.
+//   npx tsx bench/decode-profile.ts <modelDir> [--graph served|exported] [--role expert|amateur] [--batch 64]
 //     [--prompt 64] [--steps 8] [--threads N] [--top 20] [--op Reshape]
 // (--op also lists that operator's nodes one by one, with their output sizes.)
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { argmaxToken } from "#core/math/sampling.ts";
-import { onnxFileIn, servedGraph } from "#inference/engine/served-model.ts";
+import { SERVED_GRAPH_OPTIONS, onnxFileIn, servedGraph } from "#inference/engine/served-model.ts";
 import { CausalLmSession } from "#inference/model/session.ts";
 import type { OrtSessionOptions } from "#inference/model/execution-provider.ts";
 import { stepInGroups } from "./engine-lockstep.ts";
@@ -52,9 +53,11 @@ function printTable(title: string, sums: Map<string, number>, steps: number, tot
 
 const args = process.argv.slice(2);
 const dir = args[0];
-if (!dir || dir.startsWith("--")) throw new BenchInputError("modelDir", "usage: decode-profile.ts <modelDir> [--graph served|exported] [--batch 64] [--prompt 64] [--steps 8] [--threads N] [--top 20]");
+if (!dir || dir.startsWith("--")) throw new BenchInputError("modelDir", "usage: decode-profile.ts <modelDir> [--graph served|exported] [--role expert|amateur] [--batch 64] [--prompt 64] [--steps 8] [--threads N] [--top 20]");
 const graph = option(args, "--graph", "served");
 if (graph !== "served" && graph !== "exported") throw new BenchInputError("--graph", `must be served or exported, got ${graph}`);
+const role = option(args, "--role", "expert");
+if (role !== "expert" && role !== "amateur") throw new BenchInputError("--role", `must be expert or amateur, got ${role}`);
 const batch = positiveInteger(args, "--batch", 64);
 const promptTokens = positiveInteger(args, "--prompt", 64);
 const steps = positiveInteger(args, "--steps", 8);
@@ -68,7 +71,7 @@ try {
   let session: CausalLmSession;
   let vocab: number;
   if (graph === "served") {
-    const built = servedGraph(dir);
+    const built = servedGraph(dir, SERVED_GRAPH_OPTIONS[role]);
     session = await CausalLmSession.open(built.graph, options);
     vocab = built.config.vocabSize;
   } else {

@@ -120,7 +120,7 @@ export async function runDecode(settings: BenchSettings, log: (line: string) => 
   const prompts = randomPrompts(vocab, most, d.promptTokens, 37);
   const parityTokens = randomPrompts(vocab, 1, d.parity.prefillTokens + d.parity.decodeTokens, 41)[0];
 
-  const session = await openServedSession(modelDir);
+  const session = await openServedSession(modelDir, "expert");
   const ortRates = new Map<number, number[]>();
   let ortParity: Float32Array;
   try {

@@ -11,7 +11,8 @@ import { argmaxToken } from "#core/math/sampling.ts";
 import type { SparseStep, SummarizeOptions } from "#core/math/sparse-step.ts";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { onnxFileIn, servedGraph } from "#inference/engine/served-model.ts";
+import type { ModelRole } from "#inference/engine/served-model.ts";
+import { SERVED_GRAPH_OPTIONS, onnxFileIn, servedGraph } from "#inference/engine/served-model.ts";
 import type { StepRequest, StepResult } from "#inference/model/session.ts";
 import { CausalLmSession } from "#inference/model/session.ts";
 import type { GraphOptions } from "#inference/model/onnx-graph.ts";
@@ -61,16 +62,19 @@ export const tokensPerSecond = (t: RunTiming) => t.tokens / t.seconds;
 export const decodeTokensPerSecond = (t: RunTiming) => (t.tokens - t.streams) / Math.max(t.seconds - t.firstTokenSeconds, 1e-9);
 
 /**
- * A model as the inference service serves it: the graph built at start-up (LoRA inputs at
- * rank 0, weights read from model.safetensors, new_key_values outputs) when the directory
- * holds Hugging Face weights, not an ONNX file exported beside them (which may predate the
- * graph builder's changes); otherwise the directory's ONNX file, as the service would.
- * `graphOptions` builds a variant of the served graph (Hugging Face weights only).
+ * A model as the inference service serves it in `role`: the graph built at start-up (the
+ * expert's with LoRA inputs at rank 0, the amateur's without; weights read from
+ * model.safetensors, new_key_values outputs) when the directory holds Hugging Face weights,
+ * not an ONNX file exported beside them (which may predate the graph builder's changes);
+ * otherwise the directory's ONNX file, as the service would. `variant` changes the served
+ * graph (Hugging Face weights only).
  */
-export async function openServedSession(dir: string, graphOptions?: GraphOptions): Promise<CausalLmSession> {
-  if (existsSync(join(dir, "config.json")) && existsSync(join(dir, "model.safetensors"))) return CausalLmSession.open(servedGraph(dir, graphOptions).graph, { executionProvider: "cpu" });
-  // A variant (graphOptions) is built from the weights; an ONNX file is whatever it was exported as.
-  if (graphOptions) throw new BenchInputError("dir", `${dir} holds no config.json with model.safetensors to build a graph variant from`);
+export async function openServedSession(dir: string, role: ModelRole, variant?: GraphOptions): Promise<CausalLmSession> {
+  if (existsSync(join(dir, "config.json")) && existsSync(join(dir, "model.safetensors"))) {
+    return CausalLmSession.open(servedGraph(dir, { ...SERVED_GRAPH_OPTIONS[role], ...variant }).graph, { executionProvider: "cpu" });
+  }
+  // A variant is built from the weights; an ONNX file is whatever it was exported as.
+  if (variant) throw new BenchInputError("dir", `${dir} holds no config.json with model.safetensors to build a graph variant from`);
   const file = onnxFileIn(dir);
   if (!file) throw new BenchInputError("dir", `${dir} holds neither config.json with model.safetensors nor an ONNX file`);
   return CausalLmSession.open(file, { executionProvider: "cpu" });

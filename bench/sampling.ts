@@ -141,7 +141,7 @@ class CellRecorder {
 }
 
 async function engineCells(workload: PairWorkload, prepared: PreparedPair, prompts: number[][], settings: BenchSettings, log: (line: string) => void): Promise<PairSampling["engine"]> {
-  const [expert, amateur] = [await openServedSession(prepared.expert.dir), await openServedSession(prepared.amateur.dir)];
+  const [expert, amateur] = [await openServedSession(prepared.expert.dir, "expert"), await openServedSession(prepared.amateur.dir, "amateur")];
   const eosTokenIds = TextTokenizer.load(prepared.expert.dir).eosTokenIds;
   const summary = { alpha: settings.sampling.alpha, topK: settings.sampling.topK };
   const run = (streams: number, scoring: AmateurScoring, summarize: Summarize, newTokens = workload.newTokens) =>

@@ -76,7 +76,7 @@ async function main(): Promise<void> {
   const configs = [expertDir, amateurDir].map((dir) => readModelConfig(join(dir, "config.json")));
   // The last token is chosen, never fed: prompt + new - 1 positions are cached at the end.
   const held = kvCacheBytes(configs, promptTokens + newTokens - 1);
-  const models = [await openServedSession(expertDir), await openServedSession(amateurDir)];
+  const models = [await openServedSession(expertDir, "expert"), await openServedSession(amateurDir, "amateur")];
   const gc = (globalThis as { gc?: () => void }).gc;
   const readings: Reading[] = [];
   try {

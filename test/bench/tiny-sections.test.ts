@@ -28,8 +28,8 @@ const printed = (sections: Partial<BenchReport>) =>
 describe("amateur section at the built-in pair's shape", () => {
   it("lockstep, re-encoding and re-encoding with the head at every position compute the same distribution before every token", async () => {
     const prepared = await preparePair(BUILT_IN_PAIR, base.cacheDir);
-    const amateur = await openServedSession(prepared.amateur.dir);
-    const everyPosition = await openServedSession(prepared.amateur.dir, { head: "every position" });
+    const amateur = await openServedSession(prepared.amateur.dir, "amateur");
+    const everyPosition = await openServedSession(prepared.amateur.dir, "amateur", { head: "every position" });
     try {
       // The variant really runs the head everywhere: logits at every position, no log_probs from the graph.
       expect(everyPosition.io).toMatchObject({ keepsLogits: false, hasLogProbs: false });
@@ -111,7 +111,7 @@ describe.skipIf(!python?.has.torch)("decode section: PyTorch's forward is ONNX R
   it("the peer's logits match the runner's over a prefill and cached steps", async () => {
     const prepared = await preparePair(BUILT_IN_PAIR, base.cacheDir);
     const tokens = randomPrompts(prepared.expert.config.vocabSize, 1, 9, 5)[0];
-    const session = await openServedSession(prepared.expert.dir);
+    const session = await openServedSession(prepared.expert.dir, "expert");
     let ort: Float32Array;
     try {
       ort = await ortLogits(session, tokens, 6);

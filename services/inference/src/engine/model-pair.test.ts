@@ -29,6 +29,10 @@ describe("openModelPair", () => {
       expect(lines.some((l) => /^amateur: graph built in \d+ ms/.test(l))).toBe(true);
       expect(lines).toContain("amateur: tokenizer shared with the expert");
       expect(opened.amateur.tokenizer).toBe(opened.expert.tokenizer);
+      // Only the expert is ever adapted: the amateur's graph has no LoRA inputs to feed every step.
+      expect(opened.expert.session.takesAdapters).toBe(true);
+      expect(opened.amateur.session.takesAdapters).toBe(false);
+      expect(opened.amateur.session.io.lora).toEqual([]);
       expect(await opened.expert.fingerprint).toBe(modelFingerprint(pair.expertDir));
       expect(await opened.amateur.fingerprint).toBe(modelFingerprint(pair.amateurDir));
     } finally {

@@ -32,9 +32,19 @@ export interface ModelDescription {
   source: "exported" | "onnx";
 }
 
+/** The expert takes adapters; the amateur never does (the method trains the expert only). */
+export type ModelRole = "expert" | "amateur";
+
+/**
+ * The graph each role is served with. The amateur's has no LoRA inputs: their rank-0 side
+ * branches (three nodes and two inputs per projection, seven projections per layer) cost a
+ * kernel call and a feed each, every step, for an adapter it never takes.
+ */
+export const SERVED_GRAPH_OPTIONS: Readonly<Record<ModelRole, GraphOptions>> = { expert: {}, amateur: { loraModules: [] } };
+
 export interface ServedModel {
-  /** "expert" or "amateur", for messages and metrics. */
-  role: string;
+  /** For messages and metrics. */
+  role: ModelRole;
   dir: string;
   /** Hashed on worker threads while the model loads (gigabytes of sha256 need not delay listening). */
   fingerprint: Promise<string>;
@@ -53,7 +63,7 @@ export function onnxFileIn(dir: string): string | undefined {
 
 /** A model whose ONNX Runtime session is open and whose tokenizer is not built yet (see openModelPair). */
 export interface OpenedSession {
-  role: string;
+  role: ModelRole;
   dir: string;
   session: CausalLmSession;
   config?: ModelConfig;
@@ -67,7 +77,7 @@ export interface OpenedSession {
  * hashing gigabytes neither competes with the loading nor delays listening. Stage times go to
  * `options.log`.
  */
-export async function openModelSession(role: string, dirArg: string, options: OrtSessionOptions, hashAfter?: Promise<unknown>): Promise<OpenedSession> {
+export async function openModelSession(role: ModelRole, dirArg: string, options: OrtSessionOptions, hashAfter?: Promise<unknown>): Promise<OpenedSession> {
   const dir = resolve(dirArg);
   if (!existsSync(dir)) throw new ModelFormatError(dir, `${role} model directory does not exist`);
   // Checked before the seconds a session takes, so a directory without one fails at once.
@@ -87,7 +97,7 @@ export async function openModelSession(role: string, dirArg: string, options: Or
   const fingerprint = (hashAfter ?? Promise.resolve()).catch(() => {}).then(() => modelFingerprintInBackground(dir));
   // Failures surface where the fingerprint is awaited (GetModelInfo), not as unhandled rejections.
   fingerprint.catch(() => {});
-  const { config, graph } = servedGraph(dir);
+  const { config, graph } = servedGraph(dir, SERVED_GRAPH_OPTIONS[role]);
   const graphMs = performance.now() - started;
   const session = await CausalLmSession.open(graph, options);
   log(`${role}: graph built in ${graphMs.toFixed(0)} ms, ONNX Runtime session (weights read and prepacked) in ${(performance.now() - started - graphMs).toFixed(0)} ms`);
@@ -118,7 +128,7 @@ export function withTokenizer(opened: OpenedSession, options: OrtSessionOptions,
 }
 
 /** Opens one model with its tokenizer (openModelPair orders the steps of two). */
-export async function openServedModel(role: string, dir: string, options: OrtSessionOptions, peer?: ServedModel): Promise<ServedModel> {
+export async function openServedModel(role: ModelRole, dir: string, options: OrtSessionOptions, peer?: ServedModel): Promise<ServedModel> {
   const opened = await openModelSession(role, dir, options, peer?.fingerprint);
   try {
     return withTokenizer(opened, options, peer);

@@ -124,6 +124,16 @@ export function peakOf(onnxruntime: readonly MatmulRate[], peers: readonly PeerM
   return { gflops: best.gflops.median, by: { library, m: best.m, k: best.k, n: best.n } };
 }
 
+/**
+ * The best median any library reached on the shapes with `rows` rows (a decode step's batch of
+ * that many streams): the rate such a step's matrix products could run at on this machine,
+ * where the 1024-cubed ceiling is out of reach for short rows. Null when no shape has them.
+ */
+export function bestRateAtRows(limits: Pick<LimitsResult, "matmul" | "peers">, rows: number): number | null {
+  const rates = [...limits.matmul, ...limits.peers.flatMap((p) => p.matmul)].filter((r) => r.m === rows).map((r) => r.gflops.median);
+  return rates.length === 0 ? null : Math.max(...rates);
+}
+
 /** An ONNX model computing Y = X W with W [k, n] as a weight, as every linear layer of the models does. */
 export function matmulModel(k: number, n: number, seed = 1): Uint8Array {
   const g = new GraphBuilder();

@@ -11,7 +11,7 @@ import { runAmateur } from "./amateur.ts";
 import type { DecodeResult } from "./decode.ts";
 import { runDecode } from "./decode.ts";
 import type { LimitsResult } from "./limits.ts";
-import { runLimits } from "./limits.ts";
+import { bestRateAtRows, runLimits } from "./limits.ts";
 import type { MachineInfo } from "./machine.ts";
 import { currentLoad, describeMachine } from "./machine.ts";
 import type { MemoryResult } from "./memory.ts";
@@ -76,6 +76,10 @@ export interface EndToEndCeiling {
   fraction: number;
   decodeTokensPerSecond: number;
   decodeFraction: number;
+  /** The best rate measured on a limits shape with as many rows as streams, and tokens/s at it (null: no such shape). */
+  batchRowsGflops: number | null;
+  batchRowsTokensPerSecond: number | null;
+  batchRowsFraction: number | null;
 }
 
 export interface BenchOptions {
@@ -128,6 +132,8 @@ export function endToEndCeilings(limits: LimitsResult | undefined, amateur: Amat
     const e = p.endToEnd;
     if (!e) return [];
     const ceilingTokensPerSecond = (limits.peakGflops * 1e9) / e.flopsPerToken;
+    const batchRowsGflops = bestRateAtRows(limits, e.streams);
+    const batchRowsTokensPerSecond = batchRowsGflops === null ? null : (batchRowsGflops * 1e9) / e.flopsPerToken;
     return [
       {
         pair: p.pair.name,
@@ -139,6 +145,9 @@ export function endToEndCeilings(limits: LimitsResult | undefined, amateur: Amat
         fraction: e.tokensPerSecond.median / ceilingTokensPerSecond,
         decodeTokensPerSecond: e.decodeTokensPerSecond.median,
         decodeFraction: e.decodeTokensPerSecond.median / ceilingTokensPerSecond,
+        batchRowsGflops,
+        batchRowsTokensPerSecond,
+        batchRowsFraction: batchRowsTokensPerSecond === null ? null : e.tokensPerSecond.median / batchRowsTokensPerSecond,
       },
     ];
   });

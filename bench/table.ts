@@ -128,7 +128,7 @@ function amateurLines(r: BenchReport): string[] {
       "",
       `End to end at the same lengths${on(r)}: expert + amateur in lockstep + SPARSE summary every step; ceiling from the limits section of this run`,
       renderTable(
-        ["pair", "tokens", "streams", "tok/s", "decode tok/s", "ceiling tok/s (GFLOP/s)", "of ceiling", "decode of ceiling"],
+        ["pair", "tokens", "streams", "tok/s", "decode tok/s", "ceiling tok/s (GFLOP/s)", "of ceiling", "decode of ceiling", "at the best rate on as many rows (GFLOP/s)", "of it"],
         ends.map((p) => {
           const e = p.endToEnd!;
           const c = ceiling.find((x) => x.pair === p.pair.name);
@@ -141,6 +141,8 @@ function amateurLines(r: BenchReport): string[] {
             c ? `${formatNumber(c.ceilingTokensPerSecond)} (${formatNumber(c.ceilingGflops)})` : "no limits section in this run",
             c ? formatPercent(c.fraction) : "-",
             c ? formatPercent(c.decodeFraction) : "-",
+            c?.batchRowsTokensPerSecond ? `${formatNumber(c.batchRowsTokensPerSecond)} (${formatNumber(c.batchRowsGflops!)})` : "no limits shape of that many rows",
+            c?.batchRowsFraction ? formatPercent(c.batchRowsFraction) : "-",
           ];
         }),
       ),

@@ -50,11 +50,32 @@ describe("end to end against the ceiling", () => {
     ],
   } as unknown as AmateurResult;
 
+  const rate = (m: number, gflops: number) => ({ m, k: 1, n: 1, gflops: measured([gflops], "GFLOP/s") });
+
   it("divides by the same run's peak: 100 GFLOP/s over 2 GFLOP per token is 50 tokens/s", () => {
-    const limits = { peakGflops: 100 } as LimitsResult;
+    const limits = { peakGflops: 100, matmul: [rate(1024, 100)], peers: [] } as unknown as LimitsResult;
     expect(endToEndCeilings(limits, amateur)).toEqual([
-      { pair: "p", streams: 64, newTokens: 128, ceilingGflops: 100, ceilingTokensPerSecond: 50, tokensPerSecond: 25, fraction: 0.5, decodeTokensPerSecond: 40, decodeFraction: 0.8 },
+      {
+        pair: "p",
+        streams: 64,
+        newTokens: 128,
+        ceilingGflops: 100,
+        ceilingTokensPerSecond: 50,
+        tokensPerSecond: 25,
+        fraction: 0.5,
+        decodeTokensPerSecond: 40,
+        decodeFraction: 0.8,
+        batchRowsGflops: null,
+        batchRowsTokensPerSecond: null,
+        batchRowsFraction: null,
+      },
     ]);
+  });
+
+  it("also divides by the best rate any library reached on as many rows as streams: 80 GFLOP/s is 40 tokens/s", () => {
+    const limits = { peakGflops: 100, matmul: [rate(1024, 100), rate(64, 60)], peers: [{ matmul: [rate(64, 80), rate(8, 90)] }] } as unknown as LimitsResult;
+    const [p] = endToEndCeilings(limits, amateur);
+    expect([p.batchRowsGflops, p.batchRowsTokensPerSecond, p.batchRowsFraction]).toEqual([80, 40, 25 / 40]);
   });
 
   it("is left out without the limits section of the same run", () => {

@@ -2,8 +2,10 @@
 // cache) at several batch sizes, through the project's runner (CausalLmSession.step on
 // ONNX Runtime) and through PyTorch eager (bench/peers/qwen2_torch.py: a minimal Qwen2
 // forward over the same model.safetensors), on the same prompts. Before any timing, both
-// compute the logits of the same few tokens (a prefill, then single steps through the
-// cache), and the largest difference is reported, so the race is of the same computation.
+// compute the log-probabilities of the same few tokens (a prefill, then single steps through
+// the cache), and the largest difference is reported, so the race is of the same
+// computation. Log-probabilities, not logits: the served graph gives no logits, and they are
+// what decoding reads.
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -19,13 +21,14 @@ import { measured, ratio } from "./stats.ts";
 import { runPeer } from "./python-peers.ts";
 import { randomPrompts } from "./workloads.ts";
 
-export interface LogitsParity {
+export interface LogProbParity {
   /** Positions compared: the prefill's, then one per single-token step. */
   prefillTokens: number;
   decodeTokens: number;
+  /** The largest |log-probability difference|. */
   maxAbsDiff: number;
-  /** The largest |logit| seen, for scale. */
-  maxAbsLogit: number;
+  /** The largest |log-probability| seen, for scale. */
+  maxAbsLogProb: number;
   /** Positions where both pick the same most likely token. */
   sameArgmax: number;
   positions: number;
@@ -48,7 +51,7 @@ export interface DecodeResult {
   /** Null when PyTorch is not installed: then the reason, and how to install it. */
   torch: { version: string; threads: number; blas: string[]; interpreter: string } | null;
   torchMissing: { missing: string; install: string } | null;
-  parity: LogitsParity | null;
+  parity: LogProbParity | null;
   rows: DecodeRow[];
 }
 
@@ -57,11 +60,11 @@ export const DECODE_HOW =
   "ONNX Runtime: CausalLmSession.step on the served graph as the service builds it (LoRA inputs at rank 0, the batch's past kept between steps, only new keys/values out; head and log-softmax at the last position only); " +
   "PyTorch eager 1.x: bench/peers/qwen2_torch.py, preallocated KV cache, logits + log_softmax + argmax each step, threads = the process's cores";
 
-/** The largest |a - b| over two equal-length arrays, with the largest |a| and the argmax agreement per row. */
-export function compareLogits(a: Float32Array, b: Float32Array, vocab: number): { maxAbsDiff: number; maxAbsLogit: number; sameArgmax: number; positions: number } {
-  if (a.length !== b.length || a.length % vocab !== 0) throw new Error(`logits: ${a.length} and ${b.length} values do not make rows of ${vocab}`);
+/** The largest |a - b| over two equal-length arrays of log-probability rows, with the largest |a| and the argmax agreement per row. */
+export function compareLogProbs(a: Float32Array, b: Float32Array, vocab: number): { maxAbsDiff: number; maxAbsLogProb: number; sameArgmax: number; positions: number } {
+  if (a.length !== b.length || a.length % vocab !== 0) throw new Error(`log-probabilities: ${a.length} and ${b.length} values do not make rows of ${vocab}`);
   let maxAbsDiff = 0;
-  let maxAbsLogit = 0;
+  let maxAbsLogProb = 0;
   let sameArgmax = 0;
   const positions = a.length / vocab;
   for (let row = 0; row < positions; row++) {
@@ -69,18 +72,18 @@ export function compareLogits(a: Float32Array, b: Float32Array, vocab: number): 
     const rb = b.subarray(row * vocab, (row + 1) * vocab);
     for (let i = 0; i < vocab; i++) {
       maxAbsDiff = Math.max(maxAbsDiff, Math.abs(ra[i] - rb[i]));
-      maxAbsLogit = Math.max(maxAbsLogit, Math.abs(ra[i]));
+      maxAbsLogProb = Math.max(maxAbsLogProb, Math.abs(ra[i]));
     }
     if (argmaxToken(ra) === argmaxToken(rb)) sameArgmax++;
   }
-  return { maxAbsDiff, maxAbsLogit, sameArgmax, positions };
+  return { maxAbsDiff, maxAbsLogProb, sameArgmax, positions };
 }
 
-/** Logits of `tokens` from the ONNX runner: a prefill of the first `prefill`, then one token per step. */
-export async function ortLogits(session: CausalLmSession, tokens: readonly number[], prefill: number): Promise<Float32Array> {
+/** Log-probabilities after each of `tokens` from the ONNX runner: a prefill of the first `prefill`, then one token per step. */
+export async function ortLogProbs(session: CausalLmSession, tokens: readonly number[], prefill: number): Promise<Float32Array> {
   const cache = session.newCache();
-  const rows: Float32Array[] = [(await session.step([{ cache, tokens: tokens.slice(0, prefill), allLogits: true }]))[0].logits!];
-  for (let j = prefill; j < tokens.length; j++) rows.push((await session.step([{ cache, tokens: [tokens[j]], allLogits: true }]))[0].logits!);
+  const rows: Float32Array[] = [(await session.step([{ cache, tokens: tokens.slice(0, prefill), allPositions: true }]))[0].positionLogProbs!];
+  for (let j = prefill; j < tokens.length; j++) rows.push((await session.step([{ cache, tokens: [tokens[j]] }]))[0].logProbs);
   const out = new Float32Array(rows.reduce((n, r) => n + r.length, 0));
   let at = 0;
   for (const r of rows) {
@@ -124,7 +127,7 @@ export async function runDecode(settings: BenchSettings, log: (line: string) => 
   const ortRates = new Map<number, number[]>();
   let ortParity: Float32Array;
   try {
-    ortParity = await ortLogits(session, parityTokens, d.parity.prefillTokens);
+    ortParity = await ortLogProbs(session, parityTokens, d.parity.prefillTokens);
     for (const batch of d.batches) {
       ortRates.set(batch, await ortDecode(session, prompts.slice(0, batch), d.steps, d.repeats, d.maxPrefillBatch));
       log(`  ONNX Runtime decode x${batch}: ${measured(ortRates.get(batch)!, "tokens/s").median.toFixed(1)} tokens/s`);
@@ -134,25 +137,25 @@ export async function runDecode(settings: BenchSettings, log: (line: string) => 
   }
 
   const dir = mkdtempSync(join(tmpdir(), "lr-decode-"));
-  let parity: LogitsParity | null = null;
+  let parity: LogProbParity | null = null;
   let torch: DecodeResult["torch"] = null;
   let torchMissing: DecodeResult["torchMissing"] = null;
   const torchRates = new Map<number, number[]>();
   try {
-    const logitsFile = join(dir, "torch-logits.f32");
-    const peerParity = await runPeer<{ rows: number; vocab: number }>("qwen2_torch.py", { task: "logits", modelDir, tokens: parityTokens, prefill: d.parity.prefillTokens, logitsFile }, 300_000);
+    const logProbsFile = join(dir, "torch-log-probs.f32");
+    const peerParity = await runPeer<{ rows: number; vocab: number }>("qwen2_torch.py", { task: "log_probs", modelDir, tokens: parityTokens, prefill: d.parity.prefillTokens, logProbsFile }, 300_000);
     if (!peerParity.ok) {
       torchMissing = { missing: peerParity.missing, install: peerParity.install };
       log(`  PyTorch: not measured, ${peerParity.missing} is missing (${peerParity.install})`);
     } else {
-      const bytes = readFileSync(logitsFile);
-      const torchLogits = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
-      parity = { prefillTokens: d.parity.prefillTokens, decodeTokens: d.parity.decodeTokens, ...compareLogits(ortParity, torchLogits, vocab) };
-      log(`  logits, ONNX Runtime vs PyTorch on ${parity.positions} positions: max abs diff ${parity.maxAbsDiff.toExponential(2)} (largest |logit| ${parity.maxAbsLogit.toFixed(1)}), same argmax at ${parity.sameArgmax}`);
+      const bytes = readFileSync(logProbsFile);
+      const torchLogProbs = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+      parity = { prefillTokens: d.parity.prefillTokens, decodeTokens: d.parity.decodeTokens, ...compareLogProbs(ortParity, torchLogProbs, vocab) };
+      log(`  log-probabilities, ONNX Runtime vs PyTorch on ${parity.positions} positions: max abs log-prob diff ${parity.maxAbsDiff.toExponential(2)} (largest |log-prob| ${parity.maxAbsLogProb.toFixed(1)}), same argmax at ${parity.sameArgmax}`);
       // Generous: a busy machine can be ten times slower than a quiet one, and a timeout loses every figure.
       const timeoutMs = 600_000 + d.batches.reduce((n, b) => n + b, 0) * (d.promptTokens + d.steps * (d.repeats + 1)) * 500;
       const peer = await runPeer<TorchDecodeAnswer>("qwen2_torch.py", { task: "decode", modelDir, prompts, batches: d.batches, steps: d.steps, repeats: d.repeats }, timeoutMs);
-      if (!peer.ok) throw new Error(`PyTorch answered the logits but not the decode task: ${peer.missing} is missing`);
+      if (!peer.ok) throw new Error(`PyTorch answered the log-probabilities but not the decode task: ${peer.missing} is missing`);
       torch = { version: peer.result.torch, threads: peer.result.threads, blas: peer.result.blas, interpreter: peer.interpreter };
       for (const row of peer.result.rows) {
         torchRates.set(row.batch, row.tokensPerSecond);

@@ -6,7 +6,6 @@
 // at the 0.5B shape the process holds one copy of the weights at a time.
 import { loadModelDir } from "#core/formats/model-dir.ts";
 import { readPeftAdapter } from "#core/formats/peft.ts";
-import { logSoftmax } from "#core/math/distribution.ts";
 import { SeededRandom } from "#core/math/random.ts";
 import { servedGraph } from "#inference/engine/served-model.ts";
 import { CausalLmSession } from "#inference/model/session.ts";
@@ -77,13 +76,13 @@ export async function runServingParity(o: ServingParityOptions): Promise<Serving
   try {
     const inputs = session.prepareAdapter(adapter);
     for (let p = 0; p < prompts.length; p++) {
-      const [served] = await session.step([{ cache: session.newCache(), tokens: prompts[p], adapter: inputs, allLogits: true }]);
-      const [base] = await session.step([{ cache: session.newCache(), tokens: prompts[p], allLogits: true }]);
+      const [served] = await session.step([{ cache: session.newCache(), tokens: prompts[p], adapter: inputs, allPositions: true }]);
+      const [base] = await session.step([{ cache: session.newCache(), tokens: prompts[p], allPositions: true }]);
       const positions = new Set([o.len - 1]);
       while (positions.size < Math.min(o.positions, o.len)) positions.add(random.int(o.len));
       for (const t of [...positions].sort((a, b) => a - b)) {
-        const logq = logSoftmax(served.logits!, t * V, V);
-        const baseLogq = logSoftmax(base.logits!, t * V, V);
+        const logq = served.positionLogProbs!.subarray(t * V, (t + 1) * V);
+        const baseLogq = base.positionLogProbs!.subarray(t * V, (t + 1) * V);
         const ids = new Set(topIds(logq, o.topTokens));
         const wanted = ids.size + o.randomTokens;
         while (ids.size < Math.min(wanted, V)) ids.add(random.int(V));

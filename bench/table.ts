@@ -156,8 +156,8 @@ function decodeLines(r: BenchReport): string[] {
   if (!d) return [];
   const peer = d.torch ? `PyTorch ${d.torch.version} eager on ${blasKindOf(d.torch.blas)}, ${d.torch.threads} threads` : `PyTorch not measured (${d.torchMissing?.missing} is missing here; install: ${d.torchMissing?.install})`;
   const parity = d.parity
-    ? `  same computation: logits of ${d.parity.positions} positions (a ${d.parity.prefillTokens}-token prefill, then ${d.parity.decodeTokens} cached steps), max abs diff ONNX Runtime vs PyTorch ${d.parity.maxAbsDiff.toExponential(2)} (largest |logit| ${formatNumber(d.parity.maxAbsLogit)}), same argmax at ${d.parity.sameArgmax} of ${d.parity.positions}`
-    : "  logits not compared: PyTorch is not installed";
+    ? `  same computation: log-probabilities of ${d.parity.positions} positions (a ${d.parity.prefillTokens}-token prefill, then ${d.parity.decodeTokens} cached steps), max abs log-prob diff ONNX Runtime vs PyTorch ${d.parity.maxAbsDiff.toExponential(2)} (largest |log-prob| ${formatNumber(d.parity.maxAbsLogProb)}), same argmax at ${d.parity.sameArgmax} of ${d.parity.positions}`
+    : "  log-probabilities not compared: PyTorch is not installed";
   return [
     `Expert decode${on(r)}: ${d.pair.name} expert (${params(d.pair.expertParameters)}), tokens/s of ${d.stepsPerRepeat} greedy steps after a ${d.promptTokens}-token prompt, ${d.repeats} repeats; ${peer}`,
     `how: ${d.how}`,

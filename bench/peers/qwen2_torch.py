@@ -6,8 +6,9 @@
 # comparison with ONNX Runtime is of the same computation. Two tasks:
 #   decode: per batch size, prefill the given prompts, then time windows of greedy decode
 #           steps (logits, log-softmax and argmax for every stream, as the engine does);
-#   logits: prefill tokens[:prefill], then feed the rest one at a time through the cache,
-#           and write every position's logits as float32 to a file, for the parity check.
+#   log_probs: prefill tokens[:prefill], then feed the rest one at a time through the cache,
+#           and write every position's log-softmax as float32 to a file, for the parity
+#           check (the served graph gives log-probabilities, not logits).
 import json
 import math
 import os
@@ -109,23 +110,23 @@ def decode(model, torch, request):
     return rows
 
 
-def logits(model, torch, request):
+def log_probs(model, torch, request):
     tokens, prefill = request["tokens"], request["prefill"]
     cache = model.new_cache(1, len(tokens))
     with torch.no_grad():
         out = [model.forward(torch.tensor([tokens[:prefill]]), 0, cache, True)[0]]
         for j in range(prefill, len(tokens)):
             out.append(model.forward(torch.tensor([[tokens[j]]]), j, cache, True)[0])
-    rows = torch.cat(out).contiguous()
-    with open(request["logitsFile"], "wb") as f:
+    rows = torch.cat(out).log_softmax(-1).contiguous()
+    with open(request["logProbsFile"], "wb") as f:
         f.write(rows.numpy().tobytes())
     return {"rows": rows.shape[0], "vocab": rows.shape[1]}
 
 
 def main(request):
-    tasks = {"decode": lambda m, t, r: {"rows": decode(m, t, r)}, "logits": logits}
+    tasks = {"decode": lambda m, t, r: {"rows": decode(m, t, r)}, "log_probs": log_probs}
     if request.get("task") not in tasks:
-        raise ValueError(f"task: {request.get('task')!r} is not decode or logits")
+        raise ValueError(f"task: {request.get('task')!r} is not decode or log_probs")
     import torch
 
     torch.set_num_threads(cores())

@@ -6,7 +6,7 @@ import { describe, expect, it } from "vitest";
 import { rowAdapters } from "#bench/adapters.ts";
 import { amateurPositions } from "#bench/amateur.ts";
 import type { AmateurResult } from "#bench/amateur.ts";
-import { compareLogits } from "#bench/decode.ts";
+import { compareLogProbs } from "#bench/decode.ts";
 import type { LimitsResult, MatmulRate, PeerMatmul } from "#bench/limits.ts";
 import { blasKind, peakOf } from "#bench/limits.ts";
 import { endToEndCeilings } from "#bench/run-bench.ts";
@@ -106,16 +106,16 @@ describe("the ceiling across libraries", () => {
   });
 });
 
-describe("logits comparison", () => {
+describe("log-probability comparison", () => {
   it("gives the largest difference, the scale, and argmax agreement per row", () => {
     const a = Float32Array.from([1, 5, 2, /* row 2 */ 0, -7, 3]);
     const b = Float32Array.from([1, 4.5, 2, /* row 2 */ 4, -7, 3.25]);
     // Row 1: diff 0.5, both argmax 1. Row 2: diff 4 at index 0, argmax 2 against 0.
-    expect(compareLogits(a, b, 3)).toEqual({ maxAbsDiff: 4, maxAbsLogit: 7, sameArgmax: 1, positions: 2 });
+    expect(compareLogProbs(a, b, 3)).toEqual({ maxAbsDiff: 4, maxAbsLogProb: 7, sameArgmax: 1, positions: 2 });
   });
 
   it("refuses arrays that are not rows of the vocabulary", () => {
-    expect(() => compareLogits(new Float32Array(6), new Float32Array(5), 3)).toThrow(/do not make rows of 3/);
+    expect(() => compareLogProbs(new Float32Array(6), new Float32Array(5), 3)).toThrow(/do not make rows of 3/);
   });
 });
 

@@ -1,12 +1,12 @@
 // The amateur, decode and transport sections run end to end at tiny shapes (the built-in
 // pair, a 2,000-token vocabulary on the wire): the two ways of scoring the amateur compute
 // the same distributions, PyTorch's own Qwen2/Llama forward over the same safetensors gives
-// ONNX Runtime's logits, and every transport variant delivers every step. No timing is
+// ONNX Runtime's log-probabilities, and every transport variant delivers every step. No timing is
 // asserted: on a shared machine only the structure and the computation can be checked.
 import { describe, expect, it } from "vitest";
 import { runAdapters } from "#bench/adapters.ts";
 import { runAmateur, scoreTrajectories } from "#bench/amateur.ts";
-import { ortLogits, runDecode } from "#bench/decode.ts";
+import { ortLogProbs, runDecode } from "#bench/decode.ts";
 import { BUILT_IN_PAIR, preparePair } from "#bench/models.ts";
 import { findPython, runPeer } from "#bench/python-peers.ts";
 import { openServedSession } from "#bench/engine-lockstep.ts";
@@ -51,11 +51,11 @@ describe("amateur section at the built-in pair's shape", () => {
           }
         }
       }
-      // Its logits at every position are the served graph's when that one is asked for all of them.
-      const [all] = await amateur.step([{ cache: amateur.newCache(), tokens: prompts[0], allLogits: true }]);
-      const [every] = await everyPosition.step([{ cache: everyPosition.newCache(), tokens: prompts[0], allLogits: true }]);
-      expect(every.logits!.length).toBe(prompts[0].length * vocab);
-      expect(Math.max(...all.logits!.map((v, i) => Math.abs(v - every.logits![i])))).toBeLessThan(1e-4);
+      // The log-softmax of its logits at every position is the served graph's log_probs when that one is asked for all of them.
+      const [all] = await amateur.step([{ cache: amateur.newCache(), tokens: prompts[0], allPositions: true }]);
+      const [every] = await everyPosition.step([{ cache: everyPosition.newCache(), tokens: prompts[0], allPositions: true }]);
+      expect(every.positionLogProbs!.length).toBe(prompts[0].length * vocab);
+      expect(Math.max(...all.positionLogProbs!.map((v, i) => Math.abs(v - every.positionLogProbs![i])))).toBeLessThan(1e-4);
       await expect(scoreTrajectories(amateur, prompts, continuations.slice(1), "lockstep")).rejects.toThrow(/continuations: must hold one continuation per prompt/);
     } finally {
       await Promise.all([amateur.release(), everyPosition.release()]);
@@ -108,15 +108,15 @@ describe("adapters section at the built-in pair's shape", () => {
 });
 
 describe.skipIf(!python?.has.torch)("decode section: PyTorch's forward is ONNX Runtime's computation", () => {
-  it("the peer's logits match the runner's over a prefill and cached steps", async () => {
+  it("the peer's log-probabilities match the runner's over a prefill and cached steps", async () => {
     const prepared = await preparePair(BUILT_IN_PAIR, base.cacheDir);
     const tokens = randomPrompts(prepared.expert.config.vocabSize, 1, 9, 5)[0];
     const session = await openServedSession(prepared.expert.dir, "expert");
     let ort: Float32Array;
     try {
-      ort = await ortLogits(session, tokens, 6);
+      ort = await ortLogProbs(session, tokens, 6);
       // The cached steps give what one pass over all nine tokens gives.
-      const whole = (await session.step([{ cache: session.newCache(), tokens, allLogits: true }]))[0].logits!;
+      const whole = (await session.step([{ cache: session.newCache(), tokens, allPositions: true }]))[0].positionLogProbs!;
       expect(Math.max(...ort.map((v, i) => Math.abs(v - whole[i])))).toBeLessThan(1e-4);
     } finally {
       await session.release();
@@ -140,7 +140,7 @@ describe.skipIf(!python?.has.torch)("decode section: PyTorch's forward is ONNX R
   });
 
   it("a peer refuses an unknown task with an error line", async () => {
-    await expect(runPeer("qwen2_torch.py", { task: "train", modelDir: "/nonexistent" }, 60_000)).rejects.toThrow(/task: 'train' is not decode or logits/);
+    await expect(runPeer("qwen2_torch.py", { task: "train", modelDir: "/nonexistent" }, 60_000)).rejects.toThrow(/task: 'train' is not decode or log_probs/);
   });
 });
 

@@ -15,7 +15,6 @@ import type { FullDistributions, ScoredPosition } from "#core/gen/lightreasoner/
 import { InferenceService } from "#core/gen/lightreasoner/v1/inference_pb.ts";
 import type { StreamTrajectoriesResponse, TrajectoryStep } from "#core/gen/lightreasoner/v1/inference_pb.ts";
 import { loadModelDir } from "#core/formats/model-dir.ts";
-import { logSoftmax } from "#core/math/distribution.ts";
 import { float16BitsToFloat32 } from "#core/math/float16.ts";
 import { initModel } from "#core/model/init-model.ts";
 import type { WeightMap } from "#core/model/weights.ts";
@@ -199,9 +198,9 @@ export async function openDirect(dir: string, replace?: (config: ModelConfig, we
 
 /** log-softmax rows of ONE full forward over `ids`: row t is the distribution over the token at position t + 1. */
 export async function fullForward(session: CausalLmSession, ids: number[]): Promise<Float32Array[]> {
-  const [result] = await session.step([{ cache: session.newCache(), tokens: ids, allLogits: true }]);
+  const [result] = await session.step([{ cache: session.newCache(), tokens: ids, allPositions: true }]);
   const V = result.logProbs.length;
-  return ids.map((_, t) => logSoftmax(result.logits!, t * V, V));
+  return ids.map((_, t) => result.positionLogProbs!.subarray(t * V, (t + 1) * V));
 }
 
 // ---------------------------------------------------------------------------------------

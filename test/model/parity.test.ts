@@ -13,6 +13,7 @@ import { DEFAULT_LORA } from "#core/model/lora.ts";
 import { SeededRandom } from "#core/math/random.ts";
 import { exportOnnx } from "#inference/model/export.ts";
 import { CausalLmSession } from "#inference/model/session.ts";
+import { logSoftmaxRows } from "#inference/model/testing/compare.ts";
 import { selectBackend } from "#trainer/model/backend.ts";
 import { CausalLM } from "#trainer/model/transformer.ts";
 import { LoraLayers } from "#trainer/model/lora.ts";
@@ -34,15 +35,17 @@ function maxAbsDiff(a: Float32Array, b: Float32Array): number {
   return max;
 }
 
-async function onnxLogits(onnxPath: string, tokens: number[]): Promise<Float32Array> {
+async function onnxLogProbs(onnxPath: string, tokens: number[]): Promise<Float32Array> {
   const session = await CausalLmSession.open(onnxPath);
-  const [result] = await session.step([{ cache: session.newCache(), tokens, allLogits: true }]);
+  const [result] = await session.step([{ cache: session.newCache(), tokens, allPositions: true }]);
   await session.release();
-  return result.logits!;
+  return result.positionLogProbs!;
 }
 
-function tfjsLogits(model: CausalLM, tokens: number[]): Float32Array {
-  return tf.tidy(() => model.forward([tokens]).dataSync() as Float32Array);
+/** The TensorFlow.js model's log-probabilities at every position: its logits through logSoftmax. */
+function tfjsLogProbs(model: CausalLM, tokens: number[]): Float32Array {
+  const logits = tf.tidy(() => model.forward([tokens]).dataSync() as Float32Array);
+  return logSoftmaxRows(logits, logits.length / tokens.length);
 }
 
 describe("ONNX Runtime and TensorFlow.js compute the same model", () => {
@@ -53,13 +56,13 @@ describe("ONNX Runtime and TensorFlow.js compute the same model", () => {
   afterAll(() => rmSync(root, { recursive: true, force: true }));
 
   for (const [family, configJson] of Object.entries(FAMILIES)) {
-    it(`${family}: logits agree to 1e-4`, async () => {
+    it(`${family}: log-probabilities agree to 1e-4`, async () => {
       const dir = join(root, family.replace(/\W+/g, "-"));
       await initModel({ configJson, seed: 7, outDir: dir });
       const { onnxPath } = await exportOnnx({ modelDir: dir });
       const { config, weights } = loadModelDir(dir);
       const model = new CausalLM(config, weights);
-      const diff = maxAbsDiff(await onnxLogits(onnxPath, TOKENS), tfjsLogits(model, TOKENS));
+      const diff = maxAbsDiff(await onnxLogProbs(onnxPath, TOKENS), tfjsLogProbs(model, TOKENS));
       model.dispose();
       expect(diff).toBeLessThan(1e-4);
     });
@@ -80,14 +83,14 @@ describe("ONNX Runtime and TensorFlow.js compute the same model", () => {
 
     const reloaded = LoraLayers.fromAdapter(config, readPeftAdapter(adapterDir, config));
     const model = new CausalLM(config, weights, { adapter: reloaded });
-    const adapted = tfjsLogits(model, TOKENS);
+    const adapted = tfjsLogProbs(model, TOKENS);
     model.useAdapter(null);
-    const base = tfjsLogits(model, TOKENS);
+    const base = tfjsLogProbs(model, TOKENS);
     model.dispose();
     reloaded.dispose();
 
     const { onnxPath } = await exportOnnx({ modelDir: dir, adapterDir, outPath: join(root, "merged.onnx") });
-    const merged = await onnxLogits(onnxPath, TOKENS);
+    const merged = await onnxLogProbs(onnxPath, TOKENS);
     expect(maxAbsDiff(merged, adapted)).toBeLessThan(1e-4);
     // The adapter must matter, or the comparison above proves nothing.
     expect(maxAbsDiff(merged, base)).toBeGreaterThan(1e-2);

@@ -1,9 +1,10 @@
 // The batch's KV tensors carried from one step to the next (batch-kv.ts): whatever the
 // scheduler does between steps (the same batch again, a row dropped, rows reordered, a
 // sequence joining with its prompt, a cache truncated, two steps at once), every row's
-// logits stay the float64 reference's, the rows are moved or copied exactly when they must
+// log-probabilities stay the float64 reference's, the rows are moved or copied exactly when they must
 // be, and while a row is in the buffers they are its only copy.
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { logSoftmax } from "#core/math/distribution.ts";
 import { referenceLogits } from "#core/model/testing/reference-forward.ts";
 import { buildOnnxModel } from "./export.ts";
 import type { KvCache } from "./kv-cache.ts";
@@ -30,13 +31,12 @@ interface Row {
 
 const row = (prompt: number[]): Row => ({ cache: session.newCache(), history: [...prompt], pending: [...prompt] });
 
-/** One step over `batch`; checks each row's last logits against the reference, queues a next token, and says whether the past was carried. */
+/** One step over `batch`; checks each row's last log-probabilities against the reference, queues a next token, and says whether the past was carried. */
 async function step(batch: Row[]): Promise<boolean> {
-  const out = await session.step(batch.map((r) => ({ cache: r.cache, tokens: r.pending, allLogits: true })));
+  const out = await session.step(batch.map((r) => ({ cache: r.cache, tokens: r.pending, allPositions: true })));
   const carried = session.lastPhases.carriedKv;
   batch.forEach((r, b) => {
-    const last = out[b].logits!.subarray(out[b].logits!.length - config.vocabSize);
-    expect(maxAbsDiff(last, referenceLogits(config, weights, r.history).at(-1)!)).toBeLessThan(1e-4);
+    expect(maxAbsDiff(out[b].logProbs, logSoftmax(referenceLogits(config, weights, r.history).at(-1)!))).toBeLessThan(1e-4);
     expect(r.cache.length).toBe(r.history.length);
     const next = (r.history.length * 17 + b) % config.vocabSize;
     r.history.push(next);

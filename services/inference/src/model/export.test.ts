@@ -1,6 +1,7 @@
 import { existsSync, mkdtempSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import * as ort from "onnxruntime-node";
 import { beforeAll, describe, expect, it } from "vitest";
 import { writeModelDir } from "#core/formats/model-dir.ts";
 import { writePeftAdapter } from "#core/formats/peft.ts";
@@ -12,7 +13,7 @@ import { exportOnnx } from "./export.ts";
 import { CausalLmSession } from "./session.ts";
 import { randomWeights, tinyConfig, tinyConfigJson } from "./testing/random-model.ts";
 import { referenceLogits } from "#core/model/testing/reference-forward.ts";
-import { flat, maxAbsDiff } from "./testing/compare.ts";
+import { flat, logSoftmaxRows, maxAbsDiff } from "./testing/compare.ts";
 
 const configJson = tinyConfigJson("llama", { tie_word_embeddings: true, head_dim: 16 });
 const config = tinyConfig("llama", { tie_word_embeddings: true, head_dim: 16 });
@@ -21,12 +22,15 @@ const TOKENS = [2, 7, 1, 8, 28, 18, 28];
 let root: string;
 let modelDir: string;
 
-async function logitsOf(path: string, tokens = TOKENS): Promise<Float32Array> {
+async function logProbsOf(path: string, tokens = TOKENS): Promise<Float32Array> {
   const session = await CausalLmSession.open(path, { executionProvider: "cpu" });
-  const [r] = await session.step([{ cache: session.newCache(), tokens, allLogits: true }]);
+  const [r] = await session.step([{ cache: session.newCache(), tokens, allPositions: true }]);
   await session.release();
-  return r.logits!;
+  return r.positionLogProbs!;
 }
+
+/** The float64 reference forward's log-probabilities at every position of TOKENS. */
+const referenceLogProbs = (adapter?: LoraAdapter) => logSoftmaxRows(flat(referenceLogits(config, weights, TOKENS, adapter)), config.vocabSize);
 
 function randomAdapter(seed: number): LoraAdapter {
   const settings: LoraSettings = { rank: 4, alpha: 8, dropout: 0, targetModules: ["q_proj", "v_proj", "down_proj"] };
@@ -51,7 +55,14 @@ describe("exportOnnx", () => {
     expect(result.onnxPath).toBe(join(modelDir, "onnx", "model.onnx"));
     expect(result.externalDataPath).toBeUndefined();
     expect(result).toMatchObject({ modelType: "llama", numLayers: 2, adapterMerged: false });
-    expect(maxAbsDiff(await logitsOf(result.onnxPath), flat(referenceLogits(config, weights, TOKENS)))).toBeLessThan(1e-4);
+    expect(maxAbsDiff(await logProbsOf(result.onnxPath), referenceLogProbs())).toBeLessThan(1e-4);
+  });
+
+  it("keeps Optimum's logits output beside log_probs, for tools outside this project", async () => {
+    const { onnxPath } = await exportOnnx({ modelDir, outPath: join(root, "outputs", "model.onnx") });
+    const session = await ort.InferenceSession.create(onnxPath);
+    expect(session.outputNames.filter((name) => !name.startsWith("new_key_values."))).toEqual(["logits", "log_probs"]);
+    await session.release();
   });
 
   it("puts the weights in an external data file above the threshold, with identical results", async () => {
@@ -61,7 +72,7 @@ describe("exportOnnx", () => {
     expect(existsSync(external.externalDataPath!)).toBe(true);
     expect(statSync(external.onnxPath).size).toBeLessThan(external.weightBytes / 4);
     expect(statSync(external.externalDataPath!).size).toBeGreaterThan(0.9 * external.weightBytes);
-    expect(maxAbsDiff(await logitsOf(external.onnxPath), await logitsOf(inline.onnxPath))).toBe(0);
+    expect(maxAbsDiff(await logProbsOf(external.onnxPath), await logProbsOf(inline.onnxPath))).toBe(0);
   });
 
   it("with --adapter equals the base model with the LoRA update applied (unmerged, in float64)", async () => {
@@ -70,9 +81,9 @@ describe("exportOnnx", () => {
     writePeftAdapter(adapterDir, adapter);
     const result = await exportOnnx({ modelDir, adapterDir, outPath: join(root, "merged", "model.onnx") });
     expect(result.adapterMerged).toBe(true);
-    const logits = await logitsOf(result.onnxPath);
-    expect(maxAbsDiff(logits, flat(referenceLogits(config, weights, TOKENS, adapter)))).toBeLessThan(1e-4);
-    expect(maxAbsDiff(logits, flat(referenceLogits(config, weights, TOKENS)))).toBeGreaterThan(1e-2);
+    const logProbs = await logProbsOf(result.onnxPath);
+    expect(maxAbsDiff(logProbs, referenceLogProbs(adapter))).toBeLessThan(1e-4);
+    expect(maxAbsDiff(logProbs, referenceLogProbs())).toBeGreaterThan(1e-2);
   });
 
   it("fails with the file named for a missing model or adapter directory", async () => {

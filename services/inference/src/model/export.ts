@@ -1,7 +1,9 @@
 // `export-onnx`: a Hugging Face model directory, optionally with a PEFT LoRA adapter merged
 // into its weights, written as a standalone ONNX graph (no LoRA inputs: the file stands for
-// one model). The inference service itself builds its graph at start-up (buildServedGraph),
-// with LoRA side branches and the weights left in the safetensors file.
+// one model) with a `logits` output beside log_probs, since tools outside this project read
+// Optimum's name. The inference service itself builds its graph at start-up
+// (buildServedGraph), with LoRA side branches, log_probs only, and the weights left in the
+// safetensors file.
 import { basename, dirname, join } from "node:path";
 import type { ModelConfig } from "#core/model/config.ts";
 import type { WeightMap } from "#core/model/weights.ts";
@@ -71,7 +73,7 @@ export async function exportOnnx(options: ExportOptions): Promise<ExportResult> 
   const { dir, config, weights } = loadModelDir(options.modelDir);
   let exported = weights;
   if (options.adapterDir) exported = mergeLora(weights, readPeftAdapter(options.adapterDir, config));
-  const graph = buildCausalLmGraph(config, exported, dir, { loraModules: [] });
+  const graph = buildCausalLmGraph(config, exported, dir, { loraModules: [], logitsOutput: true });
   const outPath = options.outPath ?? defaultOnnxPath(dir);
   const written = writeModelFile(graph, modelInfo(config, options.adapterDir), outPath, options.externalDataThreshold ?? EXTERNAL_DATA_THRESHOLD);
   return { ...written, modelType: config.modelType, numLayers: config.numLayers, adapterMerged: options.adapterDir !== undefined };

@@ -15,14 +15,15 @@ export interface ModelIo {
   numKvHeads: number;
   headDim: number;
   kvType: FloatType;
+  /** Element type of the logits, or of log_probs on a graph without logits. */
   logitsType: FloatType;
-  /** The logits' last dimension, or null when the graph leaves it symbolic. */
+  /** The distribution's last dimension, or null when the graph leaves it symbolic. */
   vocabSize: number | null;
   /** A few exported graphs derive positions from the mask and take no position_ids. */
   hasPositionIds: boolean;
   /** The graph takes num_logits_to_keep and computes the head only at that many last positions. */
   keepsLogits: boolean;
-  /** The graph emits log_probs (the log-softmax of its logits). */
+  /** The graph emits log_probs (the log-softmax of its logits); graphs without it give logits. */
   hasLogProbs: boolean;
   /**
    * What the graph gives back of the cache: "present" (Optimum's present.{i}.key|value, past
@@ -112,20 +113,21 @@ export function describeModelIo(session: ort.InferenceSession, source: string): 
   const extraPresent = outputs.find((m) => PRESENT.test(m.name) && Number(PRESENT.exec(m.name)![1]) >= numLayers);
   if (extraPresent) throw new ModelFormatError(source, `${extraPresent.name} has no matching past_key_values input`);
 
-  const logits = tensorMeta(outputs, "logits", source);
-  if (logits.shape.length !== 3) throw new ModelFormatError(source, `logits must be [batch, sequence, vocab], got rank ${logits.shape.length}`);
-  const vocab = logits.shape[2];
+  // The served graph gives log_probs only, Optimum files logits only, our export both.
   const hasLogProbs = outputs.some((m) => m.name === "log_probs");
-  if (hasLogProbs) {
-    const logProbs = tensorMeta(outputs, "log_probs", source);
-    if (logProbs.type !== "float32" || logProbs.shape.length !== 3) throw new ModelFormatError(source, "log_probs must be float32 [batch, sequence, vocab]");
-  }
+  const hasLogits = outputs.some((m) => m.name === "logits");
+  if (!hasLogProbs && !hasLogits) throw new ModelFormatError(source, "the graph has neither log_probs nor logits");
+  const logProbs = hasLogProbs ? tensorMeta(outputs, "log_probs", source) : null;
+  if (logProbs && (logProbs.type !== "float32" || logProbs.shape.length !== 3)) throw new ModelFormatError(source, "log_probs must be float32 [batch, sequence, vocab]");
+  const logits = hasLogits ? tensorMeta(outputs, "logits", source) : null;
+  if (logits && logits.shape.length !== 3) throw new ModelFormatError(source, `logits must be [batch, sequence, vocab], got rank ${logits.shape.length}`);
+  const vocab = (logProbs ?? logits!).shape[2];
   return {
     numLayers,
     numKvHeads,
     headDim,
     kvType,
-    logitsType: floatType(logits, source),
+    logitsType: floatType(logits ?? logProbs!, source),
     vocabSize: typeof vocab === "number" && vocab > 0 ? vocab : null,
     hasPositionIds,
     keepsLogits,

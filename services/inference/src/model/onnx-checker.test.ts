@@ -1,6 +1,8 @@
 // The exported graph checked by tools that share no code with this project: the `onnx`
 // Python package's checker (with full shape inference), and, where installed, the Python
-// ONNX Runtime, which must load the file with no custom code and agree on the logits.
+// ONNX Runtime, which must load the file with no custom code and agree on the distribution:
+// both its log_probs and its logits (the output tools outside this project read) give our
+// log-probabilities.
 // Skips where no python3 has an `onnx` new enough to know opset 23 (onnx >= 1.18; Debian
 // bookworm's python3-onnx is 1.12).
 import { spawnSync } from "node:child_process";
@@ -47,7 +49,12 @@ feeds = {"input_ids": np.array([tokens], dtype=np.int64), "attention_mask": np.o
 for i in s.get_inputs():
     if i.name.startswith("past_key_values."):
         feeds[i.name] = np.zeros((1, i.shape[1], 0, i.shape[3]), dtype=np.float32)
-print(json.dumps(s.run(["logits"], feeds)[0].reshape(-1).tolist()))
+    if i.name == "num_logits_to_keep":
+        feeds[i.name] = np.array(0, dtype=np.int64)
+logits, log_probs = s.run(["logits", "log_probs"], feeds)
+shifted = logits.astype(np.float64) - logits.max(-1, keepdims=True)
+from_logits = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+print(json.dumps({"fromLogits": from_logits.reshape(-1).tolist(), "logProbs": log_probs.reshape(-1).tolist()}))
 `;
 
 describe.skipIf(py === null)(`exported graph in independent ONNX tooling (needs python3 with onnx >= 1.18)`, () => {
@@ -67,16 +74,17 @@ describe.skipIf(py === null)(`exported graph in independent ONNX tooling (needs 
     });
   }
 
-  it.skipIf(!py?.hasOrt)("runs in the Python ONNX Runtime with the same logits", async () => {
+  it.skipIf(!py?.hasOrt)("runs in the Python ONNX Runtime with the same log-probabilities, from log_probs and from logits", async () => {
     const { onnxPath } = await exportOnnx({ modelDir, outPath: join(root, "py-ort", "model.onnx"), externalDataThreshold: 0 });
     const tokens = [1, 5, 9, 33, 60];
     const r = python(py!.exe, RUN, [onnxPath, JSON.stringify(tokens)]);
     expect(r.ok, r.stderr).toBe(true);
-    const theirs = JSON.parse(r.stdout) as number[];
+    const theirs = JSON.parse(r.stdout) as { fromLogits: number[]; logProbs: number[] };
     const session = await CausalLmSession.open(onnxPath, { executionProvider: "cpu" });
-    const [ours] = await session.step([{ cache: session.newCache(), tokens, allLogits: true }]);
+    const [ours] = await session.step([{ cache: session.newCache(), tokens, allPositions: true }]);
     await session.release();
-    expect(maxAbsDiff(ours.logits!, theirs)).toBeLessThan(1e-5);
+    expect(maxAbsDiff(ours.positionLogProbs!, theirs.logProbs)).toBeLessThan(1e-5);
+    expect(maxAbsDiff(ours.positionLogProbs!, theirs.fromLogits)).toBeLessThan(1e-5);
   });
 
   it("the checker rejects a broken graph (the check can fail)", () => {

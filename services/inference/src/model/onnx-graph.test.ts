@@ -1,11 +1,14 @@
 import { describe, expect, it } from "vitest";
 import { ModelFormatError } from "#core/model/errors.ts";
 import { logSoftmax } from "#core/math/distribution.ts";
+import { encodeInline } from "#core/formats/onnx-file.ts";
 import { buildOnnxModel } from "./export.ts";
+import type { GraphOptions } from "./onnx-graph.ts";
+import { buildCausalLmGraph } from "./onnx-graph.ts";
 import { CausalLmSession } from "./session.ts";
 import { randomWeights, tinyConfig } from "./testing/random-model.ts";
 import { referenceLogits } from "#core/model/testing/reference-forward.ts";
-import { flat, maxAbsDiff } from "./testing/compare.ts";
+import { flat, logSoftmaxRows, maxAbsDiff } from "./testing/compare.ts";
 
 const TOKENS = [5, 17, 42, 0, 63, 9, 9, 31];
 
@@ -23,9 +26,9 @@ describe("ONNX graph vs a float64 reference forward", () => {
       const weights = randomWeights(config, 100 + i);
       const session = await CausalLmSession.open(buildOnnxModel(config, weights), { executionProvider: "cpu" });
       expect(session.io).toMatchObject({ numLayers: config.numLayers, numKvHeads: config.numKvHeads, headDim: config.headDim, kvType: "float32", logitsType: "float32", vocabSize: config.vocabSize });
-      const [result] = await session.step([{ cache: session.newCache(), tokens: TOKENS, allLogits: true }]);
+      const [result] = await session.step([{ cache: session.newCache(), tokens: TOKENS, allPositions: true }]);
       const reference = referenceLogits(config, weights, TOKENS);
-      expect(maxAbsDiff(result.logits!, flat(reference))).toBeLessThan(1e-4);
+      expect(maxAbsDiff(result.positionLogProbs!, logSoftmaxRows(flat(reference), config.vocabSize))).toBeLessThan(1e-4);
       // The logits must vary, or the comparison proves little.
       expect(Math.max(...reference.at(-1)!) - Math.min(...reference.at(-1)!)).toBeGreaterThan(1);
       expect(maxAbsDiff(result.logProbs, logSoftmax(reference.at(-1)!))).toBeLessThan(1e-4);
@@ -42,8 +45,46 @@ describe("ONNX graph vs a float64 reference forward", () => {
     data[3] += 0.5;
     other.set("model.layers.1.self_attn.q_proj.weight", { shape: q.shape, data });
     const session = await CausalLmSession.open(buildOnnxModel(config, other), { executionProvider: "cpu" });
-    const [result] = await session.step([{ cache: session.newCache(), tokens: TOKENS, allLogits: true }]);
-    expect(maxAbsDiff(result.logits!, flat(referenceLogits(config, weights, TOKENS)))).toBeGreaterThan(1e-3);
+    const [result] = await session.step([{ cache: session.newCache(), tokens: TOKENS, allPositions: true }]);
+    expect(maxAbsDiff(result.positionLogProbs!, logSoftmaxRows(flat(referenceLogits(config, weights, TOKENS)), config.vocabSize))).toBeGreaterThan(1e-3);
+  });
+});
+
+describe("distribution outputs", () => {
+  const config = tinyConfig("qwen2");
+  const weights = randomWeights(config, 5);
+  const distributionOutputs = (options: GraphOptions) =>
+    buildCausalLmGraph(config, weights, "weights", options)
+      .outputs.map((o) => o.name)
+      .filter((name) => !name?.startsWith("new_key_values."));
+  const open = (bytes: Uint8Array) => CausalLmSession.open(bytes, { executionProvider: "cpu", threads: 1 });
+
+  it("the served graph gives log_probs only; logits where asked for, and at every position", () => {
+    expect(distributionOutputs({})).toEqual(["log_probs"]);
+    expect(distributionOutputs({ logitsOutput: true })).toEqual(["logits", "log_probs"]);
+    expect(distributionOutputs({ head: "every position" })).toEqual(["logits"]);
+  });
+
+  it("every graph gives the same log-probabilities, from log_probs or from logits in JavaScript", async () => {
+    const variants = await Promise.all([{}, { logitsOutput: true }, { head: "every position" } as const].map((options) => open(buildOnnxModel(config, weights, options))));
+    try {
+      expect(variants.map((s) => s.io.hasLogProbs)).toEqual([true, true, false]);
+      const results = await Promise.all(variants.map(async (s) => (await s.step([{ cache: s.newCache(), tokens: TOKENS, allPositions: true }]))[0]));
+      const reference = logSoftmaxRows(flat(referenceLogits(config, weights, TOKENS)), config.vocabSize);
+      for (const r of results) {
+        expect(r.positionLogProbs!.length).toBe(TOKENS.length * config.vocabSize);
+        expect(maxAbsDiff(r.positionLogProbs!, reference)).toBeLessThan(1e-4);
+        expect(maxAbsDiff(r.logProbs, reference.subarray(-config.vocabSize))).toBeLessThan(1e-4);
+      }
+    } finally {
+      await Promise.all(variants.map((s) => s.release()));
+    }
+  });
+
+  it("a graph with neither log_probs nor logits is refused by name", async () => {
+    const graph = buildCausalLmGraph(config, weights);
+    graph.outputs.splice(graph.outputs.findIndex((o) => o.name === "log_probs"), 1);
+    await expect(open(encodeInline(graph, { graphName: "no_distribution" }))).rejects.toThrow(/the graph has neither log_probs nor logits/);
   });
 });
 

@@ -7,7 +7,12 @@
 //   at the last N new positions (0: all), so a prefill pays the 896 x 151,936 head once, not
 //   once per prompt token;
 // - `log_probs`: LogSoftmax over the kept logits, so no per-step loop over the vocabulary is
-//   left to JavaScript;
+//   left to JavaScript. It is the served graph's only distribution output: ONNX Runtime
+//   computes every output whether fetched or not, and a Reshape into an output is a copy,
+//   so a `logits` output beside it cost a [batch, kept, vocab] copy per step and that buffer
+//   in the arena, for nothing the service reads (every caller wants log-probabilities).
+//   `logits` stays an output of the standalone export (outside tools read Optimum's name)
+//   and of the "every position" variant (a Hugging Face forward's output);
 // - `new_key_values.{layer}.key|value` [batch, kv_heads, new, head_dim] instead of Optimum's
 //   `present` (past and new together): only the new positions' keys and values leave the graph,
 //   because onnxruntime-node copies every output into a fresh JavaScript buffer, and the whole
@@ -48,6 +53,7 @@ export const AXES = {
 
 export const NUM_LOGITS_TO_KEEP = "num_logits_to_keep";
 export const LOG_PROBS = "log_probs";
+export const LOGITS = "logits";
 
 export const pastKeyName = (layer: number) => `past_key_values.${layer}.key`;
 export const pastValueName = (layer: number) => `past_key_values.${layer}.value`;
@@ -74,6 +80,12 @@ export interface GraphOptions {
    * measure the reference scripts' way of scoring (bench section "amateur"), not served.
    */
   head?: "kept" | "every position";
+  /**
+   * With head "kept": also give the logits as an output (Optimum's `logits`, for tools outside
+   * this project; export-onnx sets it). Off for the served graph, whose callers read only
+   * log_probs: an output costs a copy every step. Always on for "every position".
+   */
+  logitsOutput?: boolean;
 }
 
 /** Added to the score of a masked key. Finite, so a row with every key masked (a leading
@@ -248,18 +260,18 @@ function headWeight(ctx: Context): string {
 /**
  * The last `num_logits_to_keep` positions (all when 0) through the final norm and the head:
  * logits = x W^T through Gemm(transB), so a tied head shares the embedding matrix as stored,
- * and their log-softmax.
+ * and their log-softmax. Without `keep` (every position) the logits are the output.
  */
-function lmHead(ctx: Context, x: string, keep: string | null): void {
+function lmHead(ctx: Context, x: string, keep: string | null, logitsOutput: boolean): void {
   const { g, config } = ctx;
   const kept = keep === null ? x : g.op("Slice", [x, g.op("Neg", [g.op("Unsqueeze", [keep, g.int64([0])])]), g.int64([Number.MAX_SAFE_INTEGER]), g.int64([1])], {}, { name: "keep_logits" });
   const normed = rmsNorm(ctx, kept, "model.norm.weight");
   const flat = g.op("Reshape", [normed, g.int64([-1, config.hiddenSize])]);
   const scores = g.op("Gemm", [flat, headWeight(ctx)], { transB: int(1) }, { name: "lm_head" });
   const shape = g.op("Concat", [g.op("Shape", [kept], { start: int(0), end: int(2) }), g.int64([config.vocabSize])], { axis: int(0) });
-  // The log-softmax reads the logits output itself: one [rows, vocab] copy (the Reshape into
-  // an output) instead of two.
-  const logits = g.op("Reshape", [scores, shape], {}, { outputs: ["logits"] });
+  // An internal Reshape is an alias of the Gemm's result; one into an output is a copy. Where
+  // logits are an output the log-softmax reads that output, so there is one copy, not two.
+  const logits = g.op("Reshape", [scores, shape], {}, logitsOutput ? { outputs: [LOGITS] } : {});
   if (keep !== null) g.op("LogSoftmax", [logits], { axis: int(-1) }, { outputs: [LOG_PROBS] });
 }
 
@@ -287,9 +299,10 @@ export function buildCausalLmGraph(config: ModelConfig, weights: GraphWeights, s
   const bias = attentionBias(ctx, inputIds, attentionMask);
   const rope = rotaryTables(ctx, positionIds);
   for (let i = 0; i < config.numLayers; i++) x = block(ctx, x, i, bias, rope);
-  lmHead(ctx, x, keep);
+  const logitsOutput = everyPosition || options.logitsOutput === true;
+  lmHead(ctx, x, keep, logitsOutput);
 
-  g.output("logits", "logits", "float32", [batch, everyPosition ? sequence : kept, config.vocabSize]);
+  if (logitsOutput) g.output(LOGITS, LOGITS, "float32", [batch, everyPosition ? sequence : kept, config.vocabSize]);
   if (!everyPosition) g.output(LOG_PROBS, LOG_PROBS, "float32", [batch, kept, config.vocabSize]);
   for (let i = 0; i < config.numLayers; i++) {
     g.output(newKeyName(i), newKeyName(i), "float32", kvDims(sequence));

@@ -1,11 +1,10 @@
 // The served graph's own features at a small shape: the head only at kept positions, the
-// log-softmax from the graph, LoRA as a side branch (alone and mixed per batch row), and
+// log-softmax from the graph (its only distribution output), LoRA as a side branch (alone and mixed per batch row), and
 // weights that ONNX Runtime reads from a safetensors file instead of the graph's bytes.
 import { mkdirSync, mkdtempSync, renameSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { logSoftmax } from "#core/math/distribution.ts";
 import type { LoraAdapter } from "#core/model/lora.ts";
 import { mergeLora, randomLoraAdapter } from "#core/model/lora.ts";
 import type { LinearModule } from "#core/model/weights.ts";
@@ -27,7 +26,7 @@ const PROMPTS = [
   [7, 7, 13, 60],
 ];
 
-/** A random adapter (B not zero, so the branch changes the logits). */
+/** A random adapter (B not zero, so the branch changes the distributions). */
 const randomAdapter = (seed: number, rank: number, targetModules: LinearModule[]): LoraAdapter => randomLoraAdapter(config, seed, { rank, alpha: 2 * rank, dropout: 0, targetModules }, 0.15);
 
 const first = randomAdapter(1, 4, ["q_proj", "v_proj"]);
@@ -39,31 +38,31 @@ beforeAll(async () => {
 });
 afterAll(() => served.release());
 
-async function fullLogits(session: CausalLmSession, tokens: number[], adapter: AdapterInputs | null = null) {
-  const [r] = await session.step([{ cache: session.newCache(), tokens, allLogits: true, adapter }]);
+async function allPositions(session: CausalLmSession, tokens: number[], adapter: AdapterInputs | null = null) {
+  const [r] = await session.step([{ cache: session.newCache(), tokens, allPositions: true, adapter }]);
   return r;
 }
 
-describe("logits only at the kept positions", () => {
-  it("a prefill without allLogits gives the last row of the full computation, from the graph's log_probs", async () => {
+describe("the head only at the kept positions", () => {
+  it("a prefill without allPositions gives the last row of the full computation, from the graph's log_probs", async () => {
     expect(served.io).toMatchObject({ keepsLogits: true, hasLogProbs: true });
     for (const tokens of PROMPTS) {
-      const full = await fullLogits(served, tokens);
+      const full = await allPositions(served, tokens);
       const [kept] = await served.step([{ cache: served.newCache(), tokens }]);
-      expect(kept.logits).toBeUndefined();
-      const lastRow = rows(full.logits!, V, tokens.length - 1, tokens.length);
-      expect(maxAbsDiff(kept.logProbs, logSoftmax(lastRow))).toBeLessThan(1e-5);
+      expect(kept.positionLogProbs).toBeUndefined();
+      const lastRow = rows(full.positionLogProbs!, V, tokens.length - 1, tokens.length);
+      expect(maxAbsDiff(kept.logProbs, lastRow)).toBeLessThan(1e-5);
       expect(maxAbsDiff(kept.logProbs, full.logProbs)).toBeLessThan(1e-5);
     }
   });
 
-  it("in a batch where one row asks for all logits, every row still gets its own rows and last distribution", async () => {
-    const alone = await Promise.all(PROMPTS.map((tokens) => fullLogits(served, tokens)));
-    const batch = await served.step(PROMPTS.map((tokens, b) => ({ cache: served.newCache(), tokens, allLogits: b === 1 })));
+  it("in a batch where one row asks for every position, every row still gets its own rows and last distribution", async () => {
+    const alone = await Promise.all(PROMPTS.map((tokens) => allPositions(served, tokens)));
+    const batch = await served.step(PROMPTS.map((tokens, b) => ({ cache: served.newCache(), tokens, allPositions: b === 1 })));
     batch.forEach((r, b) => {
       expect(maxAbsDiff(r.logProbs, alone[b].logProbs)).toBeLessThan(1e-5);
-      if (b === 1) expect(maxAbsDiff(r.logits!, alone[b].logits!)).toBeLessThan(1e-5);
-      else expect(r.logits).toBeUndefined();
+      if (b === 1) expect(maxAbsDiff(r.positionLogProbs!, alone[b].positionLogProbs!)).toBeLessThan(1e-5);
+      else expect(r.positionLogProbs).toBeUndefined();
     });
   });
 
@@ -72,7 +71,7 @@ describe("logits only at the kept positions", () => {
     const plain = await CausalLmSession.open(buildOnnxModel(config, weights, { loraModules: [] }), { executionProvider: "cpu", threads: 1 });
     expect(plain.takesAdapters).toBe(false);
     const [r] = await plain.step([{ cache: plain.newCache(), tokens: PROMPTS[0] }]);
-    const reference = await fullLogits(served, PROMPTS[0]);
+    const reference = await allPositions(served, PROMPTS[0]);
     expect(maxAbsDiff(r.logProbs, reference.logProbs)).toBeLessThan(1e-5);
     await plain.release();
   });
@@ -84,13 +83,13 @@ describe("LoRA as a side branch", () => {
       const merged = await CausalLmSession.open(buildOnnxModel(config, mergeLora(weights, adapter), { loraModules: [] }), { executionProvider: "cpu", threads: 1 });
       const inputs = served.prepareAdapter(adapter);
       const tokens = PROMPTS[0];
-      const side = await fullLogits(served, tokens, inputs);
-      const reference = await fullLogits(merged, tokens);
-      // To 1e-5 of the logits' scale (|logit| reaches ~20 here, where float32 steps are 2e-6).
-      const scale = Math.max(1, ...reference.logits!.map(Math.abs));
-      expect(maxAbsDiff(side.logits!, reference.logits!) / scale).toBeLessThan(1e-5);
+      const side = await allPositions(served, tokens, inputs);
+      const reference = await allPositions(merged, tokens);
+      // To 1e-5 of the log-probabilities' scale (|log p| reaches tens here, where float32 steps are a few 1e-6).
+      const scale = Math.max(1, ...reference.positionLogProbs!.map(Math.abs));
+      expect(maxAbsDiff(side.positionLogProbs!, reference.positionLogProbs!) / scale).toBeLessThan(1e-5);
       // The adapter must matter, or the comparison proves little.
-      expect(maxAbsDiff(side.logits!, (await fullLogits(served, tokens)).logits!)).toBeGreaterThan(0.05);
+      expect(maxAbsDiff(side.positionLogProbs!, (await allPositions(served, tokens)).positionLogProbs!)).toBeGreaterThan(0.05);
       const cache = served.newCache();
       const mergedCache = merged.newCache();
       await served.step([{ cache, tokens: tokens.slice(0, 3), adapter: inputs }]);
@@ -106,15 +105,15 @@ describe("LoRA as a side branch", () => {
 
   it("one session serves the base model and two adapters in one batch, each row equal to its sequence alone", async () => {
     const adapters = [null, served.prepareAdapter(first), served.prepareAdapter(second)];
-    const alone = await Promise.all(PROMPTS.map((tokens, b) => fullLogits(served, tokens, adapters[b])));
+    const alone = await Promise.all(PROMPTS.map((tokens, b) => allPositions(served, tokens, adapters[b])));
     const caches = PROMPTS.map(() => served.newCache());
-    const prefill = await served.step(PROMPTS.map((tokens, b) => ({ cache: caches[b], tokens, adapter: adapters[b], allLogits: true })));
-    prefill.forEach((r, b) => expect(maxAbsDiff(r.logits!, alone[b].logits!)).toBeLessThan(1e-5));
+    const prefill = await served.step(PROMPTS.map((tokens, b) => ({ cache: caches[b], tokens, adapter: adapters[b], allPositions: true })));
+    prefill.forEach((r, b) => expect(maxAbsDiff(r.positionLogProbs!, alone[b].positionLogProbs!)).toBeLessThan(1e-5));
     // A decode step of the mixed batch, against each sequence extended alone.
     const next = [5, 6, 7];
     const decode = await served.step(caches.map((cache, b) => ({ cache, tokens: [next[b]], adapter: adapters[b] })));
     for (let b = 0; b < 3; b++) {
-      const reference = await fullLogits(served, [...PROMPTS[b], next[b]], adapters[b]);
+      const reference = await allPositions(served, [...PROMPTS[b], next[b]], adapters[b]);
       expect(maxAbsDiff(decode[b].logProbs, reference.logProbs)).toBeLessThan(1e-5);
     }
     // The rows really differ by adapter: the same prompt under the three versions.
@@ -127,8 +126,8 @@ describe("LoRA as a side branch", () => {
     const one = served.prepareAdapter(first);
     const other = served.prepareAdapter(second);
     for (const adapters of [[one, null, one], [other, one, other]]) {
-      const out = await served.step(PROMPTS.map((tokens, b) => ({ cache: served.newCache(), tokens, adapter: adapters[b], allLogits: true })));
-      for (let b = 0; b < 3; b++) expect(maxAbsDiff(out[b].logits!, (await fullLogits(served, PROMPTS[b], adapters[b])).logits!)).toBeLessThan(1e-5);
+      const out = await served.step(PROMPTS.map((tokens, b) => ({ cache: served.newCache(), tokens, adapter: adapters[b], allPositions: true })));
+      for (let b = 0; b < 3; b++) expect(maxAbsDiff(out[b].positionLogProbs!, (await allPositions(served, PROMPTS[b], adapters[b])).positionLogProbs!)).toBeLessThan(1e-5);
     }
   });
 
@@ -144,7 +143,7 @@ describe("LoRA as a side branch", () => {
 });
 
 describe("weights read by ONNX Runtime from the safetensors file", () => {
-  it("serve the same logits as the same weights inline, with no weight bytes in the graph", async () => {
+  it("serve the same log-probabilities as the same weights inline, with no weight bytes in the graph", async () => {
     const dir = mkdtempSync(join(tmpdir(), "lr-served-graph-"));
     writeModelDir(dir, { configJson, weights });
     const located = locateModelWeights(dir)!;
@@ -154,9 +153,9 @@ describe("weights read by ONNX Runtime from the safetensors file", () => {
     // Against the same graph with its weights inline: nearly all the weights' bytes are gone (the rest names where they lie).
     expect(graph.bytes.byteLength).toBeLessThan(buildOnnxModel(config, weights).byteLength - 0.9 * weightBytes);
     const fromFile = await CausalLmSession.open(graph, { executionProvider: "cpu", threads: 1 });
-    const a = await fullLogits(fromFile, PROMPTS[0]);
-    const b = await fullLogits(served, PROMPTS[0]);
-    expect(maxAbsDiff(a.logits!, b.logits!)).toBe(0);
+    const a = await allPositions(fromFile, PROMPTS[0]);
+    const b = await allPositions(served, PROMPTS[0]);
+    expect(maxAbsDiff(a.positionLogProbs!, b.positionLogProbs!)).toBe(0);
     await fromFile.release();
   });
 
@@ -173,9 +172,9 @@ describe("weights read by ONNX Runtime from the safetensors file", () => {
     const graph = buildServedGraph(located.config, fileBackedWeights(located.tensors), snapshot);
     expect(graph.externalDataDir).toBe(join(cache, "blobs"));
     const fromBlob = await CausalLmSession.open(graph, { executionProvider: "cpu", threads: 1 });
-    const a = await fullLogits(fromBlob, PROMPTS[0]);
-    const b = await fullLogits(served, PROMPTS[0]);
-    expect(maxAbsDiff(a.logits!, b.logits!)).toBe(0);
+    const a = await allPositions(fromBlob, PROMPTS[0]);
+    const b = await allPositions(served, PROMPTS[0]);
+    expect(maxAbsDiff(a.positionLogProbs!, b.positionLogProbs!)).toBe(0);
     await fromBlob.release();
   });
 

@@ -8,7 +8,7 @@ import { ExecutionProviderError, cudaProviderInstalled } from "./execution-provi
 import { CausalLmSession, StepInputError } from "./session.ts";
 import { randomWeights, tinyConfig } from "./testing/random-model.ts";
 import { referenceLogits } from "#core/model/testing/reference-forward.ts";
-import { flat, maxAbsDiff, rows } from "./testing/compare.ts";
+import { flat, logSoftmaxRows, maxAbsDiff, rows } from "./testing/compare.ts";
 
 const config = tinyConfig("qwen2", { head_dim: 12, num_attention_heads: 4, num_key_value_heads: 2 });
 const weights = randomWeights(config, 2024);
@@ -22,31 +22,34 @@ afterAll(() => session.release());
 
 /** One sequence alone in one step, from an empty cache. */
 async function alone(tokens: number[]) {
-  const [r] = await session.step([{ cache: session.newCache(), tokens, allLogits: true }]);
+  const [r] = await session.step([{ cache: session.newCache(), tokens, allPositions: true }]);
   return r;
 }
+
+/** The float64 reference forward's log-probabilities at every position of `tokens`. */
+const referenceLogProbs = (tokens: number[]) => logSoftmaxRows(flat(referenceLogits(config, weights, tokens)), V);
 
 describe("KV cache", () => {
   it("token-by-token decoding equals one full forward", async () => {
     const tokens = [3, 14, 15, 9, 26, 53, 58, 9, 7, 32];
     const full = await alone(tokens);
-    expect(maxAbsDiff(full.logits!, flat(referenceLogits(config, weights, tokens)))).toBeLessThan(1e-4);
+    expect(maxAbsDiff(full.positionLogProbs!, referenceLogProbs(tokens))).toBeLessThan(1e-4);
 
     const cache = session.newCache();
-    const [prefill] = await session.step([{ cache, tokens: tokens.slice(0, 3), allLogits: true }]);
-    expect(maxAbsDiff(prefill.logits!, rows(full.logits!, V, 0, 3))).toBeLessThan(1e-4);
+    const [prefill] = await session.step([{ cache, tokens: tokens.slice(0, 3), allPositions: true }]);
+    expect(maxAbsDiff(prefill.positionLogProbs!, rows(full.positionLogProbs!, V, 0, 3))).toBeLessThan(1e-4);
     for (let t = 3; t < tokens.length; t++) {
-      const [r] = await session.step([{ cache, tokens: [tokens[t]], allLogits: true }]);
-      expect(maxAbsDiff(r.logits!, rows(full.logits!, V, t, t + 1))).toBeLessThan(1e-4);
+      const [r] = await session.step([{ cache, tokens: [tokens[t]], allPositions: true }]);
+      expect(maxAbsDiff(r.positionLogProbs!, rows(full.positionLogProbs!, V, t, t + 1))).toBeLessThan(1e-4);
       expect(cache.length).toBe(t + 1);
     }
     // Growing past the initial capacity (16) keeps the cache intact.
     const more = [1, 2, 3, 4, 5, 6, 7, 8, 9];
     const longer = await alone([...tokens, ...more]);
     for (const [k, id] of more.entries()) {
-      const [r] = await session.step([{ cache, tokens: [id], allLogits: true }]);
+      const [r] = await session.step([{ cache, tokens: [id] }]);
       const t = tokens.length + k;
-      expect(maxAbsDiff(r.logits!, rows(longer.logits!, V, t, t + 1))).toBeLessThan(1e-4);
+      expect(maxAbsDiff(r.logProbs, rows(longer.positionLogProbs!, V, t, t + 1))).toBeLessThan(1e-4);
     }
     expect(cache.length).toBe(tokens.length + more.length);
   });
@@ -61,11 +64,11 @@ describe("left-padded batches", () => {
 
   it("a prefill batch of different lengths equals each sequence alone", async () => {
     const caches = prompts.map(() => session.newCache());
-    const batch = await session.step(prompts.map((tokens, b) => ({ cache: caches[b], tokens, allLogits: true })));
+    const batch = await session.step(prompts.map((tokens, b) => ({ cache: caches[b], tokens, allPositions: true })));
     for (const [b, tokens] of prompts.entries()) {
       const single = await alone(tokens);
-      expect(batch[b].logits!.length).toBe(tokens.length * V);
-      expect(maxAbsDiff(batch[b].logits!, single.logits!)).toBeLessThan(1e-4);
+      expect(batch[b].positionLogProbs!.length).toBe(tokens.length * V);
+      expect(maxAbsDiff(batch[b].positionLogProbs!, single.positionLogProbs!)).toBeLessThan(1e-4);
       expect(maxAbsDiff(batch[b].logProbs, single.logProbs)).toBeLessThan(1e-4);
       expect(caches[b].length).toBe(tokens.length);
     }
@@ -83,9 +86,9 @@ describe("left-padded batches", () => {
   });
 
   it("a padded batch matches the float64 reference for every sequence", async () => {
-    const batch = await session.step(prompts.map((tokens) => ({ cache: session.newCache(), tokens, allLogits: true })));
+    const batch = await session.step(prompts.map((tokens) => ({ cache: session.newCache(), tokens, allPositions: true })));
     for (const [b, tokens] of prompts.entries()) {
-      expect(maxAbsDiff(batch[b].logits!, flat(referenceLogits(config, weights, tokens)))).toBeLessThan(1e-4);
+      expect(maxAbsDiff(batch[b].positionLogProbs!, referenceLogProbs(tokens))).toBeLessThan(1e-4);
     }
   });
 
@@ -96,12 +99,11 @@ describe("left-padded batches", () => {
     const b = session.newCache();
     const bTokens = [23, 42, 5, 6, 7];
     const [ra, rb] = await session.step([
-      { cache: a, tokens: [33], allLogits: true },
-      { cache: b, tokens: bTokens, allLogits: true },
+      { cache: a, tokens: [33], allPositions: true },
+      { cache: b, tokens: bTokens, allPositions: true },
     ]);
-    const refA = referenceLogits(config, weights, [...aTokens, 33]);
-    expect(maxAbsDiff(ra.logits!, refA.at(-1)!)).toBeLessThan(1e-4);
-    expect(maxAbsDiff(rb.logits!, flat(referenceLogits(config, weights, bTokens)))).toBeLessThan(1e-4);
+    expect(maxAbsDiff(ra.positionLogProbs!, rows(referenceLogProbs([...aTokens, 33]), V, 4, 5))).toBeLessThan(1e-4);
+    expect(maxAbsDiff(rb.positionLogProbs!, referenceLogProbs(bTokens))).toBeLessThan(1e-4);
     expect([a.length, b.length]).toEqual([5, 5]);
     // And both continue correctly from their caches.
     const [ra2, rb2] = await session.step([{ cache: a, tokens: [1] }, { cache: b, tokens: [2, 3] }]);

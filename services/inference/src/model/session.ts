@@ -6,8 +6,10 @@
 // adapter (AdapterInputs) when the graph has LoRA inputs.
 //
 // On graphs built here the head runs only where a distribution is used (the last position,
-// or every new one when a request asks for allLogits) and the log-softmax comes from the
-// graph; graphs from elsewhere get the full logits and the log-softmax in JavaScript.
+// or every new one when a request asks for allPositions) and the log-softmax comes from the
+// graph, which gives log-probabilities only: every caller wants those, and a logits output
+// would cost ONNX Runtime a copy per step. Graphs from elsewhere give logits, and the
+// log-softmax runs in JavaScript.
 import * as ort from "onnxruntime-node";
 import { float16ArrayToFloat32 } from "#core/math/float16.ts";
 import { logSoftmax } from "#core/math/distribution.ts";
@@ -38,8 +40,8 @@ export interface StepRequest {
   cache: KvCache;
   /** Token ids not yet in the cache: the prompt for a prefill, one id for a decode step. */
   tokens: readonly number[];
-  /** Also return the logits at every new position (parity tests, scoring). */
-  allLogits?: boolean;
+  /** Also return the log-probabilities at every new position (parity tests, scoring). */
+  allPositions?: boolean;
   /** The LoRA adapter this sequence runs with (from prepareAdapter); absent or null: the base model. */
   adapter?: AdapterInputs | null;
 }
@@ -47,8 +49,8 @@ export interface StepRequest {
 export interface StepResult {
   /** log softmax over the full vocabulary after the last new token. */
   logProbs: Float32Array;
-  /** [tokens.length, vocab] row-major, only when allLogits was asked for. */
-  logits?: Float32Array;
+  /** Log-probabilities after each new token, [tokens.length, vocab] row-major; only when allPositions was asked for. */
+  positionLogProbs?: Float32Array;
 }
 
 /** Padding for input_ids; masked out, so any valid id would do. */
@@ -185,17 +187,17 @@ export class CausalLmSession {
     };
     if (this.io.hasPositionIds) feeds.position_ids = new ort.Tensor("int64", positionIds, [batch, fresh]);
     // The head runs at the last position of every row (left padding puts each row's last
-    // token there), or at every new position when some request wants all its logits.
-    const allLogits = requests.some((r) => r.allLogits);
-    const kept = this.io.keepsLogits && !allLogits ? 1 : fresh;
-    if (this.io.keepsLogits) feeds.num_logits_to_keep = new ort.Tensor("int64", BigInt64Array.of(allLogits ? 0n : 1n), []);
+    // token there), or at every new position when some request wants them all.
+    const allPositions = requests.some((r) => r.allPositions);
+    const kept = this.io.keepsLogits && !allPositions ? 1 : fresh;
+    if (this.io.keepsLogits) feeds.num_logits_to_keep = new ort.Tensor("int64", BigInt64Array.of(allPositions ? 0n : 1n), []);
     if (this.takesAdapters) Object.assign(feeds, loraFeeds(this.io, requests.map((r) => r.adapter ?? null)));
 
     for (const { cache } of requests) cache.busy = true;
     const running = performance.now();
     let outputs: ort.InferenceSession.ReturnType;
     try {
-      outputs = await this.session.run(feeds, this.fetches(allLogits));
+      outputs = await this.session.run(feeds, this.fetches());
     } finally {
       for (const { cache } of requests) cache.busy = false;
     }
@@ -237,28 +239,36 @@ export class CausalLmSession {
     return { feeds, slots: past, target: { data, slots: past }, carried: false, shared: false };
   }
 
-  /** The outputs to copy back: the caches' new positions, and log_probs, or logits where the graph has no log_probs or they were asked for. */
-  private fetches(allLogits: boolean): string[] {
+  /** The outputs to copy back: the caches' new positions, and log_probs, or logits where the graph has no log_probs. */
+  private fetches(): string[] {
     const names = [];
     const prefix = this.io.kvOutputs === "new" ? "new_key_values" : "present";
     for (let layer = 0; layer < this.io.numLayers; layer++) names.push(`${prefix}.${layer}.key`, `${prefix}.${layer}.value`);
-    if (this.io.hasLogProbs) names.push("log_probs");
-    if (allLogits || !this.io.hasLogProbs) names.push("logits");
+    names.push(this.io.hasLogProbs ? "log_probs" : "logits");
     return names;
   }
 
   private results(requests: readonly StepRequest[], outputs: ort.InferenceSession.ReturnType, kept: number): StepResult[] {
-    const rows = (outputs.log_probs ?? outputs.logits).dims[1];
+    const distribution = outputs.log_probs ?? outputs.logits;
+    const rows = distribution.dims[1];
     if (rows !== kept) throw new Error(`${this.source}: the graph returned ${rows} positions per row, ${kept} were kept`);
-    const vocab = (outputs.log_probs ?? outputs.logits).dims[2];
+    const vocab = distribution.dims[2];
+    // Rows of log_probs are views, not copies: the binding already copied the output into a buffer of this step's own.
     const logProbs = outputs.log_probs ? (outputs.log_probs.data as Float32Array) : null;
     const logits = outputs.logits ? asFloat32(outputs.logits) : null;
-    return requests.map(({ tokens, allLogits }, b) => {
+    /** Log-probabilities of `count` rows of this step's output, ending at `end`. */
+    const rowsEndingAt = (end: number, count: number): Float32Array => {
+      if (logProbs) return logProbs.subarray(end - count * vocab, end);
+      if (count === 1) return logSoftmax(logits!, end - vocab, vocab);
+      const out = new Float32Array(count * vocab);
+      for (let r = 0; r < count; r++) out.set(logSoftmax(logits!, end - (count - r) * vocab, vocab), r * vocab);
+      return out;
+    };
+    return requests.map(({ tokens, allPositions }, b) => {
       const rowEnd = (b + 1) * kept * vocab;
-      // A view, not a copy: the binding already copied the output into a buffer of this step's own.
-      const result: StepResult = { logProbs: logProbs ? logProbs.subarray(rowEnd - vocab, rowEnd) : logSoftmax(logits!, rowEnd - vocab, vocab) };
-      if (allLogits) result.logits = logits!.slice(rowEnd - tokens.length * vocab, rowEnd);
-      return result;
+      if (!allPositions) return { logProbs: rowsEndingAt(rowEnd, 1) };
+      const positionLogProbs = rowsEndingAt(rowEnd, tokens.length);
+      return { logProbs: positionLogProbs.subarray(positionLogProbs.length - vocab), positionLogProbs };
     });
   }
 

@@ -6,7 +6,6 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { Send, ServiceHandlers } from "#core/grpc/adapter.ts";
 import type { GenerateResponseSchema, InferenceService, ModelDescriptionSchema, ScoreResponseSchema } from "#core/gen/lightreasoner/v1/inference_pb.ts";
 import type { TextTokenizer } from "#core/formats/tokenizer.ts";
-import { logSoftmax } from "#core/math/distribution.ts";
 import { InvalidRequestError } from "#inference/engine/errors.ts";
 import type { FinishEvent, SequenceMode } from "#inference/engine/sequence.ts";
 import type { ServedModel } from "#inference/engine/served-model.ts";
@@ -147,15 +146,16 @@ async function score(ctx: ServingContext, request: ScoreRequest, send: Send<type
     const lease = ctx.adapters.lease(adapterChoiceOf(request.adapter));
     try {
       const [[expert], [amateur]] = await Promise.all([
-        lease.session.step([{ cache: lease.session.newCache(), tokens: ids, allLogits: true, adapter: lease.adapter }]),
-        ctx.pair.amateur.session.step([{ cache: ctx.pair.amateur.session.newCache(), tokens: ids, allLogits: true }]),
+        lease.session.step([{ cache: lease.session.newCache(), tokens: ids, allPositions: true, adapter: lease.adapter }]),
+        ctx.pair.amateur.session.step([{ cache: ctx.pair.amateur.session.newCache(), tokens: ids, allPositions: true }]),
       ]);
       await send({ event: { case: "started", value: { tokenIds: ids, adapterVersion: lease.version } } });
       const V = ctx.vocabSize;
       for (let position = first; position <= n; position++) {
         if (signal.aborted) throw signal.reason;
         // Row position - 1 holds the distribution over the token at `position`.
-        const distributions = await encodeStepDistributions(logSoftmax(expert.logits!, (position - 1) * V, V), logSoftmax(amateur.logits!, (position - 1) * V, V), spec, ctx.pairGraphs);
+        const row = (all: Float32Array) => all.subarray((position - 1) * V, position * V);
+        const distributions = await encodeStepDistributions(row(expert.positionLogProbs!), row(amateur.positionLogProbs!), spec, ctx.pairGraphs);
         await send({ event: { case: "position", value: { position, tokenId: position < n ? ids[position] : undefined, distributions } } });
       }
     } finally {

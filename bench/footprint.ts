@@ -5,7 +5,11 @@
 // Start-up is also given as the CPU seconds the service used until it listened, all threads
 // and the main thread alone (which holds up on a busy machine where wall time does not), and
 // as the service's own log lines until then, each with its time since spawn (one per stage).
-//   npx tsx bench/footprint.ts <expertDir> <amateurDir> [--streams 1,8] [--prompt 64] [--new 32] [--starts 2]
+// With --prepacked-cache <dir> every start passes it to the service: the first start writes the
+// entries, the later ones read them (so give --starts 2 or more). The weights are then file
+// pages that fault in at the first step: idle resident memory is low until then, and the peak
+// at the first stream count is what to hold against the weights.
+//   npx tsx bench/footprint.ts <expertDir> <amateurDir> [--streams 1,8] [--prompt 64] [--new 32] [--starts 2] [--prepacked-cache <dir>]
 import { readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { readModelConfig } from "#core/model/config.ts";
@@ -35,6 +39,7 @@ async function main(): Promise<void> {
   const promptTokens = Number(option(args, "--prompt", "64"));
   const newTokens = Number(option(args, "--new", "32"));
   const starts = Number(option(args, "--starts", "2"));
+  const prepackedCacheDir = args.includes("--prepacked-cache") ? option(args, "--prepacked-cache", "") : undefined;
   const configs = [readModelConfig(join(expertDir, "config.json")), readModelConfig(join(amateurDir, "config.json"))];
   const weights = weightBytes(expertDir) + weightBytes(amateurDir);
   const vocab = configs[0].vocabSize;
@@ -45,11 +50,11 @@ async function main(): Promise<void> {
   // Earlier starts warm the page cache; the last one is measured.
   const startSeconds: number[] = [];
   for (let i = 0; i < starts - 1; i++) {
-    const warm = await serveInference({ expertDir, amateurDir, maxBatchSize: Math.max(...streams), maxNewTokens: newTokens });
+    const warm = await serveInference({ expertDir, amateurDir, maxBatchSize: Math.max(...streams), maxNewTokens: newTokens, prepackedCacheDir });
     startSeconds.push(warm.startSeconds);
     await warm.stop();
   }
-  const served = await serveInference({ expertDir, amateurDir, maxBatchSize: Math.max(...streams), maxNewTokens: newTokens });
+  const served = await serveInference({ expertDir, amateurDir, maxBatchSize: Math.max(...streams), maxNewTokens: newTokens, prepackedCacheDir });
   startSeconds.push(served.startSeconds);
   try {
     // CPU time is what start-up costs on a machine shared with other work, where wall time is not.
@@ -80,6 +85,8 @@ async function main(): Promise<void> {
           idleRssMiB: Math.round(idle.rssBytes / MIB),
           idlePeakMiB: Math.round(idle.peakRssBytes / MIB),
           idleOverWeights: Number((idle.rssBytes / weights).toFixed(2)),
+          prepackedCacheDir: prepackedCacheDir ?? null,
+          firstPeakOverWeights: Number((first.peak / weights).toFixed(2)),
           byStreams: rows.map((r) => ({ streams: r.streams, peakMiB: Math.round(r.peak / MIB), wallMsPerStep: Number(r.msPerStep.toFixed(1)) })),
           perExtraStreamMiB: perStream === null ? null : Number((perStream / MIB).toFixed(2)),
           kvCachePerStreamMiB: Number((kv / MIB).toFixed(2)),

@@ -132,13 +132,22 @@ export interface ServedInference {
 }
 
 /** Starts `lightreasoner serve inference` on loopback with OS-chosen ports and waits until it listens. */
-export async function serveInference(options: { expertDir: string; amateurDir: string; maxBatchSize: number; maxNewTokens: number; threads?: number; batchGatherMs?: number }): Promise<ServedInference> {
+export async function serveInference(options: {
+  expertDir: string;
+  amateurDir: string;
+  maxBatchSize: number;
+  maxNewTokens: number;
+  threads?: number;
+  batchGatherMs?: number;
+  prepackedCacheDir?: string;
+}): Promise<ServedInference> {
   const started = performance.now();
   const spawnedAt = Date.now();
   const args = ["serve", "inference", "--expert", options.expertDir, "--amateur", options.amateurDir, "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0"];
   args.push("--execution-provider", "cpu", "--max-batch-size", String(options.maxBatchSize), "--max-new-tokens", String(options.maxNewTokens), "--log-level", "info");
   if (options.threads !== undefined) args.push("--threads", String(options.threads));
   if (options.batchGatherMs !== undefined) args.push("--batch-gather-ms", String(options.batchGatherMs));
+  if (options.prepackedCacheDir !== undefined) args.push("--prepacked-cache", options.prepackedCacheDir);
   const running = spawnCli(args);
   let listening: Record<string, unknown>;
   try {

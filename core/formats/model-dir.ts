@@ -85,6 +85,11 @@ function locateWeights(dir: string): WeightLayout {
   throw new ModelFormatError(dir, `no ${SINGLE_WEIGHTS_FILE} or ${WEIGHTS_INDEX_FILE} in the model directory${hint}`);
 }
 
+/** The safetensors files a model directory's weights are read from (one, or an index's shards), links resolved. */
+export function modelWeightFiles(dir: string): string[] {
+  return locateWeights(dir).files.map((file) => realpathSync(file));
+}
+
 /** Tensors that checkpoints carry but the model recomputes or shares. */
 function isHarmlessExtra(name: string, config: ModelConfig): boolean {
   if (name.endsWith(".rotary_emb.inv_freq")) return true;

@@ -1,8 +1,11 @@
 // `lightreasoner serve inference` as a real process: it logs the port it bound (port 0),
 // answers over gRPC and /metrics, rejects bad flags clearly, and on SIGTERM drains and
-// exits 0.
+// exits 0; with --prepacked-cache a second start reads what the first wrote.
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
+import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createClient } from "#core/grpc/adapter.ts";
@@ -71,6 +74,29 @@ describe("lightreasoner serve inference", () => {
       expect(running.lines.some((l) => l.msg === "inference server stopped")).toBe(true);
     } finally {
       running.child.kill("SIGKILL");
+    }
+  });
+
+  it("--prepacked-cache: the first start writes both models' entries, the next one reads them", async () => {
+    const cacheDir = mkdtempSync(join(tmpdir(), "lightreasoner-serve-prepacked-"));
+    const flags = ["--expert", pair.expertDir, "--amateur", pair.amateurDir, "--port", "0", "--metrics-port", "0", "--execution-provider", "cpu", "--prepacked-cache", cacheDir];
+    const cacheLines = (running: Running) => running.lines.map((l) => String(l.msg)).filter((m) => m.startsWith("onnxruntime: prepacked weights"));
+    try {
+      for (const verb of ["written to", "read from"]) {
+        const running = serve(flags);
+        try {
+          await logLine(running, (l) => typeof l.msg === "string" && l.msg.startsWith("inference server listening"));
+          expect(cacheLines(running)).toHaveLength(2);
+          expect(cacheLines(running).every((m) => m.startsWith(`onnxruntime: prepacked weights ${verb} ${cacheDir}`))).toBe(true);
+          running.child.kill("SIGTERM");
+          expect(await running.exited).toBe(0);
+        } finally {
+          running.child.kill("SIGKILL");
+        }
+      }
+      expect(readdirSync(cacheDir)).toHaveLength(2);
+    } finally {
+      rmSync(cacheDir, { recursive: true, force: true });
     }
   });
 

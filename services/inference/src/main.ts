@@ -40,6 +40,8 @@ export interface InferenceServerOptions {
   threads?: number;
   /** ONNX Runtime's weight prepacking on the CPU (default on; off starts faster and decodes slower). */
   prepack?: boolean;
+  /** Keep ONNX Runtime's prepacked weights here between starts (see model/prepacked-cache.ts); default: pack at every start. */
+  prepackedCacheDir?: string;
   limits?: Partial<ServerLimits>;
   /** Directories LoadAdapter may read from; none disables loading by path. */
   adapterDirs?: string[];
@@ -80,7 +82,7 @@ export async function startInferenceServer(options: InferenceServerOptions): Pro
   // Checked before the models load, so a bad credential setting fails fast.
   const access = accessPolicy({ ...options.access, clientCertificates: Boolean(options.tls?.clientCa) });
   const credentials = serverCredentials(options.tls);
-  const sessionOptions = { executionProvider: options.executionProvider ?? "auto", threads: options.threads, prepack: options.prepack, log: (message: string) => logger.info(message) };
+  const sessionOptions = { executionProvider: options.executionProvider ?? "auto", threads: options.threads, prepack: options.prepack, prepackedCacheDir: options.prepackedCacheDir, log: (message: string) => logger.info(message) };
 
   const pair = await openModelPair(options.expertDir, options.amateurDir, sessionOptions);
   logger.info({ expert: pair.expert.dir, amateur: pair.amateur.dir, vocabSize: pair.expert.vocabSize }, "expert and amateur share one tokenizer");

@@ -7,6 +7,8 @@ import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { ModelFormatError } from "#core/model/errors.ts";
+import type { PrepackedSource } from "./prepacked-cache.ts";
+import { openPrepackedSession } from "./prepacked-cache.ts";
 
 export const EXECUTION_PROVIDER_CHOICES = ["cpu", "cuda", "auto"] as const;
 export type ExecutionProviderChoice = (typeof EXECUTION_PROVIDER_CHOICES)[number];
@@ -18,6 +20,12 @@ export interface OrtSessionOptions {
   threads?: number;
   /** Let ONNX Runtime prepack weights on the CPU (default true; false saves start-up time, costs decode speed). */
   prepack?: boolean;
+  /**
+   * Keep ONNX Runtime's prepacked weights of CPU sessions in this folder between starts
+   * (prepacked-cache.ts): the first start writes an entry, later ones read it instead of
+   * packing. Only for graphs given as bytes with their source files named (ModelLocation).
+   */
+  prepackedCacheDir?: string;
   /** Write ONNX Runtime's per-node trace to `<prefix>_<time>.json` (ended by CausalLmSession.endProfiling); for bench/decode-profile.ts. */
   profileFilePrefix?: string;
   /** Receives one line saying which provider runs, and why CUDA was not used under "auto". */
@@ -45,9 +53,13 @@ export function cudaProviderInstalled(): boolean {
   return existsSync(join(dir, file));
 }
 
-/** How the model's bytes are found: external data of an in-memory graph is resolved in `externalDataDir`. */
+/**
+ * How the model's bytes are found: external data of an in-memory graph is resolved in
+ * `externalDataDir`; `sourceFiles` are the files its weights came from (the prepacked cache's key).
+ */
 export interface ModelLocation {
   externalDataDir?: string | null;
+  sourceFiles?: readonly string[];
 }
 
 function sessionOptions(provider: ExecutionProvider, { threads, prepack, profileFilePrefix }: OrtSessionOptions, location: ModelLocation): ort.InferenceSession.SessionOptions {
@@ -77,6 +89,14 @@ async function create(model: string | Uint8Array, options: ort.InferenceSession.
     return await ortCreate(model, options);
   } catch (err) {
     throw new ModelFormatError(source, `ONNX Runtime cannot load the model: ${(err as Error).message}`);
+  }
+}
+
+async function openCached(model: PrepackedSource, cacheDir: string, options: ort.InferenceSession.SessionOptions, log: (message: string) => void): Promise<ort.InferenceSession> {
+  try {
+    return await openPrepackedSession(model, { cacheDir, sessionOptions: options, log });
+  } catch (err) {
+    throw new ModelFormatError("<in-memory model>", `ONNX Runtime cannot load the model: ${(err as Error).message}`);
   }
 }
 
@@ -111,7 +131,11 @@ export async function openOrtSession(
       log(`onnxruntime: CUDA provider not installed; CPU execution provider for ${source}`);
     }
   }
-  const session = await create(model, sessionOptions("cpu", options, location), source);
+  const cpuOptions = sessionOptions("cpu", options, location);
+  const cacheable = options.prepackedCacheDir !== undefined && options.prepack !== false && typeof model !== "string" && (location.sourceFiles?.length ?? 0) > 0;
+  const session = cacheable
+    ? await openCached({ bytes: model, sourceFiles: location.sourceFiles!, graphOptimizationLevel: cpuOptions.graphOptimizationLevel! }, options.prepackedCacheDir!, cpuOptions, log)
+    : await create(model, cpuOptions, source);
   if (choice === "cpu") log(`onnxruntime: CPU execution provider for ${source}`);
   return { session, provider: "cpu" };
 }

@@ -56,6 +56,8 @@ export function buildOnnxModel(config: ModelConfig, weights: WeightMap, options:
 export interface ServedGraph {
   bytes: Uint8Array;
   externalDataDir: string | null;
+  /** The files its weights came from, when known (the key of ONNX Runtime's prepacked cache). */
+  sourceFiles?: readonly string[];
 }
 
 /** Safetensors tensors as graph weights that ONNX Runtime reads from their files itself. */

@@ -34,12 +34,13 @@ function cpuSeconds(pid: number, mainThreadOnly = false): number {
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
   const [expertDir, amateurDir] = args;
-  if (!expertDir || !amateurDir || expertDir.startsWith("--")) throw new Error("usage: footprint.ts <expertDir> <amateurDir> [--streams 1,8] [--prompt 64] [--new 32] [--starts 2]");
+  if (!expertDir || !amateurDir || expertDir.startsWith("--")) throw new Error("usage: footprint.ts <expertDir> <amateurDir> [--streams 1,8] [--prompt 64] [--new 32] [--starts 2] [--prepacked-cache <dir>]");
   const streams = option(args, "--streams", "1,8").split(",").map(Number);
   const promptTokens = Number(option(args, "--prompt", "64"));
   const newTokens = Number(option(args, "--new", "32"));
   const starts = Number(option(args, "--starts", "2"));
   const prepackedCacheDir = args.includes("--prepacked-cache") ? option(args, "--prepacked-cache", "") : undefined;
+  if (prepackedCacheDir === "") throw new Error("--prepacked-cache needs a folder");
   const configs = [readModelConfig(join(expertDir, "config.json")), readModelConfig(join(amateurDir, "config.json"))];
   const weights = weightBytes(expertDir) + weightBytes(amateurDir);
   const vocab = configs[0].vocabSize;

@@ -25,6 +25,13 @@ export function parsePortOption(flag: string) {
   };
 }
 
+export function parseFolderOption(flag: string) {
+  return (value: string): string => {
+    if (value.trim() === "") throw new InvalidArgumentError(`${flag} must name a folder, got an empty value`);
+    return value;
+  };
+}
+
 /** A comma-separated list, blanks dropped ("a:1, b:2" -> ["a:1", "b:2"]). */
 export const parseListOption = (value: string): string[] => value.split(",").map((t) => t.trim()).filter(Boolean);
 

@@ -8,7 +8,7 @@ import { EXECUTION_PROVIDER_CHOICES } from "#inference/model/execution-provider.
 import type { ExecutionProviderChoice } from "#inference/model/execution-provider.ts";
 import { DEFAULT_LIMITS } from "#inference/server/limits.ts";
 import { DEFAULT_BATCH_GATHER } from "#inference/engine/scheduler.ts";
-import { parseIntegerOption, parsePortOption } from "#cli/options.ts";
+import { parseFolderOption, parseIntegerOption, parsePortOption } from "#cli/options.ts";
 import { addServerSecurityOptions, serverSecurity } from "#cli/security-flags.ts";
 import type { ServerSecurityFlags } from "#cli/security-flags.ts";
 import { serveUntilSignal } from "./until-signal.ts";
@@ -56,6 +56,7 @@ export function registerServe(program: Command): Command {
     .option(
       "--prepacked-cache <dir>",
       "keep ONNX Runtime's prepacked weights in <dir> between starts: the first start writes them (about twice the models' float32 bytes on disk), later ones read them instead of packing",
+      parseFolderOption("--prepacked-cache"),
     )
     .option("--max-batch-size <n>", `sequences per batched forward pass (default ${defaultLimit("maxBatchSize")})`, parseIntegerOption("--max-batch-size"))
     .option("--max-streams <n>", `concurrent calls that run the models (default ${defaultLimit("maxStreams")})`, parseIntegerOption("--max-streams"))

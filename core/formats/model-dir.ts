@@ -85,9 +85,9 @@ function locateWeights(dir: string): WeightLayout {
   throw new ModelFormatError(dir, `no ${SINGLE_WEIGHTS_FILE} or ${WEIGHTS_INDEX_FILE} in the model directory${hint}`);
 }
 
-/** The safetensors files a model directory's weights are read from (one, or an index's shards), links resolved. */
+/** The safetensors files a model directory's weights are read from (one, or an index's shards), as the directory names them. */
 export function modelWeightFiles(dir: string): string[] {
-  return locateWeights(dir).files.map((file) => realpathSync(file));
+  return locateWeights(dir).files;
 }
 
 /** Tensors that checkpoints carry but the model recomputes or shares. */

@@ -134,7 +134,7 @@ export async function openOrtSession(
   const cpuOptions = sessionOptions("cpu", options, location);
   const cacheable = options.prepackedCacheDir !== undefined && options.prepack !== false && typeof model !== "string" && (location.sourceFiles?.length ?? 0) > 0;
   const session = cacheable
-    ? await openCached({ bytes: model, sourceFiles: location.sourceFiles!, graphOptimizationLevel: cpuOptions.graphOptimizationLevel! }, options.prepackedCacheDir!, cpuOptions, log)
+    ? await openCached({ bytes: model, sourceFiles: location.sourceFiles! }, options.prepackedCacheDir!, cpuOptions, log)
     : await create(model, cpuOptions, source);
   if (choice === "cpu") log(`onnxruntime: CPU execution provider for ${source}`);
   return { session, provider: "cpu" };

@@ -1,8 +1,10 @@
 // The prepacked cache on the tiny random expert that init-model writes: the first open writes
 // an entry, the second reads it, and both decode bit for bit as an uncached session does; a
-// changed weights file makes a new entry and drops the stale one; an unreadable entry is
-// written again; a folder that cannot be written leaves an uncached session that still works.
-import { existsSync, mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from "node:fs";
+// changed weights file (even rewritten in place with its times set back) makes a new entry and
+// drops the stale one, while the other role's entry of the same files stays; an unreadable
+// entry is written again; a folder that cannot be made or that every user may write leaves an
+// uncached session that still works. No build folder is ever left behind.
+import { chmodSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, statSync, utimesSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -10,7 +12,7 @@ import { writeTinyPair } from "#test/inference/helpers.ts";
 import type { TinyPair } from "#test/inference/helpers.ts";
 import { SERVED_GRAPH_OPTIONS, servedGraph } from "#inference/engine/served-model.ts";
 import { CausalLmSession } from "./session.ts";
-import { prepackedCacheKey } from "./prepacked-cache.ts";
+import type { ModelRole } from "#inference/engine/served-model.ts";
 
 let pair: TinyPair;
 let scratch: string;
@@ -26,9 +28,9 @@ afterAll(() => {
 const PROMPT = [5, 17, 3, 42, 8, 19];
 
 /** The log-probabilities of a 6-token prefill and three decode steps, all rows concatenated. */
-async function decode(cacheDir?: string): Promise<{ rows: Float32Array[]; log: string[] }> {
+async function decode(cacheDir?: string, role: ModelRole = "expert"): Promise<{ rows: Float32Array[]; log: string[] }> {
   const log: string[] = [];
-  const session = await CausalLmSession.open(servedGraph(pair.expertDir, SERVED_GRAPH_OPTIONS.expert).graph, {
+  const session = await CausalLmSession.open(servedGraph(pair.expertDir, SERVED_GRAPH_OPTIONS[role]).graph, {
     executionProvider: "cpu",
     threads: 1,
     prepackedCacheDir: cacheDir,
@@ -44,14 +46,22 @@ async function decode(cacheDir?: string): Promise<{ rows: Float32Array[]; log: s
   }
 }
 
-const entries = (dir: string) => readdirSync(dir).filter((name) => !name.startsWith("."));
+/** The entries in a cache folder, after checking that no build folder was left there. */
+function entries(dir: string): string[] {
+  const names = readdirSync(dir);
+  expect(names.filter((name) => name.startsWith(".building-"))).toEqual([]);
+  return names;
+}
+
+const wrote = (run: { log: string[] }) => run.log.some((l) => l.startsWith("onnxruntime: prepacked weights written to "));
+const read = (run: { log: string[] }) => run.log.some((l) => l.startsWith("onnxruntime: prepacked weights read from "));
 
 describe("prepacked cache", () => {
   it("writes an entry on the first open, reads it on the next, and decodes bit for bit as without it", async () => {
     const cacheDir = join(scratch, "same");
     const uncached = await decode();
     const first = await decode(cacheDir);
-    expect(first.log.some((l) => l.startsWith("onnxruntime: prepacked weights written to "))).toBe(true);
+    expect(wrote(first)).toBe(true);
     expect(entries(cacheDir)).toHaveLength(1);
     const entry = join(cacheDir, entries(cacheDir)[0]);
     expect(existsSync(join(entry, "model.onnx")) && existsSync(join(entry, "weights.bin"))).toBe(true);
@@ -61,23 +71,40 @@ describe("prepacked cache", () => {
     for (const run of [first, second]) run.rows.forEach((row, i) => expect(row).toEqual(uncached.rows[i]));
   });
 
-  it("keys an entry by the weights file: a modified file makes a new entry and drops the stale one", async () => {
-    const cacheDir = join(scratch, "modified");
-    const graph = servedGraph(pair.expertDir, SERVED_GRAPH_OPTIONS.expert).graph;
-    const source = { bytes: graph.bytes, sourceFiles: graph.sourceFiles!, graphOptimizationLevel: "all" };
+  it("keys an entry by the weights file's state: a touched file makes a new entry and drops the stale one, the other role's stays", async () => {
+    const cacheDir = join(scratch, "touched");
     await decode(cacheDir);
+    const amateurRole = await decode(cacheDir, "amateur");
+    expect(wrote(amateurRole)).toBe(true);
     const before = entries(cacheDir);
-    const keyBefore = prepackedCacheKey(source);
+    expect(before).toHaveLength(2);
+    const weights = join(pair.expertDir, "model.safetensors");
     const later = new Date(Date.now() + 60_000);
-    utimesSync(graph.sourceFiles![0], later, later);
-    expect(prepackedCacheKey(source)).not.toBe(keyBefore);
+    utimesSync(weights, later, later);
     const after = await decode(cacheDir);
-    expect(after.log.some((l) => l.startsWith("onnxruntime: prepacked weights written to "))).toBe(true);
+    expect(wrote(after)).toBe(true);
+    // The expert's new entry replaced its stale one; the amateur graph's entry (same files, stale too) is another model's and stays until it is opened.
+    const now = entries(cacheDir);
+    expect(now).toHaveLength(2);
+    expect(now.filter((name) => !before.includes(name))).toHaveLength(1);
+  });
+
+  it("sees weights rewritten in place with their times set back (the change time moves)", async () => {
+    const cacheDir = join(scratch, "rewritten");
+    const original = await decode(cacheDir);
+    const weights = join(pair.expertDir, "model.safetensors");
+    const { atime, mtime, size } = statSync(weights);
+    // The file's last four bytes end some tensor's data: same size, new value.
+    const fd = openSync(weights, "r+");
+    writeSync(fd, Buffer.from(Float32Array.of(0.75).buffer), 0, 4, size - 4);
+    closeSync(fd);
+    utimesSync(weights, atime, mtime);
+    const uncached = await decode();
+    expect(uncached.rows.some((row, i) => row.some((v, j) => v !== original.rows[i][j]))).toBe(true);
+    const cached = await decode(cacheDir);
+    expect(wrote(cached)).toBe(true);
+    cached.rows.forEach((row, i) => expect(row).toEqual(uncached.rows[i]));
     expect(entries(cacheDir)).toHaveLength(1);
-    expect(entries(cacheDir)[0]).not.toBe(before[0]);
-    // Same model, other graph (the amateur's role has no LoRA inputs): another key.
-    const amateurGraph = servedGraph(pair.expertDir, SERVED_GRAPH_OPTIONS.amateur).graph;
-    expect(prepackedCacheKey({ ...source, bytes: amateurGraph.bytes })).not.toBe(prepackedCacheKey(source));
   });
 
   it("writes an unreadable entry again", async () => {
@@ -88,18 +115,27 @@ describe("prepacked cache", () => {
     writeFileSync(join(entry, "model.onnx"), "not an ONNX model");
     const again = await decode(cacheDir);
     expect(again.log.some((l) => l.startsWith(`onnxruntime: prepacked cache entry ${entry} is unreadable`))).toBe(true);
-    expect(again.log.some((l) => l.startsWith("onnxruntime: prepacked weights written to "))).toBe(true);
+    expect(wrote(again)).toBe(true);
     again.rows.forEach((row, i) => expect(row).toEqual(uncached.rows[i]));
-    const third = await decode(cacheDir);
-    expect(third.log.some((l) => l.startsWith("onnxruntime: prepacked weights read from "))).toBe(true);
+    expect(read(await decode(cacheDir))).toBe(true);
   });
 
-  it("opens without the cache, saying why, when its folder cannot be made", async () => {
+  it("opens without the cache, saying why, when its folder cannot be made or every user may write it", async () => {
+    const uncached = await decode();
     const blocker = join(scratch, "a-file");
     writeFileSync(blocker, "");
-    const uncached = await decode();
-    const run = await decode(join(blocker, "cache"));
-    expect(run.log.some((l) => l.startsWith("onnxruntime: prepacked cache not written ("))).toBe(true);
-    run.rows.forEach((row, i) => expect(row).toEqual(uncached.rows[i]));
+    const shared = join(scratch, "world-writable");
+    mkdirSync(shared);
+    chmodSync(shared, 0o777);
+    for (const [cacheDir, reason] of [
+      [join(blocker, "cache"), "onnxruntime: prepacked cache not used (ENOTDIR"],
+      [shared, `onnxruntime: prepacked cache not used: ${shared} is writable by every user (mode 777)`],
+    ]) {
+      const run = await decode(cacheDir);
+      expect(run.log.some((l) => l.startsWith(reason))).toBe(true);
+      expect(wrote(run) || read(run)).toBe(false);
+      run.rows.forEach((row, i) => expect(row).toEqual(uncached.rows[i]));
+    }
+    expect(readdirSync(shared)).toEqual([]);
   });
 });

@@ -4,11 +4,13 @@
 // graph with the packed weights in its external data file; a session opened on that file maps
 // them from it instead of packing again, so they are also file pages that replicas on one host
 // share through the page cache. An entry costs disk: the packed weights and a copy of the
-// originals (ONNX Runtime writes both), about twice the model's float32 bytes.
+// originals (ONNX Runtime writes both), about twice the model's float32 bytes. ONNX Runtime
+// warns, when it writes one, that the saved graph suits only this machine: the entry's name
+// covers the CPU, so another machine sharing the folder writes its own.
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, statfsSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, statfsSync } from "node:fs";
 import { arch, cpus } from "node:os";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { createRequire } from "node:module";
 import * as ort from "onnxruntime-node";
 
@@ -18,43 +20,52 @@ const MODEL_FILE = "model.onnx";
 const WEIGHTS_FILE = "weights.bin";
 /** Disk an entry needs, as a multiple of its source weights (originals copied + packed copy), checked before writing one. */
 const DISK_PER_WEIGHT_BYTE = 2.5;
+const BUILDING_PREFIX = ".building-";
+const ABANDONED_BUILD_MS = 60 * 60 * 1000;
 
-/** What a cached session was made from: any change to one of these makes another entry. */
+/** What a cached session is made from. */
 export interface PrepackedSource {
   /** The graph as ONNX Runtime would be given it (weights inline or as external data references). */
   bytes: Uint8Array;
-  /** Files its weights were read from (the safetensors shards): their identity and modification are part of the key. */
+  /** Files its weights are read from (the safetensors shards), as the model directory names them. */
   sourceFiles: readonly string[];
-  /** Settings that change the optimized graph. */
-  graphOptimizationLevel: string;
 }
 
-/** The key of an entry: the graph's bytes, each source file's identity, this CPU and this ONNX Runtime. */
-export function prepackedCacheKey(source: PrepackedSource): string {
-  const files = source.sourceFiles.map((file) => {
+/**
+ * An entry's folder name, `<tag>-<state>`. The tag covers what makes a different model or
+ * layout (the graph's bytes, the source files' names, this CPU, this ONNX Runtime, the options
+ * that shape the optimized graph); the state covers the source files' size, inode, modification
+ * and change times. Entries with the same tag and another state are older versions of the
+ * same files, which a new entry replaces.
+ */
+export function prepackedEntryName(source: PrepackedSource, sessionOptions: ort.InferenceSession.SessionOptions): string {
+  const tag = createHash("sha256")
+    .update(JSON.stringify({ version: FORMAT_VERSION, onnxruntime: onnxRuntimeVersion(), cpu: cpuIdentity(), options: graphShapingOptions(sessionOptions), files: source.sourceFiles }))
+    .update(source.bytes)
+    .digest("hex");
+  const state = source.sourceFiles.map((file) => {
     const stat = statSync(file, { bigint: true });
-    // ctime too: it moves on every write and cannot be set back, where mtime can.
-    return { path: realpathSync(file), size: String(stat.size), modified: String(stat.mtimeNs), changed: String(stat.ctimeNs), inode: String(stat.ino) };
+    // ctime too: every write moves it and nothing sets it back, where mtime can be set to anything.
+    return [String(stat.size), String(stat.ino), String(stat.mtimeNs), String(stat.ctimeNs)];
   });
-  const hash = createHash("sha256");
-  hash.update(JSON.stringify({ version: FORMAT_VERSION, onnxruntime: onnxRuntimeVersion(), cpu: cpuIdentity(), level: source.graphOptimizationLevel, files }));
-  hash.update(source.bytes);
-  return hash.digest("hex").slice(0, 32);
+  return `${tag.slice(0, 16)}-${createHash("sha256").update(JSON.stringify(state)).digest("hex").slice(0, 16)}`;
 }
 
-/** Entries of one model share a prefix: a new entry for the same files replaces the stale ones. */
-function sourceTag(sourceFiles: readonly string[]): string {
-  return createHash("sha256").update(JSON.stringify(sourceFiles.map((f) => realpathSync(f)).sort())).digest("hex").slice(0, 12);
+/** The session options that change what ONNX Runtime writes (not threads, logging or profiling; not where the source's external data is). */
+function graphShapingOptions(options: ort.InferenceSession.SessionOptions): unknown {
+  const session = { ...(options.extra?.session as Record<string, string> | undefined) };
+  delete session.model_external_initializers_file_folder_path;
+  return { providers: options.executionProviders, level: options.graphOptimizationLevel, session };
 }
 
-/** The packed layout depends on the instruction set MLAS picked for this CPU: the model and its flags. */
+/** The packed layout depends on the kernels MLAS picked for this CPU: its model and instruction-set flags (x86 and Arm spellings). */
 function cpuIdentity(): string {
   try {
     const info = readFileSync("/proc/cpuinfo", "utf8");
-    const field = (name: string) => info.match(new RegExp(`^${name}\\s*:\\s*(.*)$`, "m"))?.[1] ?? "";
-    return `${arch()} ${field("model name")} ${field("flags")}`;
+    const fields = ["vendor_id", "model name", "flags", "CPU implementer", "CPU part", "CPU variant", "Features"];
+    return [arch(), ...fields.map((name) => info.match(new RegExp(`^${name}\\s*:\\s*(.*)$`, "m"))?.[1] ?? "")].join("|");
   } catch {
-    return `${arch()} ${cpus()[0]?.model ?? "unknown"}`;
+    return `${arch()}|${cpus()[0]?.model ?? "unknown"}`;
   }
 }
 
@@ -80,13 +91,23 @@ export interface PrepackedOpenOptions {
 export async function openPrepackedSession(source: PrepackedSource, options: PrepackedOpenOptions): Promise<ort.InferenceSession> {
   const { cacheDir, sessionOptions, log } = options;
   const started = performance.now();
-  const key = prepackedCacheKey(source);
-  const tag = sourceTag(source.sourceFiles);
-  const entry = join(cacheDir, `${tag}-${key}`);
   const seconds = () => ((performance.now() - started) / 1000).toFixed(1);
+  let name: string;
+  try {
+    const refusal = unusableCacheDir(cacheDir);
+    if (refusal) {
+      log(`onnxruntime: prepacked cache not used: ${refusal}`);
+      return await ort.InferenceSession.create(source.bytes, sessionOptions);
+    }
+    name = prepackedEntryName(source, sessionOptions);
+  } catch (err) {
+    log(`onnxruntime: prepacked cache not used (${(err as Error).message})`);
+    return ort.InferenceSession.create(source.bytes, sessionOptions);
+  }
+  const entry = join(cacheDir, name);
   if (existsSync(join(entry, MODEL_FILE))) {
     try {
-      // The entry's graph is optimized already: running the optimizers again would only cost time.
+      // The entry's graph is optimized already; optimizing it again could also rename the nodes its packed weights are saved under.
       const session = await ort.InferenceSession.create(join(entry, MODEL_FILE), { ...withoutExternalFolder(sessionOptions), graphOptimizationLevel: "disabled" });
       log(`onnxruntime: prepacked weights read from ${entry} in ${seconds()} s`);
       return session;
@@ -95,24 +116,26 @@ export async function openPrepackedSession(source: PrepackedSource, options: Pre
       removeQuietly(entry);
     }
   }
+  removeAbandonedBuilds(cacheDir);
   const room = freeBytes(cacheDir);
   const needed = DISK_PER_WEIGHT_BYTE * (source.sourceFiles.reduce((sum, f) => sum + statSync(f).size, 0) + source.bytes.byteLength);
   if (room !== null && room < needed) {
     log(`onnxruntime: prepacked cache not written: ${cacheDir} has ${gib(room)} free, an entry needs about ${gib(needed)}`);
     return ort.InferenceSession.create(source.bytes, sessionOptions);
   }
-  const building = join(cacheDir, `.building-${tag}-${key}-${process.pid}`);
+  let building: string | undefined;
   let session: ort.InferenceSession;
   try {
-    mkdirSync(building, { recursive: true, mode: 0o700 });
+    // A folder of this process's own (mkdtemp): replicas that share the cache never write into one another's.
+    building = mkdtempSync(join(cacheDir, `${BUILDING_PREFIX}${name}-`));
     session = await ort.InferenceSession.create(source.bytes, savingOptions(sessionOptions, join(building, MODEL_FILE)));
   } catch (err) {
-    removeQuietly(building);
+    if (building) removeQuietly(building);
     log(`onnxruntime: prepacked cache not written (${(err as Error).message}); opening without it`);
     return ort.InferenceSession.create(source.bytes, sessionOptions);
   }
   try {
-    publish(building, entry, tag, cacheDir);
+    publish(building, entry, cacheDir);
     log(`onnxruntime: prepacked weights written to ${entry} in ${seconds()} s (${gib(statSync(join(entry, WEIGHTS_FILE)).size)}); later starts read them`);
   } catch (err) {
     removeQuietly(building);
@@ -121,13 +144,38 @@ export async function openPrepackedSession(source: PrepackedSource, options: Pre
   return session;
 }
 
+/**
+ * Why `dir` must not hold the cache, or null when it may: a cached graph is code ONNX Runtime
+ * runs, so the folder must be this user's and closed to other users' writes.
+ */
+function unusableCacheDir(dir: string): string | null {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const stat = statSync(dir);
+  if (!stat.isDirectory()) return `${dir} is not a directory`;
+  const uid = process.getuid?.();
+  if (uid !== undefined && stat.uid !== uid) return `${dir} belongs to uid ${stat.uid}, not to this process (uid ${uid})`;
+  if ((stat.mode & 0o002) !== 0) return `${dir} is writable by every user (mode ${(stat.mode & 0o777).toString(8)})`;
+  return null;
+}
+
+/** Build folders left by a process that died while writing (an hour is far longer than any write). */
+function removeAbandonedBuilds(cacheDir: string): void {
+  for (const name of readdirSync(cacheDir)) {
+    if (!name.startsWith(BUILDING_PREFIX)) continue;
+    const path = join(cacheDir, name);
+    try {
+      if (Date.now() - statSync(path).mtimeMs > ABANDONED_BUILD_MS) removeQuietly(path);
+    } catch {
+      // Gone already: another process cleaned it up.
+    }
+  }
+}
+
 /** The options that also make ONNX Runtime write the optimized graph and its packed weights to `modelPath`. */
 function savingOptions(options: ort.InferenceSession.SessionOptions, modelPath: string): ort.InferenceSession.SessionOptions {
   return {
     ...options,
     optimizedModelFilePath: modelPath,
-    // The saved graph holds optimizations for this CPU; the key names the CPU, so the warning ONNX Runtime prints about that does not apply.
-    logSeverityLevel: 3,
     extra: {
       ...options.extra,
       session: {
@@ -140,8 +188,8 @@ function savingOptions(options: ort.InferenceSession.SessionOptions, modelPath: 
   };
 }
 
-/** Moves a finished entry into place (a rename: readers never see half of one) and drops the same model's stale entries. */
-function publish(building: string, entry: string, tag: string, cacheDir: string): void {
+/** Moves a finished entry into place (a rename: readers never see half of one) and drops the older versions of the same files. */
+function publish(building: string, entry: string, cacheDir: string): void {
   try {
     renameSync(building, entry);
   } catch (err) {
@@ -149,6 +197,7 @@ function publish(building: string, entry: string, tag: string, cacheDir: string)
     if (!existsSync(join(entry, MODEL_FILE))) throw err;
     removeQuietly(building);
   }
+  const tag = basename(entry).split("-")[0];
   for (const name of readdirSync(cacheDir)) {
     if (name.startsWith(`${tag}-`) && join(cacheDir, name) !== entry) removeQuietly(join(cacheDir, name));
   }
@@ -163,7 +212,6 @@ function withoutExternalFolder(options: ort.InferenceSession.SessionOptions): or
 
 function freeBytes(dir: string): number | null {
   try {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
     const stats = statfsSync(dir);
     return stats.bavail * stats.bsize;
   } catch {

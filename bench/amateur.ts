@@ -13,7 +13,7 @@
 import type { SummarizeOptions } from "#core/math/sparse-step.ts";
 import { PairSummaryGraph } from "#inference/model/pair-summary-graph.ts";
 import type { CausalLmSession, StepResult } from "#inference/model/session.ts";
-import { openServedSession, runEngineTrajectories, decodeTokensPerSecond, tokensPerSecond } from "./engine-lockstep.ts";
+import { openServedSession, runEngineTrajectories, decodeStepMs, decodeTokensPerSecond, tokensPerSecond } from "./engine-lockstep.ts";
 import type { TokenFlops } from "./flops.ts";
 import { flopsPerToken, meanContext } from "./flops.ts";
 import type { ModelConfig } from "#core/model/config.ts";
@@ -101,6 +101,8 @@ export interface EndToEnd {
   maxPrefillBatch: number;
   tokensPerSecond: Measured;
   decodeTokensPerSecond: Measured;
+  /** Milliseconds per decode step (after the prefill), whole and in the expert's step, the amateur's step and the summaries. */
+  decodeStepMs: { step: Measured; expert: Measured; amateur: Measured; summary: Measured };
   /** Expert + amateur FLOPs per generated token at the trajectory's mean context. */
   expert: TokenFlops;
   amateur: TokenFlops;
@@ -214,7 +216,10 @@ async function endToEnd(prepared: PreparedPair, workload: AmateurWorkload, setti
     const runs = [];
     for (let r = 0; r < e2e.repeats; r++) {
       runs.push(await run(workload.newTokens));
-      log(`  end to end ${workload.name} x${e2e.streams}: ${tokensPerSecond(runs[r]).toFixed(1)} tokens/s (${decodeTokensPerSecond(runs[r]).toFixed(1)} after the prefill)`);
+      const ms = decodeStepMs(runs[r]);
+      log(
+        `  end to end ${workload.name} x${e2e.streams}: ${tokensPerSecond(runs[r]).toFixed(1)} tokens/s (${decodeTokensPerSecond(runs[r]).toFixed(1)} after the prefill; a decode step ${ms.step.toFixed(1)} ms: expert ${ms.expert.toFixed(1)}, amateur ${ms.amateur.toFixed(1)}, summaries ${ms.summary.toFixed(1)})`,
+      );
     }
     const context = meanContext(workload.promptTokens, workload.newTokens);
     const ex = flopsPerToken(prepared.expert.config, context);
@@ -225,6 +230,12 @@ async function endToEnd(prepared: PreparedPair, workload: AmateurWorkload, setti
       maxPrefillBatch: e2e.maxPrefillBatch,
       tokensPerSecond: measured(runs.map(tokensPerSecond), "tokens/s"),
       decodeTokensPerSecond: measured(runs.map(decodeTokensPerSecond), "tokens/s"),
+      decodeStepMs: {
+        step: measured(runs.map((t) => decodeStepMs(t).step), "ms"),
+        expert: measured(runs.map((t) => decodeStepMs(t).expert), "ms"),
+        amateur: measured(runs.map((t) => decodeStepMs(t).amateur), "ms"),
+        summary: measured(runs.map((t) => decodeStepMs(t).summary), "ms"),
+      },
       expert: ex,
       amateur: am,
       flopsPerToken: ex.total + am.total,

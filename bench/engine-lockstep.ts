@@ -56,10 +56,23 @@ export interface RunTiming {
   firstTokenSeconds: number;
 }
 
+/** A run of this file's loop, which also times its parts. */
+export interface EngineRunTiming extends RunTiming {
+  /** Of the steps after the prefill: how many, and the seconds spent in each model's step and in the summaries. */
+  decodeSteps: number;
+  decodeSplit: { expertSeconds: number; amateurSeconds: number; summarySeconds: number };
+}
+
 export const tokensPerSecond = (t: RunTiming) => t.tokens / t.seconds;
 
 /** Tokens after each stream's first, per second of the time after the last first token. */
 export const decodeTokensPerSecond = (t: RunTiming) => (t.tokens - t.streams) / Math.max(t.seconds - t.firstTokenSeconds, 1e-9);
+
+/** Milliseconds per decode step: its whole wall time, and the expert's, the amateur's and the summaries' parts (the rest is the loop's own work). */
+export function decodeStepMs(t: EngineRunTiming): { step: number; expert: number; amateur: number; summary: number } {
+  const per = (seconds: number) => (seconds * 1000) / Math.max(t.decodeSteps, 1);
+  return { step: per(t.seconds - t.firstTokenSeconds), expert: per(t.decodeSplit.expertSeconds), amateur: per(t.decodeSplit.amateurSeconds), summary: per(t.decodeSplit.summarySeconds) };
+}
 
 /**
  * A model as the inference service serves it in `role`: the graph built at start-up (the
@@ -87,7 +100,7 @@ export async function stepInGroups(session: CausalLmSession, requests: StepReque
   return out;
 }
 
-export async function runEngineTrajectories(options: EngineRunOptions): Promise<RunTiming> {
+export async function runEngineTrajectories(options: EngineRunOptions): Promise<EngineRunTiming> {
   const { expert, amateur, prompts, newTokens, scoring, summarize, summary, eosTokenIds } = options;
   const maxPrefillBatch = options.maxPrefillBatch ?? prompts.length;
   if (!Number.isInteger(maxPrefillBatch) || maxPrefillBatch < 1) throw new BenchInputError("maxPrefillBatch", `must be a positive integer, got ${maxPrefillBatch}`);
@@ -100,15 +113,27 @@ export async function runEngineTrajectories(options: EngineRunOptions): Promise<
   let active = streams;
   let firstTokenAt = 0;
   let tokens = 0;
+  const split = { expertSeconds: 0, amateurSeconds: 0, summarySeconds: 0 };
+  let decodeSteps = 0;
   while (active.length > 0) {
-    const group = firstTokenAt === 0 ? maxPrefillBatch : active.length;
+    const decoding = firstTokenAt !== 0;
+    const group = decoding ? active.length : maxPrefillBatch;
+    const t0 = performance.now();
     const expertOut = await stepInGroups(expert, active.map((s) => ({ cache: s.expertCache, tokens: s.pending })), group);
+    const t1 = performance.now();
     const amateurOut =
       scoring === "kv-cache"
         ? await stepInGroups(amateur, active.map((s) => ({ cache: s.amateurCache, tokens: s.pending })), group)
         : await stepInGroups(amateur, active.map((s) => ({ cache: amateur.newCache(), tokens: s.sequence })), group);
+    const t2 = performance.now();
     // The service summarizes every stream's step concurrently; so does this loop.
     await Promise.all(active.map((_, b) => summarize(expertOut[b].logProbs, amateurOut[b].logProbs, summary)));
+    if (decoding) {
+      decodeSteps++;
+      split.expertSeconds += (t1 - t0) / 1000;
+      split.amateurSeconds += (t2 - t1) / 1000;
+      split.summarySeconds += (performance.now() - t2) / 1000;
+    }
     active.forEach((s, b) => {
       const token = argmaxToken(expertOut[b].logProbs);
       s.sequence.push(token);
@@ -122,5 +147,5 @@ export async function runEngineTrajectories(options: EngineRunOptions): Promise<
   const ended = performance.now();
   // Done with, as the scheduler's finished sequences are: a session's buffers drop their rows instead of handing them back later.
   for (const s of streams) [s.expertCache, s.amateurCache].forEach((c) => c.discard());
-  return { tokens, streams: prompts.length, seconds: (ended - started) / 1000, firstTokenSeconds: (firstTokenAt - started) / 1000 };
+  return { tokens, streams: prompts.length, seconds: (ended - started) / 1000, firstTokenSeconds: (firstTokenAt - started) / 1000, decodeSteps, decodeSplit: split };
 }

@@ -5,6 +5,7 @@ import type { BenchReport } from "./run-bench.ts";
 import { blasKind as blasKindOf } from "./limits.ts";
 import type { ServiceMemory } from "./memory.ts";
 import { formatBytes, formatMeasured, formatNumber, formatPercent, formatRatio } from "./stats.ts";
+import type { Measured } from "./stats.ts";
 import { describeLoraScale } from "./lora-scale.ts";
 import { renderTable } from "./text-table.ts";
 
@@ -146,6 +147,11 @@ function amateurLines(r: BenchReport): string[] {
           ];
         }),
       ),
+      ...ends.map((p) => {
+        const ms = p.endToEnd!.decodeStepMs;
+        const share = (part: Measured) => formatPercent(part.median / ms.step.median);
+        return `  ${p.pair.name}: a decode step ${formatNumber(ms.step.median)} ms = expert ${formatNumber(ms.expert.median)} (${share(ms.expert)}) + amateur ${formatNumber(ms.amateur.median)} (${share(ms.amateur)}) + summaries ${formatNumber(ms.summary.median)} (${share(ms.summary)}) + the loop's own work (medians)`;
+      }),
     );
   }
   return out;

@@ -80,7 +80,12 @@ describe("amateur section at the built-in pair's shape", () => {
     expect(e).toMatchObject({ streams: 3, newTokens: 5, maxPrefillBatch: 2, context: 6 + 3 });
     expect(e.flopsPerToken).toBe(e.expert.total + e.amateur.total);
     expect(e.tokensPerSecond.median).toBeGreaterThan(0);
+    // The decode step's parts are timed inside it: each took some time, together no more than the step.
+    const ms = e.decodeStepMs;
+    for (const part of [ms.expert, ms.amateur, ms.summary]) expect(part.median).toBeGreaterThan(0);
+    expect(ms.expert.median + ms.amateur.median + ms.summary.median).toBeLessThanOrEqual(ms.step.median);
     const table = printed({ amateur: result });
+    expect(table).toMatch(/built-in: a decode step [\d.]+ ms = expert [\d.]+ \([\d.]+%\) \+ amateur [\d.]+ \([\d.]+%\) \+ summaries [\d.]+ \([\d.]+%\)/);
     expect(table).toContain("The amateur's cost on Test CPU");
     expect(table).toMatch(/built-in \(99,200\)\s+6 \+ 5\s+2\s+10.0 \/ 40.0 \(4.00x\)/);
     expect(table).toContain("as the reference does: LM head at every position");

@@ -15,6 +15,8 @@ export interface MachineInfo {
   node: string;
   onnxruntimeNode: string;
   tfjs: string;
+  /** GLIBC_TUNABLES the run started with (null: glibc's defaults); see malloc-settings.ts. */
+  glibcTunables: string | null;
   /** 1-minute load average when the run started. */
   loadAverageAtStart: number;
   loadAverageAtEnd?: number;
@@ -61,6 +63,7 @@ export function describeMachine(): MachineInfo {
     node: process.version,
     onnxruntimeNode: packageVersion("onnxruntime-node"),
     tfjs: packageVersion("@tensorflow/tfjs"),
+    glibcTunables: process.env.GLIBC_TUNABLES ?? null,
     loadAverageAtStart: loadavg()[0],
   };
 }

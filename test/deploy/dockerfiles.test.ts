@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { validate } from "dockerfile-utils";
 import { describe, expect, it } from "vitest";
 import { deployDir, flagValue, root } from "./deploy-files.ts";
+import { RECOMMENDED_GLIBC_TUNABLES } from "#inference/model/malloc-settings.ts";
 
 interface Instruction {
   keyword: string;
@@ -130,6 +131,12 @@ describe.each(Object.entries(files))("deploy/docker/%s.Dockerfile", (service, fi
       expect(flagValue(exec(find(stage("cpu"), "CMD")[0].args), "--execution-provider")).toBe("cpu");
       expect(stage("gpu").base).toBe("${CUDA_IMAGE}");
       expect(text).toMatch(/^ARG CUDA_IMAGE=nvidia\/cuda:12\.\S+-cudnn-runtime-/m);
+    });
+
+    it("starts both runtime images with the glibc tunables the service recommends, as npm run bench does", () => {
+      for (const name of ["gpu", "cpu"]) expect(find(stage(name), "ENV").map((e) => e.args)).toContain(`GLIBC_TUNABLES=${RECOMMENDED_GLIBC_TUNABLES}`);
+      const scripts = (JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { scripts: Record<string, string> }).scripts;
+      expect(scripts.bench).toContain(`GLIBC_TUNABLES=${RECOMMENDED_GLIBC_TUNABLES} `);
     });
   } else {
     it("gpu: installs tfjs-node-gpu (failing the build if npm skipped it) and forces that backend", () => {

@@ -120,6 +120,7 @@ export async function openOrtSession(
       try {
         const session = await ortCreate(model, sessionOptions("cuda", options, location));
         log(`onnxruntime: CUDA execution provider for ${source}`);
+        if (options.prepackedCacheDir !== undefined) log("onnxruntime: prepacked cache not used: weights are packed only on the CPU");
         return { session, provider: "cuda" };
       } catch (err) {
         if (choice === "cuda") throw new ExecutionProviderError(`CUDA execution provider failed for ${source}: ${(err as Error).message}`);

@@ -10,10 +10,8 @@
 // everywhere), on a variant of the same graph built with head "every position". Then the whole
 // lockstep sampling loop (expert writes greedily, amateur scores, SPARSE summary every step)
 // runs at the same length, to be held against the machine's ceiling from the limits section.
-import type { SummarizeOptions } from "#core/math/sparse-step.ts";
-import { PairSummaryGraph } from "#inference/model/pair-summary-graph.ts";
 import type { CausalLmSession, StepResult } from "#inference/model/session.ts";
-import { openServedSession, runEngineTrajectories, decodeStepMs, decodeTokensPerSecond, tokensPerSecond } from "./engine-lockstep.ts";
+import { openLockstepPair, openServedSession, decodeStepMs, decodeTokensPerSecond, tokensPerSecond } from "./engine-lockstep.ts";
 import type { TokenFlops } from "./flops.ts";
 import { flopsPerToken, meanContext } from "./flops.ts";
 import type { ModelConfig } from "#core/model/config.ts";
@@ -204,23 +202,18 @@ async function endToEnd(prepared: PreparedPair, workload: AmateurWorkload, setti
   const e2e = workload.endToEnd;
   if (!e2e) return null;
   const prompts = randomPrompts(prepared.expert.config.vocabSize, e2e.streams, workload.promptTokens, 31);
-  const [expert, amateur] = [await openServedSession(prepared.expert.dir, "expert"), await openServedSession(prepared.amateur.dir, "amateur")];
-  const pairGraph = await PairSummaryGraph.open(prepared.expert.config.vocabSize);
+  const pair = await openLockstepPair(prepared.expert.dir, prepared.amateur.dir, prepared.expert.config.vocabSize, { alpha: settings.sampling.alpha, topK: settings.sampling.topK });
   try {
-    const summary = { alpha: settings.sampling.alpha, topK: settings.sampling.topK };
-    // The summary on the graph the service runs it on, not in JavaScript (7x slower at 151,936).
-    const summarize = (logpExpert: Float32Array, logpAmateur: Float32Array, options: SummarizeOptions) => pairGraph.summarize({ logpExpert, logpAmateur, ...options });
-    const run = (newTokens: number) =>
-      runEngineTrajectories({ expert, amateur, prompts, newTokens, scoring: "kv-cache", summarize, summary, eosTokenIds: [], maxPrefillBatch: e2e.maxPrefillBatch });
-    await run(2);
+    await pair.run(prompts, 2, e2e.maxPrefillBatch);
     const runs = [];
     for (let r = 0; r < e2e.repeats; r++) {
-      runs.push(await run(workload.newTokens));
+      runs.push(await pair.run(prompts, workload.newTokens, e2e.maxPrefillBatch));
       const ms = decodeStepMs(runs[r]);
       log(
         `  end to end ${workload.name} x${e2e.streams}: ${tokensPerSecond(runs[r]).toFixed(1)} tokens/s (${decodeTokensPerSecond(runs[r]).toFixed(1)} after the prefill; a decode step ${ms.step.toFixed(1)} ms: expert ${ms.expert.toFixed(1)}, amateur ${ms.amateur.toFixed(1)}, summaries ${ms.summary.toFixed(1)})`,
       );
     }
+    const steps = runs.map(decodeStepMs);
     const context = meanContext(workload.promptTokens, workload.newTokens);
     const ex = flopsPerToken(prepared.expert.config, context);
     const am = flopsPerToken(prepared.amateur.config, context);
@@ -231,10 +224,10 @@ async function endToEnd(prepared: PreparedPair, workload: AmateurWorkload, setti
       tokensPerSecond: measured(runs.map(tokensPerSecond), "tokens/s"),
       decodeTokensPerSecond: measured(runs.map(decodeTokensPerSecond), "tokens/s"),
       decodeStepMs: {
-        step: measured(runs.map((t) => decodeStepMs(t).step), "ms"),
-        expert: measured(runs.map((t) => decodeStepMs(t).expert), "ms"),
-        amateur: measured(runs.map((t) => decodeStepMs(t).amateur), "ms"),
-        summary: measured(runs.map((t) => decodeStepMs(t).summary), "ms"),
+        step: measured(steps.map((ms) => ms.step), "ms"),
+        expert: measured(steps.map((ms) => ms.expert), "ms"),
+        amateur: measured(steps.map((ms) => ms.amateur), "ms"),
+        summary: measured(steps.map((ms) => ms.summary), "ms"),
       },
       expert: ex,
       amateur: am,
@@ -242,7 +235,7 @@ async function endToEnd(prepared: PreparedPair, workload: AmateurWorkload, setti
       context,
     };
   } finally {
-    await Promise.all([expert.release(), amateur.release(), pairGraph.release()]);
+    await pair.release();
   }
 }
 

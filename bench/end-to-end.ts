@@ -1,14 +1,14 @@
 // The amateur section's end-to-end loop alone (expert greedy + amateur lockstep + the SPARSE
-// summary graph every step, as bench/amateur.ts runs it), without the minutes of re-encoding
-// around it: one warm-up and one timed run, the decode step split into its parts, and the
-// GLIBC_TUNABLES it ran under, so two runs with and without them compare.
+// summary graph every step, opened as bench/amateur.ts opens it, with the bench's summary
+// settings), without the minutes of re-encoding around it: one warm-up and one timed run, the
+// decode step split into its parts, and the GLIBC_TUNABLES it ran under, so two runs with and
+// without them compare.
 //   npx tsx bench/end-to-end.ts <expertDir> <amateurDir> [--streams 64] [--prompt 64] [--new 128] [--prefill-group 8]
-import { readModelConfig } from "#core/model/config.ts";
-import type { SummarizeOptions } from "#core/math/sparse-step.ts";
-import { PairSummaryGraph } from "#inference/model/pair-summary-graph.ts";
 import { join } from "node:path";
-import { decodeStepMs, decodeTokensPerSecond, openServedSession, runEngineTrajectories, tokensPerSecond } from "./engine-lockstep.ts";
+import { readModelConfig } from "#core/model/config.ts";
+import { decodeStepMs, decodeTokensPerSecond, openLockstepPair, tokensPerSecond } from "./engine-lockstep.ts";
 import { option } from "./script-option.ts";
+import { benchSettings } from "./settings.ts";
 import { randomPrompts } from "./workloads.ts";
 
 const args = process.argv.slice(2);
@@ -19,17 +19,13 @@ const promptTokens = Number(option(args, "--prompt", "64"));
 const newTokens = Number(option(args, "--new", "128"));
 const prefillGroup = Number(option(args, "--prefill-group", "8"));
 const vocab = readModelConfig(join(expertDir, "config.json")).vocabSize;
+const { alpha, topK } = benchSettings({ quick: false }).sampling;
 
-const expert = await openServedSession(expertDir, "expert");
-const amateur = await openServedSession(amateurDir, "amateur");
-const summaryGraph = await PairSummaryGraph.open(vocab);
+const pair = await openLockstepPair(expertDir, amateurDir, vocab, { alpha, topK });
 try {
   const prompts = randomPrompts(vocab, streams, promptTokens, 31);
-  const summarize = (logpExpert: Float32Array, logpAmateur: Float32Array, options: SummarizeOptions) => summaryGraph.summarize({ logpExpert, logpAmateur, ...options });
-  const run = (tokens: number) =>
-    runEngineTrajectories({ expert, amateur, prompts, newTokens: tokens, scoring: "kv-cache", summarize, summary: { alpha: 0.1, topK: 20 }, eosTokenIds: [], maxPrefillBatch: prefillGroup });
-  await run(2);
-  const timing = await run(newTokens);
+  await pair.run(prompts, 2, prefillGroup);
+  const timing = await pair.run(prompts, newTokens, prefillGroup);
   const ms = decodeStepMs(timing);
   const round = (x: number) => Number(x.toFixed(1));
   console.log(
@@ -44,5 +40,5 @@ try {
     }),
   );
 } finally {
-  await Promise.all([expert.release(), amateur.release(), summaryGraph.release()]);
+  await pair.release();
 }

@@ -7,7 +7,6 @@ import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { ModelFormatError } from "#core/model/errors.ts";
-import type { PrepackedSource } from "./prepacked-cache.ts";
 import { openPrepackedSession } from "./prepacked-cache.ts";
 
 export const EXECUTION_PROVIDER_CHOICES = ["cpu", "cuda", "auto"] as const;
@@ -84,19 +83,12 @@ function sessionOptions(provider: ExecutionProvider, { threads, prepack, profile
 const ortCreate = (model: string | Uint8Array, options: ort.InferenceSession.SessionOptions) =>
   typeof model === "string" ? ort.InferenceSession.create(model, options) : ort.InferenceSession.create(model, options);
 
-async function create(model: string | Uint8Array, options: ort.InferenceSession.SessionOptions, source: string): Promise<ort.InferenceSession> {
+/** Runs `open`, naming `source` in the error when ONNX Runtime cannot load the model. */
+async function loading(source: string, open: () => Promise<ort.InferenceSession>): Promise<ort.InferenceSession> {
   try {
-    return await ortCreate(model, options);
+    return await open();
   } catch (err) {
     throw new ModelFormatError(source, `ONNX Runtime cannot load the model: ${(err as Error).message}`);
-  }
-}
-
-async function openCached(model: PrepackedSource, cacheDir: string, options: ort.InferenceSession.SessionOptions, log: (message: string) => void): Promise<ort.InferenceSession> {
-  try {
-    return await openPrepackedSession(model, { cacheDir, sessionOptions: options, log });
-  } catch (err) {
-    throw new ModelFormatError("<in-memory model>", `ONNX Runtime cannot load the model: ${(err as Error).message}`);
   }
 }
 
@@ -134,9 +126,11 @@ export async function openOrtSession(
   }
   const cpuOptions = sessionOptions("cpu", options, location);
   const cacheable = options.prepackedCacheDir !== undefined && options.prepack !== false && typeof model !== "string" && (location.sourceFiles?.length ?? 0) > 0;
-  const session = cacheable
-    ? await openCached({ bytes: model, sourceFiles: location.sourceFiles! }, options.prepackedCacheDir!, cpuOptions, log)
-    : await create(model, cpuOptions, source);
+  const session = await loading(source, () =>
+    cacheable
+      ? openPrepackedSession({ bytes: model, sourceFiles: location.sourceFiles! }, { cacheDir: options.prepackedCacheDir!, sessionOptions: cpuOptions, log })
+      : ortCreate(model, cpuOptions),
+  );
   if (choice === "cpu") log(`onnxruntime: CPU execution provider for ${source}`);
   return { session, provider: "cpu" };
 }

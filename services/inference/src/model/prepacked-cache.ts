@@ -53,9 +53,7 @@ export function prepackedEntryName(source: PrepackedSource, sessionOptions: ort.
 
 /** The session options that change what ONNX Runtime writes (not threads, logging or profiling; not where the source's external data is). */
 function graphShapingOptions(options: ort.InferenceSession.SessionOptions): unknown {
-  const session = { ...(options.extra?.session as Record<string, string> | undefined) };
-  delete session.model_external_initializers_file_folder_path;
-  return { providers: options.executionProviders, level: options.graphOptimizationLevel, session };
+  return { providers: options.executionProviders, level: options.graphOptimizationLevel, session: withoutExternalFolder(options).extra?.session };
 }
 
 /** The packed layout depends on the kernels MLAS picked for this CPU: its model and instruction-set flags (x86 and Arm spellings). */

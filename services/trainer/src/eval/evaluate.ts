@@ -12,7 +12,8 @@ import { GrpcError, Status, toGrpcError } from "#core/grpc/adapter.ts";
 import type { Problem } from "#core/tasks/problems.ts";
 import type { EndpointPool, Lane } from "#trainer/sampling/endpoint-pool.ts";
 import { AdapterIgnoredError, EndpointsExhaustedError, RequestRefusedError, SamplerConfigError } from "#trainer/sampling/errors.ts";
-import { adapterSelection, checkPinned } from "#trainer/sampling/pinned-adapter.ts";
+import { adapterSelection, checkPinned, lostPinnedAdapter } from "#trainer/sampling/pinned-adapter.ts";
+import type { RestoreAdapter } from "#trainer/sampling/pinned-adapter.ts";
 import { SYSTEM_PROMPT, chatPrompt } from "#trainer/sampling/prompt.ts";
 import { checkAnswer } from "./answer.ts";
 
@@ -28,6 +29,8 @@ export interface EvaluateOptions {
    * answers with another fails the evaluation. Unset: each replica's active adapter.
    */
   adapter?: string;
+  /** Uploads the pinned adapter again when a replica no longer holds it; the problem is then asked again (a retry). Unset: that fails the evaluation. */
+  restoreAdapter?: RestoreAdapter;
   /** Most tokens per answer (default min(512, the endpoints' limit)). */
   maxNewTokens?: number;
   /** Default: the method's "Please reason step by step.". */
@@ -115,6 +118,14 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluationResu
   let lastProgress = Date.now();
   let wake = () => {};
 
+  /** Queues problem `index` again, or fails the evaluation once it has failed too often. */
+  const askAgain = (index: number, lane: Lane, reason: string) => {
+    const count = (retries.get(index) ?? 0) + 1;
+    retries.set(index, count);
+    if (count > maxRetries) fatal ??= new GrpcError(Status.UNAVAILABLE, `problem ${problems[index].id} (line ${problems[index].line}) failed ${count} times; last on ${lane.id}: ${reason}`);
+    else queue.unshift(index);
+  };
+
   const attempt = async (index: number, lane: Lane) => {
     pool.begin(lane);
     running++;
@@ -127,13 +138,18 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluationResu
       const status = toGrpcError(err);
       if (signal?.aborted) fatal ??= abortError();
       else if (err instanceof AdapterIgnoredError) fatal ??= err;
-      else if (!RETRYABLE.has(status.code)) fatal ??= new RequestRefusedError(status.code, `${problems[index].id} (line ${problems[index].line})`, lane.id, status.message, status.field);
+      else if (options.restoreAdapter && lostPinnedAdapter(status, ask.adapter)) {
+        // The lane stays held while the adapter is uploaded again, so the loop waits for it.
+        try {
+          await options.restoreAdapter(ask.adapter);
+          askAgain(index, lane, status.message);
+        } catch (uploadErr) {
+          fatal ??= new GrpcError(Status.UNAVAILABLE, `${lane.id} no longer holds adapter ${ask.adapter} (${status.message}), and uploading it again failed: ${(uploadErr as Error).message}`);
+        }
+      } else if (!RETRYABLE.has(status.code)) fatal ??= new RequestRefusedError(status.code, `${problems[index].id} (line ${problems[index].line})`, lane.id, status.message, status.field);
       else {
-        const count = (retries.get(index) ?? 0) + 1;
-        retries.set(index, count);
-        if (status.code !== Status.RESOURCE_EXHAUSTED || count > 1) pool.markDown(lane, `${status.codeName}: ${status.message}`);
-        if (count > maxRetries) fatal ??= new GrpcError(Status.UNAVAILABLE, `problem ${problems[index].id} (line ${problems[index].line}) failed ${count} times; last on ${lane.id}: ${status.message}`);
-        else queue.unshift(index);
+        if (status.code !== Status.RESOURCE_EXHAUSTED || (retries.get(index) ?? 0) > 0) pool.markDown(lane, `${status.codeName}: ${status.message}`);
+        askAgain(index, lane, status.message);
       }
     } finally {
       running--;

@@ -23,6 +23,7 @@ import type { TrainerMetrics } from "#trainer/metrics.ts";
 import { resolveSamplerConfig, storeSettings } from "#trainer/sampling/config.ts";
 import type { SamplerConfig } from "#trainer/sampling/config.ts";
 import { EndpointPool } from "#trainer/sampling/endpoint-pool.ts";
+import { restoreOncePerVersion } from "#trainer/sampling/pinned-adapter.ts";
 import { sampleProblems } from "#trainer/sampling/sampler.ts";
 import type { SamplingEvent } from "#trainer/sampling/sampler.ts";
 import { importPaperSamples, readPaperSamples } from "#trainer/store/paper-format.ts";
@@ -133,6 +134,8 @@ class RunExecution {
   private samplingStepsThisSession = 0;
   /** The weights of the adapter the run continues from, read once when it is uploaded; training starts from them. */
   private startWeights: LoraAdapter | undefined;
+  /** Uploads a version the run names again to every replica, once at a time however many requests found it gone. */
+  private readonly restoreAdapter = restoreOncePerVersion((version) => this.uploadAgain(version));
 
   constructor(
     private readonly run: RunHandle,
@@ -226,6 +229,15 @@ class RunExecution {
     return adapter;
   }
 
+  /** A version the run's requests name, read back from the run's own folders and uploaded again. */
+  private async uploadAgain(version: string): Promise<void> {
+    const start = this.prepared.startFrom;
+    const directory = start?.version === version ? start.directory : this.record.adapters.find((a) => a.version === version)?.directory;
+    if (!directory) throw new RunStateError(`the run has no adapter ${version} to upload again`);
+    this.warn(`a replica no longer holds adapter ${version} (evicted, restarted or added since the upload); uploading it again`);
+    await this.upload(directory, version);
+  }
+
   private evaluation(stage: EvaluationRecord["stage"]): EvaluationRecord | undefined {
     return this.record.evaluations.find((e) => e.stage === stage);
   }
@@ -245,7 +257,7 @@ class RunExecution {
       this.run.save();
       return;
     }
-    const result = await evaluate({ pool: this.prepared.pool, problems: this.prepared.evalProblems, mode: "expert", adapter, maxNewTokens, systemPrompt, stopStrings, signal: this.signal });
+    const result = await evaluate({ pool: this.prepared.pool, problems: this.prepared.evalProblems, mode: "expert", adapter, restoreAdapter: this.restoreAdapter, maxNewTokens, systemPrompt, stopStrings, signal: this.signal });
     if (this.stopped()) return;
     const evaluation: EvaluationRecord = {
       stage,
@@ -302,6 +314,7 @@ class RunExecution {
         config: this.prepared.sampler,
         signal,
         pinAdapter: this.plan.samplingAdapter === "latest_pushed" ? () => this.latestVersion() : () => this.startVersion(),
+        restoreAdapter: this.restoreAdapter,
         onEvent: (event) => this.onSamplingEvent(store, event, (performance.now() - started) / 1000),
       });
       this.countStore(store);

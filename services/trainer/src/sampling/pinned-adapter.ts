@@ -1,10 +1,16 @@
 // The adapter a trainer request pins: every trajectory and evaluation request of a run names
 // the expert it wants (AdapterSelection in common.proto) instead of taking whatever adapter a
 // replica has active, so runs sharing replicas cannot change each other's samples. A pinned
-// version is written as the responses spell it: "" is the base expert.
+// version is written as the responses spell it: "" is the base expert. A replica can lose a
+// pinned adapter while the run still names it (evicted for others' adapters, restarted, or
+// added behind a dns:/// endpoint after the upload); the run then uploads it again.
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { AdapterSelectionSchema } from "#core/gen/lightreasoner/v1/common_pb.ts";
+import { Status } from "#core/grpc/errors.ts";
 import { AdapterIgnoredError } from "./errors.ts";
+
+/** The request field a replica names when it does not hold the version a request pinned. */
+const PINNED_VERSION_FIELD = "adapter.version";
 
 /** The request field that pins `version` ("" selects the base expert). */
 export function adapterSelection(version: string): MessageInitShape<typeof AdapterSelectionSchema> {
@@ -14,4 +20,29 @@ export function adapterSelection(version: string): MessageInitShape<typeof Adapt
 /** Throws when a replica answered with another adapter than the request pinned. */
 export function checkPinned(pinned: string, served: string, endpoint: string, what: string): void {
   if (served !== pinned) throw new AdapterIgnoredError(endpoint, what, pinned, served);
+}
+
+/** Whether a refusal says the replica does not hold the adapter the request pinned (NOT_FOUND on adapter.version). */
+export function lostPinnedAdapter(refusal: { code: Status; field: string }, pinned: string | undefined): pinned is string {
+  return pinned !== undefined && pinned !== "" && refusal.code === Status.NOT_FOUND && refusal.field === PINNED_VERSION_FIELD;
+}
+
+/** Uploads a run's adapter again to its replicas; resolves once every replica holds `version`. */
+export type RestoreAdapter = (version: string) => Promise<void>;
+
+/**
+ * One upload at a time per version: every request that finds the adapter gone while an upload
+ * of it is under way waits for that one (a batch of trajectories fails together when a
+ * replica restarts, and each would otherwise upload the same weights again).
+ */
+export function restoreOncePerVersion(upload: RestoreAdapter): RestoreAdapter {
+  const underway = new Map<string, Promise<void>>();
+  return (version) => {
+    let pending = underway.get(version);
+    if (!pending) {
+      pending = upload(version).finally(() => underway.delete(version));
+      underway.set(version, pending);
+    }
+    return pending;
+  };
 }

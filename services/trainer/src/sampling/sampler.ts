@@ -20,7 +20,8 @@ import type { SelectedStep, StoredFinishReason, TrajectoryRecord } from "#traine
 import type { SamplerConfig } from "./config.ts";
 import type { EndpointPool, Lane } from "./endpoint-pool.ts";
 import { AdapterIgnoredError, EndpointsExhaustedError, RequestRefusedError } from "./errors.ts";
-import { adapterSelection } from "./pinned-adapter.ts";
+import { adapterSelection, lostPinnedAdapter } from "./pinned-adapter.ts";
+import type { RestoreAdapter } from "./pinned-adapter.ts";
 import { chatPrompt } from "./prompt.ts";
 import { problemSeed } from "./seeds.ts";
 import { selectionOf } from "./step-selection.ts";
@@ -47,6 +48,12 @@ export interface SampleProblemsOptions {
    * a replica that answers with another fails the sampling. Unset: the replica's active adapter.
    */
   pinAdapter?: () => string;
+  /**
+   * Uploads a pinned version again when a replica answers that it does not hold it (evicted,
+   * restarted, added since); the trajectory is then written again (counted as a retry). Unset:
+   * such an answer fails the sampling.
+   */
+  restoreAdapter?: RestoreAdapter;
 }
 
 export interface SamplingSummary {
@@ -112,6 +119,8 @@ class SamplingRun {
   private readonly alreadyStored: number;
   private readonly concurrency: number;
   private fatal: Error | null = null;
+  /** Problems waiting for their pinned adapter to be uploaded again (neither queued nor running). */
+  private restoring = 0;
   private sampled = 0;
   private retries = 0;
   private lastProgress = Date.now();
@@ -134,7 +143,7 @@ class SamplingRun {
     try {
       while (this.fatal === null && !signal?.aborted) {
         this.dispatch();
-        if (this.queue.length === 0 && this.running.size === 0) break;
+        if (this.queue.length === 0 && this.running.size === 0 && this.restoring === 0) break;
         this.checkHealth();
         if (this.fatal) break;
         await this.sleep(this.nextCheckMs());
@@ -254,6 +263,10 @@ class SamplingRun {
       this.retry(r.work, r.lane, r.broken);
     } else if (finishReason === FinishReason.ERROR && finished.error) {
       const { code, message, field } = finished.error;
+      if (this.o.restoreAdapter && lostPinnedAdapter({ code, field }, r.pinned)) {
+        this.restoreThenRetry(r.work, r.lane, r.pinned, `${Status[code]}: ${message}`);
+        return;
+      }
       if (!RETRYABLE.has(code)) {
         this.fail(new RequestRefusedError(code, `${r.work.problem.id} (line ${r.work.problem.line})`, r.lane.id, message, field));
         return;
@@ -308,6 +321,20 @@ class SamplingRun {
     }
     this.sampled++;
     this.emit({ type: "problem", problemId: work.problem.id, lane: r.lane.id, stepsSeen, stepsSelected: r.selected.length, kls: r.kls, correct: answer.correct, attempts: work.attempt + 1 });
+  }
+
+  /** Uploads the adapter the lane's replica lost, then queues the problem again; a failed upload fails the sampling. */
+  private restoreThenRetry(work: Work, lane: Lane, version: string, reason: string): void {
+    this.restoring++;
+    this.o.restoreAdapter!(version)
+      .then(
+        () => this.retry(work, lane, `${reason} (uploaded it again)`),
+        (err: Error) => this.fail(new GrpcError(Status.UNAVAILABLE, `${lane.id} no longer holds adapter ${version} (${reason}), and uploading it again failed: ${err.message}`)),
+      )
+      .finally(() => {
+        this.restoring--;
+        this.wake();
+      });
   }
 
   private retry(work: Work, lane: Lane, reason: string): void {

@@ -3,6 +3,7 @@
 // --quick (a smoke test of every section: fewer cells, fewer tokens, fewer repeats).
 import type { PairRecipe } from "./models.ts";
 import { BUILT_IN_PAIR, DEFAULT_CACHE_DIR, QWEN05_PAIR } from "./models.ts";
+import { SAMPLER_DEFAULTS } from "#trainer/sampling/config.ts";
 
 // "limits" runs before the sections whose rates are held against its ceiling.
 export const SECTIONS = ["step", "limits", "amateur", "decode", "adapters", "transport", "sampling", "training", "scale", "memory"] as const;
@@ -116,11 +117,13 @@ export function benchSettings(options: { quick: boolean; cacheDir?: string }): B
         // --quick shortens the 0.5B-shaped trajectories (a smoke test: re-encoding 64+128 tokens is 16,320 positions).
         quick
           ? { name: QWEN05_PAIR.name, recipe: QWEN05_PAIR, promptTokens: 16, newTokens: 32, streams: 1, repeats: 1, endToEnd: { streams: 4, repeats: 1, maxPrefillBatch: 4 } }
-          : // 8 streams: at batch 1 the lockstep amateur is bound by reading its weights (the LM head's 68M) every step, so the
-            // comparison is made where a lockstep batch starts to use the machine; re-encoding 8 trajectories is ~130,000 positions.
-            // End to end, prompts are prefilled 4 at a time, chosen when the runner still computed logits at every prompt
-            // position (156 MB per model and group); it now keeps the last one only, and the setting was not re-tuned.
-            { name: QWEN05_PAIR.name, recipe: QWEN05_PAIR, promptTokens: 64, newTokens: 128, streams: 8, repeats: 1, endToEnd: { streams: 64, repeats: 1, maxPrefillBatch: 4 } },
+          : // As many trajectories as a trainer keeps in flight per endpoint by default (SAMPLER_DEFAULTS.concurrency,
+            // 16): a lockstep step reads the amateur's weights (the LM head's 68M) once for the whole batch, so its
+            // cost per trajectory depends on the batch, and this is the batch the trainer brings. Re-encoding 16
+            // trajectories is ~260,000 positions. End to end, prompts are prefilled 4 at a time, chosen when the runner
+            // still computed logits at every prompt position (156 MB per model and group); it now keeps the last one
+            // only, and the setting was not re-tuned.
+            { name: QWEN05_PAIR.name, recipe: QWEN05_PAIR, promptTokens: 64, newTokens: 128, streams: SAMPLER_DEFAULTS.concurrency, repeats: 1, endToEnd: { streams: 64, repeats: 1, maxPrefillBatch: 4 } },
       ],
     },
     decode: quick
@@ -139,13 +142,13 @@ export function benchSettings(options: { quick: boolean; cacheDir?: string }): B
     },
     limits: {
       // A decode batch through the 0.5B expert's MLP, a square product, one token alone, and the
-      // 0.5B-shaped amateur's LM head at the amateur section's 8 lockstep rows (its 272 MB of
-      // weights read for 8 rows: what bounds a lockstep step from below).
+      // 0.5B-shaped amateur's LM head at the amateur section's 16 lockstep rows (its 272 MB of
+      // weights read for 16 rows: what bounds a lockstep step from below).
       shapes: [
         [64, 896, 4864],
         [1024, 1024, 1024],
         [1, 896, 4864],
-        [8, 448, 151_936],
+        [16, 448, 151_936],
       ],
       minMs: quick ? 150 : 400,
       repeats: quick ? 3 : 5,

@@ -127,7 +127,7 @@ export interface AmateurResult {
 export const AMATEUR_HOW =
   "both models as the service serves them (the served graph, bench/engine-lockstep.ts openServedSession); the amateur alone through CausalLmSession.step on fixed token sequences (a random prompt and a random continuation): lockstep = prefill, then one token per step with the KV cache; " +
   "re-encoding = at step t the whole prompt + t tokens from an empty cache, the reference scripts' schedule, with the head at the last position only (the served graph), " +
-  "and as the reference does, the head at every position (their Hugging Face forward pass computes logits everywhere; the same graph built with head 'every position', logits copied out, the log-softmax of the last position in JavaScript); " +
+  "and as the reference does, the head at every position (their Hugging Face forward pass computes logits everywhere; the same graph built with head 'every position': the final norm and the LM head over every position of the prefix, the last position's log-softmax cut from those logits inside the graph, so no more leaves ONNX Runtime than the other ways return); " +
   "every way returns the full-vocabulary log-probabilities every step, the three alternate within each repeat on the same batch; multiply-adds: linear layers, causal attention and the head per trajectory; " +
   "end to end = expert greedy + amateur lockstep + SPARSE summary every step (on the service's ONNX Runtime summary graph, PairSummaryGraph) in the benchmark process, the full length (EOS not honoured, so every stream writes every token)";
 

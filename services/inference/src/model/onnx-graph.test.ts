@@ -59,16 +59,25 @@ describe("distribution outputs", () => {
       .filter((name) => !name?.startsWith("new_key_values."));
   const open = (bytes: Uint8Array) => CausalLmSession.open(bytes, { executionProvider: "cpu", threads: 1 });
 
-  it("the served graph gives log_probs only; logits where asked for, and at every position", () => {
+  it("the served graph gives log_probs only, logits where asked for; the head at every position changes no output", () => {
     expect(distributionOutputs({})).toEqual(["log_probs"]);
     expect(distributionOutputs({ logitsOutput: true })).toEqual(["logits", "log_probs"]);
-    expect(distributionOutputs({ head: "every position" })).toEqual(["logits"]);
+    expect(distributionOutputs({ head: "every position" })).toEqual(["log_probs"]);
+    // Where the kept positions are cut: before the head in the served graph, after it in the variant.
+    const order = (options: GraphOptions) => {
+      const nodes = buildCausalLmGraph(config, weights, "weights", options).nodes.map((n) => n.name ?? "");
+      return [nodes.findIndex((n) => n.startsWith("keep_logits")), nodes.findIndex((n) => n.startsWith("lm_head"))];
+    };
+    const [cutServed, headServed] = order({});
+    const [cutEvery, headEvery] = order({ head: "every position" });
+    expect(cutServed).toBeLessThan(headServed);
+    expect(cutEvery).toBeGreaterThan(headEvery);
   });
 
   it("every graph gives the same log-probabilities, from log_probs or from logits in JavaScript", async () => {
     const variants = await Promise.all([{}, { logitsOutput: true }, { head: "every position" } as const].map((options) => open(buildOnnxModel(config, weights, options))));
     try {
-      expect(variants.map((s) => s.io.hasLogProbs)).toEqual([true, true, false]);
+      expect(variants.map((s) => s.io.hasLogProbs)).toEqual([true, true, true]);
       const results = await Promise.all(variants.map(async (s) => (await s.step([{ cache: s.newCache(), tokens: TOKENS, allPositions: true }]))[0]));
       const reference = logSoftmaxRows(flat(referenceLogits(config, weights, TOKENS)), config.vocabSize);
       for (const r of results) {

@@ -11,8 +11,7 @@
 //   computes every output whether fetched or not, and a Reshape into an output is a copy,
 //   so a `logits` output beside it cost a [batch, kept, vocab] copy per step and that buffer
 //   in the arena, for nothing the service reads (every caller wants log-probabilities).
-//   `logits` stays an output of the standalone export (outside tools read Optimum's name)
-//   and of the "every position" variant (a Hugging Face forward's output);
+//   `logits` stays an output of the standalone export (outside tools read Optimum's name);
 // - `new_key_values.{layer}.key|value` [batch, kv_heads, new, head_dim] instead of Optimum's
 //   `present` (past and new together): only the new positions' keys and values leave the graph,
 //   because onnxruntime-node copies every output into a fresh JavaScript buffer, and the whole
@@ -75,15 +74,17 @@ export interface GraphOptions {
   /** Projections that get a LoRA side branch (graph inputs); default all of them, none for a standalone export. */
   loraModules?: readonly LinearModule[];
   /**
-   * "kept" (default): num_logits_to_keep and log_probs as above. "every position": the head at
-   * every new position and logits only, as a Hugging Face forward pass computes them; kept to
-   * measure the reference scripts' way of scoring (bench section "amateur"), not served.
+   * "kept" (default): num_logits_to_keep cuts the kept positions before the final norm and the
+   * head, as above. "every position": the final norm and the head run at every new position,
+   * as a Hugging Face forward pass computes them, and the kept positions are cut from those
+   * logits; the same inputs and outputs. Kept to measure the reference scripts' way of
+   * scoring (bench section "amateur"), not served.
    */
   head?: "kept" | "every position";
   /**
-   * With head "kept": also give the logits as an output (Optimum's `logits`, for tools outside
-   * this project; export-onnx sets it). Off for the served graph, whose callers read only
-   * log_probs: an output costs a copy every step. Always on for "every position".
+   * Also give the kept logits as an output (Optimum's `logits`, for tools outside this
+   * project; export-onnx sets it). Off for the served graph, whose callers read only
+   * log_probs: an output costs a copy every step.
    */
   logitsOutput?: boolean;
 }
@@ -260,19 +261,23 @@ function headWeight(ctx: Context): string {
 /**
  * The last `num_logits_to_keep` positions (all when 0) through the final norm and the head:
  * logits = x W^T through Gemm(transB), so a tied head shares the embedding matrix as stored,
- * and their log-softmax. Without `keep` (every position) the logits are the output.
+ * and their log-softmax. With `everyPosition` the norm and the head see every position and
+ * the kept ones are cut from the logits.
  */
-function lmHead(ctx: Context, x: string, keep: string | null, logitsOutput: boolean): void {
+function lmHead(ctx: Context, x: string, keep: string, { logitsOutput, everyPosition }: { logitsOutput: boolean; everyPosition: boolean }): void {
   const { g, config } = ctx;
-  const kept = keep === null ? x : g.op("Slice", [x, g.op("Neg", [g.op("Unsqueeze", [keep, g.int64([0])])]), g.int64([Number.MAX_SAFE_INTEGER]), g.int64([1])], {}, { name: "keep_logits" });
-  const normed = rmsNorm(ctx, kept, "model.norm.weight");
+  const named = logitsOutput ? { outputs: [LOGITS] } : {};
+  const cut = (t: string, opts: { outputs?: string[] } = {}) =>
+    g.op("Slice", [t, g.op("Neg", [g.op("Unsqueeze", [keep, g.int64([0])])]), g.int64([Number.MAX_SAFE_INTEGER]), g.int64([1])], {}, { name: "keep_logits", ...opts });
+  const headed = everyPosition ? x : cut(x);
+  const normed = rmsNorm(ctx, headed, "model.norm.weight");
   const flat = g.op("Reshape", [normed, g.int64([-1, config.hiddenSize])]);
   const scores = g.op("Gemm", [flat, headWeight(ctx)], { transB: int(1) }, { name: "lm_head" });
-  const shape = g.op("Concat", [g.op("Shape", [kept], { start: int(0), end: int(2) }), g.int64([config.vocabSize])], { axis: int(0) });
+  const shape = g.op("Concat", [g.op("Shape", [headed], { start: int(0), end: int(2) }), g.int64([config.vocabSize])], { axis: int(0) });
   // An internal Reshape is an alias of the Gemm's result; one into an output is a copy. Where
   // logits are an output the log-softmax reads that output, so there is one copy, not two.
-  const logits = g.op("Reshape", [scores, shape], {}, logitsOutput ? { outputs: [LOGITS] } : {});
-  if (keep !== null) g.op("LogSoftmax", [logits], { axis: int(-1) }, { outputs: [LOG_PROBS] });
+  const logits = everyPosition ? cut(g.op("Reshape", [scores, shape]), named) : g.op("Reshape", [scores, shape], {}, named);
+  g.op("LogSoftmax", [logits], { axis: int(-1) }, { outputs: [LOG_PROBS] });
 }
 
 /** The whole causal LM; `weights` must hold every tensor expectedWeights(config) lists. */
@@ -289,8 +294,7 @@ export function buildCausalLmGraph(config: ModelConfig, weights: GraphWeights, s
     g.input(pastKeyName(i), "float32", kvDims(past));
     g.input(pastValueName(i), "float32", kvDims(past));
   }
-  const everyPosition = options.head === "every position";
-  const keep = everyPosition ? null : g.input(NUM_LOGITS_TO_KEEP, "int64", []);
+  const keep = g.input(NUM_LOGITS_TO_KEEP, "int64", []);
   const loraModules = options.loraModules ?? LINEAR_MODULES;
   const loraMask = loraModules.length > 0 ? g.input(LORA_MASK, "float32", [AXES.loraRows, 1, AXES.loraRank]) : null;
   const ctx: Context = { g, config, weights, loraModules, loraMask, rows: g.op("Shape", [inputIds]), rowShapes: new Map() };
@@ -299,11 +303,11 @@ export function buildCausalLmGraph(config: ModelConfig, weights: GraphWeights, s
   const bias = attentionBias(ctx, inputIds, attentionMask);
   const rope = rotaryTables(ctx, positionIds);
   for (let i = 0; i < config.numLayers; i++) x = block(ctx, x, i, bias, rope);
-  const logitsOutput = everyPosition || options.logitsOutput === true;
-  lmHead(ctx, x, keep, logitsOutput);
+  const logitsOutput = options.logitsOutput === true;
+  lmHead(ctx, x, keep, { logitsOutput, everyPosition: options.head === "every position" });
 
-  if (logitsOutput) g.output(LOGITS, LOGITS, "float32", [batch, everyPosition ? sequence : kept, config.vocabSize]);
-  if (!everyPosition) g.output(LOG_PROBS, LOG_PROBS, "float32", [batch, kept, config.vocabSize]);
+  if (logitsOutput) g.output(LOGITS, LOGITS, "float32", [batch, kept, config.vocabSize]);
+  g.output(LOG_PROBS, LOG_PROBS, "float32", [batch, kept, config.vocabSize]);
   for (let i = 0; i < config.numLayers; i++) {
     g.output(newKeyName(i), newKeyName(i), "float32", kvDims(sequence));
     g.output(newValueName(i), newValueName(i), "float32", kvDims(sequence));

@@ -2,18 +2,17 @@
 // per concurrent stream, and of the trainer's processes. The service runs as users run it
 // (`lightreasoner serve inference`); its peak is read once it listens (idle: both models
 // loaded) and after each stream count's trajectories, in increasing order, so each reading
-// is the peak of serving up to that many streams. When the sampling section already ran a
-// pair's service, its readings are used instead of starting the service again. Beside the
-// growth per extra stream stands what that stream's KV cache holds (both models, float32, at
+// is the peak of serving up to that many streams, always at the section's own trajectory
+// length (the method's 64 + 128 tokens), never borrowed from the sampling section's shorter
+// runs: a stream's cost grows with its length, and the goal is about real trajectories. Beside
+// the growth per extra stream stands what that stream's KV cache holds (both models, float32, at
 // its prompt + new tokens), so the goal "per extra stream <= its KV cache + 5 MiB" is checked
 // on the same figures.
-import { join } from "node:path";
-import { readModelConfig } from "#core/model/config.ts";
 import type { ModelConfig } from "#core/model/config.ts";
 import { preparePair } from "./models.ts";
 import type { ProcessMemory } from "./processes.ts";
 import { serveInference } from "./processes.ts";
-import type { PairInfo, SamplingResult } from "./sampling.ts";
+import type { PairInfo } from "./sampling.ts";
 import { pairInfo } from "./sampling.ts";
 import type { BenchSettings, PairWorkload } from "./settings.ts";
 import { BenchInputError } from "./stats.ts";
@@ -23,8 +22,6 @@ import { randomPrompts } from "./workloads.ts";
 
 export interface ServiceMemory {
   pair: Pick<PairInfo, "name" | "expertParameters" | "amateurParameters" | "vocabSize">;
-  /** Where the readings come from: this section's own runs, or the sampling section's service. */
-  measuredIn: "memory" | "sampling";
   /** The longest prompt of the trajectories, in tokens. */
   promptTokens: number;
   newTokens: number;
@@ -59,9 +56,6 @@ export function kvCacheBytes(configs: readonly Pick<ModelConfig, "numLayers" | "
   return configs.reduce((n, c) => n + 2 * c.numLayers * c.numKvHeads * c.headDim * 4 * tokens, 0);
 }
 
-const pairKvBytes = (pair: Pick<PairInfo, "expertDir" | "amateurDir">, tokens: number) =>
-  kvCacheBytes([pair.expertDir, pair.amateurDir].map((dir) => readModelConfig(join(dir, "config.json"))), tokens);
-
 /** Growth per added stream of one reading (default the peak) between the fewest and the most streams measured. */
 export function perExtraStream(byStreams: { streams: number; memory: ProcessMemory }[], reading: (m: ProcessMemory) => number = (m) => m.peakRssBytes): number | null {
   if (byStreams.length < 2) return null;
@@ -91,28 +85,18 @@ async function measureService(settings: BenchSettings, workload: PairWorkload, l
       byStreams.push({ streams: n, memory: served.memory() });
     }
     const kvCachePerStreamBytes = kvCacheBytes([prepared.expert.config, prepared.amateur.config], promptTokens + newTokens);
-    return { pair: pairInfo(prepared), measuredIn: "memory", promptTokens, newTokens, kvCachePerStreamBytes, idle, byStreams, ...slopes(byStreams) };
+    return { pair: pairInfo(prepared), promptTokens, newTokens, kvCachePerStreamBytes, idle, byStreams, ...slopes(byStreams) };
   } finally {
     await served.stop();
   }
 }
 
-export async function runMemory(settings: BenchSettings, log: (line: string) => void, sampling?: SamplingResult, training?: TrainingResult): Promise<MemoryResult> {
+export async function runMemory(settings: BenchSettings, log: (line: string) => void, training?: TrainingResult): Promise<MemoryResult> {
   const inference: ServiceMemory[] = [];
   for (const name of settings.memory.pairs) {
-    const sampled = sampling?.pairs.find((p) => p.pair.name === name && p.service !== null);
     const workload = settings.sampling.pairs.find((w) => w.recipe.name === name);
-    if (sampled?.service) {
-      const byStreams = sampled.service.cells.map((c) => ({ streams: c.streams, memory: c.memory }));
-      const promptTokens = sampled.workload.promptTokens.max;
-      const newTokens = sampled.workload.newTokens;
-      const kvCachePerStreamBytes = pairKvBytes(sampled.pair, promptTokens + newTokens);
-      inference.push({ pair: sampled.pair, measuredIn: "sampling", promptTokens, newTokens, kvCachePerStreamBytes, idle: sampled.service.idleMemory, byStreams, ...slopes(byStreams) });
-    } else if (workload) {
-      inference.push(await measureService(settings, workload, log));
-    } else {
-      throw new BenchInputError("memory.pairs", `${JSON.stringify(name)} is not the pair of any sampling workload`);
-    }
+    if (!workload) throw new BenchInputError("memory.pairs", `${JSON.stringify(name)} is not the pair of any sampling workload`);
+    inference.push(await measureService(settings, workload, log));
     const last = inference[inference.length - 1];
     const peak = last.byStreams[last.byStreams.length - 1]?.memory.peakRssBytes ?? last.idle.peakRssBytes;
     const mapped = last.perExtraStreamFileBytes ?? 0;

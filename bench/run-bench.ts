@@ -209,7 +209,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
         report.scale = await runScale(settings, log);
         break;
       case "memory":
-        report.memory = await runMemory(settings, log, report.sampling, report.training);
+        report.memory = await runMemory(settings, log, report.training);
         break;
     }
     report.sectionSeconds[section] = (performance.now() - sectionStarted) / 1000;

@@ -31,8 +31,8 @@ describe("amateur section at the built-in pair's shape", () => {
     const amateur = await openServedSession(prepared.amateur.dir, "amateur");
     const everyPosition = await openServedSession(prepared.amateur.dir, "amateur", { head: "every position" });
     try {
-      // The variant really runs the head everywhere: logits at every position, no log_probs from the graph.
-      expect(everyPosition.io).toMatchObject({ keepsLogits: false, hasLogProbs: false });
+      // The variant has the served graph's inputs and outputs (it cuts the kept positions after the head, onnx-graph.test.ts checks where).
+      expect(everyPosition.io).toMatchObject({ keepsLogits: true, hasLogProbs: true });
       const vocab = prepared.amateur.config.vocabSize;
       const prompts = randomPrompts(vocab, 3, 5, 1);
       const continuations = randomPrompts(vocab, 3, 4, 2);
@@ -51,7 +51,7 @@ describe("amateur section at the built-in pair's shape", () => {
           }
         }
       }
-      // The log-softmax of its logits at every position is the served graph's log_probs when that one is asked for all of them.
+      // Asked for every position, both give the same log-probabilities.
       const [all] = await amateur.step([{ cache: amateur.newCache(), tokens: prompts[0], allPositions: true }]);
       const [every] = await everyPosition.step([{ cache: everyPosition.newCache(), tokens: prompts[0], allPositions: true }]);
       expect(every.positionLogProbs!.length).toBe(prompts[0].length * vocab);

@@ -1,5 +1,5 @@
 // A replica that no longer holds the adapter a run's requests pin (evicted for other clients'
-// adapters, restarted, or added behind a dns:/// endpoint after the upload): sampling and
+// adapters, or restarted at the same address): sampling and
 // evaluation upload it again and carry on, every trajectory and answer from that adapter;
 // without a way to upload it they fail naming the missing version, as before.
 import { mkdtempSync, rmSync } from "node:fs";
@@ -16,7 +16,7 @@ import { evaluate } from "#trainer/eval/evaluate.ts";
 import { resolveSamplerConfig } from "#trainer/sampling/config.ts";
 import { EndpointPool } from "#trainer/sampling/endpoint-pool.ts";
 import { RequestRefusedError } from "#trainer/sampling/errors.ts";
-import { restoreOncePerVersion } from "#trainer/sampling/pinned-adapter.ts";
+import { restoreOncePerReplica } from "#trainer/sampling/pinned-adapter.ts";
 import { sampleProblems } from "#trainer/sampling/sampler.ts";
 import { SampleStore } from "#trainer/store/sample-store.ts";
 import { clients } from "#test/inference/helpers.ts";
@@ -56,12 +56,13 @@ async function uploadThenLose(): Promise<string> {
   return version;
 }
 
-/** A restore that uploads the adapter again and counts the uploads. */
+/** A restore that uploads the adapter again to the replica named and counts the uploads. */
 function countingRestore(expected: string) {
   const uploads: string[] = [];
-  const restore = restoreOncePerVersion(async (version) => {
+  const restore = restoreOncePerReplica(async (version, address) => {
+    expect(address).toBe(server.address);
     uploads.push(version);
-    const pushed = await pushAdapter(server.address, adapter, { activate: false });
+    const pushed = await pushAdapter(address, adapter, { activate: false });
     if (pushed !== expected) throw new Error(`pushed as ${pushed}`);
   });
   return { uploads, restore };
@@ -113,7 +114,7 @@ describe("a pinned adapter the replica lost", () => {
   it("without a way to upload it, sampling fails with NOT_FOUND naming the version; a failed upload fails it as UNAVAILABLE saying why", async () => {
     const version = await uploadThenLose();
     const { problems } = writeProblems(dir, 2, 200);
-    const sample = (restoreAdapter?: (v: string) => Promise<void>) => {
+    const sample = (restoreAdapter?: (v: string, address: string) => Promise<void>) => {
       const store = SampleStore.open(join(dir, `refused-${restoreAdapter ? "upload" : "none"}.jsonl`));
       return sampleProblems({ pool, store, problems, config: resolveSamplerConfig({ ...BASE_CONFIG, maxNewTokens: 4 }, pool.served), pinAdapter: () => version, restoreAdapter }).finally(() => store.close());
     };

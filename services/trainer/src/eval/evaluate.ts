@@ -29,7 +29,7 @@ export interface EvaluateOptions {
    * answers with another fails the evaluation. Unset: each replica's active adapter.
    */
   adapter?: string;
-  /** Uploads the pinned adapter again when a replica no longer holds it; the problem is then asked again (a retry). Unset: that fails the evaluation. */
+  /** Uploads the pinned adapter again to a replica that no longer holds it; the problem is then asked again (a retry). Unset: that fails the evaluation. */
   restoreAdapter?: RestoreAdapter;
   /** Most tokens per answer (default min(512, the endpoints' limit)). */
   maxNewTokens?: number;
@@ -141,7 +141,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluationResu
       else if (options.restoreAdapter && lostPinnedAdapter(status, ask.adapter)) {
         // The lane stays held while the adapter is uploaded again, so the loop waits for it.
         try {
-          await options.restoreAdapter(ask.adapter);
+          await options.restoreAdapter(ask.adapter, lane.address);
           askAgain(index, lane, status.message);
         } catch (uploadErr) {
           fatal ??= new GrpcError(Status.UNAVAILABLE, `${lane.id} no longer holds adapter ${ask.adapter} (${status.message}), and uploading it again failed: ${(uploadErr as Error).message}`);

@@ -18,9 +18,14 @@ export function replicaAddresses(pool: EndpointPool): string[] {
   return [...new Set(pool.endpoints.flatMap((e) => e.info.map((i) => i.address)))];
 }
 
-/** Uploads `adapter` to every replica (not activated); returns the version they all report. */
-export async function pushToReplicas(pool: EndpointPool, adapter: LoraAdapter, baseModel: string, onRetry?: (message: string) => void): Promise<{ version: string; endpoints: string[] }> {
-  const addresses = replicaAddresses(pool);
+/** Uploads `adapter` to every replica, or to `addresses` (not activated); returns the version they all report. */
+export async function pushToReplicas(
+  pool: EndpointPool,
+  adapter: LoraAdapter,
+  baseModel: string,
+  onRetry?: (message: string) => void,
+  addresses = replicaAddresses(pool),
+): Promise<{ version: string; endpoints: string[] }> {
   const versions = await Promise.all(addresses.map((address) => withRetries(`push the adapter to ${address}`, () => pushAdapter(address, adapter, { activate: false, baseModel, security: pool.security }), onRetry)));
   const distinct = [...new Set(versions)];
   if (distinct.length !== 1) throw new GrpcError(Status.INTERNAL, `the replicas named the same adapter differently: ${addresses.map((a, i) => `${a}=${versions[i]}`).join(", ")}`);

@@ -23,7 +23,7 @@ import type { TrainerMetrics } from "#trainer/metrics.ts";
 import { resolveSamplerConfig, storeSettings } from "#trainer/sampling/config.ts";
 import type { SamplerConfig } from "#trainer/sampling/config.ts";
 import { EndpointPool } from "#trainer/sampling/endpoint-pool.ts";
-import { restoreOncePerVersion } from "#trainer/sampling/pinned-adapter.ts";
+import { restoreOncePerReplica } from "#trainer/sampling/pinned-adapter.ts";
 import { sampleProblems } from "#trainer/sampling/sampler.ts";
 import type { SamplingEvent } from "#trainer/sampling/sampler.ts";
 import { importPaperSamples, readPaperSamples } from "#trainer/store/paper-format.ts";
@@ -134,8 +134,8 @@ class RunExecution {
   private samplingStepsThisSession = 0;
   /** The weights of the adapter the run continues from, read once when it is uploaded; training starts from them. */
   private startWeights: LoraAdapter | undefined;
-  /** Uploads a version the run names again to every replica, once at a time however many requests found it gone. */
-  private readonly restoreAdapter = restoreOncePerVersion((version) => this.uploadAgain(version));
+  /** Uploads a version the run names again to a replica that lost it, once at a time however many requests found it gone. */
+  private readonly restoreAdapter = restoreOncePerReplica((version, address) => this.uploadAgain(version, address));
 
   constructor(
     private readonly run: RunHandle,
@@ -222,20 +222,21 @@ class RunExecution {
     if (latest) await this.upload(latest.directory, latest.version);
   }
 
-  private async upload(directory: string, expectedVersion: string): Promise<LoraAdapter> {
+  /** Reads the adapter in `directory` and uploads it to `addresses` (default every replica), checking it is still `expectedVersion`. */
+  private async upload(directory: string, expectedVersion: string, addresses?: string[]): Promise<LoraAdapter> {
     const adapter = readPeftAdapter(directory, this.services.expert.config);
-    const { version } = await pushToReplicas(this.prepared.pool, adapter, this.services.expert.name, (m) => this.warn(m));
+    const { version } = await pushToReplicas(this.prepared.pool, adapter, this.services.expert.name, (m) => this.warn(m), addresses);
     if (version !== expectedVersion) throw new RunStateError(`the adapter in ${directory} now has version ${version}, but it was pushed as ${expectedVersion}; the directory was changed`);
     return adapter;
   }
 
-  /** A version the run's requests name, read back from the run's own folders and uploaded again. */
-  private async uploadAgain(version: string): Promise<void> {
+  /** A version the run's requests name, read back from the run's own folders and uploaded again to the replica at `address`. */
+  private async uploadAgain(version: string, address: string): Promise<void> {
     const start = this.prepared.startFrom;
     const directory = start?.version === version ? start.directory : this.record.adapters.find((a) => a.version === version)?.directory;
     if (!directory) throw new RunStateError(`the run has no adapter ${version} to upload again`);
-    this.warn(`a replica no longer holds adapter ${version} (evicted, restarted or added since the upload); uploading it again`);
-    await this.upload(directory, version);
+    this.warn(`${address} no longer holds adapter ${version} (evicted, or the replica restarted); uploading it again`);
+    await this.upload(directory, version, [address]);
   }
 
   private evaluation(stage: EvaluationRecord["stage"]): EvaluationRecord | undefined {

@@ -2,8 +2,9 @@
 // the expert it wants (AdapterSelection in common.proto) instead of taking whatever adapter a
 // replica has active, so runs sharing replicas cannot change each other's samples. A pinned
 // version is written as the responses spell it: "" is the base expert. A replica can lose a
-// pinned adapter while the run still names it (evicted for others' adapters, restarted, or
-// added behind a dns:/// endpoint after the upload); the run then uploads it again.
+// pinned adapter while the run still names it (evicted for other clients' adapters, or
+// restarted at the same address; a replica added behind a dns:/// endpoint joins the next
+// run, which uploads first); the run then uploads it again.
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { AdapterSelectionSchema } from "#core/gen/lightreasoner/v1/common_pb.ts";
 import { Status } from "#core/grpc/errors.ts";
@@ -27,21 +28,22 @@ export function lostPinnedAdapter(refusal: { code: Status; field: string }, pinn
   return pinned !== undefined && pinned !== "" && refusal.code === Status.NOT_FOUND && refusal.field === PINNED_VERSION_FIELD;
 }
 
-/** Uploads a run's adapter again to its replicas; resolves once every replica holds `version`. */
-export type RestoreAdapter = (version: string) => Promise<void>;
+/** Uploads a run's adapter `version` again to the replica at `address`; resolves once it holds it. */
+export type RestoreAdapter = (version: string, address: string) => Promise<void>;
 
 /**
- * One upload at a time per version: every request that finds the adapter gone while an upload
- * of it is under way waits for that one (a batch of trajectories fails together when a
- * replica restarts, and each would otherwise upload the same weights again).
+ * One upload at a time per version and replica: every request that finds the adapter gone
+ * while an upload of it is under way waits for that one (a batch of trajectories fails
+ * together when a replica restarts, and each would otherwise upload the same weights again).
  */
-export function restoreOncePerVersion(upload: RestoreAdapter): RestoreAdapter {
+export function restoreOncePerReplica(upload: RestoreAdapter): RestoreAdapter {
   const underway = new Map<string, Promise<void>>();
-  return (version) => {
-    let pending = underway.get(version);
+  return (version, address) => {
+    const key = `${address} ${version}`;
+    let pending = underway.get(key);
     if (!pending) {
-      pending = upload(version).finally(() => underway.delete(version));
-      underway.set(version, pending);
+      pending = upload(version, address).finally(() => underway.delete(key));
+      underway.set(key, pending);
     }
     return pending;
   };

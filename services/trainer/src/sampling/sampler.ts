@@ -49,8 +49,8 @@ export interface SampleProblemsOptions {
    */
   pinAdapter?: () => string;
   /**
-   * Uploads a pinned version again when a replica answers that it does not hold it (evicted,
-   * restarted, added since); the trajectory is then written again (counted as a retry). Unset:
+   * Uploads a pinned version again to a replica that answers that it does not hold it
+   * (evicted, restarted); the trajectory is then written again (counted as a retry). Unset:
    * such an answer fails the sampling.
    */
   restoreAdapter?: RestoreAdapter;
@@ -326,7 +326,7 @@ class SamplingRun {
   /** Uploads the adapter the lane's replica lost, then queues the problem again; a failed upload fails the sampling. */
   private restoreThenRetry(work: Work, lane: Lane, version: string, reason: string): void {
     this.restoring++;
-    this.o.restoreAdapter!(version)
+    this.o.restoreAdapter!(version, lane.address)
       .then(
         () => this.retry(work, lane, `${reason} (uploaded it again)`),
         (err: Error) => this.fail(new GrpcError(Status.UNAVAILABLE, `${lane.id} no longer holds adapter ${version} (${reason}), and uploading it again failed: ${err.message}`)),

@@ -15,10 +15,10 @@ import type { InferenceServer } from "#inference/main.ts";
 import { maxAdapterDiff } from "#trainer/model/testing/tiny-adapter.ts";
 import { readRunRecord } from "#trainer/runs/run-record.ts";
 import { SampleStore } from "#trainer/store/sample-store.ts";
-import { startServer, statusOf, writeTinyPair } from "#test/inference/helpers.ts";
+import { clients, startServer, statusOf, writeTinyPair } from "#test/inference/helpers.ts";
 import type { TinyPair } from "#test/inference/helpers.ts";
 import { writeProblems } from "#test/trainer-sampling/helpers.ts";
-import { runToSuccess, smallRun, startTrainer } from "./helpers.ts";
+import { RunState, runToSuccess, smallRun, startTrainer } from "./helpers.ts";
 import type { RunConfigInit } from "./helpers.ts";
 
 const records = (run: Run) => SampleStore.read(join(run.runDir, "samples.jsonl")).records;
@@ -69,6 +69,38 @@ describe("a run that continues another (start_from_run), and the argmax label", 
     expect(maxAdapterDiff(ended, started)).toBeLessThan(1e-6);
     // The first round moved B away from its zero start, so a fresh start would be far from it.
     expect(Math.max(...[...started.pairs.values()].flatMap((p) => Array.from(p.b.data, (v) => Math.abs(v))))).toBeGreaterThan(1e-3);
+  });
+
+  it("uploads the earlier run's adapter again when the replica loses it during sampling, and samples on with it", async () => {
+    const version = first.liveAdapterVersion;
+    // Enough problems that sampling is still under way when the adapter goes (4 in flight at a time).
+    const config = { ...base, startFromRun: "round-1", problems: { path: writeProblems(pair.root, 40, 1000).file }, optimization: { ...base.optimization, maxSteps: 1 } };
+    await trainer.client.startRun({ runId: "round-lost", config });
+    const warnings: string[] = [];
+    let lost = false;
+    let state: RunState | undefined;
+    for await (const { event } of trainer.client.watchRun({ runId: "round-lost" })) {
+      const sampling = (event.case === "snapshot" && event.value.stage === RunStage.SAMPLING) || (event.case === "stageChanged" && event.value.current === RunStage.SAMPLING);
+      if (sampling && !lost) {
+        // What an eviction or a restart does to the replica: the version is no longer loaded.
+        const c = clients(inference);
+        try {
+          await c.adapters.unloadAdapter({ version });
+        } finally {
+          c.close();
+        }
+        lost = true;
+      }
+      if (event.case === "warning") warnings.push(event.value.message);
+      if (event.case === "finished") state = event.value.state;
+    }
+    expect(lost).toBe(true);
+    expect(state).toBe(RunState.SUCCEEDED);
+    expect(warnings.filter((w) => w.includes(`no longer holds adapter ${version}`)).length).toBe(1);
+    const { run } = await trainer.client.getRun({ runId: "round-lost" });
+    const stored = records(run!);
+    expect(stored).toHaveLength(40);
+    for (const r of stored) expect(r.adapterVersion).toBe(version);
   });
 
   it("refuses a run it cannot continue, naming why", async () => {

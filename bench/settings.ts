@@ -121,8 +121,9 @@ export function benchSettings(options: { quick: boolean; cacheDir?: string }): B
             // 16): a lockstep step reads the amateur's weights (the LM head's 68M) once for the whole batch, so its
             // cost per trajectory depends on the batch, and this is the batch the trainer brings. Re-encoding 16
             // trajectories is ~260,000 positions. End to end, prompts are prefilled 4 at a time, chosen when the runner
-            // still computed logits at every prompt position (156 MB per model and group); it now keeps the last one
-            // only, and the setting was not re-tuned.
+            // still computed logits at every prompt position (156 MB per model and group); with the last one kept, 8 at
+            // a time (the service's 512 prompt tokens per prefill batch) measured the same (bench/end-to-end.ts
+            // --prefill-group 4 / 8, alternated twice: 107.9, 107.5 / 109.8, 107.3 tokens/s).
             { name: QWEN05_PAIR.name, recipe: QWEN05_PAIR, promptTokens: 64, newTokens: 128, streams: SAMPLER_DEFAULTS.concurrency, repeats: 1, endToEnd: { streams: 64, repeats: 1, maxPrefillBatch: 4 } },
       ],
     },

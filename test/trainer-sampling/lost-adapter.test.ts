@@ -12,6 +12,7 @@ import { DEFAULT_LORA, randomLoraAdapter } from "#core/model/lora.ts";
 import type { LoraAdapter } from "#core/model/lora.ts";
 import type { InferenceServer } from "#inference/main.ts";
 import { pushAdapter } from "#trainer/adapter-push.ts";
+import { activateOnReplicas } from "#trainer/runs/endpoint-adapters.ts";
 import { evaluate } from "#trainer/eval/evaluate.ts";
 import { resolveSamplerConfig } from "#trainer/sampling/config.ts";
 import { EndpointPool } from "#trainer/sampling/endpoint-pool.ts";
@@ -109,6 +110,20 @@ describe("a pinned adapter the replica lost", () => {
     expect(result.problems).toBe(4);
     expect(result.adapterVersions).toEqual([version]);
     expect(uploads).toEqual([version]);
+  });
+
+  it("activating it (activate_final_adapter) uploads it again first, and it ends active", async () => {
+    const version = await uploadThenLose();
+    const { uploads, restore } = countingRestore(version);
+    await activateOnReplicas(pool, version, undefined, restore);
+    expect(uploads).toEqual([version]);
+    const c = clients(server);
+    try {
+      expect((await c.adapters.listAdapters({})).adapters.find((a) => a.version === version)?.active).toBe(true);
+      await c.adapters.rollbackToBase({});
+    } finally {
+      c.close();
+    }
   });
 
   it("without a way to upload it, sampling fails with NOT_FOUND naming the version; a failed upload fails it as UNAVAILABLE saying why", async () => {

@@ -9,6 +9,7 @@ import { createClient, GrpcError, Status } from "#core/grpc/adapter.ts";
 import type { LoraAdapter } from "#core/model/lora.ts";
 import { pushAdapter } from "#trainer/adapter-push.ts";
 import type { EndpointPool } from "#trainer/sampling/endpoint-pool.ts";
+import type { RestoreAdapter } from "#trainer/sampling/pinned-adapter.ts";
 
 const ATTEMPTS = 3;
 const BACKOFF_MS = 500;
@@ -32,14 +33,22 @@ export async function pushToReplicas(
   return { version: distinct[0], endpoints: addresses };
 }
 
-/** Makes `version` (loaded on every replica) the adapter new requests that name none get. */
-export async function activateOnReplicas(pool: EndpointPool, version: string, onRetry?: (message: string) => void): Promise<void> {
+/**
+ * Makes `version` the adapter new requests that name none get, on every replica. A replica
+ * that no longer holds it (NOT_FOUND: evicted, restarted) gets it from `restore` first.
+ */
+export async function activateOnReplicas(pool: EndpointPool, version: string, onRetry?: (message: string) => void, restore?: RestoreAdapter): Promise<void> {
   await Promise.all(
     replicaAddresses(pool).map((address) =>
       withRetries(`activate adapter ${version} on ${address}`, async () => {
         const client = createClient(AdapterService, address, { security: pool.security });
+        const activate = () => client.activateAdapter({ version }, { timeoutMs: 10_000 });
         try {
-          await client.activateAdapter({ version }, { timeoutMs: 10_000 });
+          await activate().catch(async (err: unknown) => {
+            if (!(restore && err instanceof GrpcError && err.code === Status.NOT_FOUND)) throw err;
+            await restore(version, address);
+            await activate();
+          });
         } finally {
           client.close();
         }

@@ -191,7 +191,7 @@ class RunExecution {
     }
     const final = this.record.adapters.at(-1);
     if (plan.activateFinalAdapter && final) {
-      await activateOnReplicas(this.prepared.pool, final.version, (m) => this.warn(m));
+      await activateOnReplicas(this.prepared.pool, final.version, (m) => this.warn(m), this.restoreAdapter);
       this.services.log(`adapter ${final.version} is now active on ${final.endpoints.join(", ")} (activate_final_adapter)`);
     }
     this.run.enter("done");

@@ -12,7 +12,7 @@ import { GrpcError, Status, toGrpcError } from "#core/grpc/adapter.ts";
 import type { Problem } from "#core/tasks/problems.ts";
 import type { EndpointPool, Lane } from "#trainer/sampling/endpoint-pool.ts";
 import { AdapterIgnoredError, EndpointsExhaustedError, RequestRefusedError, SamplerConfigError } from "#trainer/sampling/errors.ts";
-import { adapterSelection, checkPinned, lostPinnedAdapter } from "#trainer/sampling/pinned-adapter.ts";
+import { adapterSelection, checkPinned, lostPinnedAdapter, restoreFailed } from "#trainer/sampling/pinned-adapter.ts";
 import type { RestoreAdapter } from "#trainer/sampling/pinned-adapter.ts";
 import { SYSTEM_PROMPT, chatPrompt } from "#trainer/sampling/prompt.ts";
 import { checkAnswer } from "./answer.ts";
@@ -144,7 +144,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluationResu
           await options.restoreAdapter(ask.adapter, lane.address);
           askAgain(index, lane, status.message);
         } catch (uploadErr) {
-          fatal ??= new GrpcError(Status.UNAVAILABLE, `${lane.id} no longer holds adapter ${ask.adapter} (${status.message}), and uploading it again failed: ${(uploadErr as Error).message}`);
+          fatal ??= restoreFailed(lane.id, ask.adapter, status.message, uploadErr);
         }
       } else if (!RETRYABLE.has(status.code)) fatal ??= new RequestRefusedError(status.code, `${problems[index].id} (line ${problems[index].line})`, lane.id, status.message, status.field);
       else {

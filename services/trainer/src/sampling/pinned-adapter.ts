@@ -7,7 +7,7 @@
 // run, which uploads first); the run then uploads it again.
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { AdapterSelectionSchema } from "#core/gen/lightreasoner/v1/common_pb.ts";
-import { Status } from "#core/grpc/errors.ts";
+import { GrpcError, Status } from "#core/grpc/errors.ts";
 import { AdapterIgnoredError } from "./errors.ts";
 
 /** The request field a replica names when it does not hold the version a request pinned. */
@@ -26,6 +26,11 @@ export function checkPinned(pinned: string, served: string, endpoint: string, wh
 /** Whether a refusal says the replica does not hold the adapter the request pinned (NOT_FOUND on adapter.version). */
 export function lostPinnedAdapter(refusal: { code: Status; field: string }, pinned: string | undefined): pinned is string {
   return pinned !== undefined && pinned !== "" && refusal.code === Status.NOT_FOUND && refusal.field === PINNED_VERSION_FIELD;
+}
+
+/** The sampling or evaluation fails with this when a lost adapter could not be uploaded again. */
+export function restoreFailed(lane: string, version: string, refusal: string, err: unknown): GrpcError {
+  return new GrpcError(Status.UNAVAILABLE, `${lane} no longer holds adapter ${version} (${refusal}), and uploading it again failed: ${(err as Error).message}`);
 }
 
 /** Uploads a run's adapter `version` again to the replica at `address`; resolves once it holds it. */

@@ -20,7 +20,7 @@ import type { SelectedStep, StoredFinishReason, TrajectoryRecord } from "#traine
 import type { SamplerConfig } from "./config.ts";
 import type { EndpointPool, Lane } from "./endpoint-pool.ts";
 import { AdapterIgnoredError, EndpointsExhaustedError, RequestRefusedError } from "./errors.ts";
-import { adapterSelection, lostPinnedAdapter } from "./pinned-adapter.ts";
+import { adapterSelection, lostPinnedAdapter, restoreFailed } from "./pinned-adapter.ts";
 import type { RestoreAdapter } from "./pinned-adapter.ts";
 import { chatPrompt } from "./prompt.ts";
 import { problemSeed } from "./seeds.ts";
@@ -329,7 +329,7 @@ class SamplingRun {
     this.o.restoreAdapter!(version, lane.address)
       .then(
         () => this.retry(work, lane, `${reason} (uploaded it again)`),
-        (err: Error) => this.fail(new GrpcError(Status.UNAVAILABLE, `${lane.id} no longer holds adapter ${version} (${reason}), and uploading it again failed: ${err.message}`)),
+        (err: unknown) => this.fail(restoreFailed(lane.id, version, reason, err)),
       )
       .finally(() => {
         this.restoring--;

@@ -90,17 +90,19 @@ export async function openPrepackedSession(source: PrepackedSource, options: Pre
   const { cacheDir, sessionOptions, log } = options;
   const started = performance.now();
   const seconds = () => ((performance.now() - started) / 1000).toFixed(1);
+  // What every way around the cache falls back to: the session opened as without a cache.
+  const uncached = () => ort.InferenceSession.create(source.bytes, sessionOptions);
   let name: string;
   try {
     const refusal = unusableCacheDir(cacheDir);
     if (refusal) {
       log(`onnxruntime: prepacked cache not used: ${refusal}`);
-      return await ort.InferenceSession.create(source.bytes, sessionOptions);
+      return await uncached();
     }
     name = prepackedEntryName(source, sessionOptions);
   } catch (err) {
     log(`onnxruntime: prepacked cache not used (${(err as Error).message})`);
-    return ort.InferenceSession.create(source.bytes, sessionOptions);
+    return uncached();
   }
   const entry = join(cacheDir, name);
   if (existsSync(join(entry, MODEL_FILE))) {
@@ -119,7 +121,7 @@ export async function openPrepackedSession(source: PrepackedSource, options: Pre
   const needed = DISK_PER_WEIGHT_BYTE * (source.sourceFiles.reduce((sum, f) => sum + statSync(f).size, 0) + source.bytes.byteLength);
   if (room !== null && room < needed) {
     log(`onnxruntime: prepacked cache not written: ${cacheDir} has ${gib(room)} free, an entry needs about ${gib(needed)}`);
-    return ort.InferenceSession.create(source.bytes, sessionOptions);
+    return uncached();
   }
   let building: string | undefined;
   let session: ort.InferenceSession;
@@ -130,7 +132,7 @@ export async function openPrepackedSession(source: PrepackedSource, options: Pre
   } catch (err) {
     if (building) removeQuietly(building);
     log(`onnxruntime: prepacked cache not written (${(err as Error).message}); opening without it`);
-    return ort.InferenceSession.create(source.bytes, sessionOptions);
+    return uncached();
   }
   try {
     publish(building, entry, cacheDir);

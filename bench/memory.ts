@@ -14,8 +14,8 @@ import type { ProcessMemory } from "./processes.ts";
 import { serveInference } from "./processes.ts";
 import type { PairInfo } from "./sampling.ts";
 import { pairInfo } from "./sampling.ts";
-import type { BenchSettings, PairWorkload } from "./settings.ts";
-import { BenchInputError } from "./stats.ts";
+import type { PairRecipe } from "./models.ts";
+import type { BenchSettings } from "./settings.ts";
 import { runServiceTrajectories } from "./trajectory-client.ts";
 import type { TrainingResult } from "./training.ts";
 import { randomPrompts } from "./workloads.ts";
@@ -70,8 +70,8 @@ const slopes = (byStreams: { streams: number; memory: ProcessMemory }[]) => ({
   perExtraStreamFileBytes: perExtraStream(byStreams, (m) => m.fileRssBytes),
 });
 
-async function measureService(settings: BenchSettings, workload: PairWorkload, log: (line: string) => void): Promise<ServiceMemory> {
-  const prepared = await preparePair(workload.recipe, settings.cacheDir, log);
+async function measureService(settings: BenchSettings, recipe: PairRecipe, log: (line: string) => void): Promise<ServiceMemory> {
+  const prepared = await preparePair(recipe, settings.cacheDir, log);
   const streams = settings.memory.streams;
   const { promptTokens, newTokens } = settings.memory;
   // Random prompts of one length on every pair, so each stream holds exactly the positions its KV figure counts.
@@ -93,10 +93,8 @@ async function measureService(settings: BenchSettings, workload: PairWorkload, l
 
 export async function runMemory(settings: BenchSettings, log: (line: string) => void, training?: TrainingResult): Promise<MemoryResult> {
   const inference: ServiceMemory[] = [];
-  for (const name of settings.memory.pairs) {
-    const workload = settings.sampling.pairs.find((w) => w.recipe.name === name);
-    if (!workload) throw new BenchInputError("memory.pairs", `${JSON.stringify(name)} is not the pair of any sampling workload`);
-    inference.push(await measureService(settings, workload, log));
+  for (const recipe of settings.memory.pairs) {
+    inference.push(await measureService(settings, recipe, log));
     const last = inference[inference.length - 1];
     const peak = last.byStreams[last.byStreams.length - 1]?.memory.peakRssBytes ?? last.idle.peakRssBytes;
     const mapped = last.perExtraStreamFileBytes ?? 0;

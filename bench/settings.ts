@@ -76,8 +76,8 @@ export interface BenchSettings {
   limits: { shapes: [number, number, number][]; minMs: number; repeats: number };
   transport: { vocabSize: number; steps: { full32: number; full16: number; sparse: number }; repeats: number; alpha: number; topK: number };
   training: { loraWarmupSteps: number; loraSteps: number; pretrainWarmupSteps: number; pretrainSteps: number; matmulSize: number };
-  /** Pairs (by name) whose service memory is measured, at these stream counts, each stream a random prompt of promptTokens and newTokens more. */
-  memory: { pairs: string[]; streams: number[]; promptTokens: number; newTokens: number };
+  /** Pairs whose service memory is measured, at these stream counts, each stream a random prompt of promptTokens and newTokens more. */
+  memory: { pairs: PairRecipe[]; streams: number[]; promptTokens: number; newTokens: number };
   /** Per-step summary micro-benchmark (old and new code on 151,936-token distributions). */
   step: { vocabSize: number; calls: number; repeats: number };
   /** LoRA training at the 0.5B shape: one micro-batch of rows x seq tokens, labels selected positions per row. */
@@ -160,8 +160,8 @@ export function benchSettings(options: { quick: boolean; cacheDir?: string }): B
       : { loraWarmupSteps: 2, loraSteps: 10, pretrainWarmupSteps: 2, pretrainSteps: 8, matmulSize: 256 },
     // The method's trajectory (64 + 128 tokens), so the KV cache a stream holds at its end is what the service serves.
     memory: quick
-      ? { pairs: [BUILT_IN_PAIR.name], streams: [1, 4, 16, 64], promptTokens: 16, newTokens: 4 }
-      : { pairs: [BUILT_IN_PAIR.name, QWEN05_PAIR.name], streams: [1, 4, 16, 64], promptTokens: 64, newTokens: 128 },
+      ? { pairs: [BUILT_IN_PAIR], streams: [1, 4, 16, 64], promptTokens: 16, newTokens: 4 }
+      : { pairs: [BUILT_IN_PAIR, QWEN05_PAIR], streams: [1, 4, 16, 64], promptTokens: 64, newTokens: 128 },
     step: { vocabSize: 151_936, calls: quick ? 10 : 30, repeats: quick ? 3 : 7 },
     // The method's trajectory length (64 + 128 tokens would be 192; 128 keeps float64 PyTorch's reference step near a minute).
     scale: quick ? { rows: 1, seq: 32, labels: 2, steps: 1 } : { rows: 2, seq: 128, labels: 4, steps: 3 },

@@ -25,6 +25,7 @@ import { CausalLM } from "#trainer/model/transformer.ts";
 import { softLabelKlLoss } from "#trainer/training/kl-loss.ts";
 import { AdamW } from "#trainer/training/adamw.ts";
 import { REPO_ROOT } from "./paths.ts";
+import { processMemory } from "./processes.ts";
 
 /** Largest relative gradient error accepted: max |ours - float64| / max |float64| per tensor. */
 export const GRADIENT_TOLERANCE = 1e-3;
@@ -135,7 +136,9 @@ export async function runLoraScale(o: LoraScaleOptions): Promise<LoraScaleResult
       o.log(`${o.engine} step ${step + 1}/${o.steps}: ${stepSeconds[step].toFixed(1)} s, ${(tokens / stepSeconds[step]).toFixed(1)} tokens/s, rss ${GiB(process.memoryUsage().rss)} GiB`);
     }
     optimizer.dispose();
-    const peakRssBytes = process.resourceUsage().maxRSS * 1024;
+    // VmHWM, not getrusage's maxRSS: Linux starts a child's maxRSS at its parent's resident set
+    // when it forked, and a full bench run's process held 3.3 GiB by then: that was the figure.
+    const peakRssBytes = processMemory(process.pid).peakRssBytes;
     await side.dispose();
     lora.dispose();
 

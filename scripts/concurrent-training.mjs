@@ -17,6 +17,7 @@ const { DEFAULT_LORA } = await import("#core/model/lora.ts");
 const { selectBackend } = await import("#trainer/model/backend.ts");
 const { LoraLayers } = await import("#trainer/model/lora.ts");
 const { activationBytesPerToken, OnnxLoraExpert } = await import("#trainer/model/onnx-lora-expert.ts");
+const { processMemory } = await import("#bench/processes.ts");
 
 const { values } = parseArgs({ options: { expert: { type: "string" }, rows: { type: "string", default: "2" }, seq: { type: "string", default: "128" }, steps: { type: "string", default: "2" } } });
 const count = (name) => {
@@ -28,7 +29,7 @@ const rows = count("rows");
 const seq = count("seq");
 const steps = count("steps");
 const GiB = (bytes) => `${(bytes / 2 ** 30).toFixed(2)} GiB`;
-const peak = () => process.resourceUsage().maxRSS * 1024;
+const peak = () => processMemory(process.pid).peakRssBytes;
 
 await selectBackend();
 const expertDir = values.expert ?? fileURLToPath(new URL("../.cache/bench/qwen2.5-0.5b-shape/expert", import.meta.url));

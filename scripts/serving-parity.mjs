@@ -10,6 +10,7 @@ import { register } from "tsx/esm/api";
 register();
 const { runServingParity, describeServingParity } = await import("#bench/serving-parity.ts");
 const { defaultExpertDir } = await import("#bench/lora-scale.ts");
+const { processMemory } = await import("#bench/processes.ts");
 const { values } = parseArgs({
   options: {
     expert: { type: "string" },
@@ -43,5 +44,5 @@ const result = await runServingParity({
   log: (line) => console.log(line),
 });
 for (const line of describeServingParity(result)) console.log(line);
-console.log(`wall ${((performance.now() - started) / 1000).toFixed(1)} s, peak RSS ${(process.resourceUsage().maxRSS / 2 ** 20).toFixed(2)} GiB`);
+console.log(`wall ${((performance.now() - started) / 1000).toFixed(1)} s, peak RSS ${(processMemory(process.pid).peakRssBytes / 2 ** 30).toFixed(2)} GiB`);
 process.exitCode = result.pass ? 0 : 1;

@@ -13,7 +13,6 @@ One part per process, so each peak resident memory is its own. Prints one JSON l
 import json
 import math
 import os
-import resource
 import sys
 import time
 
@@ -21,6 +20,16 @@ import numpy as np
 import torch
 
 from peer_io import read_safetensors
+
+
+def peak_rss_bytes():
+    # This process's own peak (VmHWM). getrusage's ru_maxrss would start from the Node.js
+    # parent's resident set at the fork, the weights it still holds, not PyTorch's.
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("/proc/self/status has no VmHWM line: the peak memory figure needs Linux")
 
 
 def read_matrix(directory, name, shape):
@@ -113,11 +122,10 @@ def main():
             out[entry["name"][: -len(".weight")]] = (a, b)
         return out
 
-    peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     if part == "float64":
-        print(json.dumps({"torch": torch.__version__, **float64_gradients(exchange, names, weights, config, ids, rows, label_ids, label_w, spec, scale, lora_of), "peakRssBytes": peak()}))
+        print(json.dumps({"torch": torch.__version__, **float64_gradients(exchange, names, weights, config, ids, rows, label_ids, label_w, spec, scale, lora_of), "peakRssBytes": peak_rss_bytes()}))
     else:
-        print(json.dumps({"torch": torch.__version__, **float32_steps(names, weights, config, ids, rows, label_ids, label_w, spec, scale, lora_of), "peakRssBytes": peak()}))
+        print(json.dumps({"torch": torch.__version__, **float32_steps(names, weights, config, ids, rows, label_ids, label_w, spec, scale, lora_of), "peakRssBytes": peak_rss_bytes()}))
 
 
 def float64_gradients(exchange, names, weights, config, ids, rows, label_ids, label_w, spec, scale, lora_of):

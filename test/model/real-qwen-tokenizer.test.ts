@@ -17,6 +17,7 @@ import { ChatRole, FinishReason } from "#core/gen/lightreasoner/v1/common_pb.ts"
 import { GenerationMode } from "#core/gen/lightreasoner/v1/inference_pb.ts";
 import { TextTokenizer } from "#core/formats/tokenizer.ts";
 import { initModel } from "#core/model/init-model.ts";
+import { processMemory } from "#bench/processes.ts";
 import type { InferenceServer } from "#inference/main.ts";
 import { FULL32, byRequest, clients, collect, fullOf, startServer } from "#test/inference/helpers.ts";
 import { QUESTION, QWEN3_CHAT_IDS, QWEN3_TOKENIZER_DIR, SYSTEM_PROMPT } from "#test/formats/real-tokenizers.ts";
@@ -88,7 +89,7 @@ afterAll(async () => {
   client?.close();
   await server?.close(1000);
   rmSync(root, { recursive: true, force: true });
-  if (atScale) console.log(`real tokenizer at scale: load ${loadSeconds.toFixed(1)} s, peak RSS ${(process.resourceUsage().maxRSS / 1024 / 1024).toFixed(2)} GiB`);
+  if (atScale) console.log(`real tokenizer at scale: load ${loadSeconds.toFixed(1)} s, peak RSS ${(processMemory(process.pid).peakRssBytes / 2 ** 30).toFixed(2)} GiB`);
 });
 
 describe("an init-model pair of the Qwen vocabulary with the real Qwen tokenizer", () => {

@@ -7,7 +7,8 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { logSoftmax } from "#core/math/distribution.ts";
 import { referenceLogits } from "#core/model/testing/reference-forward.ts";
 import { buildOnnxModel } from "./export.ts";
-import type { KvCache } from "./kv-cache.ts";
+import { BatchKv } from "./batch-kv.ts";
+import { KvCache } from "./kv-cache.ts";
 import { CausalLmSession } from "./session.ts";
 import { maxAbsDiff } from "./testing/compare.ts";
 import { randomWeights, tinyConfig } from "./testing/random-model.ts";
@@ -114,12 +115,14 @@ describe("the batch's KV carried between steps", () => {
     expect(await step([a, c, b])).toBe(false);
     expect(session.lastPhases.pastSlots).toBe(24);
     const grown = session.batchKvBytes;
-    expect(grown).toBe((bytes * (3 * 24)) / (2 * 16));
+    const perRowSlot = bytes / (2 * 16);
+    expect(grown).toBe(3 * 24 * perRowSlot);
     expect(await step([a, c, b])).toBe(true);
-    // a leaves: c and b move down a row, in place.
+    // a leaves: c and b move down a row, in place, and the buffers shrink to their two rows.
     expect(await step([c, b])).toBe(false);
     expect(await step([c, b])).toBe(true);
-    expect(session.batchKvBytes).toBe(grown);
+    expect(session.batchKvBytes).toBe(2 * session.lastPhases.pastSlots * perRowSlot);
+    expect(session.batchKvBytes).toBeLessThan(grown);
     // A long prompt joins: the rows no longer fit, and move to larger buffers.
     const e = row(Array.from({ length: 40 }, (_, i) => (3 * i) % config.vocabSize));
     await step([e]);
@@ -146,5 +149,81 @@ describe("the batch's KV carried between steps", () => {
     // The first held the session's buffers and keeps them; the second, run beside it, built its own.
     expect(await step(first)).toBe(true);
     expect(await step(second)).toBe(false);
+  });
+});
+
+describe("the batch's KV buffers", () => {
+  const shape = { numLayers: 2, numKvHeads: 2, headDim: 3, kvType: "float32" as const };
+  const elementsPerPosition = shape.numKvHeads * shape.headDim;
+  const bytesFor = (rows: number, slots: number) => shape.numLayers * 2 * rows * slots * elementsPerPosition * 4;
+
+  /** A step over `caches` adding `fresh` positions per row, each element written as a code of (cache, layer, kind, head, position, i). */
+  function stepOver(kv: BatchKv, caches: KvCache[], fresh: number) {
+    const step = kv.acquire(caches, fresh);
+    caches.forEach((cache, row) => {
+      for (let layer = 0; layer < shape.numLayers; layer++) {
+        for (let k = 0; k < 2; k++) {
+          const output = new Float32Array(caches.length * shape.numKvHeads * fresh * shape.headDim);
+          for (let h = 0; h < shape.numKvHeads; h++) {
+            for (let t = 0; t < fresh; t++) {
+              for (let i = 0; i < shape.headDim; i++) output[((row * shape.numKvHeads + h) * fresh + t) * shape.headDim + i] = code(cache, layer, k, h, cache.length + t, i);
+            }
+          }
+          // A step beside the rows held (a prefill) runs on arrays of its own: the cache keeps its positions.
+          if (!kv.store(step, layer, k, output, row, fresh, fresh, cache.length)) cache.appendFrom(layer, k === 0 ? "key" : "value", output, row, fresh, fresh);
+        }
+      }
+      cache.commit(fresh);
+    });
+    kv.release(step);
+    return step;
+  }
+  const ids = new Map<KvCache, number>();
+  const code = (cache: KvCache, layer: number, k: number, h: number, position: number, i: number) => ids.get(cache)! * 1e5 + layer * 1e4 + k * 1e3 + h * 500 + position * 3 + i;
+
+  /** Every position of every cache, read back from its own arrays after the buffers hand it back. */
+  function expectPositions(caches: KvCache[]): void {
+    for (const cache of caches) {
+      for (let layer = 0; layer < shape.numLayers; layer++) {
+        for (let k = 0; k < 2; k++) {
+          const past = new Float32Array(shape.numKvHeads * cache.length * shape.headDim);
+          cache.copyInto(layer, k === 0 ? "key" : "value", past, 0, cache.length, 0);
+          for (let h = 0; h < shape.numKvHeads; h++) {
+            for (let t = 0; t < cache.length; t++) {
+              for (let i = 0; i < shape.headDim; i++) expect(past[(h * cache.length + t) * shape.headDim + i]).toBe(code(cache, layer, k, h, t, i));
+            }
+          }
+        }
+      }
+    }
+  }
+
+  it("grow and shrink in place as rows outgrow their slots, join and leave, and give the rows back intact", () => {
+    const kv = new BatchKv(shape);
+    const caches = Array.from({ length: 3 }, (_, i) => {
+      const cache = new KvCache(shape);
+      ids.set(cache, i + 1);
+      return cache;
+    });
+    const [a, b, c] = caches;
+    const first = stepOver(kv, [a, b], 4);
+    const buffer = first.target.data[0].buffer;
+    expect(kv.allocatedBytes).toBe(bytesFor(2, 16));
+    // 4 positions and 12 new fill the 16 slots; the 13th moves the rows to 32 (17 + 8 spare) in the same buffers.
+    let last = first;
+    for (let i = 0; i < 13; i++) last = stepOver(kv, [a, b], 1);
+    expect(last.target.data[0].buffer).toBe(buffer);
+    expect(kv.allocatedBytes).toBe(bytesFor(2, 32));
+    // c has its own positions; it joins, then a leaves and b moves down: the buffers shrink to two rows.
+    stepOver(kv, [c], 5);
+    stepOver(kv, [a, b, c], 1);
+    const three = kv.allocatedBytes;
+    last = stepOver(kv, [b, c], 1);
+    expect(kv.allocatedBytes).toBeLessThan(three);
+    expect(last.target.data[0].buffer).toBe(buffer);
+    // Beyond KV_RESERVE_FACTOR times the first size the rows move to new buffers.
+    for (let i = 0; i < 4 * 16; i++) last = stepOver(kv, [b, c], 1);
+    expect(last.target.data[0].buffer).not.toBe(buffer);
+    expectPositions(caches);
   });
 });

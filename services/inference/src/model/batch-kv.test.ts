@@ -8,7 +8,7 @@ import { logSoftmax } from "#core/math/distribution.ts";
 import { referenceLogits } from "#core/model/testing/reference-forward.ts";
 import { buildOnnxModel } from "./export.ts";
 import { BatchKv } from "./batch-kv.ts";
-import { KvCache } from "./kv-cache.ts";
+import { KvCache, allocateKv } from "./kv-cache.ts";
 import { CausalLmSession } from "./session.ts";
 import { maxAbsDiff } from "./testing/compare.ts";
 import { randomWeights, tinyConfig } from "./testing/random-model.ts";
@@ -152,10 +152,13 @@ describe("the batch's KV carried between steps", () => {
   });
 });
 
-describe("the batch's KV buffers", () => {
-  const shape = { numLayers: 2, numKvHeads: 2, headDim: 3, kvType: "float32" as const };
+describe.each([
+  ["float32", 4],
+  ["float16", 2],
+] as const)("the batch's KV buffers (%s)", (kvType, bytesPerElement) => {
+  const shape = { numLayers: 2, numKvHeads: 2, headDim: 3, kvType };
   const elementsPerPosition = shape.numKvHeads * shape.headDim;
-  const bytesFor = (rows: number, slots: number) => shape.numLayers * 2 * rows * slots * elementsPerPosition * 4;
+  const bytesFor = (rows: number, slots: number) => shape.numLayers * 2 * rows * slots * elementsPerPosition * bytesPerElement;
 
   /** A step over `caches` adding `fresh` positions per row, each element written as a code of (cache, layer, kind, head, position, i). */
   function stepOver(kv: BatchKv, caches: KvCache[], fresh: number) {
@@ -163,7 +166,7 @@ describe("the batch's KV buffers", () => {
     caches.forEach((cache, row) => {
       for (let layer = 0; layer < shape.numLayers; layer++) {
         for (let k = 0; k < 2; k++) {
-          const output = new Float32Array(caches.length * shape.numKvHeads * fresh * shape.headDim);
+          const output = allocateKv(kvType, caches.length * shape.numKvHeads * fresh * shape.headDim);
           for (let h = 0; h < shape.numKvHeads; h++) {
             for (let t = 0; t < fresh; t++) {
               for (let i = 0; i < shape.headDim; i++) output[((row * shape.numKvHeads + h) * fresh + t) * shape.headDim + i] = code(cache, layer, k, h, cache.length + t, i);
@@ -179,14 +182,15 @@ describe("the batch's KV buffers", () => {
     return step;
   }
   const ids = new Map<KvCache, number>();
-  const code = (cache: KvCache, layer: number, k: number, h: number, position: number, i: number) => ids.get(cache)! * 1e5 + layer * 1e4 + k * 1e3 + h * 500 + position * 3 + i;
+  // Below 2^16, so float16 KV (raw bits in a Uint16Array) holds them as exactly as float32.
+  const code = (cache: KvCache, layer: number, k: number, h: number, position: number, i: number) => ids.get(cache)! * 16_000 + layer * 4000 + k * 2000 + h * 1000 + position * 3 + i;
 
   /** Every position of every cache, read back from its own arrays after the buffers hand it back. */
   function expectPositions(caches: KvCache[]): void {
     for (const cache of caches) {
       for (let layer = 0; layer < shape.numLayers; layer++) {
         for (let k = 0; k < 2; k++) {
-          const past = new Float32Array(shape.numKvHeads * cache.length * shape.headDim);
+          const past = allocateKv(kvType, shape.numKvHeads * cache.length * shape.headDim);
           cache.copyInto(layer, k === 0 ? "key" : "value", past, 0, cache.length, 0);
           for (let h = 0; h < shape.numKvHeads; h++) {
             for (let t = 0; t < cache.length; t++) {

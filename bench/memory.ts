@@ -33,6 +33,8 @@ export interface ServiceMemory {
   perExtraStreamBytes: number | null;
   /** The same slope of the pages mapped from the weight files (ProcessMemory.fileRssBytes), part of the peak. */
   perExtraStreamFileBytes: number | null;
+  /** Once the most streams are done, after one more stream: what the service keeps after a burst (rssBytes). */
+  afterwards: ProcessMemory;
 }
 
 export interface TrainerMemory {
@@ -48,7 +50,7 @@ export interface MemoryResult {
 
 export const MEMORY_HOW =
   "VmHWM from /proc/<pid>/status of `lightreasoner serve inference` child processes (CPU provider, default threads), read when " +
-  "it listens and after the trajectories of each stream count (random prompts); RssFile beside it: pages mapped from the weight files (the embedding rows of the tokens seen); " +
+  "it listens and after the trajectories of each stream count (random prompts), then VmRSS after one more stream; RssFile beside it: pages mapped from the weight files (the embedding rows of the tokens seen); " +
   "trainer: VmHWM of the training section's child processes";
 
 /** One stream's KV cache in both models after `tokens` positions, float32 (the service's KV type). */
@@ -84,8 +86,11 @@ async function measureService(settings: BenchSettings, recipe: PairRecipe, log: 
       await runServiceTrajectories({ address: served.address, prompts: prompts.slice(0, n), newTokens, alpha: settings.sampling.alpha, topK: settings.sampling.topK });
       byStreams.push({ streams: n, memory: served.memory() });
     }
+    // One stream after the burst: its step regroups the batch's KV buffers down to its row.
+    await runServiceTrajectories({ address: served.address, prompts: prompts.slice(0, 1), newTokens, alpha: settings.sampling.alpha, topK: settings.sampling.topK });
+    const afterwards = served.memory();
     const kvCachePerStreamBytes = kvCacheBytes([prepared.expert.config, prepared.amateur.config], promptTokens + newTokens);
-    return { pair: pairInfo(prepared), promptTokens, newTokens, kvCachePerStreamBytes, idle, byStreams, ...slopes(byStreams) };
+    return { pair: pairInfo(prepared), promptTokens, newTokens, kvCachePerStreamBytes, idle, byStreams, ...slopes(byStreams), afterwards };
   } finally {
     await served.stop();
   }

@@ -7,6 +7,7 @@ import { describe, expect, it } from "vitest";
 import { runAdapters } from "#bench/adapters.ts";
 import { runAmateur, scoreTrajectories } from "#bench/amateur.ts";
 import { ortLogProbs, runDecode } from "#bench/decode.ts";
+import { runMemory } from "#bench/memory.ts";
 import { BUILT_IN_PAIR, preparePair } from "#bench/models.ts";
 import { findPython, runPeer } from "#bench/python-peers.ts";
 import { openServedSession } from "#bench/engine-lockstep.ts";
@@ -171,5 +172,29 @@ describe("transport section at a tiny vocabulary", () => {
     const table = printed({ transport: result });
     expect(table).toContain("Transport on loopback on Test CPU, vocabulary 2,000");
     expect(table).toMatch(/where a step's time goes/);
+  });
+});
+
+describe("memory section on the built-in pair", () => {
+  it("reads the served process's memory idle, after each stream count and after the burst, beside each stream's KV", async () => {
+    const settings = tiny({ memory: { pairs: [BUILT_IN_PAIR], streams: [1, 4], promptTokens: 8, newTokens: 8 } });
+    const result = await runMemory(settings, () => {});
+    const [served] = result.inference;
+    expect(served.byStreams.map((b) => b.streams)).toEqual([1, 4]);
+    for (const { memory } of [...served.byStreams, { memory: served.idle }, { memory: served.afterwards }]) {
+      expect(memory.rssBytes).toBeGreaterThan(0);
+      expect(memory.peakRssBytes).toBeGreaterThanOrEqual(memory.rssBytes);
+    }
+    // The peak only grows; what stays resident after the burst is at most that peak.
+    expect(served.byStreams[1].memory.peakRssBytes).toBeGreaterThanOrEqual(served.byStreams[0].memory.peakRssBytes);
+    expect(served.afterwards.rssBytes).toBeLessThanOrEqual(served.afterwards.peakRssBytes);
+    expect(served.perExtraStreamBytes).toBe((served.byStreams[1].memory.peakRssBytes - served.byStreams[0].memory.peakRssBytes) / 3);
+    // Two models' float32 keys and values at 16 positions.
+    const kv = (c: { numLayers: number; numKvHeads: number; headDim: number }) => 2 * c.numLayers * c.numKvHeads * c.headDim * 4 * 16;
+    const prepared = await preparePair(BUILT_IN_PAIR, base.cacheDir);
+    expect(served.kvCachePerStreamBytes).toBe(kv(prepared.expert.config) + kv(prepared.amateur.config));
+    const table = printed({ memory: result });
+    expect(table).toContain("Memory on Test CPU: peak resident set");
+    expect(table).toMatch(/resident after, 1 stream/);
   });
 });

@@ -230,4 +230,23 @@ describe.each([
     expect(last.target.data[0].buffer).not.toBe(buffer);
     expectPositions(caches);
   });
+
+  it("past the limit for resizable buffers use plain arrays, which move to new ones to grow and keep their size", () => {
+    const kv = new BatchKv(shape, 0);
+    const caches = Array.from({ length: 2 }, (_, i) => {
+      const cache = new KvCache(shape);
+      ids.set(cache, i + 1);
+      return cache;
+    });
+    const first = stepOver(kv, caches, 4);
+    expect((first.target.data[0].buffer as ArrayBuffer).resizable).toBe(false);
+    let last = first;
+    for (let i = 0; i < 13; i++) last = stepOver(kv, caches, 1);
+    expect(last.target.data[0].buffer).not.toBe(first.target.data[0].buffer);
+    const grown = kv.allocatedBytes;
+    expect(grown).toBe(bytesFor(2, 32));
+    last = stepOver(kv, caches.slice(1), 1);
+    expect(kv.allocatedBytes).toBe(grown);
+    expectPositions(caches);
+  });
 });

@@ -36,16 +36,30 @@ const KINDS = ["key", "value"] as const;
  */
 export const KV_RESERVE_FACTOR = 4;
 
-/** A length-tracking array of `length` KV elements that can grow in place to `reserve`. */
-function growableKv(type: FloatType, length: number, reserve: number): KvArray {
+/** V8's largest maxByteLength for a resizable ArrayBuffer (Node.js 20): 4 GiB. */
+export const MAX_RESIZABLE_BYTES = 2 ** 32;
+
+/**
+ * A length-tracking array of `length` KV elements that can grow in place to `reserve`, or to
+ * `limitBytes`; one longer than that is a plain array, whose rows move to a new one to grow.
+ */
+function growableKv(type: FloatType, length: number, reserve: number, limitBytes: number): KvArray {
   const bytes = type === "float16" ? 2 : 4;
-  const buffer = new ArrayBuffer(length * bytes, { maxByteLength: reserve * bytes });
+  if (length * bytes > limitBytes) return allocateKv(type, length);
+  const buffer = new ArrayBuffer(length * bytes, { maxByteLength: Math.min(reserve * bytes, limitBytes) });
   return type === "float16" ? new Uint16Array(buffer) : new Float32Array(buffer);
 }
 
-/** Resizes a growableKv array in place (its pages beyond `length` go back to the system). */
+/** Elements a storage array can hold without moving to a new one. */
+function capacityOf(array: KvArray): number {
+  const buffer = array.buffer as ArrayBuffer;
+  return buffer.resizable ? buffer.maxByteLength / array.BYTES_PER_ELEMENT : array.length;
+}
+
+/** Resizes a growableKv array in place (its pages beyond `length` go back to the system); a plain one keeps its length. */
 function resize(array: KvArray, length: number): void {
-  (array.buffer as ArrayBuffer).resize(length * array.BYTES_PER_ELEMENT);
+  const buffer = array.buffer as ArrayBuffer;
+  if (buffer.resizable) buffer.resize(length * array.BYTES_PER_ELEMENT);
 }
 
 /** One step's past: the feeds, and where the rows' new positions go afterwards. */
@@ -71,14 +85,16 @@ interface Move {
 export class BatchKv implements KvHolder {
   /** One array per layer and kind (layer * 2 + k), just long enough for its rows (from index 0). */
   private storage: KvArray[] = [];
-  /** Elements each storage array can grow to in place. */
-  private reserved = 0;
   private slots = 0;
   /** The caches whose positions the buffers hold, by row; null for a row given back or discarded. */
   private held: (KvCache | null)[] = [];
   private inUse = false;
 
-  constructor(private readonly shape: KvShape) {}
+  /** `resizableLimitBytes`: arrays above it are plain (MAX_RESIZABLE_BYTES; tests pass less). */
+  constructor(
+    private readonly shape: KvShape,
+    private readonly resizableLimitBytes = MAX_RESIZABLE_BYTES,
+  ) {}
 
   /** Bytes of the buffers kept between steps. */
   get allocatedBytes(): number {
@@ -173,15 +189,14 @@ export class BatchKv implements KvHolder {
     // 64 streams). While the rows move, the old layout and the new one both lie in the arrays.
     const needed = caches.length * this.rowElements(slots);
     const extent = Math.max(needed, this.held.length * this.rowElements(this.slots));
-    if (this.storage.length > 0 && extent <= this.reserved) {
+    if (this.storage.length > 0 && extent <= capacityOf(this.storage[0])) {
       for (const array of this.storage) {
         resize(array, extent);
         this.moveInPlace(array, moves, slots);
         resize(array, needed);
       }
     } else {
-      this.reserved = KV_RESERVE_FACTOR * needed;
-      const next = () => growableKv(this.shape.kvType, needed, this.reserved);
+      const next = () => growableKv(this.shape.kvType, needed, KV_RESERVE_FACTOR * needed, this.resizableLimitBytes);
       if (this.storage.length === 0) this.storage = Array.from({ length: this.shape.numLayers * 2 }, next);
       else for (let i = 0; i < this.storage.length; i++) this.storage[i] = this.moved(this.storage[i], next(), moves, slots);
     }

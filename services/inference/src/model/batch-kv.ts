@@ -19,7 +19,9 @@
 // larger arrays held the batch's KV twice until V8 collected the outgrown ones, and the
 // buffers kept their largest size after the rows had left. (The 64-stream peak of the 0.5B
 // pair moved by less than its run-to-run noise, 21.5 -> 21.3 MiB per stream in
-// bench/stream-memory.ts: each step's log-probability buffers set it, not the KV.)
+// bench/stream-memory.ts: each step's log-probability buffers set it, not the KV.) V8 copies
+// into arrays on resizable buffers a little slower: the 6,144 row copies of a 64-row 0.5B
+// expert step took 2.2 ms against 1.4 ms on plain arrays, of a step of about 500 ms.
 //
 // Unused slots hold stale but finite values from earlier steps; the attention mask hides them.
 import * as ort from "onnxruntime-node";

@@ -43,6 +43,8 @@ export function amateurPositions(promptTokens: number, newTokens: number): Amate
 
 /** Multiply-adds for one trajectory, each way (linear layers, causal attention, the LM head), and each re-encoding's over lockstep's. */
 export interface AmateurMultiplyAdds {
+  /** The LM head at one position of one trajectory (hidden x vocabulary). */
+  head: number;
   lockstep: number;
   /** Head at the last position of each step's prefix (the served graph). */
   reencode: number;
@@ -76,7 +78,7 @@ export function amateurMultiplyAdds(config: ModelConfig, promptTokens: number, n
     reencode += bodyUpTo[n] + head;
     reencodeEveryPosition += bodyUpTo[n] + n * head;
   }
-  return { lockstep, reencode, reencodeEveryPosition, reencodeRatio: reencode / lockstep, everyPositionRatio: reencodeEveryPosition / lockstep };
+  return { head, lockstep, reencode, reencodeEveryPosition, reencodeRatio: reencode / lockstep, everyPositionRatio: reencodeEveryPosition / lockstep };
 }
 
 export interface AmateurCost {

@@ -134,6 +134,15 @@ export function bestRateAtRows(limits: Pick<LimitsResult, "matmul" | "peers">, r
   return rates.length === 0 ? null : Math.max(...rates);
 }
 
+/** The best median any library reached on exactly [m, k] x [k, n], and which library; null when the run did not measure that shape. */
+export function bestRateOn(limits: Pick<LimitsResult, "matmul" | "peers">, m: number, k: number, n: number): { gflops: number; library: MatmulLibrary } | null {
+  const all: [MatmulLibrary, MatmulRate][] = [...limits.matmul.map((r): [MatmulLibrary, MatmulRate] => ["onnxruntime", r]), ...limits.peers.flatMap((p) => p.matmul.map((r): [MatmulLibrary, MatmulRate] => [p.library, r]))];
+  const on = all.filter(([, r]) => r.m === m && r.k === k && r.n === n);
+  if (on.length === 0) return null;
+  const [library, best] = on.reduce((a, b) => (b[1].gflops.median > a[1].gflops.median ? b : a));
+  return { gflops: best.gflops.median, library };
+}
+
 /** An ONNX model computing Y = X W with W [k, n] as a weight, as every linear layer of the models does. */
 export function matmulModel(k: number, n: number, seed = 1): Uint8Array {
   const g = new GraphBuilder();

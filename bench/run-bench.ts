@@ -10,8 +10,8 @@ import type { AmateurResult } from "./amateur.ts";
 import { runAmateur } from "./amateur.ts";
 import type { DecodeResult } from "./decode.ts";
 import { runDecode } from "./decode.ts";
-import type { LimitsResult } from "./limits.ts";
-import { bestRateAtRows, runLimits } from "./limits.ts";
+import type { LimitsResult, MatmulLibrary } from "./limits.ts";
+import { bestRateAtRows, bestRateOn, runLimits } from "./limits.ts";
 import type { MachineInfo } from "./machine.ts";
 import { currentLoad, describeMachine } from "./machine.ts";
 import type { MemoryResult } from "./memory.ts";
@@ -62,7 +62,7 @@ export interface BenchReport {
   training?: TrainingResult;
   scale?: ScaleResult;
   memory?: MemoryResult;
-  derived: { ceilingFractions: CeilingFraction[]; endToEndCeiling: EndToEndCeiling[] };
+  derived: { ceilingFractions: CeilingFraction[]; endToEndCeiling: EndToEndCeiling[]; amateurHeadBounds: AmateurHeadBound[] };
 }
 
 /** The amateur section's end-to-end lockstep rate against the same run's ceiling. */
@@ -153,6 +153,38 @@ export function endToEndCeilings(limits: LimitsResult | undefined, amateur: Amat
   });
 }
 
+/**
+ * What the amateur's LM head alone costs lockstep: every step multiplies the batch's rows by
+ * the whole [hidden, vocab] head, the product the limits section times at the amateur section's
+ * rows. At the best rate any library reached on it, the head's time over the new tokens bounds
+ * lockstep from below, and so the ratio to the reference's way from above.
+ */
+export interface AmateurHeadBound {
+  pair: string;
+  rows: number;
+  hidden: number;
+  vocab: number;
+  gflops: number;
+  library: MatmulLibrary;
+  headSeconds: number;
+  lockstepSeconds: number;
+  /** The reference's way (head at every position) over headSeconds: the most lockstep could gain here. */
+  maxRatio: number;
+}
+
+export function amateurHeadBounds(limits: LimitsResult | undefined, amateur: AmateurResult | undefined): AmateurHeadBound[] {
+  if (!limits || !amateur) return [];
+  return amateur.pairs.flatMap((p) => {
+    const vocab = p.pair.vocabSize;
+    const hidden = p.multiplyAdds.head / vocab;
+    const rows = p.cost.streams;
+    const best = bestRateOn(limits, rows, hidden, vocab);
+    if (!best) return [];
+    const headSeconds = (p.newTokens * 2 * rows * p.multiplyAdds.head) / (best.gflops * 1e9);
+    return [{ pair: p.pair.name, rows, hidden, vocab, ...best, headSeconds, lockstepSeconds: p.cost.lockstepSeconds.median, maxRatio: p.cost.reencodeEveryPositionSeconds.median / headSeconds }];
+  });
+}
+
 export async function runBench(options: BenchOptions): Promise<BenchReport> {
   const sections = parseSections(options.only);
   const log = options.log ?? (() => {});
@@ -167,13 +199,14 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     wallSeconds: 0,
     sectionSeconds: {},
     machine: describeMachine(),
-    derived: { ceilingFractions: [], endToEndCeiling: [] },
+    derived: { ceilingFractions: [], endToEndCeiling: [], amateurHeadBounds: [] },
   };
   const save = () => {
     report.wallSeconds = (performance.now() - started) / 1000;
     report.machine.loadAverageAtEnd = currentLoad();
     report.derived.ceilingFractions = ceilingFractions(report.limits, report.sampling);
     report.derived.endToEndCeiling = endToEndCeilings(report.limits, report.amateur);
+    report.derived.amateurHeadBounds = amateurHeadBounds(report.limits, report.amateur);
     mkdirSync(dirname(out), { recursive: true });
     writeFileSync(out, `${JSON.stringify(report, null, 2)}\n`);
   };

@@ -121,6 +121,11 @@ function amateurLines(r: BenchReport): string[] {
       ],
       cost,
     ),
+    ...r.derived.amateurHeadBounds.map(
+      (b) =>
+        `  ${b.pair}: the LM head alone, [${b.rows}x${b.hidden}] x [${b.hidden}x${formatNumber(b.vocab)}] at this run's best rate on it (${formatNumber(b.gflops)} GFLOP/s, ${b.library}), takes ${formatNumber(b.headSeconds)} s of lockstep's ${formatNumber(b.lockstepSeconds)}: ` +
+        `with nothing else to do, lockstep could beat the reference's way by ${formatRatio(b.maxRatio)} at most on this machine`,
+    ),
   ];
   const ends = a.pairs.filter((p) => p.endToEnd);
   if (ends.length > 0) {

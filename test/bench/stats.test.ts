@@ -4,7 +4,9 @@ import { describe, expect, it } from "vitest";
 import { flopsPerToken, meanContext } from "#bench/flops.ts";
 import { amateurMultiplyAdds } from "#bench/amateur.ts";
 import { kvCacheBytes, perExtraStream } from "#bench/memory.ts";
-import { parseSections } from "#bench/run-bench.ts";
+import { amateurHeadBounds, parseSections } from "#bench/run-bench.ts";
+import type { AmateurResult } from "#bench/amateur.ts";
+import type { LimitsResult } from "#bench/limits.ts";
 import { BenchInputError, formatBytes, formatMeasured, formatNumber, formatPercent, formatRatio, measured, median, ratio, repeat } from "#bench/stats.ts";
 import { renderTable } from "#bench/text-table.ts";
 import { parseModelConfig } from "#core/model/config.ts";
@@ -92,6 +94,7 @@ describe("FLOPs per token", () => {
     expect(m.reencode).toBe(2 * body(1) + 2 * body(2) + body(3) + 2 * head);
     expect(m.reencodeEveryPosition).toBe(2 * body(1) + 2 * body(2) + body(3) + (2 + 3) * head);
     expect(m.everyPositionRatio).toBe(m.reencodeEveryPosition / m.lockstep);
+    expect(m.head).toBe(head);
     expect(() => amateurMultiplyAdds(config, 0, 2)).toThrow(BenchInputError);
   });
 
@@ -112,6 +115,27 @@ describe("derived figures", () => {
     // Any reading's slope, e.g. the pages mapped from the weight files.
     const files = (streams: number, mib: number) => ({ streams, memory: { peakRssBytes: 0, rssBytes: 0, fileRssBytes: mib * 2 ** 20 } });
     expect(perExtraStream([files(1, 10), files(5, 30)], (m) => m.fileRssBytes)).toBe(5 * 2 ** 20);
+  });
+
+  it("bounds the amateur's ratio by its LM head at the best rate any library reached on that product", () => {
+    const rate = (m: number, k: number, n: number, gflops: number) => ({ m, k, n, gflops: measured([gflops], "GFLOP/s") });
+    // ONNX Runtime 100 GFLOP/s on the head's shape, numpy 120 on it, and a faster rate on another shape that must not count.
+    const limits = { matmul: [rate(16, 448, 151_936, 100), rate(1024, 1024, 1024, 300)], peers: [{ library: "numpy" as const, available: true, matmul: [rate(16, 448, 151_936, 120)] }] };
+    const pair = (streams: number) => ({
+      pair: { name: "p", expertParameters: 1, amateurParameters: 1, vocabSize: 151_936 },
+      newTokens: 128,
+      multiplyAdds: { head: 448 * 151_936 },
+      cost: { streams, lockstepSeconds: measured([4.5], "s"), reencodeEveryPositionSeconds: measured([170], "s") },
+    });
+    const [bound] = amateurHeadBounds(limits as unknown as LimitsResult, { how: "", pairs: [pair(16)] } as unknown as AmateurResult);
+    // 128 steps x 2 x 16 x 448 x 151,936 FLOPs = 278.8 GFLOP, at 120 GFLOP/s 2.323 s; 170 / 2.323 = 73.2x.
+    expect(bound).toMatchObject({ rows: 16, hidden: 448, vocab: 151_936, gflops: 120, library: "numpy", lockstepSeconds: 4.5 });
+    expect(bound.headSeconds).toBeCloseTo((128 * 2 * 16 * 448 * 151_936) / 120e9, 12);
+    expect(bound.headSeconds).toBeCloseTo(2.3234, 4);
+    expect(bound.maxRatio).toBeCloseTo(73.17, 2);
+    // No rate on 8 rows of that head: no bound rather than one from another shape.
+    expect(amateurHeadBounds(limits as unknown as LimitsResult, { how: "", pairs: [pair(8)] } as unknown as AmateurResult)).toEqual([]);
+    expect(amateurHeadBounds(undefined, { how: "", pairs: [pair(16)] } as unknown as AmateurResult)).toEqual([]);
   });
 
   it("--only accepts known sections in the run's order and refuses unknown ones", () => {

@@ -116,12 +116,22 @@ export async function measurePeerMatmul(library: PeerLibrary, shapes: readonly [
   };
 }
 
+/** Every rate of a run beside the library that measured it. */
+function ratesOf(onnxruntime: readonly MatmulRate[], peers: readonly PeerMatmul[]): { library: MatmulLibrary; rate: MatmulRate }[] {
+  return [...onnxruntime.map((rate) => ({ library: "onnxruntime" as const, rate })), ...peers.flatMap((p) => p.matmul.map((rate) => ({ library: p.library, rate })))];
+}
+
+/** The rate with the best median (the first of equals); null for none. */
+function fastest<T extends { rate: MatmulRate }>(rates: readonly T[]): T | null {
+  return rates.length === 0 ? null : rates.reduce((a, b) => (b.rate.gflops.median > a.rate.gflops.median ? b : a));
+}
+
 /** The best median over every library's shapes. */
 export function peakOf(onnxruntime: readonly MatmulRate[], peers: readonly PeerMatmul[]): { gflops: number; by: LimitsResult["peakBy"] } {
-  const all: [MatmulLibrary, MatmulRate][] = [...onnxruntime.map((r): [MatmulLibrary, MatmulRate] => ["onnxruntime", r]), ...peers.flatMap((p) => p.matmul.map((r): [MatmulLibrary, MatmulRate] => [p.library, r]))];
-  if (all.length === 0) throw new BenchInputError("matmul", "holds no measured rate");
-  const [library, best] = all.reduce((a, b) => (b[1].gflops.median > a[1].gflops.median ? b : a));
-  return { gflops: best.gflops.median, by: { library, m: best.m, k: best.k, n: best.n } };
+  const best = fastest(ratesOf(onnxruntime, peers));
+  if (!best) throw new BenchInputError("matmul", "holds no measured rate");
+  const { m, k, n, gflops } = best.rate;
+  return { gflops: gflops.median, by: { library: best.library, m, k, n } };
 }
 
 /**
@@ -130,17 +140,13 @@ export function peakOf(onnxruntime: readonly MatmulRate[], peers: readonly PeerM
  * where the 1024-cubed ceiling is out of reach for short rows. Null when no shape has them.
  */
 export function bestRateAtRows(limits: Pick<LimitsResult, "matmul" | "peers">, rows: number): number | null {
-  const rates = [...limits.matmul, ...limits.peers.flatMap((p) => p.matmul)].filter((r) => r.m === rows).map((r) => r.gflops.median);
-  return rates.length === 0 ? null : Math.max(...rates);
+  return fastest(ratesOf(limits.matmul, limits.peers).filter(({ rate }) => rate.m === rows))?.rate.gflops.median ?? null;
 }
 
 /** The best median any library reached on exactly [m, k] x [k, n], and which library; null when the run did not measure that shape. */
 export function bestRateOn(limits: Pick<LimitsResult, "matmul" | "peers">, m: number, k: number, n: number): { gflops: number; library: MatmulLibrary } | null {
-  const all: [MatmulLibrary, MatmulRate][] = [...limits.matmul.map((r): [MatmulLibrary, MatmulRate] => ["onnxruntime", r]), ...limits.peers.flatMap((p) => p.matmul.map((r): [MatmulLibrary, MatmulRate] => [p.library, r]))];
-  const on = all.filter(([, r]) => r.m === m && r.k === k && r.n === n);
-  if (on.length === 0) return null;
-  const [library, best] = on.reduce((a, b) => (b[1].gflops.median > a[1].gflops.median ? b : a));
-  return { gflops: best.gflops.median, library };
+  const best = fastest(ratesOf(limits.matmul, limits.peers).filter(({ rate }) => rate.m === m && rate.k === k && rate.n === n));
+  return best && { gflops: best.rate.gflops.median, library: best.library };
 }
 
 /** An ONNX model computing Y = X W with W [k, n] as a weight, as every linear layer of the models does. */

@@ -208,14 +208,15 @@ async function endToEnd(prepared: PreparedPair, workload: AmateurWorkload, setti
   try {
     await pair.run(prompts, 2, e2e.maxPrefillBatch);
     const runs = [];
+    const steps = [];
     for (let r = 0; r < e2e.repeats; r++) {
       runs.push(await pair.run(prompts, workload.newTokens, e2e.maxPrefillBatch));
       const ms = decodeStepMs(runs[r]);
+      steps.push(ms);
       log(
         `  end to end ${workload.name} x${e2e.streams}: ${tokensPerSecond(runs[r]).toFixed(1)} tokens/s (${decodeTokensPerSecond(runs[r]).toFixed(1)} after the prefill; a decode step ${ms.step.toFixed(1)} ms: expert ${ms.expert.toFixed(1)}, amateur ${ms.amateur.toFixed(1)}, summaries ${ms.summary.toFixed(1)})`,
       );
     }
-    const steps = runs.map(decodeStepMs);
     const context = meanContext(workload.promptTokens, workload.newTokens);
     const ex = flopsPerToken(prepared.expert.config, context);
     const am = flopsPerToken(prepared.amateur.config, context);

@@ -82,12 +82,13 @@ async function measureService(settings: BenchSettings, recipe: PairRecipe, log: 
   try {
     const idle = served.memory();
     const byStreams = [];
+    const serve = (count: number) => runServiceTrajectories({ address: served.address, prompts: prompts.slice(0, count), newTokens, alpha: settings.sampling.alpha, topK: settings.sampling.topK });
     for (const n of streams) {
-      await runServiceTrajectories({ address: served.address, prompts: prompts.slice(0, n), newTokens, alpha: settings.sampling.alpha, topK: settings.sampling.topK });
+      await serve(n);
       byStreams.push({ streams: n, memory: served.memory() });
     }
     // One stream after the burst: its step regroups the batch's KV buffers down to its row.
-    await runServiceTrajectories({ address: served.address, prompts: prompts.slice(0, 1), newTokens, alpha: settings.sampling.alpha, topK: settings.sampling.topK });
+    await serve(1);
     const afterwards = served.memory();
     const kvCachePerStreamBytes = kvCacheBytes([prepared.expert.config, prepared.amateur.config], promptTokens + newTokens);
     return { pair: pairInfo(prepared), promptTokens, newTokens, kvCachePerStreamBytes, idle, byStreams, ...slopes(byStreams), afterwards };

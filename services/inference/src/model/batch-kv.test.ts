@@ -182,6 +182,13 @@ describe.each([
     return step;
   }
   const ids = new Map<KvCache, number>();
+  /** `count` empty caches numbered 1, 2, ... for `code`. */
+  const numberedCaches = (count: number) =>
+    Array.from({ length: count }, (_, i) => {
+      const cache = new KvCache(shape);
+      ids.set(cache, i + 1);
+      return cache;
+    });
   // Below 2^16, so float16 KV (raw bits in a Uint16Array) holds them as exactly as float32.
   const code = (cache: KvCache, layer: number, k: number, h: number, position: number, i: number) => ids.get(cache)! * 16_000 + layer * 4000 + k * 2000 + h * 1000 + position * 3 + i;
 
@@ -204,11 +211,7 @@ describe.each([
 
   it("grow and shrink in place as rows outgrow their slots, join and leave, and give the rows back intact", () => {
     const kv = new BatchKv(shape);
-    const caches = Array.from({ length: 3 }, (_, i) => {
-      const cache = new KvCache(shape);
-      ids.set(cache, i + 1);
-      return cache;
-    });
+    const caches = numberedCaches(3);
     const [a, b, c] = caches;
     const first = stepOver(kv, [a, b], 4);
     const buffer = first.target.data[0].buffer;
@@ -233,11 +236,7 @@ describe.each([
 
   it("past the limit for resizable buffers use plain arrays, which move to new ones to grow and keep their size", () => {
     const kv = new BatchKv(shape, 0);
-    const caches = Array.from({ length: 2 }, (_, i) => {
-      const cache = new KvCache(shape);
-      ids.set(cache, i + 1);
-      return cache;
-    });
+    const caches = numberedCaches(2);
     const first = stepOver(kv, caches, 4);
     expect((first.target.data[0].buffer as ArrayBuffer).resizable).toBe(false);
     let last = first;

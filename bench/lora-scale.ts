@@ -25,7 +25,7 @@ import { CausalLM } from "#trainer/model/transformer.ts";
 import { softLabelKlLoss } from "#trainer/training/kl-loss.ts";
 import { AdamW } from "#trainer/training/adamw.ts";
 import { REPO_ROOT } from "./paths.ts";
-import { processMemory } from "./processes.ts";
+import { processMemory } from "#core/metrics/process-memory.ts";
 
 /** Largest relative gradient error accepted: max |ours - float64| / max |float64| per tensor. */
 export const GRADIENT_TOLERANCE = 1e-3;

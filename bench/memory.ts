@@ -10,7 +10,7 @@
 // on the same figures.
 import type { ModelConfig } from "#core/model/config.ts";
 import { preparePair } from "./models.ts";
-import type { ProcessMemory } from "./processes.ts";
+import type { ProcessMemory } from "#core/metrics/process-memory.ts";
 import { serveInference } from "./processes.ts";
 import type { PairInfo } from "./sampling.ts";
 import { pairInfo } from "./sampling.ts";

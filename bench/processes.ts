@@ -1,47 +1,17 @@
-// Child processes of the benchmark and what the kernel says about their memory: the
-// inference service started exactly as a user starts it (`lightreasoner serve inference`),
-// the benchmark's own helper processes (`lightreasoner bench-worker ...`), and their peak
-// resident set (VmHWM in /proc/<pid>/status), which is the figure the memory section reports.
+// Child processes of the benchmark: the inference service started exactly as a user starts
+// it (`lightreasoner serve inference`) and the benchmark's own helper processes
+// (`lightreasoner bench-worker ...`). Their memory is read with #core/metrics/process-memory.ts.
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
-import { readFileSync } from "node:fs";
 import { CLI_ENTRY, REPO_ROOT } from "./paths.ts";
+import type { ProcessMemory } from "#core/metrics/process-memory.ts";
+import { processMemory } from "#core/metrics/process-memory.ts";
 
 export class BenchProcessError extends Error {
   constructor(message: string) {
     super(message);
     this.name = "BenchProcessError";
   }
-}
-
-export interface ProcessMemory {
-  /** Peak resident set since the process started (VmHWM), in bytes. */
-  peakRssBytes: number;
-  /** Resident set now (VmRSS), in bytes. */
-  rssBytes: number;
-  /**
-   * Of it, pages mapped from files (RssFile): chiefly the weights ONNX Runtime reads from the
-   * mapped safetensors file as they are used (the embedding's rows, one per token id seen).
-   * Clean pages of the page cache, which the kernel may drop; they grow with the distinct
-   * tokens served, up to the file's size, not with the streams.
-   */
-  fileRssBytes: number;
-}
-
-/** VmHWM and VmRSS of a running process (Linux /proc); throws when it cannot be read. */
-export function processMemory(pid: number): ProcessMemory {
-  let status: string;
-  try {
-    status = readFileSync(`/proc/${pid}/status`, "utf8");
-  } catch (err) {
-    throw new BenchProcessError(`/proc/${pid}/status: cannot read the process's memory (${(err as Error).message}); the memory figures need Linux`);
-  }
-  const kib = (field: string) => {
-    const match = new RegExp(`^${field}:\\s+(\\d+) kB$`, "m").exec(status);
-    if (!match) throw new BenchProcessError(`/proc/${pid}/status: no ${field} line`);
-    return Number(match[1]) * 1024;
-  };
-  return { peakRssBytes: kib("VmHWM"), rssBytes: kib("VmRSS"), fileRssBytes: kib("RssFile") };
 }
 
 /** A child whose stdout is JSON lines (pino logs, worker results), collected as they come. */

@@ -11,7 +11,7 @@ import type { AmateurScoring, RunTiming, Summarize } from "./engine-lockstep.ts"
 import { decodeTokensPerSecond, openServedSession, runEngineTrajectories, tokensPerSecond } from "./engine-lockstep.ts";
 import type { PreparedPair } from "./models.ts";
 import { preparePair } from "./models.ts";
-import type { ProcessMemory } from "./processes.ts";
+import type { ProcessMemory } from "#core/metrics/process-memory.ts";
 import { batchSizeTotals, serveInference } from "./processes.ts";
 import type { BenchSettings, PairWorkload } from "./settings.ts";
 import type { Measured } from "./stats.ts";

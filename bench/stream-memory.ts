@@ -18,7 +18,7 @@ import type { CausalLmSession } from "#inference/model/session.ts";
 import type { KvCache } from "#inference/model/kv-cache.ts";
 import { openServedSession, stepInGroups } from "./engine-lockstep.ts";
 import { kvCacheBytes } from "./memory.ts";
-import { processMemory } from "./processes.ts";
+import { processMemory } from "#core/metrics/process-memory.ts";
 import { randomPrompts } from "./workloads.ts";
 import { option } from "./script-option.ts";
 

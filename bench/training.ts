@@ -21,7 +21,7 @@ import { readChatSequences } from "#trainer/training/pretrain-data.ts";
 import type { StepEvent } from "#trainer/training/training-loop.ts";
 import type { Trajectory, TrajectoryTarget } from "#trainer/training/trajectory.ts";
 import { flopsPerToken } from "./flops.ts";
-import type { ProcessMemory } from "./processes.ts";
+import type { ProcessMemory } from "#core/metrics/process-memory.ts";
 import { runWorker } from "./processes.ts";
 import type { BenchSettings } from "./settings.ts";
 import type { Measured } from "./stats.ts";

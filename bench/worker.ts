@@ -2,7 +2,7 @@
 // one JSON line on stdout: {"result": ..., "memory": {peakRssBytes, rssBytes}} when a
 // one-shot task ends (its own peak memory read last), {"ready": ...} when a server task is
 // listening, or {"error": "..."} when it fails.
-import { processMemory } from "./processes.ts";
+import { processMemory } from "#core/metrics/process-memory.ts";
 import { runTransportPeer } from "./transport-peer.ts";
 import type { TransportPeerInput } from "./transport-peer.ts";
 import { loraWorker, pretrainWorker } from "./training.ts";

@@ -17,7 +17,7 @@ const { DEFAULT_LORA } = await import("#core/model/lora.ts");
 const { selectBackend } = await import("#trainer/model/backend.ts");
 const { LoraLayers } = await import("#trainer/model/lora.ts");
 const { activationBytesPerToken, OnnxLoraExpert } = await import("#trainer/model/onnx-lora-expert.ts");
-const { processMemory } = await import("#bench/processes.ts");
+const { processMemory } = await import("#core/metrics/process-memory.ts");
 
 const { values } = parseArgs({ options: { expert: { type: "string" }, rows: { type: "string", default: "2" }, seq: { type: "string", default: "128" }, steps: { type: "string", default: "2" } } });
 const count = (name) => {

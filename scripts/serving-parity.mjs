@@ -10,7 +10,7 @@ import { register } from "tsx/esm/api";
 register();
 const { runServingParity, describeServingParity } = await import("#bench/serving-parity.ts");
 const { defaultExpertDir } = await import("#bench/lora-scale.ts");
-const { processMemory } = await import("#bench/processes.ts");
+const { processMemory } = await import("#core/metrics/process-memory.ts");
 const { values } = parseArgs({
   options: {
     expert: { type: "string" },

@@ -4,10 +4,10 @@
 // means it exited after SIGTERM, with its exit code checked. The credential goes to them
 // through the environment, never the command line, which other users of the machine can read.
 import { spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
 import type { ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { createInterface } from "node:readline";
+import { processMemory } from "#core/metrics/process-memory.ts";
 
 const BIN = fileURLToPath(new URL("../../bin/lightreasoner.mjs", import.meta.url));
 const START_TIMEOUT_MS = 120_000;
@@ -69,8 +69,7 @@ export async function startService(name: string, args: string[], env: Record<str
 
 function peakRssBytes(pid: number): number | null {
   try {
-    const kib = /^VmHWM:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1];
-    return kib === undefined ? null : Number(kib) * 1024;
+    return processMemory(pid).peakRssBytes;
   } catch {
     return null;
   }

@@ -17,7 +17,7 @@ import { ChatRole, FinishReason } from "#core/gen/lightreasoner/v1/common_pb.ts"
 import { GenerationMode } from "#core/gen/lightreasoner/v1/inference_pb.ts";
 import { TextTokenizer } from "#core/formats/tokenizer.ts";
 import { initModel } from "#core/model/init-model.ts";
-import { processMemory } from "#bench/processes.ts";
+import { processMemory } from "#core/metrics/process-memory.ts";
 import type { InferenceServer } from "#inference/main.ts";
 import { FULL32, byRequest, clients, collect, fullOf, startServer } from "#test/inference/helpers.ts";
 import { QUESTION, QWEN3_CHAT_IDS, QWEN3_TOKENIZER_DIR, SYSTEM_PROMPT } from "#test/formats/real-tokenizers.ts";

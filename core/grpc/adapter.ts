@@ -4,7 +4,7 @@ export { serviceDefinition, methodDefinition, methodPath, ERROR_FIELD_METADATA_K
 export type { MethodShape } from "./definition.ts";
 export { addService } from "./server.ts";
 export type { CallContext, Send, ServiceHandlers, MethodHandler, UnaryHandler, ServerStreamingHandler, ClientStreamingHandler, BidiStreamingHandler, ErrorLogger } from "./server.ts";
-export { createClient, toGrpcError } from "./client.ts";
+export { createClient, toGrpcError, CLIENT_FLOW_CONTROL_WINDOW_BYTES } from "./client.ts";
 export type { CallOptions, ClientOptions, ServiceClient, ClientMethod, ClientStreamingCall, BidiStreamingCall } from "./client.ts";
 export { GrpcError, Status, invalidArgument, toGrpcStatus } from "./errors.ts";
 export type { GrpcStatus } from "./errors.ts";

@@ -4,7 +4,7 @@
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import * as grpc from "@grpc/grpc-js";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { z } from "zod";
 import { addService, createClient, GrpcError, invalidArgument, Status } from "#core/grpc/adapter.ts";
 import type { ErrorLogger, ServiceClient, ServiceHandlers } from "#core/grpc/adapter.ts";
@@ -403,10 +403,14 @@ describe("cancellation reaches the handler", () => {
 
 describe("back-pressure", () => {
   it("a slow reader keeps the server's sent-but-unread messages bounded", async () => {
+    // At HTTP/2's own 64 KiB window: the project's client opens 8 MiB, room for more than all
+    // 5000 messages, which would hide whether the handler waits.
+    const narrow = createClient(InferenceService, loopback.address, { channelOptions: { "grpc-node.flow_control_window": 65_535 } });
+    onTestFinished(() => narrow.close());
     const total = 5000;
     const unread: number[] = [];
     let received = 0;
-    for await (const message of client.generate(generate("big", total))) {
+    for await (const message of narrow.generate(generate("big", total))) {
       received++;
       if (received === 1) {
         // Stop reading for a while: the handler's send must stop resolving, not buffer on.

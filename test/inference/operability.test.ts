@@ -3,10 +3,10 @@
 // values, health says NOT_SERVING while draining, and a graceful shutdown lets running
 // streams finish within the deadline and cancels what is left after it.
 import * as grpc from "@grpc/grpc-js";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Status } from "#core/grpc/adapter.ts";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
+import { Status, createClient } from "#core/grpc/adapter.ts";
 import { FinishReason } from "#core/gen/lightreasoner/v1/common_pb.ts";
-import { GenerationMode } from "#core/gen/lightreasoner/v1/inference_pb.ts";
+import { GenerationMode, InferenceService } from "#core/gen/lightreasoner/v1/inference_pb.ts";
 import type { StreamTrajectoriesResponse } from "#core/gen/lightreasoner/v1/inference_pb.ts";
 import type { InferenceServer } from "#inference/main.ts";
 import { FULL32, byRequest, clients, collect, eventually, idsPrompt, metric, scrape, sleep, sparse, startServer, statusOf, writeTinyPair } from "./helpers.ts";
@@ -115,8 +115,11 @@ describe("cancellation and deadlines", () => {
 
 describe("back-pressure", () => {
   it("a slow reader pauses its trajectory instead of making the server buffer; it resumes when read", async () => {
-    const call = client.inference.streamTrajectories();
-    // FULL float32: about 3 KiB per step, 1000 steps would be 3 MB if the server did not wait.
+    // At HTTP/2's own 64 KiB window: the 8 MiB the project's client opens would take all 1000
+    // steps (FULL float32, about 3 KiB each, 3 MB) and hide whether the server waits.
+    const narrow = createClient(InferenceService, server.address, { channelOptions: { "grpc-node.flow_control_window": 65_535 } });
+    onTestFinished(() => narrow.close());
+    const call = narrow.streamTrajectories();
     await call.write({ requestId: "slow", action: { case: "start", value: long(FULL32) } });
     call.end();
     const iterator = call[Symbol.asyncIterator]();

@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { argmaxToken } from "#core/math/sampling.ts";
 import type { CausalLmSession } from "#inference/model/session.ts";
 import { openServedSession, stepInGroups } from "./engine-lockstep.ts";
+import { decodeStepBytes, flopsPerToken, meanContext } from "./flops.ts";
 import { preparePair } from "./models.ts";
 import type { PairInfo } from "./sampling.ts";
 import { pairInfo } from "./sampling.ts";
@@ -36,6 +37,8 @@ export interface LogProbParity {
 
 export interface DecodeRow {
   batch: number;
+  /** What one timed step of this batch costs: FLOPs and bytes read (flops.ts) at the timed steps' mean context. */
+  step: { flops: number; bytes: number; context: number };
   onnxruntime: Measured;
   torch: Measured | null;
   /** ONNX Runtime over PyTorch (medians). */
@@ -165,11 +168,15 @@ export async function runDecode(settings: BenchSettings, log: (line: string) => 
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+  // Timed steps follow the prompt and one untimed step: contexts promptTokens + 2 onwards.
+  const context = meanContext(d.promptTokens + 1, d.steps * d.repeats);
+  const config = prepared.expert.config;
   const rows = d.batches.map((batch) => {
     const onnxruntime = measured(ortRates.get(batch)!, "tokens/s");
     const t = torchRates.get(batch);
     const torchMeasured = t ? measured(t, "tokens/s") : null;
-    return { batch, onnxruntime, torch: torchMeasured, speedup: torchMeasured ? ratio(onnxruntime, torchMeasured) : null };
+    const step = { flops: batch * flopsPerToken(config, context).total, bytes: decodeStepBytes(config, batch, context), context };
+    return { batch, step, onnxruntime, torch: torchMeasured, speedup: torchMeasured ? ratio(onnxruntime, torchMeasured) : null };
   });
   return { how: DECODE_HOW, pair: pairInfo(prepared), promptTokens: d.promptTokens, stepsPerRepeat: d.steps, repeats: d.repeats, torch, torchMissing, parity, rows };
 }

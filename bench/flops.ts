@@ -2,6 +2,8 @@
 // measured speed against: 2 FLOPs per weight of every linear layer and the LM head (a
 // multiply and an add), plus attention's two products over the keys a token attends to.
 // Embedding lookups, norms, RoPE and softmax are left out: they are memory-bound and tiny.
+// And the bytes a decode step must read: every such weight once for the whole batch, and
+// each row's cached keys and values.
 import type { ModelConfig } from "#core/model/config.ts";
 import { LINEAR_MODULES, linearShape } from "#core/model/weights.ts";
 
@@ -30,3 +32,15 @@ export function flopsPerToken(config: ModelConfig, context: number): TokenFlops 
 
 /** Mean context over a trajectory that starts with `prompt` tokens and adds `generated`. */
 export const meanContext = (prompt: number, generated: number) => prompt + (generated + 1) / 2;
+
+/**
+ * Bytes one decode step of `batch` rows reads from memory at `context` cached positions per row:
+ * every linear and LM-head weight once (the batch shares them) and each row's keys and values,
+ * all `bytesPerValue` wide. The embedding lookup reads one row per token and is left out.
+ */
+export function decodeStepBytes(config: ModelConfig, batch: number, context: number, bytesPerValue = 4): number {
+  const { linear, lmHead } = flopsPerToken(config, context);
+  const weights = (linear + lmHead) / 2;
+  const keysAndValues = 2 * config.numLayers * config.numKvHeads * config.headDim * context;
+  return bytesPerValue * (weights + batch * keysAndValues);
+}

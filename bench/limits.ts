@@ -4,7 +4,10 @@
 // numpy (bench/peers/matmul.py) are timed on the same shapes in the same run, with the BLAS
 // library they loaded named. The best rate any of them reached is the machine's ceiling; the
 // model pairs' FLOPs per generated token turn it into tokens per second, which the sampling
-// and amateur sections' measured rates are held against.
+// and amateur sections' measured rates are held against. A decode step at a small batch does
+// few FLOPs per weight it reads, so the rate at which the cores stream memory bounds it
+// instead: a one-node ReduceSum graph, PyTorch and numpy (bench/peers/memory_read.py) each sum
+// a float32 array far larger than the caches, and the best rate is the machine's read peak.
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
@@ -12,7 +15,7 @@ import { SeededRandom } from "#core/math/random.ts";
 import { parseModelConfig } from "#core/model/config.ts";
 import type { ModelConfig } from "#core/model/config.ts";
 import { openOrtSession } from "#inference/model/execution-provider.ts";
-import { GraphBuilder } from "#core/formats/onnx-builder.ts";
+import { GraphBuilder, int } from "#core/formats/onnx-builder.ts";
 import { encodeInline } from "#core/formats/onnx-file.ts";
 import type { TokenFlops } from "./flops.ts";
 import { flopsPerToken, meanContext } from "./flops.ts";
@@ -46,7 +49,7 @@ export interface PairCeiling {
   ceilingTokensPerSecond: number;
 }
 
-/** A Python library's MatMul on the same shapes, or why it was not measured. */
+/** A Python library's MatMul on the same shapes and its memory-read rate, or why they were not measured. */
 export interface PeerMatmul {
   library: PeerLibrary;
   available: boolean;
@@ -61,6 +64,8 @@ export interface PeerMatmul {
   blasLibraries?: string[];
   blas?: string;
   matmul: MatmulRate[];
+  /** GB/s streaming a float32 array through a sum (PyTorch on every core, numpy on one); null when not measured. */
+  memoryRead: Measured | null;
 }
 
 export type MatmulLibrary = "onnxruntime" | PeerLibrary;
@@ -77,6 +82,12 @@ export interface LimitsResult {
   peakBy: { library: MatmulLibrary; m: number; k: number; n: number };
   /** ONNX Runtime's own best median (the rate the project's models could reach at best). */
   onnxruntimePeakGflops: number;
+  /** ONNX Runtime's memory-read rate (ReduceSum over `readBytes`), GB/s. */
+  memoryRead: Measured;
+  readBytes: number;
+  /** The best median read rate of the three, GB/s, and whose: the memory side of the roofline. */
+  peakReadGBs: number;
+  peakReadBy: MatmulLibrary;
   pairs: PairCeiling[];
 }
 
@@ -98,11 +109,16 @@ interface PeerMatmulAnswer {
   shapes: { m: number; k: number; n: number; gflops: number[] }[];
 }
 
-/** PyTorch's or numpy's MatMul rates on `shapes`; a missing library is reported, not measured. */
-export async function measurePeerMatmul(library: PeerLibrary, shapes: readonly [number, number, number][], options: { minMs: number; repeats: number }): Promise<PeerMatmul> {
+interface PeerReadAnswer {
+  gbPerSecond: number[];
+}
+
+/** PyTorch's or numpy's MatMul rates on `shapes` and memory-read rate over `readBytes`; a missing library is reported, not measured. */
+export async function measurePeerMatmul(library: PeerLibrary, shapes: readonly [number, number, number][], options: { minMs: number; repeats: number; readBytes: number }): Promise<PeerMatmul> {
   const budgetMs = 120_000 + shapes.length * (options.repeats + 1) * options.minMs * 4;
   const outcome = await runPeer<PeerMatmulAnswer>("matmul.py", { library, shapes, minMs: options.minMs, repeats: options.repeats }, budgetMs);
-  if (!outcome.ok) return { library, available: false, missing: outcome.missing, install: outcome.install, matmul: [] };
+  if (!outcome.ok) return { library, available: false, missing: outcome.missing, install: outcome.install, matmul: [], memoryRead: null };
+  const read = await runPeer<PeerReadAnswer>("memory_read.py", { library, bytes: options.readBytes, minMs: options.minMs, repeats: options.repeats }, 120_000 + (options.repeats + 1) * options.minMs * 4);
   const r = outcome.result;
   return {
     library,
@@ -113,6 +129,7 @@ export async function measurePeerMatmul(library: PeerLibrary, shapes: readonly [
     blasLibraries: r.blas,
     blas: blasKind(r.blas),
     matmul: r.shapes.map((x) => ({ m: x.m, k: x.k, n: x.n, gflops: measured(x.gflops, "GFLOP/s") })),
+    memoryRead: read.ok ? measured(read.result.gbPerSecond, "GB/s") : null,
   };
 }
 
@@ -147,6 +164,46 @@ export function bestRateAtRows(limits: Pick<LimitsResult, "matmul" | "peers">, r
 export function bestRateOn(limits: Pick<LimitsResult, "matmul" | "peers">, m: number, k: number, n: number): { gflops: number; library: MatmulLibrary } | null {
   const best = fastest(ratesOf(limits.matmul, limits.peers).filter(({ rate }) => rate.m === m && rate.k === k && rate.n === n));
   return best && { gflops: best.rate.gflops.median, library: best.library };
+}
+
+/** The best median memory-read rate of ONNX Runtime and the peers that measured one. */
+export function peakReadOf(onnxruntime: Measured, peers: readonly PeerMatmul[]): { gbPerSecond: number; by: MatmulLibrary } {
+  const rates = [{ by: "onnxruntime" as MatmulLibrary, rate: onnxruntime }, ...peers.flatMap((p) => (p.memoryRead ? [{ by: p.library as MatmulLibrary, rate: p.memoryRead }] : []))];
+  const best = rates.reduce((a, b) => (b.rate.median > a.rate.median ? b : a));
+  return { gbPerSecond: best.rate.median, by: best.by };
+}
+
+/** An ONNX model summing a float32 vector: each value read once, nothing written. */
+function sumModel(): Uint8Array {
+  const g = new GraphBuilder();
+  const x = g.input("x", "float32", ["n"]);
+  g.op("ReduceSum", [x], { keepdims: int(0) }, { outputs: ["sum"] });
+  g.output("sum", "sum", "float32", []);
+  return encodeInline(g, { graphName: "memory_read" });
+}
+
+/** GB/s at which ONNX Runtime's ReduceSum reads `bytes` of float32 (fed without a copy), running for at least `minMs` per repeat. */
+export async function measureOrtRead(bytes: number, options: { minMs: number; repeats: number }): Promise<Measured> {
+  const { session } = await openOrtSession(sumModel(), { executionProvider: "cpu" });
+  try {
+    const count = Math.floor(bytes / 4);
+    const feeds = { x: new ort.Tensor("float32", new Float32Array(count).fill(1), [count]) };
+    const sum = (await session.run(feeds)).sum.data as Float32Array;
+    if (!(sum[0] > 0)) throw new BenchInputError("memory read", `ReduceSum of ${count} ones gave ${sum[0]}`);
+    return await repeat({ repeats: options.repeats, warmup: 1, unit: "GB/s" }, async () => {
+      let reads = 0;
+      const start = performance.now();
+      let elapsed = 0;
+      while (elapsed < options.minMs) {
+        await session.run(feeds);
+        reads++;
+        elapsed = performance.now() - start;
+      }
+      return (count * 4 * reads) / (elapsed / 1000) / 1e9;
+    });
+  } finally {
+    await session.release();
+  }
 }
 
 /** An ONNX model computing Y = X W with W [k, n] as a weight, as every linear layer of the models does. */
@@ -203,7 +260,20 @@ function meanWorldPromptTokens(workload: PairWorkload, cacheDir: string): number
 export const LIMITS_HOW =
   "float32 MatMul graphs built with the project's ONNX graph builder, run by onnxruntime-node on the CPU provider with its default threads; " +
   "PyTorch (torch.matmul, threads = the process's cores) and numpy (x @ w) on the same shapes in bench/peers/matmul.py; the ceiling is the best median of all three; " +
-  "FLOPs per token = 2 x (linear weights + LM head) + 4 x layers x heads x head_dim x context, expert + amateur";
+  "FLOPs per token = 2 x (linear weights + LM head) + 4 x layers x heads x head_dim x context, expert + amateur; " +
+  "memory read: a float32 array far larger than the caches summed by a ReduceSum graph (onnxruntime-node, fed without a copy), PyTorch (every core) and numpy (one thread) in bench/peers/memory_read.py; the read peak is the best median of the three";
+
+/** The fastest a step could run here: its bytes at the read peak or its FLOPs at the MatMul peak, whichever takes longer. */
+export interface Roofline {
+  seconds: number;
+  boundBy: "memory" | "compute";
+}
+
+export function roofline(step: { flops: number; bytes: number }, peakGflops: number, peakReadGBs: number): Roofline {
+  const compute = step.flops / (peakGflops * 1e9);
+  const memory = step.bytes / (peakReadGBs * 1e9);
+  return memory >= compute ? { seconds: memory, boundBy: "memory" } : { seconds: compute, boundBy: "compute" };
+}
 
 /** The ceiling in tokens/s of a pair at a mean context, from a peak rate. */
 export function pairCeiling(pair: string, expert: ModelConfig, amateur: ModelConfig, context: number, peakGflops: number): PairCeiling {
@@ -235,5 +305,10 @@ export async function runLimits(settings: BenchSettings, log: (line: string) => 
     return pairCeiling(workload.name, expert, amateur, meanContext(prompt, workload.newTokens), peakGflops);
   });
   const onnxruntimePeakGflops = Math.max(...matmul.map((r) => r.gflops.median));
-  return { how: LIMITS_HOW, cpuModel, matmul, peers, peakGflops, peakBy: peak.by, onnxruntimePeakGflops, pairs };
+  const { readBytes } = settings.limits;
+  const memoryRead = await measureOrtRead(readBytes, settings.limits);
+  log(`  ONNX Runtime memory read (${(readBytes / 2 ** 20).toFixed(0)} MiB): ${memoryRead.median.toFixed(1)} GB/s`);
+  for (const peer of peers) if (peer.memoryRead) log(`  ${peer.library} memory read: ${peer.memoryRead.median.toFixed(1)} GB/s`);
+  const peakRead = peakReadOf(memoryRead, peers);
+  return { how: LIMITS_HOW, cpuModel, matmul, peers, peakGflops, peakBy: peak.by, onnxruntimePeakGflops, memoryRead, readBytes, peakReadGBs: peakRead.gbPerSecond, peakReadBy: peakRead.by, pairs };
 }

@@ -10,8 +10,8 @@ import type { AmateurResult } from "./amateur.ts";
 import { runAmateur } from "./amateur.ts";
 import type { DecodeResult } from "./decode.ts";
 import { runDecode } from "./decode.ts";
-import type { LimitsResult, MatmulLibrary } from "./limits.ts";
-import { bestRateAtRows, bestRateOn, runLimits } from "./limits.ts";
+import type { LimitsResult, MatmulLibrary, Roofline } from "./limits.ts";
+import { bestRateAtRows, bestRateOn, roofline, runLimits } from "./limits.ts";
 import type { MachineInfo } from "./machine.ts";
 import { currentLoad, describeMachine } from "./machine.ts";
 import type { MemoryResult } from "./memory.ts";
@@ -62,7 +62,7 @@ export interface BenchReport {
   training?: TrainingResult;
   scale?: ScaleResult;
   memory?: MemoryResult;
-  derived: { ceilingFractions: CeilingFraction[]; endToEndCeiling: EndToEndCeiling[]; amateurHeadBounds: AmateurHeadBound[] };
+  derived: { ceilingFractions: CeilingFraction[]; endToEndCeiling: EndToEndCeiling[]; amateurHeadBounds: AmateurHeadBound[]; decodeRooflines: DecodeRoofline[] };
 }
 
 /** The amateur section's end-to-end lockstep rate against the same run's ceiling. */
@@ -170,6 +170,8 @@ export interface AmateurHeadBound {
   lockstepSeconds: number;
   /** The reference's way (head at every position) over headSeconds: the most lockstep could gain here. */
   maxRatio: number;
+  /** The head's float32 weights read once a step at the run's memory-read peak: how far below the memory's limit the best library runs the head. */
+  readPeakSeconds: number;
 }
 
 export function amateurHeadBounds(limits: LimitsResult | undefined, amateur: AmateurResult | undefined): AmateurHeadBound[] {
@@ -181,7 +183,32 @@ export function amateurHeadBounds(limits: LimitsResult | undefined, amateur: Ama
     const best = bestRateOn(limits, rows, hidden, vocab);
     if (!best) return [];
     const headSeconds = (p.newTokens * 2 * rows * p.multiplyAdds.head) / (best.gflops * 1e9);
-    return [{ pair: p.pair.name, rows, hidden, vocab, ...best, headSeconds, lockstepSeconds: p.cost.lockstepSeconds.median, maxRatio: p.cost.reencodeEveryPositionSeconds.median / headSeconds }];
+    const readPeakSeconds = (p.newTokens * 4 * hidden * vocab) / (limits.peakReadGBs * 1e9);
+    return [{ pair: p.pair.name, rows, hidden, vocab, ...best, headSeconds, lockstepSeconds: p.cost.lockstepSeconds.median, maxRatio: p.cost.reencodeEveryPositionSeconds.median / headSeconds, readPeakSeconds }];
+  });
+}
+
+/** A decode batch's measured rates against the roofline of the same run: its step's bytes at the read peak, its FLOPs at the MatMul peak. */
+export interface DecodeRoofline {
+  batch: number;
+  tokensPerSecond: number;
+  boundBy: Roofline["boundBy"];
+  onnxruntimeFraction: number;
+  torchFraction: number | null;
+}
+
+export function decodeRooflines(limits: LimitsResult | undefined, decode: DecodeResult | undefined): DecodeRoofline[] {
+  if (!limits || !decode) return [];
+  return decode.rows.map((row) => {
+    const bound = roofline(row.step, limits.peakGflops, limits.peakReadGBs);
+    const tokensPerSecond = row.batch / bound.seconds;
+    return {
+      batch: row.batch,
+      tokensPerSecond,
+      boundBy: bound.boundBy,
+      onnxruntimeFraction: row.onnxruntime.median / tokensPerSecond,
+      torchFraction: row.torch ? row.torch.median / tokensPerSecond : null,
+    };
   });
 }
 
@@ -199,7 +226,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     wallSeconds: 0,
     sectionSeconds: {},
     machine: describeMachine(),
-    derived: { ceilingFractions: [], endToEndCeiling: [], amateurHeadBounds: [] },
+    derived: { ceilingFractions: [], endToEndCeiling: [], amateurHeadBounds: [], decodeRooflines: [] },
   };
   const save = () => {
     report.wallSeconds = (performance.now() - started) / 1000;
@@ -207,6 +234,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     report.derived.ceilingFractions = ceilingFractions(report.limits, report.sampling);
     report.derived.endToEndCeiling = endToEndCeilings(report.limits, report.amateur);
     report.derived.amateurHeadBounds = amateurHeadBounds(report.limits, report.amateur);
+    report.derived.decodeRooflines = decodeRooflines(report.limits, report.decode);
     mkdirSync(dirname(out), { recursive: true });
     writeFileSync(out, `${JSON.stringify(report, null, 2)}\n`);
   };

@@ -73,7 +73,8 @@ export interface BenchSettings {
   decode: DecodeSettings;
   /** One adapter for every row against three mixed in the batch. */
   adapters: { pairs: AdapterMixWorkload[] };
-  limits: { shapes: [number, number, number][]; minMs: number; repeats: number };
+  /** readBytes: the array each memory-read rate streams, far larger than the caches. */
+  limits: { shapes: [number, number, number][]; minMs: number; repeats: number; readBytes: number };
   transport: { vocabSize: number; steps: { full32: number; full16: number; sparse: number }; repeats: number; alpha: number; topK: number };
   training: { loraWarmupSteps: number; loraSteps: number; pretrainWarmupSteps: number; pretrainSteps: number; matmulSize: number };
   /** Pairs whose service memory is measured, at these stream counts, each stream a random prompt of promptTokens and newTokens more. */
@@ -153,6 +154,7 @@ export function benchSettings(options: { quick: boolean; cacheDir?: string }): B
       ],
       minMs: quick ? 150 : 400,
       repeats: quick ? 3 : 5,
+      readBytes: quick ? 256 * 2 ** 20 : 2 ** 30,
     },
     transport: { vocabSize: 151_936, steps: quick ? { full32: 100, full16: 200, sparse: 3000 } : { full32: 300, full16: 600, sparse: 10_000 }, repeats: quick ? 3 : 5, alpha: 0.2, topK: 4 },
     training: quick

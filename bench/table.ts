@@ -84,6 +84,7 @@ function limitsLines(r: BenchReport): string[] {
       l.matmul.map((m) => [`[${m.m}x${m.k}] x [${m.k}x${m.n}]`, formatMeasured(m.gflops), peerRate("torch", m), peerRate("numpy", m)]),
     ),
     ...l.peers.map(peerLine),
+    `Memory read${on(r)} (GB/s, a ${formatBytes(l.readBytes)} float32 array summed): ONNX Runtime ${formatMeasured(l.memoryRead)}, ${l.peers.map((p) => `${LIBRARY_NAMES[p.library]} ${p.memoryRead ? formatMeasured(p.memoryRead) : "-"}`).join(", ")}; read peak ${formatNumber(l.peakReadGBs)} (${LIBRARY_NAMES[l.peakReadBy]})`,
     "",
     `Ceiling = ${formatNumber(l.peakGflops)} GFLOP/s (${LIBRARY_NAMES[by.library]} at [${by.m}x${by.k}] x [${by.k}x${by.n}], the best of this run; ONNX Runtime's best ${formatNumber(l.onnxruntimePeakGflops)}) / (expert + amateur FLOPs per token); reached by the service (sampling section)${on(r)}`,
     renderTable(["pair", "FLOPs/token", "ceiling tok/s", "best tok/s (streams)", "of ceiling", "best decode tok/s", "of ceiling"], rows),
@@ -124,7 +125,8 @@ function amateurLines(r: BenchReport): string[] {
     ...r.derived.amateurHeadBounds.map(
       (b) =>
         `  ${b.pair}: the LM head alone, [${b.rows}x${b.hidden}] x [${b.hidden}x${formatNumber(b.vocab)}] at this run's best rate on it (${formatNumber(b.gflops)} GFLOP/s, ${b.library}), takes ${formatNumber(b.headSeconds)} s of lockstep's ${formatNumber(b.lockstepSeconds)}: ` +
-        `with nothing else to do, lockstep could beat the reference's way by ${formatRatio(b.maxRatio)} at most on this machine`,
+        `with nothing else to do, lockstep could beat the reference's way by ${formatRatio(b.maxRatio)} at most on this machine; ` +
+        `read once a step at the memory-read peak, its ${formatBytes(4 * b.hidden * b.vocab)} of weights would take ${formatNumber(b.readPeakSeconds)} s`,
     ),
   ];
   const ends = a.pairs.filter((p) => p.endToEnd);
@@ -169,13 +171,20 @@ function decodeLines(r: BenchReport): string[] {
   const parity = d.parity
     ? `  same computation: log-probabilities of ${d.parity.positions} positions (a ${d.parity.prefillTokens}-token prefill, then ${d.parity.decodeTokens} cached steps), max abs log-prob diff ONNX Runtime vs PyTorch ${d.parity.maxAbsDiff.toExponential(2)} (largest |log-prob| ${formatNumber(d.parity.maxAbsLogProb)}), same argmax at ${d.parity.sameArgmax} of ${d.parity.positions}`
     : "  log-probabilities not compared: PyTorch is not installed";
+  const rooflines = r.derived.decodeRooflines;
+  const rooflineCells = (batch: number) => {
+    const b = rooflines.find((x) => x.batch === batch);
+    if (!b) return ["-", "-", "-"];
+    return [`${formatNumber(b.tokensPerSecond)} (${b.boundBy})`, formatPercent(b.onnxruntimeFraction), b.torchFraction === null ? "-" : formatPercent(b.torchFraction)];
+  };
   return [
     `Expert decode${on(r)}: ${d.pair.name} expert (${params(d.pair.expertParameters)}), tokens/s of ${d.stepsPerRepeat} greedy steps after a ${d.promptTokens}-token prompt, ${d.repeats} repeats; ${peer}`,
     `how: ${d.how}`,
     renderTable(
-      ["batch", "ONNX Runtime tok/s", "PyTorch eager tok/s", "ONNX Runtime / PyTorch"],
-      d.rows.map((row) => [String(row.batch), formatMeasured(row.onnxruntime), row.torch ? formatMeasured(row.torch) : "-", formatRatio(row.speedup)]),
+      ["batch", "ONNX Runtime tok/s", "PyTorch eager tok/s", "ONNX Runtime / PyTorch", "roofline tok/s (bound by)", "ONNX Runtime of roofline", "PyTorch of roofline"],
+      d.rows.map((row) => [String(row.batch), formatMeasured(row.onnxruntime), row.torch ? formatMeasured(row.torch) : "-", formatRatio(row.speedup), ...rooflineCells(row.batch)]),
     ),
+    "  roofline: a step must read its weights (once for the batch) and each row's keys and values at this run's memory-read peak, and do its FLOPs at the MatMul ceiling (limits section); the slower of the two bounds it",
     parity,
   ];
 }

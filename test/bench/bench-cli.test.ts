@@ -68,11 +68,19 @@ describe("lightreasoner bench", () => {
         expect(peer.matmul.map((r) => [r.m, r.k, r.n])).toEqual(limits.matmul.map((r) => [r.m, r.k, r.n]));
         for (const rate of peer.matmul) expectMeasured(rate.gflops, "GFLOP/s");
         expect(peer.blas).not.toBe("none loaded");
+        expectMeasured(peer.memoryRead!, "GB/s");
       } else {
         expect(peer.matmul).toEqual([]);
+        expect(peer.memoryRead).toBeNull();
         expect(peer.install).toMatch(/apt-get install/);
       }
     }
+    // The read peak is the best memory-read rate of the run, over an array larger than any cache.
+    expectMeasured(limits.memoryRead, "GB/s");
+    expect(limits.readBytes).toBe(256 * 2 ** 20);
+    const peerReads = limits.peers.flatMap((p) => (p.memoryRead ? [p.memoryRead.median] : []));
+    expect(limits.peakReadGBs).toBe(Math.max(limits.memoryRead.median, ...peerReads));
+    expect(run.stdout).toMatch(/Memory read .*\(GB\/s, a 256 MiB float32 array summed\): ONNX Runtime [\d.]+/);
     expect(limits.cpuModel).toBe(report.machine.cpuModel);
     expect(limits.pairs.map((p) => p.pair)).toEqual(["built-in", "qwen2.5-0.5b-shape"]);
     for (const p of limits.pairs) {

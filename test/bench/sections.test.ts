@@ -8,7 +8,7 @@ import { amateurPositions } from "#bench/amateur.ts";
 import type { AmateurResult } from "#bench/amateur.ts";
 import { compareLogProbs } from "#bench/decode.ts";
 import type { LimitsResult, MatmulRate, PeerMatmul } from "#bench/limits.ts";
-import { blasKind, peakOf } from "#bench/limits.ts";
+import { blasKind, peakOf, peakReadOf } from "#bench/limits.ts";
 import { endToEndCeilings } from "#bench/run-bench.ts";
 import { BenchInputError, measured } from "#bench/stats.ts";
 import { breakdown } from "#bench/transport.ts";
@@ -88,10 +88,17 @@ describe("the ceiling across libraries", () => {
   const ort = [rate(1, 10), rate(64, 120)];
 
   it("is the best median of any library, and says which and where", () => {
-    const torch: PeerMatmul = { library: "torch", available: true, matmul: [rate(1, 5), rate(64, 150)] };
-    const numpy: PeerMatmul = { library: "numpy", available: false, missing: "numpy", install: "apt-get install python3-numpy", matmul: [] };
+    const torch: PeerMatmul = { library: "torch", available: true, matmul: [rate(1, 5), rate(64, 150)], memoryRead: null };
+    const numpy: PeerMatmul = { library: "numpy", available: false, missing: "numpy", install: "apt-get install python3-numpy", matmul: [], memoryRead: null };
     expect(peakOf(ort, [torch, numpy])).toEqual({ gflops: 150, by: { library: "torch", m: 64, k: 8, n: 8 } });
     expect(peakOf(ort, [numpy])).toEqual({ gflops: 120, by: { library: "onnxruntime", m: 64, k: 8, n: 8 } });
+  });
+
+  it("reads memory at the best median rate of any library that measured one", () => {
+    const read = (gbPerSecond: number) => measured([gbPerSecond], "GB/s");
+    const peer = (library: "torch" | "numpy", memoryRead: ReturnType<typeof read> | null): PeerMatmul => ({ library, available: memoryRead !== null, matmul: [], memoryRead });
+    expect(peakReadOf(read(20), [peer("torch", read(28)), peer("numpy", read(13))])).toEqual({ gbPerSecond: 28, by: "torch" });
+    expect(peakReadOf(read(20), [peer("torch", null), peer("numpy", read(13))])).toEqual({ gbPerSecond: 20, by: "onnxruntime" });
   });
 
   it("needs at least one measured rate", () => {

@@ -1,12 +1,14 @@
 // The benchmark's pure helpers: medians over repeats, the figures' formatting, the table
 // layout, the FLOPs arithmetic behind the ceiling, and the derived per-stream memory.
 import { describe, expect, it } from "vitest";
-import { flopsPerToken, meanContext } from "#bench/flops.ts";
+import { decodeStepBytes, flopsPerToken, meanContext } from "#bench/flops.ts";
 import { amateurMultiplyAdds } from "#bench/amateur.ts";
 import { kvCacheBytes, perExtraStream } from "#bench/memory.ts";
-import { amateurHeadBounds, parseSections } from "#bench/run-bench.ts";
+import { amateurHeadBounds, decodeRooflines, parseSections } from "#bench/run-bench.ts";
 import type { AmateurResult } from "#bench/amateur.ts";
 import type { LimitsResult } from "#bench/limits.ts";
+import { roofline } from "#bench/limits.ts";
+import type { DecodeResult } from "#bench/decode.ts";
 import { BenchInputError, formatBytes, formatMeasured, formatNumber, formatPercent, formatRatio, measured, median, ratio, repeat } from "#bench/stats.ts";
 import { renderTable } from "#bench/text-table.ts";
 import { parseModelConfig } from "#core/model/config.ts";
@@ -83,6 +85,36 @@ describe("FLOPs per token", () => {
     expect(meanContext(16, 8)).toBe(20.5);
   });
 
+  it("counts the bytes a decode step reads: the weights once for the batch, each row's keys and values", () => {
+    const config = parseModelConfig({ model_type: "llama", vocab_size: 10, hidden_size: 8, intermediate_size: 16, num_hidden_layers: 2, num_attention_heads: 2, num_key_value_heads: 1 });
+    // 2 x 576 linear weights + 10 x 8 head = 1,232 weights; keys and values: 2 x 2 layers x 1 head x 4 dims = 16 values per position.
+    expect(decodeStepBytes(config, 1, 5)).toBe(4 * (1232 + 16 * 5));
+    expect(decodeStepBytes(config, 3, 5)).toBe(4 * (1232 + 3 * 16 * 5));
+    expect(decodeStepBytes(config, 3, 5, 2)).toBe(2 * (1232 + 3 * 16 * 5));
+  });
+
+  it("bounds a step by the slower of its bytes at the read peak and its FLOPs at the MatMul peak", () => {
+    // 2 GB at 25 GB/s = 80 ms against 1 GFLOP at 100 GFLOP/s = 10 ms: memory binds.
+    expect(roofline({ bytes: 2e9, flops: 1e9 }, 100, 25)).toEqual({ seconds: 0.08, boundBy: "memory" });
+    // 64 rows: 2.1 GB = 84 ms against 64 GFLOP = 640 ms: compute binds.
+    expect(roofline({ bytes: 2.1e9, flops: 64e9 }, 100, 25)).toEqual({ seconds: 0.64, boundBy: "compute" });
+  });
+
+  it("holds each decode batch against its roofline in the same run", () => {
+    const limits = { peakGflops: 100, peakReadGBs: 25 } as unknown as LimitsResult;
+    const row = (batch: number, flops: number, bytes: number, ort: number, torch: number | null) => ({ batch, step: { flops, bytes, context: 40 }, onnxruntime: measured([ort], "tokens/s"), torch: torch === null ? null : measured([torch], "tokens/s"), speedup: null });
+    const decode = { rows: [row(1, 1e9, 2e9, 10, 5), row(64, 64e9, 2.1e9, 80, null)] } as unknown as DecodeResult;
+    // Batch 1: 80 ms a step, 12.5 tokens/s; batch 64: 640 ms, 100 tokens/s.
+    const [one, many] = decodeRooflines(limits, decode);
+    expect(one).toMatchObject({ batch: 1, boundBy: "memory", torchFraction: 0.4 });
+    expect(one.tokensPerSecond).toBeCloseTo(12.5, 10);
+    expect(one.onnxruntimeFraction).toBeCloseTo(0.8, 10);
+    expect(many).toMatchObject({ batch: 64, boundBy: "compute", torchFraction: null });
+    expect(many.tokensPerSecond).toBeCloseTo(100, 10);
+    expect(many.onnxruntimeFraction).toBeCloseTo(0.8, 10);
+    expect(decodeRooflines(undefined, decode)).toEqual([]);
+  });
+
   it("counts the amateur's multiply-adds per trajectory each way, the head once per step or at every position", () => {
     const config = parseModelConfig({ model_type: "llama", vocab_size: 10, hidden_size: 8, intermediate_size: 16, num_hidden_layers: 2, num_attention_heads: 2, num_key_value_heads: 1 });
     // Per position: 2 layers x 576 weights, and attention 2 x 2 layers x 2 heads x 4 dims per key attended; head 10 x 8.
@@ -120,7 +152,7 @@ describe("derived figures", () => {
   it("bounds the amateur's ratio by its LM head at the best rate any library reached on that product", () => {
     const rate = (m: number, k: number, n: number, gflops: number) => ({ m, k, n, gflops: measured([gflops], "GFLOP/s") });
     // ONNX Runtime 100 GFLOP/s on the head's shape, numpy 120 on it, and a faster rate on another shape that must not count.
-    const limits = { matmul: [rate(16, 448, 151_936, 100), rate(1024, 1024, 1024, 300)], peers: [{ library: "numpy" as const, available: true, matmul: [rate(16, 448, 151_936, 120)] }] };
+    const limits = { matmul: [rate(16, 448, 151_936, 100), rate(1024, 1024, 1024, 300)], peers: [{ library: "numpy" as const, available: true, matmul: [rate(16, 448, 151_936, 120)] }], peakReadGBs: 25 };
     const pair = (streams: number) => ({
       pair: { name: "p", expertParameters: 1, amateurParameters: 1, vocabSize: 151_936 },
       newTokens: 128,
@@ -133,6 +165,8 @@ describe("derived figures", () => {
     expect(bound.headSeconds).toBeCloseTo((128 * 2 * 16 * 448 * 151_936) / 120e9, 12);
     expect(bound.headSeconds).toBeCloseTo(2.3234, 4);
     expect(bound.maxRatio).toBeCloseTo(73.17, 2);
+    // 448 x 151,936 float32 weights = 272,269,312 bytes a step, 128 steps at 25 GB/s: 1.394 s.
+    expect(bound.readPeakSeconds).toBeCloseTo(1.394, 3);
     // No rate on 8 rows of that head: no bound rather than one from another shape.
     expect(amateurHeadBounds(limits as unknown as LimitsResult, { how: "", pairs: [pair(8)] } as unknown as AmateurResult)).toEqual([]);
     expect(amateurHeadBounds(undefined, { how: "", pairs: [pair(16)] } as unknown as AmateurResult)).toEqual([]);

@@ -7,6 +7,7 @@ import { describe, expect, it } from "vitest";
 import { runAdapters } from "#bench/adapters.ts";
 import { runAmateur, scoreTrajectories } from "#bench/amateur.ts";
 import { ortLogProbs, runDecode } from "#bench/decode.ts";
+import { decodeStepBytes, flopsPerToken } from "#bench/flops.ts";
 import { runMemory } from "#bench/memory.ts";
 import { BUILT_IN_PAIR, preparePair } from "#bench/models.ts";
 import { findPython, runPeer } from "#bench/python-peers.ts";
@@ -24,7 +25,7 @@ const base = benchSettings({ quick: true });
 const tiny = (overrides: Partial<BenchSettings>): BenchSettings => ({ ...base, ...overrides });
 /** The printed table of a report holding only `sections`. */
 const printed = (sections: Partial<BenchReport>) =>
-  renderReport({ quick: true, sections: [], sectionSeconds: {}, wallSeconds: 1, machine: { cpuModel: "Test CPU", cores: 2, vectorFeatures: [], memoryGiB: 1, platform: "", node: "", onnxruntimeNode: "", tfjs: "", glibcTunables: null, loadAverageAtStart: 0 }, derived: { ceilingFractions: [], endToEndCeiling: [], amateurHeadBounds: [] }, ...sections } as BenchReport);
+  renderReport({ quick: true, sections: [], sectionSeconds: {}, wallSeconds: 1, machine: { cpuModel: "Test CPU", cores: 2, vectorFeatures: [], memoryGiB: 1, platform: "", node: "", onnxruntimeNode: "", tfjs: "", glibcTunables: null, loadAverageAtStart: 0 }, derived: { ceilingFractions: [], endToEndCeiling: [], amateurHeadBounds: [], decodeRooflines: [] }, ...sections } as BenchReport);
 
 describe("amateur section at the built-in pair's shape", () => {
   it("lockstep, re-encoding and re-encoding with the head at every position compute the same distribution before every token", async () => {
@@ -139,8 +140,11 @@ describe.skipIf(!python?.has.torch)("decode section: PyTorch's forward is ONNX R
       expect(row.onnxruntime.repeats).toHaveLength(2);
       expect(row.torch!.repeats).toHaveLength(2);
       expect(row.speedup).toBeCloseTo(row.onnxruntime.median / row.torch!.median, 10);
+      // Timed steps run at contexts 6..9 (a 4-token prompt, one untimed step, then 2 x 2 timed): mean 7.5.
+      expect(row.step).toEqual({ context: 7.5, flops: row.batch * flopsPerToken(prepared.expert.config, 7.5).total, bytes: decodeStepBytes(prepared.expert.config, row.batch, 7.5) });
     }
     const table = printed({ decode: result });
+    expect(table).toMatch(/roofline tok\/s \(bound by\)/);
     expect(table).toMatch(/Expert decode on Test CPU: built-in expert \(99,200\), .*; PyTorch \S+ eager on \S+/);
     expect(table).toMatch(/same argmax at 9 of 9/);
   });

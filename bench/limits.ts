@@ -166,6 +166,21 @@ export function bestRateOn(limits: Pick<LimitsResult, "matmul" | "peers">, m: nu
   return best && { gflops: best.rate.gflops.median, library: best.library };
 }
 
+/** Billions of `perRun` units (bytes, FLOPs) per second over back-to-back runs of `feeds`, each repeat at least `minMs` long. */
+function runRate(session: ort.InferenceSession, feeds: Record<string, ort.Tensor>, perRun: number, unit: string, options: { minMs: number; repeats: number }): Promise<Measured> {
+  return repeat({ repeats: options.repeats, warmup: 1, unit }, async () => {
+    let runs = 0;
+    const start = performance.now();
+    let elapsed = 0;
+    while (elapsed < options.minMs) {
+      await session.run(feeds);
+      runs++;
+      elapsed = performance.now() - start;
+    }
+    return (perRun * runs) / (elapsed / 1000) / 1e9;
+  });
+}
+
 /** The best median memory-read rate of ONNX Runtime and the peers that measured one. */
 export function peakReadOf(onnxruntime: Measured, peers: readonly PeerMatmul[]): { gbPerSecond: number; by: MatmulLibrary } {
   const rates = [{ by: "onnxruntime" as MatmulLibrary, rate: onnxruntime }, ...peers.flatMap((p) => (p.memoryRead ? [{ by: p.library as MatmulLibrary, rate: p.memoryRead }] : []))];
@@ -190,17 +205,7 @@ export async function measureOrtRead(bytes: number, options: { minMs: number; re
     const feeds = { x: new ort.Tensor("float32", new Float32Array(count).fill(1), [count]) };
     const sum = (await session.run(feeds)).sum.data as Float32Array;
     if (!(sum[0] > 0)) throw new BenchInputError("memory read", `ReduceSum of ${count} ones gave ${sum[0]}`);
-    return await repeat({ repeats: options.repeats, warmup: 1, unit: "GB/s" }, async () => {
-      let reads = 0;
-      const start = performance.now();
-      let elapsed = 0;
-      while (elapsed < options.minMs) {
-        await session.run(feeds);
-        reads++;
-        elapsed = performance.now() - start;
-      }
-      return (count * 4 * reads) / (elapsed / 1000) / 1e9;
-    });
+    return await runRate(session, feeds, count * 4, "GB/s", options);
   } finally {
     await session.release();
   }
@@ -224,17 +229,7 @@ export async function measureOrtMatmul(m: number, k: number, n: number, options:
     const rng = new SeededRandom(2);
     const feeds = { x: new ort.Tensor("float32", Float32Array.from({ length: m * k }, () => rng.normal()), [m, k]) };
     await session.run(feeds);
-    return await repeat({ repeats: options.repeats, warmup: 1, unit: "GFLOP/s" }, async () => {
-      let products = 0;
-      const start = performance.now();
-      let elapsed = 0;
-      while (elapsed < options.minMs) {
-        await session.run(feeds);
-        products++;
-        elapsed = performance.now() - start;
-      }
-      return (2 * m * k * n * products) / (elapsed / 1000) / 1e9;
-    });
+    return await runRate(session, feeds, 2 * m * k * n, "GFLOP/s", options);
   } finally {
     await session.release();
   }

@@ -3,21 +3,7 @@
 # at least min_ms per repeat. Usage: matmul.py '{"library": "torch"|"numpy",
 # "shapes": [[m,k,n], ...], "minMs": 400, "repeats": 5}'. PyTorch gets every core this
 # process may use (ONNX Runtime's default); numpy's BLAS picks its own thread count.
-import time
-
-from peer_io import cores, loaded_blas, run
-
-
-def rate(multiply, m, k, n, min_ms):
-    multiply()
-    products = 0
-    start = time.perf_counter()
-    elapsed = 0.0
-    while elapsed * 1000 < min_ms:
-        multiply()
-        products += 1
-        elapsed = time.perf_counter() - start
-    return 2 * m * k * n * products / elapsed / 1e9
+from peer_io import cores, loaded_blas, rate, run
 
 
 def main(request):
@@ -50,7 +36,7 @@ def main(request):
     for m, k, n in request["shapes"]:
         multiply = operands(m, k, n)
         multiply()
-        rates = [rate(multiply, m, k, n, request["minMs"]) for _ in range(request["repeats"])]
+        rates = [rate(multiply, 2 * m * k * n, request["minMs"]) for _ in range(request["repeats"])]
         shapes.append({"m": m, "k": k, "n": n, "gflops": rates})
     return {"library": library, "version": version, "threads": threads, "blas": loaded_blas(), "shapes": shapes}
 

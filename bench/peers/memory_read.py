@@ -4,21 +4,7 @@
 # weight once for few FLOPs, so this rate, not the MatMul rate, bounds them.
 # Usage: memory_read.py '{"library": "torch"|"numpy", "bytes": 1073741824, "minMs": 400,
 # "repeats": 5}'. PyTorch gets every core this process may use; numpy sums on one thread.
-import time
-
-from peer_io import cores, run
-
-
-def rate(read, size, min_ms):
-    read()
-    reads = 0
-    start = time.perf_counter()
-    elapsed = 0.0
-    while elapsed * 1000 < min_ms:
-        read()
-        reads += 1
-        elapsed = time.perf_counter() - start
-    return size * reads / elapsed / 1e9
+from peer_io import cores, rate, run
 
 
 def main(request):

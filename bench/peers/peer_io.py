@@ -7,6 +7,7 @@ import mmap
 import os
 import struct
 import sys
+import time
 import traceback
 
 INSTALL_HINT = "apt-get install python3-torch python3-numpy libopenblas0-openmp"
@@ -35,6 +36,20 @@ def loaded_blas():
 
 def cores():
     return len(os.sched_getaffinity(0))
+
+
+def rate(work, units, min_ms):
+    """Billions of `units` per second (what one call of work() does) over calls back to back
+    for at least min_ms, after one untimed call."""
+    work()
+    calls = 0
+    start = time.perf_counter()
+    elapsed = 0.0
+    while elapsed * 1000 < min_ms:
+        work()
+        calls += 1
+        elapsed = time.perf_counter() - start
+    return units * calls / elapsed / 1e9
 
 
 def run(main):

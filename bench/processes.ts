@@ -144,14 +144,30 @@ export async function serveInference(options: {
 }
 
 /** Sum and count of the service's batch-size histogram for one model, from its /metrics text. */
+/** The service's Prometheus exposition, as a scrape reads it. */
+async function scrape(metricsPort: number): Promise<string> {
+  return (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+}
+
 export async function batchSizeTotals(metricsPort: number, model: "expert" | "amateur"): Promise<{ sum: number; count: number }> {
-  const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+  const text = await scrape(metricsPort);
   const value = (series: string) => {
     const match = new RegExp(`^lightreasoner_inference_batch_size_${series}\\{model="${model}"\\} (\\S+)$`, "m").exec(text);
     if (!match) throw new BenchProcessError(`/metrics of the inference service has no lightreasoner_inference_batch_size_${series} for ${model}`);
     return Number(match[1]);
   };
   return { sum: value("sum"), count: value("count") };
+}
+
+/**
+ * The longest the service's event loop was held since the previous scrape, in seconds:
+ * prom-client's `nodejs_eventloop_lag_max_seconds`, which each scrape reads and resets. While
+ * it is held no gRPC message moves, and health checks and scrapes wait.
+ */
+export async function eventLoopMaxSeconds(metricsPort: number): Promise<number> {
+  const match = /^nodejs_eventloop_lag_max_seconds (\S+)$/m.exec(await scrape(metricsPort));
+  if (!match) throw new BenchProcessError("/metrics of the inference service has no nodejs_eventloop_lag_max_seconds");
+  return Number(match[1]);
 }
 
 /**

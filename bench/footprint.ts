@@ -8,13 +8,16 @@
 // With --prepacked-cache <dir> every start passes it to the service: the first start writes the
 // entries, the later ones read them (so give --starts 2 or more). The weights are then file
 // pages that fault in at the first step: idle resident memory is low until then, and the peak
-// at the first stream count is what to hold against the weights.
-//   npx tsx bench/footprint.ts <expertDir> <amateurDir> [--streams 1,8] [--prompt 64] [--new 32] [--starts 2] [--prepacked-cache <dir>]
+// at the first stream count is what to hold against the weights. Each stream count also
+// gives the longest the service's event loop was held while serving it (a model step holds
+// it); --prefill-batch-tokens <n> passes the service's prefill budget, which bounds the
+// longest prefill step.
+//   npx tsx bench/footprint.ts <expertDir> <amateurDir> [--streams 1,8] [--prompt 64] [--new 32] [--starts 2] [--prepacked-cache <dir>] [--prefill-batch-tokens <n>]
 import { readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { readModelConfig } from "#core/model/config.ts";
 import { kvCacheBytes } from "./memory.ts";
-import { serveInference } from "./processes.ts";
+import { eventLoopMaxSeconds, serveInference } from "./processes.ts";
 import { runServiceTrajectories } from "./trajectory-client.ts";
 import { option } from "./script-option.ts";
 
@@ -41,6 +44,7 @@ async function main(): Promise<void> {
   const starts = Number(option(args, "--starts", "2"));
   const prepackedCacheDir = args.includes("--prepacked-cache") ? option(args, "--prepacked-cache", "") : undefined;
   if (prepackedCacheDir === "") throw new Error("--prepacked-cache needs a folder");
+  const prefillBatchTokens = args.includes("--prefill-batch-tokens") ? Number(option(args, "--prefill-batch-tokens", "")) : undefined;
   const configs = [readModelConfig(join(expertDir, "config.json")), readModelConfig(join(amateurDir, "config.json"))];
   const weights = weightBytes(expertDir) + weightBytes(amateurDir);
   const vocab = configs[0].vocabSize;
@@ -51,11 +55,11 @@ async function main(): Promise<void> {
   // Earlier starts warm the page cache; the last one is measured.
   const startSeconds: number[] = [];
   for (let i = 0; i < starts - 1; i++) {
-    const warm = await serveInference({ expertDir, amateurDir, maxBatchSize: Math.max(...streams), maxNewTokens: newTokens, prepackedCacheDir });
+    const warm = await serveInference({ expertDir, amateurDir, maxBatchSize: Math.max(...streams), maxNewTokens: newTokens, prepackedCacheDir, prefillBatchTokens });
     startSeconds.push(warm.startSeconds);
     await warm.stop();
   }
-  const served = await serveInference({ expertDir, amateurDir, maxBatchSize: Math.max(...streams), maxNewTokens: newTokens, prepackedCacheDir });
+  const served = await serveInference({ expertDir, amateurDir, maxBatchSize: Math.max(...streams), maxNewTokens: newTokens, prepackedCacheDir, prefillBatchTokens });
   startSeconds.push(served.startSeconds);
   try {
     // CPU time is what start-up costs on a machine shared with other work, where wall time is not.
@@ -64,10 +68,11 @@ async function main(): Promise<void> {
     // idle machine it sets the time to listening, whatever other threads do beside it.
     const startMainThreadCpuSeconds = cpuSeconds(served.pid, true);
     const idle = served.memory();
-    const rows: { streams: number; peak: number; msPerStep: number }[] = [];
+    const rows: { streams: number; peak: number; msPerStep: number; eventLoopMaxMs: number }[] = [];
     for (const n of streams) {
+      await eventLoopMaxSeconds(served.metricsPort);
       const run = await runServiceTrajectories({ address: served.address, prompts: prompts.slice(0, n), newTokens, alpha: 0.1, topK: 20 });
-      rows.push({ streams: n, peak: served.memory().peakRssBytes, msPerStep: (run.seconds * 1000) / newTokens });
+      rows.push({ streams: n, peak: served.memory().peakRssBytes, msPerStep: (run.seconds * 1000) / newTokens, eventLoopMaxMs: (await eventLoopMaxSeconds(served.metricsPort)) * 1000 });
     }
     const first = rows[0];
     const last = rows[rows.length - 1];
@@ -87,8 +92,9 @@ async function main(): Promise<void> {
           idlePeakMiB: Math.round(idle.peakRssBytes / MIB),
           idleOverWeights: Number((idle.rssBytes / weights).toFixed(2)),
           prepackedCacheDir: prepackedCacheDir ?? null,
+          prefillBatchTokens: prefillBatchTokens ?? "default",
           firstPeakOverWeights: Number((first.peak / weights).toFixed(2)),
-          byStreams: rows.map((r) => ({ streams: r.streams, peakMiB: Math.round(r.peak / MIB), wallMsPerStep: Number(r.msPerStep.toFixed(1)) })),
+          byStreams: rows.map((r) => ({ streams: r.streams, peakMiB: Math.round(r.peak / MIB), wallMsPerStep: Number(r.msPerStep.toFixed(1)), eventLoopMaxMs: Math.round(r.eventLoopMaxMs) })),
           perExtraStreamMiB: perStream === null ? null : Number((perStream / MIB).toFixed(2)),
           kvCachePerStreamMiB: Number((kv / MIB).toFixed(2)),
         },

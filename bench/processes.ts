@@ -110,6 +110,7 @@ export async function serveInference(options: {
   threads?: number;
   batchGatherMs?: number;
   prepackedCacheDir?: string;
+  prefillBatchTokens?: number;
 }): Promise<ServedInference> {
   const started = performance.now();
   const spawnedAt = Date.now();
@@ -118,6 +119,7 @@ export async function serveInference(options: {
   if (options.threads !== undefined) args.push("--threads", String(options.threads));
   if (options.batchGatherMs !== undefined) args.push("--batch-gather-ms", String(options.batchGatherMs));
   if (options.prepackedCacheDir !== undefined) args.push("--prepacked-cache", options.prepackedCacheDir);
+  if (options.prefillBatchTokens !== undefined) args.push("--prefill-batch-tokens", String(options.prefillBatchTokens));
   const running = spawnCli(args);
   let listening: Record<string, unknown>;
   try {

@@ -7,7 +7,7 @@ import { DEFAULT_GRPC_PORT, DEFAULT_METRICS_PORT, startInferenceServer } from "#
 import { EXECUTION_PROVIDER_CHOICES } from "#inference/model/execution-provider.ts";
 import type { ExecutionProviderChoice } from "#inference/model/execution-provider.ts";
 import { DEFAULT_LIMITS } from "#inference/server/limits.ts";
-import { DEFAULT_BATCH_GATHER } from "#inference/engine/scheduler.ts";
+import { DEFAULT_BATCH_GATHER, PREFILL_TOKENS_PER_BATCH } from "#inference/engine/scheduler.ts";
 import { parseFolderOption, parseIntegerOption, parsePortOption } from "#cli/options.ts";
 import { addServerSecurityOptions, serverSecurity } from "#cli/security-flags.ts";
 import type { ServerSecurityFlags } from "#cli/security-flags.ts";
@@ -31,6 +31,7 @@ interface ServeInferenceFlags extends ServerSecurityFlags {
   adapterDir: string[];
   shutdownDeadlineMs: number;
   batchGatherMs: number;
+  prefillBatchTokens: number;
   logLevel: string;
 }
 
@@ -70,6 +71,12 @@ export function registerServe(program: Command): Command {
     )
     .option("--shutdown-deadline-ms <ms>", "on SIGTERM, how long running streams may take to finish", parseIntegerOption("--shutdown-deadline-ms"), 10_000)
     .option("--batch-gather-ms <ms>", "how long a batch may wait for sequences whose client is behind (0: never)", parseIntegerOption("--batch-gather-ms"), DEFAULT_BATCH_GATHER.maxMs)
+    .option(
+      "--prefill-batch-tokens <n>",
+      "prompt tokens prefilled in one batch (a longer prompt alone); each batch holds the server's event loop while it runs, so fewer answer health checks and stream messages sooner",
+      parseIntegerOption("--prefill-batch-tokens"),
+      PREFILL_TOKENS_PER_BATCH,
+    )
     .option("--log-level <level>", "pino log level (trace, debug, info, warn, error)", "info");
   addServerSecurityOptions(command)
     .action(async (flags: ServeInferenceFlags) => {
@@ -99,6 +106,7 @@ export function registerServe(program: Command): Command {
         logger,
         shutdownDeadlineMs: flags.shutdownDeadlineMs,
         batchGatherMs: flags.batchGatherMs,
+        prefillBatchTokens: flags.prefillBatchTokens,
         ...security,
       });
       await serveUntilSignal(logger, () => server.close());

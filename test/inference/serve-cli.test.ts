@@ -57,12 +57,13 @@ afterAll(() => pair?.remove());
 
 describe("lightreasoner serve inference", () => {
   it("serves on the port it logs, and drains and exits 0 on SIGTERM", async () => {
-    const running = serve(["--expert", pair.expertDir, "--amateur", pair.amateurDir, "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0", "--execution-provider", "cpu", "--max-batch-size", "4", "--max-new-tokens", "64"]);
+    const running = serve(["--expert", pair.expertDir, "--amateur", pair.amateurDir, "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0", "--execution-provider", "cpu", "--max-batch-size", "4", "--max-new-tokens", "64", "--prefill-batch-tokens", "128"]);
     try {
       const listening = await logLine(running, (l) => typeof l.msg === "string" && l.msg.startsWith("inference server listening"));
       const port = listening.port as number;
       expect(port).toBeGreaterThan(0);
       expect(listening.limits).toMatchObject({ maxBatchSize: 4, maxNewTokens: 64, defaultMaxNewTokens: 64 });
+      expect(listening.prefillBatchTokens).toBe(128);
       const client = createClient(InferenceService, `127.0.0.1:${port}`);
       const info = await client.getModelInfo({});
       expect(info.limits).toMatchObject({ maxBatchSize: 4, maxNewTokens: 64 });

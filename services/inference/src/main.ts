@@ -13,7 +13,7 @@ import { AdapterService } from "#core/gen/lightreasoner/v1/adapter_pb.ts";
 import { InferenceService } from "#core/gen/lightreasoner/v1/inference_pb.ts";
 import { AdapterRegistry } from "./engine/adapter-registry.ts";
 import { openModelPair } from "./engine/model-pair.ts";
-import { DEFAULT_BATCH_GATHER, Scheduler } from "./engine/scheduler.ts";
+import { DEFAULT_BATCH_GATHER, PREFILL_TOKENS_PER_BATCH, Scheduler } from "./engine/scheduler.ts";
 import type { ExecutionProviderChoice } from "./model/execution-provider.ts";
 import { PairSummaryGraph } from "./model/pair-summary-graph.ts";
 import { RECOMMENDED_GLIBC_TUNABLES, largeBuffersReused } from "#inference/model/malloc-settings.ts";
@@ -24,7 +24,7 @@ import { adapterHandlers } from "./server/adapter-service.ts";
 import { CallSlots, instrumented } from "./server/calls.ts";
 import type { ServingContext } from "./server/context.ts";
 import { inferenceHandlers } from "./server/inference-service.ts";
-import { resolveLimits } from "./server/limits.ts";
+import { InvalidServerConfigError, resolveLimits } from "./server/limits.ts";
 import type { ServerLimits } from "./server/limits.ts";
 
 export interface InferenceServerOptions {
@@ -51,6 +51,8 @@ export interface InferenceServerOptions {
   shutdownDeadlineMs?: number;
   /** Most milliseconds a batch waits for sequences whose reader is behind (0: never; default 50, see BatchGather). */
   batchGatherMs?: number;
+  /** Prompt tokens prefilled in one batch (default PREFILL_TOKENS_PER_BATCH): fewer hold the event loop for shorter runs. */
+  prefillBatchTokens?: number;
   /** Which calls need a credential and what counts as one (default: mutating calls refused, see access.ts). */
   access?: AccessOptions;
   /** Serve gRPC over TLS (mTLS with a client CA); default plain text. */
@@ -79,6 +81,10 @@ const MAX_MESSAGE_BYTES = 8 * 1024 * 1024;
 export async function startInferenceServer(options: InferenceServerOptions): Promise<InferenceServer> {
   const logger = options.logger ?? pino({ name: "lightreasoner-inference" });
   const limits = resolveLimits(options.limits);
+  const { prefillBatchTokens } = options;
+  if (prefillBatchTokens !== undefined && !(Number.isInteger(prefillBatchTokens) && prefillBatchTokens > 0)) {
+    throw new InvalidServerConfigError(`prefillBatchTokens: must be a positive integer, got ${prefillBatchTokens}`);
+  }
   const host = options.host ?? "127.0.0.1";
   // Checked before the models load, so a bad credential setting fails fast.
   const access = accessPolicy({ ...options.access, clientCertificates: Boolean(options.tls?.clientCa) });
@@ -106,6 +112,7 @@ export async function startInferenceServer(options: InferenceServerOptions): Pro
     maxSequences: Math.max(limits.maxBatchSize, limits.maxStreams * limits.maxTrajectoriesPerStream),
     maxContextTokens,
     gather: { fraction: DEFAULT_BATCH_GATHER.fraction, maxMs: options.batchGatherMs ?? DEFAULT_BATCH_GATHER.maxMs },
+    prefillTokensPerBatch: prefillBatchTokens,
   }, metrics.observer());
 
   const draining = new AbortController();
@@ -144,7 +151,7 @@ export async function startInferenceServer(options: InferenceServerOptions): Pro
     throw err;
   }
   const dialHost = host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host.includes(":") ? `[${host}]` : host;
-  logger.info({ host, port, metricsPort: metricsEndpoint.port, limits, executionProvider: pair.expert.session.provider, tls: tlsMode(options.tls) }, `inference server listening on ${host}:${port} (metrics on :${metricsEndpoint.port}/metrics)`);
+  logger.info({ host, port, metricsPort: metricsEndpoint.port, limits, prefillBatchTokens: scheduler.limits.prefillTokensPerBatch ?? PREFILL_TOKENS_PER_BATCH, executionProvider: pair.expert.session.provider, tls: tlsMode(options.tls) }, `inference server listening on ${host}:${port} (metrics on :${metricsEndpoint.port}/metrics)`);
   if (process.platform === "linux" && !largeBuffersReused()) {
     logger.info({ recommended: `GLIBC_TUNABLES=${RECOMMENDED_GLIBC_TUNABLES}` }, "glibc gives fresh pages to every buffer above 32 MiB: start the service with the recommended GLIBC_TUNABLES so that each step's large outputs reuse memory (a [64, 151,936] output's trip out of ONNX Runtime 1.63x faster where it was measured; see the README)");
   }

@@ -23,6 +23,8 @@ export interface SchedulerLimits {
   maxContextTokens: number;
   /** How long a tick waits for sequences whose reader is behind (see BatchGather); default DEFAULT_BATCH_GATHER. */
   gather?: BatchGather;
+  /** Prompt tokens prefilled in one batch (a longer prompt alone); default PREFILL_TOKENS_PER_BATCH. */
+  prefillTokensPerBatch?: number;
 }
 
 /**
@@ -214,8 +216,9 @@ export class Scheduler {
       group.push(s);
       sessions.set(s.lease!.session, group);
     }
-    for (const [session, group] of sessions) expertBatches.push(...byPhase(group, (s) => s.expertCache!).map((batch) => ({ session, batch, cacheOf: (s: Sequence) => s.expertCache! })));
-    const amateurBatches = byPhase(ready.filter((s) => s.needsAmateur), (s) => s.amateurCache!).map((batch) => ({ session: this.amateur, batch, cacheOf: (s: Sequence) => s.amateurCache! }));
+    const prefillTokens = this.limits.prefillTokensPerBatch ?? PREFILL_TOKENS_PER_BATCH;
+    for (const [session, group] of sessions) expertBatches.push(...byPhase(group, (s) => s.expertCache!, prefillTokens).map((batch) => ({ session, batch, cacheOf: (s: Sequence) => s.expertCache! })));
+    const amateurBatches = byPhase(ready.filter((s) => s.needsAmateur), (s) => s.amateurCache!, prefillTokens).map((batch) => ({ session: this.amateur, batch, cacheOf: (s: Sequence) => s.amateurCache! }));
     const expertResults = new Map<Sequence, StepResult>();
     const amateurResults = new Map<Sequence, StepResult>();
     const failed = new Map<Sequence, Error>();
@@ -340,10 +343,11 @@ interface Batch {
 }
 
 /**
- * Prompt tokens per prefill batch. ONNX Runtime keeps its arena at the size of the largest
- * step's activations for good: 64 prompts of 64 tokens prefilled as one batch left about
- * 4 MiB per stream there (bench/stream-memory.ts --prefill-group), where batches of 512
- * tokens run the matrix products about as efficiently.
+ * Prompt tokens per prefill batch, by default. ONNX Runtime keeps its arena at the size of the
+ * largest step's activations for good: 64 prompts of 64 tokens prefilled as one batch left
+ * about 4 MiB per stream there (bench/stream-memory.ts --prefill-group), where batches of 512
+ * tokens run the matrix products about as efficiently. A batch also holds the event loop for
+ * its whole run (1.8 s at the 0.5B shape on 2 CPUs), so a server may set fewer.
  */
 export const PREFILL_TOKENS_PER_BATCH = 512;
 
@@ -363,11 +367,11 @@ export function groupByTokens<T>(items: readonly T[], tokensOf: (item: T) => num
   return groups;
 }
 
-/** The prefilling sequences (in batches of PREFILL_TOKENS_PER_BATCH prompt tokens) and the decoding ones, as separate non-empty batches. */
-function byPhase(sequences: Sequence[], cacheOf: (s: Sequence) => KvCache): Sequence[][] {
+/** The prefilling sequences (in batches of at most `prefillTokens` prompt tokens) and the decoding ones, as separate non-empty batches. */
+function byPhase(sequences: Sequence[], cacheOf: (s: Sequence) => KvCache, prefillTokens: number): Sequence[][] {
   const prefill = sequences.filter((s) => cacheOf(s).length === 0);
   const decode = sequences.filter((s) => cacheOf(s).length > 0);
-  return [...groupByTokens(prefill, (s) => s.pending.length, PREFILL_TOKENS_PER_BATCH), decode].filter((batch) => batch.length > 0);
+  return [...groupByTokens(prefill, (s) => s.pending.length, prefillTokens), decode].filter((batch) => batch.length > 0);
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

@@ -81,8 +81,8 @@ const MAX_MESSAGE_BYTES = 8 * 1024 * 1024;
 export async function startInferenceServer(options: InferenceServerOptions): Promise<InferenceServer> {
   const logger = options.logger ?? pino({ name: "lightreasoner-inference" });
   const limits = resolveLimits(options.limits);
-  const { prefillBatchTokens } = options;
-  if (prefillBatchTokens !== undefined && !(Number.isInteger(prefillBatchTokens) && prefillBatchTokens > 0)) {
+  const prefillBatchTokens = options.prefillBatchTokens ?? PREFILL_TOKENS_PER_BATCH;
+  if (!(Number.isInteger(prefillBatchTokens) && prefillBatchTokens > 0)) {
     throw new InvalidServerConfigError(`prefillBatchTokens: must be a positive integer, got ${prefillBatchTokens}`);
   }
   const host = options.host ?? "127.0.0.1";
@@ -151,7 +151,7 @@ export async function startInferenceServer(options: InferenceServerOptions): Pro
     throw err;
   }
   const dialHost = host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host.includes(":") ? `[${host}]` : host;
-  logger.info({ host, port, metricsPort: metricsEndpoint.port, limits, prefillBatchTokens: scheduler.limits.prefillTokensPerBatch ?? PREFILL_TOKENS_PER_BATCH, executionProvider: pair.expert.session.provider, tls: tlsMode(options.tls) }, `inference server listening on ${host}:${port} (metrics on :${metricsEndpoint.port}/metrics)`);
+  logger.info({ host, port, metricsPort: metricsEndpoint.port, limits, prefillBatchTokens, executionProvider: pair.expert.session.provider, tls: tlsMode(options.tls) }, `inference server listening on ${host}:${port} (metrics on :${metricsEndpoint.port}/metrics)`);
   if (process.platform === "linux" && !largeBuffersReused()) {
     logger.info({ recommended: `GLIBC_TUNABLES=${RECOMMENDED_GLIBC_TUNABLES}` }, "glibc gives fresh pages to every buffer above 32 MiB: start the service with the recommended GLIBC_TUNABLES so that each step's large outputs reuse memory (a [64, 151,936] output's trip out of ONNX Runtime 1.63x faster where it was measured; see the README)");
   }

@@ -23,8 +23,8 @@ export interface SchedulerLimits {
   maxContextTokens: number;
   /** How long a tick waits for sequences whose reader is behind (see BatchGather); default DEFAULT_BATCH_GATHER. */
   gather?: BatchGather;
-  /** Prompt tokens prefilled in one batch (a longer prompt alone); default PREFILL_TOKENS_PER_BATCH. */
-  prefillTokensPerBatch?: number;
+  /** Prompt tokens prefilled in one batch (a longer prompt alone); PREFILL_TOKENS_PER_BATCH unless the server sets fewer. */
+  prefillTokensPerBatch: number;
 }
 
 /**
@@ -216,14 +216,17 @@ export class Scheduler {
       group.push(s);
       sessions.set(s.lease!.session, group);
     }
-    const prefillTokens = this.limits.prefillTokensPerBatch ?? PREFILL_TOKENS_PER_BATCH;
+    const prefillTokens = this.limits.prefillTokensPerBatch;
     for (const [session, group] of sessions) expertBatches.push(...byPhase(group, (s) => s.expertCache!, prefillTokens).map((batch) => ({ session, batch, cacheOf: (s: Sequence) => s.expertCache! })));
     const amateurBatches = byPhase(ready.filter((s) => s.needsAmateur), (s) => s.amateurCache!, prefillTokens).map((batch) => ({ session: this.amateur, batch, cacheOf: (s: Sequence) => s.amateurCache! }));
     const expertResults = new Map<Sequence, StepResult>();
     const amateurResults = new Map<Sequence, StepResult>();
     const failed = new Map<Sequence, Error>();
-    // The two models run side by side; each model's batches one after the other.
-    await Promise.all([this.runAll("expert", expertBatches, expertResults, failed), this.runAll("amateur", amateurBatches, amateurResults, failed)]);
+    // One model after the other, never side by side: onnxruntime-node runs a session on the
+    // calling thread, so two runs started together would only queue back to back and hold the
+    // event loop for both, where one after the other lets I/O through between them.
+    await this.runAll("expert", expertBatches, expertResults, failed);
+    await this.runAll("amateur", amateurBatches, amateurResults, failed);
     for (const s of ready) {
       const error = failed.get(s);
       try {

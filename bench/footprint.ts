@@ -17,7 +17,7 @@ import { readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { readModelConfig } from "#core/model/config.ts";
 import { kvCacheBytes } from "./memory.ts";
-import { eventLoopMaxSeconds, serveInference } from "./processes.ts";
+import { serveInference, withEventLoopHold } from "./processes.ts";
 import { runServiceTrajectories } from "./trajectory-client.ts";
 import { option } from "./script-option.ts";
 
@@ -45,6 +45,7 @@ async function main(): Promise<void> {
   const prepackedCacheDir = args.includes("--prepacked-cache") ? option(args, "--prepacked-cache", "") : undefined;
   if (prepackedCacheDir === "") throw new Error("--prepacked-cache needs a folder");
   const prefillBatchTokens = args.includes("--prefill-batch-tokens") ? Number(option(args, "--prefill-batch-tokens", "")) : undefined;
+  if (prefillBatchTokens !== undefined && !(Number.isInteger(prefillBatchTokens) && prefillBatchTokens > 0)) throw new Error("--prefill-batch-tokens needs a positive integer");
   const configs = [readModelConfig(join(expertDir, "config.json")), readModelConfig(join(amateurDir, "config.json"))];
   const weights = weightBytes(expertDir) + weightBytes(amateurDir);
   const vocab = configs[0].vocabSize;
@@ -68,11 +69,12 @@ async function main(): Promise<void> {
     // idle machine it sets the time to listening, whatever other threads do beside it.
     const startMainThreadCpuSeconds = cpuSeconds(served.pid, true);
     const idle = served.memory();
-    const rows: { streams: number; peak: number; msPerStep: number; eventLoopMaxMs: number }[] = [];
+    const rows: { streams: number; peak: number; msPerStep: number; eventLoopHoldMs: number }[] = [];
     for (const n of streams) {
-      await eventLoopMaxSeconds(served.metricsPort);
-      const run = await runServiceTrajectories({ address: served.address, prompts: prompts.slice(0, n), newTokens, alpha: 0.1, topK: 20 });
-      rows.push({ streams: n, peak: served.memory().peakRssBytes, msPerStep: (run.seconds * 1000) / newTokens, eventLoopMaxMs: (await eventLoopMaxSeconds(served.metricsPort)) * 1000 });
+      const { result: run, eventLoopHoldSeconds } = await withEventLoopHold(served.metricsPort, () =>
+        runServiceTrajectories({ address: served.address, prompts: prompts.slice(0, n), newTokens, alpha: 0.1, topK: 20 }),
+      );
+      rows.push({ streams: n, peak: served.memory().peakRssBytes, msPerStep: (run.seconds * 1000) / newTokens, eventLoopHoldMs: eventLoopHoldSeconds * 1000 });
     }
     const first = rows[0];
     const last = rows[rows.length - 1];
@@ -92,9 +94,9 @@ async function main(): Promise<void> {
           idlePeakMiB: Math.round(idle.peakRssBytes / MIB),
           idleOverWeights: Number((idle.rssBytes / weights).toFixed(2)),
           prepackedCacheDir: prepackedCacheDir ?? null,
-          prefillBatchTokens: prefillBatchTokens ?? "default",
+          prefillBatchTokens: prefillBatchTokens ?? null,
           firstPeakOverWeights: Number((first.peak / weights).toFixed(2)),
-          byStreams: rows.map((r) => ({ streams: r.streams, peakMiB: Math.round(r.peak / MIB), wallMsPerStep: Number(r.msPerStep.toFixed(1)), eventLoopMaxMs: Math.round(r.eventLoopMaxMs) })),
+          byStreams: rows.map((r) => ({ streams: r.streams, peakMiB: Math.round(r.peak / MIB), wallMsPerStep: Number(r.msPerStep.toFixed(1)), eventLoopHoldMs: Math.round(r.eventLoopHoldMs) })),
           perExtraStreamMiB: perStream === null ? null : Number((perStream / MIB).toFixed(2)),
           kvCachePerStreamMiB: Number((kv / MIB).toFixed(2)),
         },

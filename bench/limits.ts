@@ -66,6 +66,8 @@ export interface PeerMatmul {
   matmul: MatmulRate[];
   /** GB/s streaming a float32 array through a sum (PyTorch on every core, numpy on one); null when not measured. */
   memoryRead: Measured | null;
+  /** Why an installed peer has no memory-read rate. */
+  memoryReadFailure?: string;
 }
 
 export type MatmulLibrary = "onnxruntime" | PeerLibrary;
@@ -118,7 +120,10 @@ export async function measurePeerMatmul(library: PeerLibrary, shapes: readonly [
   const budgetMs = 120_000 + shapes.length * (options.repeats + 1) * options.minMs * 4;
   const outcome = await runPeer<PeerMatmulAnswer>("matmul.py", { library, shapes, minMs: options.minMs, repeats: options.repeats }, budgetMs);
   if (!outcome.ok) return { library, available: false, missing: outcome.missing, install: outcome.install, matmul: [], memoryRead: null };
-  const read = await runPeer<PeerReadAnswer>("memory_read.py", { library, bytes: options.readBytes, minMs: options.minMs, repeats: options.repeats }, 120_000 + (options.repeats + 1) * options.minMs * 4);
+  // A failed read (the array did not fit, say) leaves the peer's MatMul rates standing.
+  const read = await runPeer<PeerReadAnswer>("memory_read.py", { library, bytes: options.readBytes, minMs: options.minMs, repeats: options.repeats }, 120_000 + (options.repeats + 1) * options.minMs * 4).catch(
+    (err: unknown) => ({ ok: false as const, reason: (err as Error).message }),
+  );
   const r = outcome.result;
   return {
     library,
@@ -130,6 +135,7 @@ export async function measurePeerMatmul(library: PeerLibrary, shapes: readonly [
     blas: blasKind(r.blas),
     matmul: r.shapes.map((x) => ({ m: x.m, k: x.k, n: x.n, gflops: measured(x.gflops, "GFLOP/s") })),
     memoryRead: read.ok ? measured(read.result.gbPerSecond, "GB/s") : null,
+    ...(read.ok ? {} : { memoryReadFailure: "reason" in read ? read.reason : `${read.missing} is missing` }),
   };
 }
 
@@ -303,7 +309,10 @@ export async function runLimits(settings: BenchSettings, log: (line: string) => 
   const { readBytes } = settings.limits;
   const memoryRead = await measureOrtRead(readBytes, settings.limits);
   log(`  ONNX Runtime memory read (${(readBytes / 2 ** 20).toFixed(0)} MiB): ${memoryRead.median.toFixed(1)} GB/s`);
-  for (const peer of peers) if (peer.memoryRead) log(`  ${peer.library} memory read: ${peer.memoryRead.median.toFixed(1)} GB/s`);
+  for (const peer of peers) {
+    if (peer.memoryRead) log(`  ${peer.library} memory read: ${peer.memoryRead.median.toFixed(1)} GB/s`);
+    else if (peer.memoryReadFailure) log(`  ${peer.library} memory read: not measured (${peer.memoryReadFailure})`);
+  }
   const peakRead = peakReadOf(memoryRead, peers);
   return { how: LIMITS_HOW, cpuModel, matmul, peers, peakGflops, peakBy: peak.by, onnxruntimePeakGflops, memoryRead, readBytes, peakReadGBs: peakRead.gbPerSecond, peakReadBy: peakRead.by, pairs };
 }

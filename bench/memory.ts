@@ -11,7 +11,7 @@
 import type { ModelConfig } from "#core/model/config.ts";
 import { preparePair } from "./models.ts";
 import type { ProcessMemory } from "#core/metrics/process-memory.ts";
-import { eventLoopMaxSeconds, serveInference } from "./processes.ts";
+import { serveInference, withEventLoopHold } from "./processes.ts";
 import type { PairInfo } from "./sampling.ts";
 import { pairInfo } from "./sampling.ts";
 import type { PairRecipe } from "./models.ts";
@@ -29,7 +29,7 @@ export interface ServiceMemory {
   kvCachePerStreamBytes: number;
   idle: ProcessMemory;
   /** After each stream count's trajectories: the peak so far, and the longest the event loop was held while serving them (s). */
-  byStreams: { streams: number; memory: ProcessMemory; eventLoopMaxSeconds: number }[];
+  byStreams: { streams: number; memory: ProcessMemory; eventLoopHoldSeconds: number }[];
   /** (peak at the most streams - peak at the fewest) / (difference in streams). */
   perExtraStreamBytes: number | null;
   /** The same slope of the pages mapped from the weight files (ProcessMemory.fileRssBytes), part of the peak. */
@@ -52,7 +52,7 @@ export interface MemoryResult {
 export const MEMORY_HOW =
   "VmHWM from /proc/<pid>/status of `lightreasoner serve inference` child processes (CPU provider, default threads), read when " +
   "it listens and after the trajectories of each stream count (random prompts), then VmRSS after one more stream; RssFile beside it: pages mapped from the weight files (the embedding rows of the tokens seen); " +
-  "the longest event-loop block while serving each stream count: the service's nodejs_eventloop_lag_max_seconds, scraped (and so reset) before and read after; " +
+  "the longest event-loop hold while serving each stream count: the service's nodejs_eventloop_lag_max_seconds, scraped (and so reset) before and read after; " +
   "trainer: VmHWM of the training section's child processes";
 
 /** One stream's KV cache in both models after `tokens` positions, float32 (the service's KV type). */
@@ -86,9 +86,8 @@ async function measureService(settings: BenchSettings, recipe: PairRecipe, log: 
     const byStreams = [];
     const serve = (count: number) => runServiceTrajectories({ address: served.address, prompts: prompts.slice(0, count), newTokens, alpha: settings.sampling.alpha, topK: settings.sampling.topK });
     for (const n of streams) {
-      await eventLoopMaxSeconds(served.metricsPort);
-      await serve(n);
-      byStreams.push({ streams: n, memory: served.memory(), eventLoopMaxSeconds: await eventLoopMaxSeconds(served.metricsPort) });
+      const { eventLoopHoldSeconds } = await withEventLoopHold(served.metricsPort, () => serve(n));
+      byStreams.push({ streams: n, memory: served.memory(), eventLoopHoldSeconds });
     }
     // One stream after the burst: its step regroups the batch's KV buffers down to its row.
     await serve(1);

@@ -145,12 +145,12 @@ export async function serveInference(options: {
   };
 }
 
-/** Sum and count of the service's batch-size histogram for one model, from its /metrics text. */
 /** The service's Prometheus exposition, as a scrape reads it. */
 async function scrape(metricsPort: number): Promise<string> {
   return (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
 }
 
+/** Sum and count of the service's batch-size histogram for one model, from its /metrics text. */
 export async function batchSizeTotals(metricsPort: number, model: "expert" | "amateur"): Promise<{ sum: number; count: number }> {
   const text = await scrape(metricsPort);
   const value = (series: string) => {
@@ -161,15 +161,22 @@ export async function batchSizeTotals(metricsPort: number, model: "expert" | "am
   return { sum: value("sum"), count: value("count") };
 }
 
-/**
- * The longest the service's event loop was held since the previous scrape, in seconds:
- * prom-client's `nodejs_eventloop_lag_max_seconds`, which each scrape reads and resets. While
- * it is held no gRPC message moves, and health checks and scrapes wait.
- */
-export async function eventLoopMaxSeconds(metricsPort: number): Promise<number> {
+/** prom-client's `nodejs_eventloop_lag_max_seconds`: the longest hold since the previous scrape, which each scrape resets. */
+async function eventLoopMaxSeconds(metricsPort: number): Promise<number> {
   const match = /^nodejs_eventloop_lag_max_seconds (\S+)$/m.exec(await scrape(metricsPort));
   if (!match) throw new BenchProcessError("/metrics of the inference service has no nodejs_eventloop_lag_max_seconds");
   return Number(match[1]);
+}
+
+/**
+ * Runs `work` against the service and returns its result with the longest the service's
+ * event loop was held meanwhile, in seconds (a scrape before resets the reading). While it is
+ * held no gRPC message moves, and health checks and scrapes wait.
+ */
+export async function withEventLoopHold<T>(metricsPort: number, work: () => Promise<T>): Promise<{ result: T; eventLoopHoldSeconds: number }> {
+  await eventLoopMaxSeconds(metricsPort);
+  const result = await work();
+  return { result, eventLoopHoldSeconds: await eventLoopMaxSeconds(metricsPort) };
 }
 
 /**

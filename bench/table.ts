@@ -211,7 +211,7 @@ function transportLines(r: BenchReport): string[] {
   return [
     `Transport on loopback${on(r)}, vocabulary ${formatNumber(t.vocabSize)} (steps per second; one step = both models' distributions)`,
     renderTable(
-      ["encoding", "bytes/step", "gRPC steps/s, grpc-js window (64 KiB)", "gRPC, the project's client (8 MiB window)", "raw TCP steps/s", "gRPC/TCP, per repeat", "project's client/TCP, per repeat", "project's client MiB/s", "encode ms/step"],
+      ["encoding", "bytes/step", "gRPC steps/s, grpc-js window (64 KiB)", "gRPC, the project's client (8 MiB window)", "raw TCP steps/s", "grpc-js window/TCP, per repeat", "project's client/TCP, per repeat", "project's client MiB/s", "encode ms/step"],
       t.rows.map((row) => [
         row.encoding,
         formatBytes(row.bytesPerStep),
@@ -348,16 +348,16 @@ function memoryLines(r: BenchReport): string[] {
     `${mib(s.kvCachePerStreamBytes)} (${s.promptTokens} + ${s.newTokens})`,
     allocated(s) === null ? "-" : mib(allocated(s)! - s.kvCachePerStreamBytes),
     mib(s.afterwards.rssBytes),
-    s.byStreams.length === 0 ? "-" : `${formatNumber(s.byStreams[s.byStreams.length - 1].eventLoopMaxSeconds * 1000)} (${s.byStreams[s.byStreams.length - 1].streams})`,
+    s.byStreams.length === 0 ? "-" : `${formatNumber(s.byStreams[s.byStreams.length - 1].eventLoopHoldSeconds * 1000)} (${s.byStreams[s.byStreams.length - 1].streams})`,
   ]);
   const out = [
     `Memory${on(r)}: peak resident set (VmHWM, MiB) of \`lightreasoner serve inference\`, after serving up to N concurrent streams`,
-    renderTable(["pair", "idle", ...streams.map((n) => `${n} stream${n === 1 ? "" : "s"}`), "per extra stream", "of it, mapped weight pages", "allocated", "its KV cache (tokens)", "allocated - KV", "resident after, 1 stream", "longest event-loop block, ms (streams)"], rows),
+    renderTable(["pair", "idle", ...streams.map((n) => `${n} stream${n === 1 ? "" : "s"}`), "per extra stream", "of it, mapped weight pages", "allocated", "its KV cache (tokens)", "allocated - KV", "resident after, 1 stream", "longest event-loop hold, ms (streams)"], rows),
     "  its KV cache: one stream's keys and values in both models (float32) at its prompt + new tokens; goal: per extra stream <= KV cache + 5 MiB",
     "  mapped weight pages: growth of RssFile, the embedding rows read from the mapped weight files for the token ids seen (random prompts: more streams, more distinct ids); clean page cache, bounded by the files",
     "  allocated: per extra stream less its mapped weight pages, the memory the stream's serving allocated (KV, buffers, activations, garbage not yet collected)",
     "  resident after: VmRSS once the most streams are done and one more has been served, what the service keeps after a burst (the batch's KV buffers shrink to the rows in use; ONNX Runtime's arena and the malloc heap keep their pages)",
-    "  longest event-loop block: the most the service's event loop was held at once while serving the most streams (ONNX Runtime runs a model step on it), when no gRPC message, health check or scrape is answered",
+    "  longest event-loop hold: the most the service's event loop was held at once while serving the most streams (ONNX Runtime runs a model step on it), when no gRPC message, health check or scrape is answered",
   ];
   if (m.trainer.length > 0) out.push(`  trainer processes: ${m.trainer.map((t) => `${t.what}: ${mib(t.peakRssBytes)} MiB`).join("; ")}`);
   return out;

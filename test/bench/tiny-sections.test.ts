@@ -186,8 +186,8 @@ describe("memory section on the built-in pair", () => {
     const result = await runMemory(settings, () => {});
     const [served] = result.inference;
     expect(served.byStreams.map((b) => b.streams)).toEqual([1, 4]);
-    // Serving held the event loop for some time (the service's own reading; a busy machine stretches it).
-    for (const { eventLoopMaxSeconds } of served.byStreams) expect(Number.isFinite(eventLoopMaxSeconds) && eventLoopMaxSeconds > 0).toBe(true);
+    // The service's own reading of its longest event-loop hold (a serve shorter than its 10 ms sampling may read 0).
+    for (const { eventLoopHoldSeconds } of served.byStreams) expect(Number.isFinite(eventLoopHoldSeconds) && eventLoopHoldSeconds >= 0).toBe(true);
     for (const { memory } of [...served.byStreams, { memory: served.idle }, { memory: served.afterwards }]) {
       expect(memory.rssBytes).toBeGreaterThan(0);
       expect(memory.peakRssBytes).toBeGreaterThanOrEqual(memory.rssBytes);

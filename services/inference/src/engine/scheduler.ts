@@ -350,7 +350,7 @@ interface Batch {
  * largest step's activations for good: 64 prompts of 64 tokens prefilled as one batch left
  * about 4 MiB per stream there (bench/stream-memory.ts --prefill-group), where batches of 512
  * tokens run the matrix products about as efficiently. A batch also holds the event loop for
- * its whole run (1.8 s at the 0.5B shape on 2 CPUs), so a server may set fewer.
+ * its whole run (1.5 s at the 0.5B shape on 2 CPUs), so a server may set fewer.
  */
 export const PREFILL_TOKENS_PER_BATCH = 512;
 

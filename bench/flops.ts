@@ -41,6 +41,10 @@ export const meanContext = (prompt: number, generated: number) => prompt + (gene
 export function decodeStepBytes(config: ModelConfig, batch: number, context: number, bytesPerValue = 4): number {
   const { linear, lmHead } = flopsPerToken(config, context);
   const weights = (linear + lmHead) / 2;
-  const keysAndValues = 2 * config.numLayers * config.numKvHeads * config.headDim * context;
-  return bytesPerValue * (weights + batch * keysAndValues);
+  return bytesPerValue * (weights + batch * context * kvValuesPerPosition(config));
+}
+
+/** Values one cached position holds: a key and a value per layer and KV head. */
+export function kvValuesPerPosition(config: Pick<ModelConfig, "numLayers" | "numKvHeads" | "headDim">): number {
+  return 2 * config.numLayers * config.numKvHeads * config.headDim;
 }

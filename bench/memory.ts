@@ -9,6 +9,7 @@
 // its prompt + new tokens), so the goal "per extra stream <= its KV cache + 5 MiB" is checked
 // on the same figures.
 import type { ModelConfig } from "#core/model/config.ts";
+import { kvValuesPerPosition } from "./flops.ts";
 import { preparePair } from "./models.ts";
 import type { ProcessMemory } from "#core/metrics/process-memory.ts";
 import { serveInference, withEventLoopHold } from "./processes.ts";
@@ -57,7 +58,7 @@ export const MEMORY_HOW =
 
 /** One stream's KV cache in both models after `tokens` positions, float32 (the service's KV type). */
 export function kvCacheBytes(configs: readonly Pick<ModelConfig, "numLayers" | "numKvHeads" | "headDim">[], tokens: number): number {
-  return configs.reduce((n, c) => n + 2 * c.numLayers * c.numKvHeads * c.headDim * 4 * tokens, 0);
+  return configs.reduce((n, c) => n + kvValuesPerPosition(c) * 4 * tokens, 0);
 }
 
 /** Growth per added stream of one reading (default the peak) between the fewest and the most streams measured. */

@@ -170,7 +170,9 @@ export interface AmateurHeadBound {
   lockstepSeconds: number;
   /** The reference's way (head at every position) over headSeconds: the most lockstep could gain here. */
   maxRatio: number;
-  /** The head's float32 weights read once a step at the run's memory-read peak: how far below the memory's limit the best library runs the head. */
+  /** The head's float32 weights, which a step reads once. */
+  headBytes: number;
+  /** headBytes each step at the run's memory-read peak: how far below the memory's limit the best library runs the head. */
   readPeakSeconds: number;
 }
 
@@ -183,8 +185,9 @@ export function amateurHeadBounds(limits: LimitsResult | undefined, amateur: Ama
     const best = bestRateOn(limits, rows, hidden, vocab);
     if (!best) return [];
     const headSeconds = (p.newTokens * 2 * rows * p.multiplyAdds.head) / (best.gflops * 1e9);
-    const readPeakSeconds = (p.newTokens * 4 * hidden * vocab) / (limits.peakReadGBs * 1e9);
-    return [{ pair: p.pair.name, rows, hidden, vocab, ...best, headSeconds, lockstepSeconds: p.cost.lockstepSeconds.median, maxRatio: p.cost.reencodeEveryPositionSeconds.median / headSeconds, readPeakSeconds }];
+    const headBytes = 4 * p.multiplyAdds.head;
+    const readPeakSeconds = (p.newTokens * headBytes) / (limits.peakReadGBs * 1e9);
+    return [{ pair: p.pair.name, rows, hidden, vocab, ...best, headSeconds, lockstepSeconds: p.cost.lockstepSeconds.median, maxRatio: p.cost.reencodeEveryPositionSeconds.median / headSeconds, headBytes, readPeakSeconds }];
   });
 }
 

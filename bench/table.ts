@@ -126,7 +126,7 @@ function amateurLines(r: BenchReport): string[] {
       (b) =>
         `  ${b.pair}: the LM head alone, [${b.rows}x${b.hidden}] x [${b.hidden}x${formatNumber(b.vocab)}] at this run's best rate on it (${formatNumber(b.gflops)} GFLOP/s, ${b.library}), takes ${formatNumber(b.headSeconds)} s of lockstep's ${formatNumber(b.lockstepSeconds)}: ` +
         `with nothing else to do, lockstep could beat the reference's way by ${formatRatio(b.maxRatio)} at most on this machine; ` +
-        `read once a step at the memory-read peak, its ${formatBytes(4 * b.hidden * b.vocab)} of weights would take ${formatNumber(b.readPeakSeconds)} s`,
+        `read once a step at the memory-read peak, its ${formatBytes(b.headBytes)} of weights would take ${formatNumber(b.readPeakSeconds)} s`,
     ),
   ];
   const ends = a.pairs.filter((p) => p.endToEnd);
@@ -331,6 +331,12 @@ function scaleLines(r: BenchReport): string[] {
 /** Growth per extra stream less the mapped weight pages' growth: what serving a stream allocated. */
 const allocated = (s: ServiceMemory) => (s.perExtraStreamBytes === null ? null : s.perExtraStreamBytes - (s.perExtraStreamFileBytes ?? 0));
 
+/** The longest event-loop hold at the most streams served, in ms, with that stream count. */
+function mostStreamsHold(s: { byStreams: { streams: number; eventLoopHoldSeconds: number }[] }): string {
+  const most = s.byStreams.at(-1);
+  return most ? `${formatNumber(most.eventLoopHoldSeconds * 1000)} (${most.streams})` : "-";
+}
+
 function memoryLines(r: BenchReport): string[] {
   const m = r.memory;
   if (!m) return [];
@@ -348,7 +354,7 @@ function memoryLines(r: BenchReport): string[] {
     `${mib(s.kvCachePerStreamBytes)} (${s.promptTokens} + ${s.newTokens})`,
     allocated(s) === null ? "-" : mib(allocated(s)! - s.kvCachePerStreamBytes),
     mib(s.afterwards.rssBytes),
-    s.byStreams.length === 0 ? "-" : `${formatNumber(s.byStreams[s.byStreams.length - 1].eventLoopHoldSeconds * 1000)} (${s.byStreams[s.byStreams.length - 1].streams})`,
+    mostStreamsHold(s),
   ]);
   const out = [
     `Memory${on(r)}: peak resident set (VmHWM, MiB) of \`lightreasoner serve inference\`, after serving up to N concurrent streams`,

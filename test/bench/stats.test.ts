@@ -166,6 +166,7 @@ describe("derived figures", () => {
     expect(bound.headSeconds).toBeCloseTo(2.3234, 4);
     expect(bound.maxRatio).toBeCloseTo(73.17, 2);
     // 448 x 151,936 float32 weights = 272,269,312 bytes a step, 128 steps at 25 GB/s: 1.394 s.
+    expect(bound.headBytes).toBe(272_269_312);
     expect(bound.readPeakSeconds).toBeCloseTo(1.394, 3);
     // No rate on 8 rows of that head: no bound rather than one from another shape.
     expect(amateurHeadBounds(limits as unknown as LimitsResult, { how: "", pairs: [pair(8)] } as unknown as AmateurResult)).toEqual([]);

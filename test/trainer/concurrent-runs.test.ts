@@ -23,7 +23,7 @@ import type { TrajectoryRecord } from "#trainer/store/records.ts";
 import { clients, startServer, writeTinyPair } from "#test/inference/helpers.ts";
 import type { TinyPair } from "#test/inference/helpers.ts";
 import { expectSameSamples, writeProblems } from "#test/trainer-sampling/helpers.ts";
-import { finished, RunState, runsWithSeries, runToSuccess, scrapeMetrics, smallRun, startTrainer } from "./helpers.ts";
+import { finished, RunState, runsWithSeries, runToSuccess, scrapeMetrics, smallRun, startTrainer, stepsBeyondFirstPass } from "./helpers.ts";
 import type { RunConfigInit } from "./helpers.ts";
 
 const trajectories = (run: Run) => SampleStore.read(join(run.runDir, "samples.jsonl")).records;
@@ -53,10 +53,9 @@ describe("two runs at once on one replica", () => {
       sampling: { ...greedy, adapter: SamplingAdapter.BASE },
       evalProblems,
       lora: { rank: 4, targetModules: ["q_proj", "k_proj", "v_proj", "o_proj"] },
-      // More steps than one pass over the samples of 16 problems takes (about 12): training reads
-      // every problem's samples, so the run samples all 16 however sampling and training
-      // interleave (with fewer steps it stops sampling where training ends, which depends on timing).
-      optimization: { learningRate: 2e-2, batchSize: 4, gradientAccumulation: 1, maxSteps: 20, pushEverySteps: 6 },
+      // More steps than a first pass over 16 problems can give, so the run samples all 16
+      // however sampling and training interleave.
+      optimization: { learningRate: 2e-2, batchSize: 4, gradientAccumulation: 1, maxSteps: stepsBeyondFirstPass(16, 16, 4), pushEverySteps: 24 },
       seed: 4,
     });
     trainer = await startTrainer(pair.expertDir, [inference.address], join(pair.root, "runs"));

@@ -49,6 +49,17 @@ export function smallRun(problemsFile: string, overrides: RunConfigInit = {}): R
   };
 }
 
+/**
+ * Optimizer steps an online run cannot finish before its first pass over `problems` is over:
+ * each trajectory gives at most `maxNewTokens` selected steps, each optimizer step takes
+ * `batchSize` of them, and the first pass waits for every problem in list order. An online
+ * run stops sampling when training is done, so with fewer steps how many problems it samples
+ * depends on how sampling and training interleave on the replica.
+ */
+export function stepsBeyondFirstPass(problems: number, maxNewTokens: number, batchSize: number): number {
+  return Math.floor((problems * maxNewTokens) / batchSize) + 1;
+}
+
 /** Starts a run, waits for it to end, and returns it; fails the test unless it SUCCEEDED. */
 export async function runToSuccess(client: TrainerClient, runId: string, config: RunConfigInit): Promise<Run> {
   await client.startRun({ runId, config });

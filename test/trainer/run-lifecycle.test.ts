@@ -14,7 +14,7 @@ import { RUN_FILE } from "#trainer/runs/run-record.ts";
 import { clients, startServer, statusOf, writeTinyPair } from "#test/inference/helpers.ts";
 import type { TinyPair } from "#test/inference/helpers.ts";
 import { expectSameSamples, writeProblems } from "#test/trainer-sampling/helpers.ts";
-import { finished, RunState, smallRun, startTrainer, waitFor } from "./helpers.ts";
+import { finished, RunState, smallRun, startTrainer, stepsBeyondFirstPass, waitFor } from "./helpers.ts";
 
 const trainingSummary = (c: RunCounters | undefined) => ({ problemsSampled: c?.problemsSampled, stepsSeen: c?.stepsSeen, stepsSelected: c?.stepsSelected, tunedTokens: c?.tunedTokens, optimizerSteps: c?.optimizerSteps });
 
@@ -249,7 +249,9 @@ describe("StartRun and friends refuse bad requests with the contract's codes", (
     lines.splice(10, 0, JSON.stringify({ prompt: "one two three ".repeat(3000), answer: 1 }));
     writeFileSync(refused, `${lines.join("\n")}\n`);
     const { client } = trainer;
-    await client.startRun({ runId: "refused-online", config: smallRun(refused, { mode: RunMode.ONLINE }) });
+    // Training waits for line 11's trajectory before it can finish, so the refusal is always reached.
+    const optimization = { learningRate: 5e-2, batchSize: 4, gradientAccumulation: 1, maxSteps: stepsBeyondFirstPass(10, 16, 4) };
+    await client.startRun({ runId: "refused-online", config: smallRun(refused, { mode: RunMode.ONLINE, optimization }) });
     expect(await finished(client, "refused-online")).toBe(RunState.FAILED);
     const { run } = await client.getRun({ runId: "refused-online" });
     expect(run?.error).toMatch(/line 11/);

@@ -222,9 +222,11 @@ export class Scheduler {
     const expertResults = new Map<Sequence, StepResult>();
     const amateurResults = new Map<Sequence, StepResult>();
     const failed = new Map<Sequence, Error>();
-    // Both models' batches start together; onnxruntime-node's run is synchronous, so they queue
-    // back to back and hold the event loop for both (README, "The event loop").
-    await Promise.all([this.runAll("expert", expertBatches, expertResults, failed), this.runAll("amateur", amateurBatches, amateurResults, failed)]);
+    // One model after the other, never side by side: onnxruntime-node runs a session on the
+    // calling thread, so two runs started together would only queue back to back and hold the
+    // event loop for both, where one after the other lets I/O through between them.
+    await this.runAll("expert", expertBatches, expertResults, failed);
+    await this.runAll("amateur", amateurBatches, amateurResults, failed);
     for (const s of ready) {
       const error = failed.get(s);
       try {
@@ -348,7 +350,7 @@ interface Batch {
  * largest step's activations for good: 64 prompts of 64 tokens prefilled as one batch left
  * about 4 MiB per stream there (bench/stream-memory.ts --prefill-group), where batches of 512
  * tokens run the matrix products about as efficiently. A batch also holds the event loop for
- * its whole run (1.7 s at the 0.5B shape on 2 CPUs), so a server may set fewer.
+ * its whole run (1.5 s at the 0.5B shape on 2 CPUs), so a server may set fewer.
  */
 export const PREFILL_TOKENS_PER_BATCH = 512;
 

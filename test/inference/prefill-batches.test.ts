@@ -1,6 +1,7 @@
 // The prefill budget (--prefill-batch-tokens): a server that prefills fewer prompt tokens per
 // batch runs more, shorter model steps, each of which holds its event loop, and writes the
-// same trajectories as one with the default budget.
+// same trajectories as one with the default budget. A prompt longer than the budget is read
+// in chunks of the budget, one a step, so no prefill step runs more tokens than that.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { InferenceServer } from "#inference/main.ts";
 import { InvalidServerConfigError } from "#inference/server/limits.ts";
@@ -40,16 +41,44 @@ async function completions(server: InferenceServer): Promise<Map<string, number[
 }
 
 describe("prefill batches under a token budget", () => {
-  it("prefills every prompt longer than the budget alone, and writes what the default budget writes", async () => {
+  it("prefills prompts longer than the budget one to a batch, and writes what the default budget writes", async () => {
     const before = await scrape(narrow);
     const fromNarrow = await completions(narrow);
     const after = await scrape(narrow);
     const fromWide = await completions(wide);
     expect(fromNarrow.size).toBe(8);
     for (const [id, tokens] of fromWide) expect(fromNarrow.get(id), id).toEqual(tokens);
-    // Each of the eight prompts (5+ tokens against a budget of 4) was one expert batch of one sequence.
+    // Each of the eight prompts (5+ tokens against a budget of 4) began as one expert batch of one sequence, its first chunk.
     const single = (s: typeof before) => metric(s, "lightreasoner_inference_batch_size_bucket", { model: "expert", le: "1" });
     expect(single(after) - single(before)).toBeGreaterThanOrEqual(8);
+  });
+
+  it("reads a prompt longer than the budget in chunks of the budget, one a step, and writes what one prefill writes", async () => {
+    const prompt = idsPrompt(Array.from({ length: 22 }, (_, j) => (11 * j + 5) % 300));
+    const run = async (server: InferenceServer) => {
+      const expertBatches = async () => metric(await scrape(server), "lightreasoner_inference_batch_size_count", { model: "expert" });
+      const before = await expertBatches();
+      const client = clients(server);
+      try {
+        const call = client.inference.streamTrajectories();
+        await call.write({ requestId: "long", action: { case: "start", value: { prompt, sampling: { temperature: 0.9, seed: 7, maxNewTokens: 5 }, distributions: sparse() } } });
+        call.end();
+        const trajectory = byRequest(await collect(call)).get("long")!;
+        const kls = trajectory.steps.map((s) => (s.scored.distributions.case === "sparse" ? s.scored.distributions.value.klDivergence : Number.NaN));
+        return { tokens: trajectory.steps.map((s) => s.scored.tokenId), kls, batches: (await expertBatches()) - before };
+      } finally {
+        client.close();
+      }
+    };
+    const chunked = await run(narrow);
+    const whole = await run(wide);
+    expect(chunked.tokens.length).toBeGreaterThan(0);
+    expect(chunked.tokens).toEqual(whole.tokens);
+    // One batch per chunk (22 tokens in chunks of 4: six), then one per further token.
+    expect(whole.batches).toBe(1 + whole.tokens.length - 1);
+    expect(chunked.batches).toBe(6 + chunked.tokens.length - 1);
+    // The same distributions to float32 rounding (a chunk's attention sums its past in another order).
+    chunked.kls.forEach((kl, i) => expect(kl).toBeCloseTo(whole.kls[i], 4));
   });
 
   it("refuses a budget that is not a positive integer, before loading the models", async () => {

@@ -1,5 +1,6 @@
 // How the scheduler splits the sequences that prefill in one tick: consecutive groups under a
-// token budget, in order, a prompt longer than the budget alone.
+// token budget, in order, a prompt longer than the budget alone (where the graphs cannot read
+// it in chunks).
 import { describe, expect, it } from "vitest";
 import { groupByTokens } from "./scheduler.ts";
 

@@ -23,7 +23,12 @@ export interface SchedulerLimits {
   maxContextTokens: number;
   /** How long a tick waits for sequences whose reader is behind (see BatchGather); default DEFAULT_BATCH_GATHER. */
   gather?: BatchGather;
-  /** Prompt tokens prefilled in one batch (a longer prompt alone); PREFILL_TOKENS_PER_BATCH unless the server sets fewer. */
+  /**
+   * Prompt tokens prefilled in one batch; PREFILL_TOKENS_PER_BATCH unless the server sets
+   * fewer. A longer prompt is prefilled in chunks of this many tokens, one chunk a tick, where
+   * its models' graphs take a prompt after a past (CausalLmSession.takesPromptAfterPast), and
+   * alone in one batch where they do not.
+   */
   prefillTokensPerBatch: number;
 }
 
@@ -217,20 +222,25 @@ export class Scheduler {
       sessions.set(s.lease!.session, group);
     }
     const prefillTokens = this.limits.prefillTokensPerBatch;
-    for (const [session, group] of sessions) expertBatches.push(...byPhase(group, (s) => s.expertCache!, prefillTokens).map((batch) => ({ session, batch, cacheOf: (s: Sequence) => s.expertCache! })));
-    const amateurBatches = byPhase(ready.filter((s) => s.needsAmateur), (s) => s.amateurCache!, prefillTokens).map((batch) => ({ session: this.amateur, batch, cacheOf: (s: Sequence) => s.amateurCache! }));
+    // What each sequence feeds this tick: all its pending tokens, or the next chunk of a long prompt.
+    const fed = new Map(ready.map((s) => [s, this.chunkable(s) ? s.pending.slice(0, prefillTokens) : s.pending]));
+    const tokensOf = (s: Sequence) => fed.get(s)!;
+    for (const [session, group] of sessions) expertBatches.push(...byPhase(group, (s) => s.expertCache!, tokensOf, prefillTokens).map((batch) => ({ session, batch, cacheOf: (s: Sequence) => s.expertCache! })));
+    const amateurBatches = byPhase(ready.filter((s) => s.needsAmateur), (s) => s.amateurCache!, tokensOf, prefillTokens).map((batch) => ({ session: this.amateur, batch, cacheOf: (s: Sequence) => s.amateurCache! }));
     const expertResults = new Map<Sequence, StepResult>();
     const amateurResults = new Map<Sequence, StepResult>();
     const failed = new Map<Sequence, Error>();
     // One model after the other, never side by side: onnxruntime-node runs a session on the
     // calling thread, so two runs started together would only queue back to back and hold the
     // event loop for both, where one after the other lets I/O through between them.
-    await this.runAll("expert", expertBatches, expertResults, failed);
-    await this.runAll("amateur", amateurBatches, amateurResults, failed);
+    await this.runAll("expert", expertBatches, expertResults, failed, tokensOf);
+    await this.runAll("amateur", amateurBatches, amateurResults, failed, tokensOf);
     for (const s of ready) {
       const error = failed.get(s);
+      const unread = s.pending.length - tokensOf(s).length;
       try {
         if (error) this.finish(s, "error", error);
+        else if (unread > 0) this.readOn(s, unread);
         else this.advance(s, expertResults.get(s)?.logProbs, amateurResults.get(s)?.logProbs);
       } catch (err) {
         // One sequence's failure (a sink that throws, NaN logits) ends only that sequence.
@@ -239,12 +249,23 @@ export class Scheduler {
     }
   }
 
-  /** Runs one model's batches; a batch that fails fails only its own sequences. */
-  private async runAll(model: ModelRole, batches: Batch[], results: Map<Sequence, StepResult>, failed: Map<Sequence, Error>): Promise<void> {
+  /** True when every model a sequence runs can take its prompt in chunks after a past. */
+  private chunkable(s: Sequence): boolean {
+    return (!s.needsExpert || s.lease!.session.takesPromptAfterPast) && (!s.needsAmateur || this.amateur.takesPromptAfterPast);
+  }
+
+  /** A chunk of the prompt is in the caches and `unread` tokens are not: no token this tick. */
+  private readOn(s: Sequence, unread: number): void {
+    if (s.cancelled) return this.finish(s, "cancelled");
+    s.pending = s.pending.slice(s.pending.length - unread);
+  }
+
+  /** Runs one model's batches, each sequence on `tokensOf` it; a batch that fails fails only its own sequences. */
+  private async runAll(model: ModelRole, batches: Batch[], results: Map<Sequence, StepResult>, failed: Map<Sequence, Error>, tokensOf: (s: Sequence) => number[]): Promise<void> {
     for (const { session, batch, cacheOf } of batches) {
       const started = performance.now();
       try {
-        const out = await session.step(batch.map((s) => ({ cache: cacheOf(s), tokens: s.pending, adapter: model === "expert" ? s.lease!.adapter : null })));
+        const out = await session.step(batch.map((s) => ({ cache: cacheOf(s), tokens: tokensOf(s), adapter: model === "expert" ? s.lease!.adapter : null })));
         const versions = model === "expert" ? new Set(batch.map((s) => s.lease!.version)).size : 0;
         this.observer.batchRan?.(model, batch.length, (performance.now() - started) / 1000, versions);
         batch.forEach((s, i) => results.set(s, out[i]));
@@ -350,7 +371,8 @@ interface Batch {
  * largest step's activations for good: 64 prompts of 64 tokens prefilled as one batch left
  * about 4 MiB per stream there (bench/stream-memory.ts --prefill-group), where batches of 512
  * tokens run the matrix products about as efficiently. A batch also holds the event loop for
- * its whole run (1.5 s at the 0.5B shape on 2 CPUs), so a server may set fewer.
+ * its whole run (1.5 s at the 0.5B shape on 2 CPUs), so a server may set fewer. A longer
+ * prompt is read in chunks of this size, so neither bound depends on what a client sends.
  */
 export const PREFILL_TOKENS_PER_BATCH = 512;
 
@@ -370,11 +392,16 @@ export function groupByTokens<T>(items: readonly T[], tokensOf: (item: T) => num
   return groups;
 }
 
-/** The prefilling sequences (in batches of at most `prefillTokens` prompt tokens) and the decoding ones, as separate non-empty batches. */
-function byPhase(sequences: Sequence[], cacheOf: (s: Sequence) => KvCache, prefillTokens: number): Sequence[][] {
-  const prefill = sequences.filter((s) => cacheOf(s).length === 0);
-  const decode = sequences.filter((s) => cacheOf(s).length > 0);
-  return [...groupByTokens(prefill, (s) => s.pending.length, prefillTokens), decode].filter((batch) => batch.length > 0);
+/**
+ * The prefilling sequences (in batches of at most `prefillTokens` tokens) and the decoding ones
+ * (one token after a past), as separate non-empty batches. A prompt's later chunk, after a
+ * past, goes with the prefills.
+ */
+function byPhase(sequences: Sequence[], cacheOf: (s: Sequence) => KvCache, tokensOf: (s: Sequence) => number[], prefillTokens: number): Sequence[][] {
+  const decoding = (s: Sequence) => cacheOf(s).length > 0 && tokensOf(s).length === 1;
+  const prefill = sequences.filter((s) => !decoding(s));
+  const decode = sequences.filter(decoding);
+  return [...groupByTokens(prefill, (s) => tokensOf(s).length, prefillTokens), decode].filter((batch) => batch.length > 0);
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

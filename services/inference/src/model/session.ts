@@ -118,6 +118,16 @@ export class CausalLmSession {
     return new KvCache({ numLayers, numKvHeads, headDim, kvType });
   }
 
+  /**
+   * True when a step may give a sequence with a past several new tokens, so a long prompt can
+   * be prefilled in chunks. Graphs built here attend over any past and any number of new
+   * tokens; graphs from elsewhere may not (ONNX Runtime GenAI's GroupQueryAttention takes a
+   * prompt with no past, or one token after a past).
+   */
+  get takesPromptAfterPast(): boolean {
+    return this.io.kvOutputs === "new";
+  }
+
   /** True when the graph has LoRA inputs, so adapters apply without another session. */
   get takesAdapters(): boolean {
     return this.io.lora.length > 0;

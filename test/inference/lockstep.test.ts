@@ -19,6 +19,7 @@ import { argmaxToken } from "#core/math/sampling.ts";
 import type { InferenceServer } from "#inference/main.ts";
 import type { CausalLmSession } from "#inference/model/session.ts";
 import { withinSummaryTolerance } from "#inference/model/pair-summary-graph.ts";
+import { SCORE_POSITIONS_PER_STEP } from "#inference/server/score-steps.ts";
 import {
   FULL16,
   FULL32,
@@ -154,6 +155,23 @@ describe("FULL distributions are exactly the models' full forwards", () => {
     }
     // The last position has no token: it is the distribution after the whole sequence.
     expect(positions.at(-1)!.tokenId).toBeUndefined();
+  });
+
+  it("Score of a sequence longer than one step (SCORE_POSITIONS_PER_STEP) equals one full forward over it, from any first position", async () => {
+    const ids = Array.from({ length: 2 * SCORE_POSITIONS_PER_STEP + 22 }, (_, j) => (13 * j + 7) % VOCAB);
+    const [expertRows, amateurRows] = await Promise.all([fullForward(expertDirect, ids), fullForward(amateurDirect, ids)]);
+    for (const first of [1, SCORE_POSITIONS_PER_STEP + 9]) {
+      const messages = await collect(client.inference.score({ prompt: idsPrompt(ids), firstPosition: first, distributions: FULL32 }));
+      expect(messages[0].event.case).toBe("started");
+      const positions = messages.slice(1).map((m) => m.event.value as ScoredPosition);
+      expect(positions.map((p) => p.position)).toEqual(Array.from({ length: ids.length - first + 1 }, (_, k) => first + k));
+      for (const p of positions) {
+        expect(p.tokenId).toBe(p.position < ids.length ? ids[p.position] : undefined);
+        // Row position - 1 of the full forward is the distribution over the token at `position`.
+        expect(maxAbsDiff(fullOf(p).expert, expertRows[p.position - 1]), `position ${p.position}`).toBeLessThan(TOLERANCE);
+        expect(maxAbsDiff(fullOf(p).amateur, amateurRows[p.position - 1]), `position ${p.position}`).toBeLessThan(TOLERANCE);
+      }
+    }
   });
 });
 

@@ -120,6 +120,7 @@ export async function startInferenceServer(options: InferenceServerOptions): Pro
     pair,
     vocabSize: pair.expert.vocabSize,
     maxContextTokens,
+    prefillTokens: prefillBatchTokens,
     scheduler,
     pairGraphs,
     adapters,

@@ -938,9 +938,11 @@ export const InferenceService: GenService<{
     output: typeof GenerateResponseSchema;
   },
   /**
-   * Runs both models over a given token sequence in one full (not incremental) forward
-   * each and streams the distributions at the requested positions; a reference for the
-   * incremental path and for comparing the served expert with a trainer's.
+   * Runs both models over a given token sequence and streams the distributions at the
+   * requested positions; a reference for the incremental path and for comparing the served
+   * expert with a trainer's. A sequence of at most 64 tokens runs in one full forward per
+   * model; a longer one in steps, each after the cache the earlier ones left, so what one
+   * call holds is bounded (graphs that cannot take tokens after a cache: one forward).
    *
    * @generated from rpc lightreasoner.v1.InferenceService.Score
    */

@@ -20,6 +20,8 @@ export interface ServingContext {
   vocabSize: number;
   /** The smaller of the two models' context lengths. */
   maxContextTokens: number;
+  /** The prefill budget: most prompt tokens one model step reads (--prefill-batch-tokens). */
+  prefillTokens: number;
   scheduler: Scheduler;
   /** SPARSE step summaries and FULL float16 rounding on ONNX Runtime. */
   pairGraphs: PairSummaryGraph;

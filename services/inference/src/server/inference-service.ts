@@ -13,6 +13,7 @@ import type { ServingContext } from "./context.ts";
 import { admitCall, completionEndOf, timingsOf } from "./context.ts";
 import { encodeStepDistributions } from "./distributions.ts";
 import { adapterChoiceOf, distributionSpecOf, encodePrompt, generationModeOf, samplingOf } from "./request.ts";
+import { scoreSteps } from "./score-steps.ts";
 import { StopStringHoldback } from "./stop-strings.ts";
 import { streamTrajectoriesHandler } from "./trajectories.ts";
 
@@ -132,7 +133,7 @@ async function generate(ctx: ServingContext, request: GenerateRequest, send: Sen
   }
 }
 
-/** Both models over a given sequence in one full forward each, the reference for the incremental path. */
+/** Both models over a given sequence, the reference for the incremental path, in the steps scoreSteps plans. */
 async function score(ctx: ServingContext, request: ScoreRequest, send: Send<typeof ScoreResponseSchema>, signal: AbortSignal): Promise<void> {
   const release = admitCall(ctx);
   try {
@@ -145,18 +146,23 @@ async function score(ctx: ServingContext, request: ScoreRequest, send: Send<type
     const spec = distributionSpecOf(request.distributions, limits, { allowNone: false });
     const lease = ctx.adapters.lease(adapterChoiceOf(request.adapter));
     try {
-      const [[expert], [amateur]] = await Promise.all([
-        lease.session.step([{ cache: lease.session.newCache(), tokens: ids, allPositions: true, adapter: lease.adapter }]),
-        ctx.pair.amateur.session.step([{ cache: ctx.pair.amateur.session.newCache(), tokens: ids, allPositions: true }]),
-      ]);
-      await send({ event: { case: "started", value: { tokenIds: ids, adapterVersion: lease.version } } });
+      const amateurSession = ctx.pair.amateur.session;
+      const inSteps = lease.session.takesPromptAfterPast && amateurSession.takesPromptAfterPast;
+      const [expertCache, amateurCache] = [lease.session.newCache(), amateurSession.newCache()];
       const V = ctx.vocabSize;
-      for (let position = first; position <= n; position++) {
+      for (const { from, length, reports } of scoreSteps(n, first, ctx.prefillTokens, inSteps)) {
         if (signal.aborted) throw signal.reason;
-        // Row position - 1 holds the distribution over the token at `position`.
-        const row = (all: Float32Array) => all.subarray((position - 1) * V, position * V);
-        const distributions = await encodeStepDistributions(row(expert.positionLogProbs!), row(amateur.positionLogProbs!), spec, ctx.pairGraphs);
-        await send({ event: { case: "position", value: { position, tokenId: position < n ? ids[position] : undefined, distributions } } });
+        const tokens = ids.slice(from, from + length);
+        const [expert] = await lease.session.step([{ cache: expertCache, tokens, allPositions: reports, adapter: lease.adapter }]);
+        const [amateur] = await amateurSession.step([{ cache: amateurCache, tokens, allPositions: reports }]);
+        if (from === 0) await send({ event: { case: "started", value: { tokenIds: ids, adapterVersion: lease.version } } });
+        for (let position = Math.max(first, from + 1); reports && position <= from + length; position++) {
+          if (signal.aborted) throw signal.reason;
+          // Row position - 1 - from of this step holds the distribution over the token at `position`.
+          const row = (all: Float32Array) => all.subarray((position - 1 - from) * V, (position - from) * V);
+          const distributions = await encodeStepDistributions(row(expert.positionLogProbs!), row(amateur.positionLogProbs!), spec, ctx.pairGraphs);
+          await send({ event: { case: "position", value: { position, tokenId: position < n ? ids[position] : undefined, distributions } } });
+        }
       }
     } finally {
       lease.release();

@@ -940,9 +940,10 @@ export const InferenceService: GenService<{
   /**
    * Runs both models over a given token sequence and streams the distributions at the
    * requested positions; a reference for the incremental path and for comparing the served
-   * expert with a trainer's. A sequence of at most 64 tokens runs in one full forward per
-   * model; a longer one in steps, each after the cache the earlier ones left, so what one
-   * call holds is bounded (graphs that cannot take tokens after a cache: one forward).
+   * expert with a trainer's. The sequence runs in steps, each after the cache the earlier ones
+   * left (at most 64 reported positions a step, the server's prefill budget before
+   * first_position), so what one call holds is bounded; graphs that cannot take tokens after
+   * a cache run it in one full forward per model.
    *
    * @generated from rpc lightreasoner.v1.InferenceService.Score
    */

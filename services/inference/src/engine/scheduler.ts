@@ -207,8 +207,8 @@ export class Scheduler {
 
   /**
    * One batched expert call (its rows may run different adapters: each passes its own) and
-   * one amateur call, each split in two: sequences in prefill (empty cache, the whole prompt)
-   * and sequences decoding (one token after their cache). Kept apart because graphs exported by other tools (ONNX
+   * one amateur call, each split in two: sequences in prefill (a prompt, or its next chunk after
+   * the cache the earlier chunks left) and sequences decoding (one token after their cache). Kept apart because graphs exported by other tools (ONNX
    * Runtime GenAI's GroupQueryAttention) accept either a prompt with no past or one token
    * after a past, never a mix, and because a decode padded to a prompt's length wastes work.
    */

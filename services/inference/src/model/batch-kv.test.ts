@@ -131,6 +131,20 @@ describe("the batch's KV carried between steps", () => {
     expect(await step([c, b, e])).toBe(true);
   });
 
+  it("leaves its rows in place while another sequence's prompt is read in chunks beside them", async () => {
+    const [a, b] = [row([1, 2, 3]), row([4, 5, 6, 7])];
+    await step([a, b]);
+    expect(await step([a, b])).toBe(true);
+    const prompt = Array.from({ length: 12 }, (_, i) => 20 + i);
+    const c = session.newCache();
+    let last;
+    for (let from = 0; from < prompt.length; from += 4) [last] = await session.step([{ cache: c, tokens: prompt.slice(from, from + 4) }]);
+    expect(maxAbsDiff(last!.logProbs, logSoftmax(referenceLogits(config, weights, prompt).at(-1)!))).toBeLessThan(1e-4);
+    // a and b never left the buffers: no positions handed back, and their next step is carried.
+    expect([a.cache.allocatedBytes, b.cache.allocatedBytes]).toEqual([0, 0]);
+    expect(await step([a, b])).toBe(true);
+  });
+
   it("drops a discarded row without handing it back", async () => {
     const [a, b] = [row([1, 2, 3]), row([4, 5])];
     await step([a, b]);

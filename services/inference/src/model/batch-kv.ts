@@ -114,10 +114,11 @@ export class BatchKv implements KvHolder {
   /** The past for a step over `caches` (in batch order) adding `fresh` positions per row. Call release() after the run. */
   acquire(caches: readonly KvCache[], fresh: number): PastStep {
     const longest = Math.max(...caches.map((c) => c.length));
-    // Another step of this session is in flight, or new sequences' prefill comes beside rows
-    // held here (which would otherwise be moved out and back): arrays of the step's own; its
-    // caches keep their positions themselves.
-    if (this.inUse || (longest === 0 && this.held.some((c) => c !== null))) {
+    // Another step of this session is in flight, or a prefill (a prompt, or a later chunk of one,
+    // or a Score step) of caches not held here comes beside rows held here (which would otherwise
+    // be moved out and back): arrays of the step's own; its caches keep their positions themselves.
+    const prefill = longest === 0 || (fresh > 1 && !caches.some((c) => c.isLentTo(this)));
+    if (this.inUse || (prefill && this.held.some((c) => c !== null))) {
       const data = Array.from({ length: this.shape.numLayers * 2 }, () => allocateKv(this.shape.kvType, caches.length * this.rowElements(longest)));
       this.copyIn(caches, longest, data, caches.keys());
       return this.step(caches.length, longest, data, { data, slots: longest }, false, false, false);

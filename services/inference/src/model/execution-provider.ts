@@ -80,7 +80,11 @@ function sessionOptions(provider: ExecutionProvider, { threads, prepack, profile
   };
 }
 
-/** Opens a session somewhere: on the calling thread (onCallingThread) or on one of its own (SessionThread.create). */
+/**
+ * Opens a session somewhere: on the calling thread (onCallingThread) or on the model thread
+ * (SessionThread.create), which may take the bytes' buffer: whoever opens the same bytes again
+ * after a failure passes a copy to the first try.
+ */
 export type CreateSession<S> = (model: string | Uint8Array, options: ort.InferenceSession.SessionOptions) => Promise<S>;
 
 export const onCallingThread: CreateSession<ort.InferenceSession> = (model, options) =>
@@ -114,7 +118,8 @@ export async function openOrtSession<S = ort.InferenceSession>(
     const installed = cudaProviderInstalled();
     if (installed) {
       try {
-        const session = await create(model, sessionOptions("cuda", options, location));
+        // "auto" may open the same bytes again on the CPU.
+        const session = await create(choice === "auto" && typeof model !== "string" ? model.slice() : model, sessionOptions("cuda", options, location));
         log(`onnxruntime: CUDA execution provider for ${source}`);
         if (options.prepackedCacheDir !== undefined) log("onnxruntime: prepacked cache not used: weights are packed only on the CPU");
         return { session, provider: "cuda" };

@@ -130,7 +130,8 @@ export async function openPrepackedSession<S>(source: PrepackedSource, options: 
   try {
     // A folder of this process's own (mkdtemp): replicas that share the cache never write into one another's.
     building = mkdtempSync(join(cacheDir, `${BUILDING_PREFIX}${name}-`));
-    session = await create(source.bytes, savingOptions(sessionOptions, join(building, MODEL_FILE)));
+    // A copy: when writing the entry fails, the session is opened from the bytes without it.
+    session = await create(source.bytes.slice(), savingOptions(sessionOptions, join(building, MODEL_FILE)));
   } catch (err) {
     if (building) removeQuietly(building);
     log(`onnxruntime: prepacked cache not written (${(err as Error).message}); opening without it`);

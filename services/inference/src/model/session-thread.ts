@@ -117,17 +117,12 @@ class ModelThread {
   constructor() {
     // The thread never keeps a process alive on its own (a CLI that is done exits).
     this.worker.unref();
-    this.worker.on("message", (answer: Answer) => {
-      const waiting = this.pending.get(answer.id);
-      this.pending.delete(answer.id);
-      waiting?.resolve(answer);
-    });
+    this.worker.on("message", (answer: Answer) => this.pending.get(answer.id)?.resolve(answer));
     // A thread that dies takes its sessions with it: every call from then on fails with why,
     // and the next session opened starts a new thread.
     const fail = (err: Error) => {
       this.failure ??= new SessionThreadError(`the ONNX Runtime sessions' thread stopped: ${err.message}`);
-      for (const { reject } of this.pending.values()) reject(this.failure);
-      this.pending.clear();
+      for (const { reject } of [...this.pending.values()]) reject(this.failure);
       if (current === this) current = null;
     };
     this.worker.on("error", fail);
@@ -150,8 +145,19 @@ class ModelThread {
     if (this.failure) return Promise.reject(this.failure);
     const id = this.nextId++;
     return new Promise<Answer>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      this.worker.postMessage({ id, session, request }, transfer);
+      // Referenced while an answer is awaited, so a process waiting for one does not exit.
+      const settle = () => {
+        this.pending.delete(id);
+        if (this.pending.size === 0) this.worker.unref();
+      };
+      this.pending.set(id, { resolve: (answer) => (settle(), resolve(answer)), reject: (err) => (settle(), reject(err)) });
+      this.worker.ref();
+      try {
+        this.worker.postMessage({ id, session, request }, transfer);
+      } catch (err) {
+        settle();
+        reject(err as Error);
+      }
     });
   }
 }
@@ -176,11 +182,17 @@ export class SessionThread implements OrtSession {
     private readonly id: number,
   ) {}
 
-  /** Opens `model` (a path, or a graph's bytes) with `options` on the model thread. */
+  /**
+   * Opens `model` (a path, or a graph's bytes) with `options` on the model thread. Bytes that
+   * fill their buffer are transferred, not copied (a graph decoded from F16/BF16 weights holds
+   * them all): the caller's array is detached afterwards, so one that opens the same bytes
+   * again passes a copy (execution-provider.ts CreateSession).
+   */
   static async create(model: string | Uint8Array, options: ort.InferenceSession.SessionOptions): Promise<SessionThread> {
     const session = new SessionThread(ModelThread.join(), nextSession++);
     try {
-      const meta = await session.call({ kind: "create", model, options });
+      const whole = typeof model !== "string" && model.byteOffset === 0 && model.byteLength === model.buffer.byteLength;
+      const meta = await session.call({ kind: "create", model, options }, whole ? [model.buffer as ArrayBuffer] : []);
       return Object.assign(session, meta as Pick<OrtSession, "inputNames" | "outputNames" | "inputMetadata" | "outputMetadata">);
     } catch (err) {
       await session.thread.leave();
@@ -221,8 +233,8 @@ export class SessionThread implements OrtSession {
   }
 
   /** A request other than run: its error is thrown as an Error with ONNX Runtime's message. */
-  private async call(request: Exclude<Request, { kind: "run" }>): Promise<unknown> {
-    const answer = await this.thread.call(this.id, request);
+  private async call(request: Exclude<Request, { kind: "run" }>, transfer: ArrayBuffer[] = []): Promise<unknown> {
+    const answer = await this.thread.call(this.id, request, transfer);
     if (answer.error !== undefined) throw new Error(answer.error);
     return answer.ok;
   }

@@ -150,19 +150,25 @@ async function score(ctx: ServingContext, request: ScoreRequest, send: Send<type
       const inSteps = lease.session.takesPromptAfterPast && amateurSession.takesPromptAfterPast;
       const [expertCache, amateurCache] = [lease.session.newCache(), amateurSession.newCache()];
       const V = ctx.vocabSize;
-      for (const { from, length, reports } of scoreSteps(n, first, ctx.prefillTokens, inSteps)) {
-        if (signal.aborted) throw signal.reason;
-        const tokens = ids.slice(from, from + length);
-        const [expert] = await lease.session.step([{ cache: expertCache, tokens, allPositions: reports, adapter: lease.adapter }]);
-        const [amateur] = await amateurSession.step([{ cache: amateurCache, tokens, allPositions: reports }]);
-        if (from === 0) await send({ event: { case: "started", value: { tokenIds: ids, adapterVersion: lease.version } } });
-        for (let position = Math.max(first, from + 1); reports && position <= from + length; position++) {
+      try {
+        for (const { from, length, reports } of scoreSteps(n, first, ctx.prefillTokens, inSteps)) {
           if (signal.aborted) throw signal.reason;
-          // Row position - 1 - from of this step holds the distribution over the token at `position`.
-          const row = (all: Float32Array) => all.subarray((position - 1 - from) * V, (position - from) * V);
-          const distributions = await encodeStepDistributions(row(expert.positionLogProbs!), row(amateur.positionLogProbs!), spec, ctx.pairGraphs);
-          await send({ event: { case: "position", value: { position, tokenId: position < n ? ids[position] : undefined, distributions } } });
+          const tokens = ids.slice(from, from + length);
+          const [expert] = await lease.session.step([{ cache: expertCache, tokens, allPositions: reports, adapter: lease.adapter }]);
+          const [amateur] = await amateurSession.step([{ cache: amateurCache, tokens, allPositions: reports }]);
+          if (from === 0) await send({ event: { case: "started", value: { tokenIds: ids, adapterVersion: lease.version } } });
+          for (let position = Math.max(first, from + 1); reports && position <= from + length; position++) {
+            if (signal.aborted) throw signal.reason;
+            // Row position - 1 - from of this step holds the distribution over the token at `position`.
+            const row = (all: Float32Array) => all.subarray((position - 1 - from) * V, (position - from) * V);
+            const distributions = await encodeStepDistributions(row(expert.positionLogProbs!), row(amateur.positionLogProbs!), spec, ctx.pairGraphs);
+            await send({ event: { case: "position", value: { position, tokenId: position < n ? ids[position] : undefined, distributions } } });
+          }
         }
+      } finally {
+        // Nothing reads these caches again (also after an abort): their positions leave the session's batch buffers now.
+        expertCache.discard();
+        amateurCache.discard();
       }
     } finally {
       lease.release();

@@ -118,12 +118,22 @@ class ModelThread {
     // The thread never keeps a process alive on its own (a CLI that is done exits).
     this.worker.unref();
     this.worker.on("message", (answer: Answer) => this.pending.get(answer.id)?.resolve(answer));
-    // A thread that dies takes its sessions with it: every call from then on fails with why,
-    // and the next session opened starts a new thread.
+    // A thread that dies takes its sessions with it: every call from then on fails with why.
+    // With sessions still open the process can no longer serve them (and their batch buffers
+    // went with the thread), so the failure is thrown where nothing catches it: the process
+    // exits and whatever supervises it starts a fresh one, rather than a server reporting
+    // SERVING that fails every step.
     const fail = (err: Error) => {
-      this.failure ??= new SessionThreadError(`the ONNX Runtime sessions' thread stopped: ${err.message}`);
+      if (this.failure) return;
+      this.failure = new SessionThreadError(`the ONNX Runtime sessions' thread stopped: ${err.message}`);
       for (const { reject } of [...this.pending.values()]) reject(this.failure);
       if (current === this) current = null;
+      if (this.sessions > 0) {
+        const fatal = this.failure;
+        setImmediate(() => {
+          throw fatal;
+        });
+      }
     };
     this.worker.on("error", fail);
     this.worker.on("exit", (code) => fail(new Error(`exit code ${code}`)));

@@ -96,7 +96,7 @@ try {
     phases.collect += session.lastPhases.collectMs;
   }
   const timedMs = performance.now() - firstTimed;
-  await session.endProfiling();
+  session.endProfiling();
   await session.release();
 
   const file = readdirSync(traceDir).find((f) => f.endsWith(".json"));

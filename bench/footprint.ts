@@ -9,9 +9,9 @@
 // entries, the later ones read them (so give --starts 2 or more). The weights are then file
 // pages that fault in at the first step: idle resident memory is low until then, and the peak
 // at the first stream count is what to hold against the weights. Each stream count also
-// gives the longest the service's event loop was held while serving it (by the JavaScript
-// between model steps); --prefill-batch-tokens <n> passes the service's prefill budget, which
-// bounds the longest prefill step.
+// gives the longest the service's event loop was held while serving it (a model step holds
+// it); --prefill-batch-tokens <n> passes the service's prefill budget, which bounds the
+// longest prefill step.
 //   npx tsx bench/footprint.ts <expertDir> <amateurDir> [--streams 1,8] [--prompt 64] [--new 32] [--starts 2] [--prepacked-cache <dir>] [--prefill-batch-tokens <n>]
 import { readFileSync, statSync } from "node:fs";
 import { join } from "node:path";

@@ -363,7 +363,7 @@ function memoryLines(r: BenchReport): string[] {
     "  mapped weight pages: growth of RssFile, the embedding rows read from the mapped weight files for the token ids seen (random prompts: more streams, more distinct ids); clean page cache, bounded by the files",
     "  allocated: per extra stream less its mapped weight pages, the memory the stream's serving allocated (KV, buffers, activations, garbage not yet collected)",
     "  resident after: VmRSS once the most streams are done and one more has been served, what the service keeps after a burst (the batch's KV buffers shrink to the rows in use; ONNX Runtime's arena and the malloc heap keep their pages)",
-    "  longest event-loop hold: the most the service's event loop was held at once while serving the most streams (the JavaScript between model steps; the steps themselves run on the model thread), when no gRPC message, health check or scrape is answered",
+    "  longest event-loop hold: the most the service's event loop was held at once while serving the most streams (ONNX Runtime runs a model step on it), when no gRPC message, health check or scrape is answered",
   ];
   if (m.trainer.length > 0) out.push(`  trainer processes: ${m.trainer.map((t) => `${t.what}: ${mib(t.peakRssBytes)} MiB`).join("; ")}`);
   return out;

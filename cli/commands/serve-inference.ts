@@ -73,7 +73,7 @@ export function registerServe(program: Command): Command {
     .option("--batch-gather-ms <ms>", "how long a batch may wait for sequences whose client is behind (0: never)", parseIntegerOption("--batch-gather-ms"), DEFAULT_BATCH_GATHER.maxMs)
     .option(
       "--prefill-batch-tokens <n>",
-      "prompt tokens prefilled in one batch (a longer prompt is read in chunks of this many, one a step, on graphs built here); every other stream's next token waits while a batch runs, so fewer keep tokens flowing at an even pace",
+      "prompt tokens prefilled in one batch (a longer prompt is read in chunks of this many, one a step, on graphs built here); each batch holds the server's event loop while it runs, so fewer answer health checks and stream messages sooner",
       parseIntegerOption("--prefill-batch-tokens"),
       PREFILL_TOKENS_PER_BATCH,
     )

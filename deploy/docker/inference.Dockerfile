@@ -44,7 +44,7 @@ FROM ${CUDA_IMAGE} AS gpu
 ENV NODE_ENV=production
 # Each step's large outputs (the [batch, vocabulary] log-probabilities) reuse heap memory
 # instead of fresh pages: services/inference/src/model/malloc-settings.ts.
-ENV GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=2147483648:glibc.malloc.arena_max=1
+ENV GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=2147483648
 COPY --from=deps-gpu /usr/local/bin/node /usr/local/bin/node
 RUN groupadd --gid 10001 lightreasoner && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin lightreasoner
 WORKDIR /app
@@ -63,7 +63,7 @@ FROM ${NODE_IMAGE} AS cpu
 ENV NODE_ENV=production
 # Each step's large outputs (the [batch, vocabulary] log-probabilities) reuse heap memory
 # instead of fresh pages: services/inference/src/model/malloc-settings.ts.
-ENV GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=2147483648:glibc.malloc.arena_max=1
+ENV GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=2147483648
 RUN groupadd --gid 10001 lightreasoner && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin lightreasoner
 WORKDIR /app
 COPY --from=deps /app/node_modules /app/node_modules

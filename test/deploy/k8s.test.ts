@@ -139,7 +139,7 @@ describe("what the manifests promise an operator", () => {
     expect(c.ports.find((p: any) => p.name === "metrics").containerPort).toBe(Number(flag(c.args, "--metrics-port")));
     for (const probe of ["startupProbe", "readinessProbe", "livenessProbe"]) expect(c[probe].grpc.port, probe).toBe(port);
     expect(c.readinessProbe.grpc.service).toBe("lightreasoner.v1.InferenceService");
-    // A probe waits for the JavaScript between model steps on a busy CPU (up to 0.45 s measured at the 0.5B shape on 2 cores).
+    // A probe waits for the model step holding the server's event loop (up to 1.5 s measured at the 0.5B shape on 2 cores).
     for (const probe of ["readinessProbe", "livenessProbe"]) expect(c[probe].timeoutSeconds, probe).toBeGreaterThanOrEqual(5);
     // The pod outlives the server's drain: shutdown deadline + 1 s close < grace period.
     expect(Number(flag(c.args, "--shutdown-deadline-ms")) / 1000 + 1).toBeLessThan(deployment.spec.template.spec.terminationGracePeriodSeconds);

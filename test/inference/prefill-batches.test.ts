@@ -1,5 +1,5 @@
 // The prefill budget (--prefill-batch-tokens): a server that prefills fewer prompt tokens per
-// batch runs more, shorter model steps, each of which the other streams wait for, and writes the
+// batch runs more, shorter model steps, each of which holds its event loop, and writes the
 // same trajectories as one with the default budget. A prompt longer than the budget is read
 // in chunks of the budget, one a step, so no prefill step runs more tokens than that.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";

@@ -51,7 +51,7 @@ export interface InferenceServerOptions {
   shutdownDeadlineMs?: number;
   /** Most milliseconds a batch waits for sequences whose reader is behind (0: never; default 50, see BatchGather). */
   batchGatherMs?: number;
-  /** Prompt tokens prefilled in one batch, and the chunk a longer prompt is read in (default PREFILL_TOKENS_PER_BATCH): fewer make the other streams wait less for their next token. */
+  /** Prompt tokens prefilled in one batch, and the chunk a longer prompt is read in (default PREFILL_TOKENS_PER_BATCH): fewer hold the event loop for shorter runs. */
   prefillBatchTokens?: number;
   /** Which calls need a credential and what counts as one (default: mutating calls refused, see access.ts). */
   access?: AccessOptions;

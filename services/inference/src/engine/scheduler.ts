@@ -230,8 +230,9 @@ export class Scheduler {
     const expertResults = new Map<Sequence, StepResult>();
     const amateurResults = new Map<Sequence, StepResult>();
     const failed = new Map<Sequence, Error>();
-    // One model after the other: both run on the process's one model thread (session-thread.ts),
-    // which takes one run at a time anyway.
+    // One model after the other, never side by side: onnxruntime-node runs a session on the
+    // calling thread, so two runs started together would only queue back to back and hold the
+    // event loop for both, where one after the other lets I/O through between them.
     await this.runAll("expert", expertBatches, expertResults, failed, tokensOf);
     await this.runAll("amateur", amateurBatches, amateurResults, failed, tokensOf);
     for (const s of ready) {
@@ -369,10 +370,9 @@ interface Batch {
  * Prompt tokens per prefill batch, by default. ONNX Runtime keeps its arena at the size of the
  * largest step's activations for good: 64 prompts of 64 tokens prefilled as one batch left
  * about 4 MiB per stream there (bench/stream-memory.ts --prefill-group), where batches of 512
- * tokens run the matrix products about as efficiently. A batch also holds the model thread for
- * its whole run (1.5 s at the 0.5B shape on 2 CPUs), and every other stream's next token waits
- * for it, so a server may set fewer. A longer prompt is read in chunks of this size, so neither
- * bound depends on what a client sends.
+ * tokens run the matrix products about as efficiently. A batch also holds the event loop for
+ * its whole run (1.5 s at the 0.5B shape on 2 CPUs), so a server may set fewer. A longer
+ * prompt is read in chunks of this size, so neither bound depends on what a client sends.
  */
 export const PREFILL_TOKENS_PER_BATCH = 512;
 

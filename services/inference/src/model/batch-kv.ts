@@ -75,14 +75,6 @@ export interface PastStep {
   carried: boolean;
   /** The step holds the session's buffers and its caches are lent to them (false: the caches keep their own positions). */
   shared: boolean;
-  /**
-   * The feeds' buffers, which the run may take away (session-thread.ts transfers them to the
-   * session's thread and back); when they are the session's own buffers, adopt() re-attaches
-   * what comes back before store().
-   */
-  lend: ArrayBuffer[];
-  /** The feeds are views of the session's buffers (lend is theirs, in storage order). */
-  lendsStorage: boolean;
 }
 
 /** A row that stays in the buffers when the batch changes: from row `from` to row `to`. */
@@ -121,20 +113,20 @@ export class BatchKv implements KvHolder {
     if (this.inUse || (prefill && this.held.some((c) => c !== null))) {
       const data = Array.from({ length: this.shape.numLayers * 2 }, () => allocateKv(this.shape.kvType, caches.length * this.rowElements(longest)));
       this.copyIn(caches, longest, data, caches.keys());
-      return this.step(caches.length, longest, data, { data, slots: longest }, false, false, false);
+      return this.step(caches.length, longest, data, { data, slots: longest }, false, false);
     }
     this.inUse = true;
     const needed = longest + fresh;
     if (this.held.length === caches.length && caches.every((c, b) => c === this.held[b]) && needed <= this.slots) {
       const data = this.views(caches.length);
-      return this.step(caches.length, this.slots, data, { data, slots: this.slots }, true, true, true);
+      return this.step(caches.length, this.slots, data, { data, slots: this.slots }, true, true);
     }
     // Spare slots for the coming steps: an eighth of the length, at least 8, so the rows move every few steps at most.
     this.regroup(caches, Math.ceil((needed + Math.max(8, Math.ceil(needed / 8))) / 8) * 8);
     const data = this.views(caches.length);
     // A prefill of empty caches attends over no past at all; its positions land in the buffers afterwards.
     const fed = longest === 0 ? Array.from({ length: this.shape.numLayers * 2 }, () => allocateKv(this.shape.kvType, 0)) : data;
-    return this.step(caches.length, longest === 0 ? 0 : this.slots, fed, { data, slots: this.slots }, false, true, fed === data);
+    return this.step(caches.length, longest === 0 ? 0 : this.slots, fed, { data, slots: this.slots }, false, true);
   }
 
   /**
@@ -153,17 +145,6 @@ export class BatchKv implements KvHolder {
       target.set(output.subarray(from, from + count * d), ((row * heads + h) * slots + at) * d);
     }
     return true;
-  }
-
-  /**
-   * Takes back the buffers a run was lent (`returned`, in the order of `step.lend`): when they
-   * are the session's own, its arrays and the step's target become views of them again.
-   */
-  adopt(step: PastStep, returned: readonly ArrayBuffer[]): void {
-    if (!step.lendsStorage) return;
-    if (returned.length !== this.storage.length) throw new Error(`batch KV: ${returned.length} buffers came back for ${this.storage.length}`);
-    this.storage = returned.map((buffer) => (this.shape.kvType === "float16" ? new Uint16Array(buffer) : new Float32Array(buffer)));
-    step.target.data = this.views(this.held.length);
   }
 
   /** Ends the step. After a failure the rows still hold every committed position, so nothing is lost. */
@@ -270,12 +251,12 @@ export class BatchKv implements KvHolder {
     }
   }
 
-  private step(batch: number, slots: number, data: KvArray[], target: PastStep["target"], carried: boolean, shared: boolean, lendsStorage: boolean): PastStep {
+  private step(batch: number, slots: number, data: KvArray[], target: PastStep["target"], carried: boolean, shared: boolean): PastStep {
     const dims = [batch, this.shape.numKvHeads, slots, this.shape.headDim];
     const feeds: Record<string, ort.Tensor> = {};
     for (let layer = 0; layer < this.shape.numLayers; layer++) {
       KINDS.forEach((kind, k) => (feeds[`past_key_values.${layer}.${kind}`] = kvTensor(this.shape.kvType, data[layer * 2 + k], dims)));
     }
-    return { feeds, slots, target, carried, shared, lend: data.map((a) => a.buffer as ArrayBuffer), lendsStorage };
+    return { feeds, slots, target, carried, shared };
   }
 }

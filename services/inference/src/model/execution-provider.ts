@@ -80,18 +80,11 @@ function sessionOptions(provider: ExecutionProvider, { threads, prepack, profile
   };
 }
 
-/**
- * Opens a session somewhere: on the calling thread (onCallingThread) or on the model thread
- * (SessionThread.create), which may take the bytes' buffer: whoever opens the same bytes again
- * after a failure passes a copy to the first try.
- */
-export type CreateSession<S> = (model: string | Uint8Array, options: ort.InferenceSession.SessionOptions) => Promise<S>;
-
-export const onCallingThread: CreateSession<ort.InferenceSession> = (model, options) =>
+const ortCreate = (model: string | Uint8Array, options: ort.InferenceSession.SessionOptions) =>
   typeof model === "string" ? ort.InferenceSession.create(model, options) : ort.InferenceSession.create(model, options);
 
 /** Runs `open`, naming `source` in the error when ONNX Runtime cannot load the model. */
-async function loading<S>(source: string, open: () => Promise<S>): Promise<S> {
+async function loading(source: string, open: () => Promise<ort.InferenceSession>): Promise<ort.InferenceSession> {
   try {
     return await open();
   } catch (err) {
@@ -99,13 +92,12 @@ async function loading<S>(source: string, open: () => Promise<S>): Promise<S> {
   }
 }
 
-/** Opens `model` (a path, or the bytes of a model with inline weights) through `create` (default: on the calling thread). */
-export async function openOrtSession<S = ort.InferenceSession>(
+/** Opens `model` (a path, or the bytes of a model with inline weights). */
+export async function openOrtSession(
   model: string | Uint8Array,
   options: OrtSessionOptions = {},
   location: ModelLocation = {},
-  create: CreateSession<S> = onCallingThread as CreateSession<S>,
-): Promise<{ session: S; provider: ExecutionProvider }> {
+): Promise<{ session: ort.InferenceSession; provider: ExecutionProvider }> {
   const choice = options.executionProvider ?? "auto";
   if (!(EXECUTION_PROVIDER_CHOICES as readonly string[]).includes(choice)) {
     throw new ExecutionProviderError(`execution provider must be one of ${EXECUTION_PROVIDER_CHOICES.join(", ")}, got ${JSON.stringify(choice)}`);
@@ -118,8 +110,7 @@ export async function openOrtSession<S = ort.InferenceSession>(
     const installed = cudaProviderInstalled();
     if (installed) {
       try {
-        // "auto" may open the same bytes again on the CPU.
-        const session = await create(choice === "auto" && typeof model !== "string" ? model.slice() : model, sessionOptions("cuda", options, location));
+        const session = await ortCreate(model, sessionOptions("cuda", options, location));
         log(`onnxruntime: CUDA execution provider for ${source}`);
         if (options.prepackedCacheDir !== undefined) log("onnxruntime: prepacked cache not used: weights are packed only on the CPU");
         return { session, provider: "cuda" };
@@ -137,8 +128,8 @@ export async function openOrtSession<S = ort.InferenceSession>(
   const cacheable = options.prepackedCacheDir !== undefined && options.prepack !== false && typeof model !== "string" && (location.sourceFiles?.length ?? 0) > 0;
   const session = await loading(source, () =>
     cacheable
-      ? openPrepackedSession({ bytes: model, sourceFiles: location.sourceFiles! }, { cacheDir: options.prepackedCacheDir!, sessionOptions: cpuOptions, log, create })
-      : create(model, cpuOptions),
+      ? openPrepackedSession({ bytes: model, sourceFiles: location.sourceFiles! }, { cacheDir: options.prepackedCacheDir!, sessionOptions: cpuOptions, log })
+      : ortCreate(model, cpuOptions),
   );
   if (choice === "cpu") log(`onnxruntime: CPU execution provider for ${source}`);
   return { session, provider: "cpu" };

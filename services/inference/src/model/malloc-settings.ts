@@ -3,13 +3,9 @@
 // output at batch 64 and vocabulary 151,936 is 39 MB, and onnxruntime-node copies every output
 // into a new JavaScript buffer: each step faulted ~9,500 fresh pages in, per model. With these
 // tunables such buffers come from the heap and are reused (bench/output-copy.ts measures one
-// output's trip both ways). arena_max=1 keeps one heap for every thread: the model thread
-// (session-thread.ts) allocates the outputs and the main thread frees them, and a heap of the
-// model thread's own held another 15-25 MiB when idle (the 0.5B-shaped pair: 2,677-2,697 MiB
-// peak against 2,655-2,662 with one heap), at the same speed end to end. glibc reads them
-// only when a process starts, so they are set where the service is started (the inference
-// image, `npm run bench`), not here.
-export const RECOMMENDED_GLIBC_TUNABLES = "glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=2147483648:glibc.malloc.arena_max=1";
+// output's trip both ways). glibc reads them only when a process starts, so they are set where
+// the service is started (the inference image, `npm run bench`), not here.
+export const RECOMMENDED_GLIBC_TUNABLES = "glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=2147483648";
 
 /** Whether this process started with a raised mmap threshold (glibc on Linux only). */
 export function largeBuffersReused(env: NodeJS.ProcessEnv = process.env): boolean {

@@ -71,7 +71,7 @@ function fixedDim(meta: ort.InferenceSession.TensorValueMetadata, axis: number, 
   return dim;
 }
 
-export function describeModelIo(session: Pick<ort.InferenceSession, "inputMetadata" | "outputMetadata">, source: string): ModelIo {
+export function describeModelIo(session: ort.InferenceSession, source: string): ModelIo {
   const inputs = session.inputMetadata;
   const outputs = session.outputMetadata;
   for (const name of ["input_ids", "attention_mask"]) {

@@ -72,14 +72,12 @@ function onnxRuntimeVersion(): string {
   return (JSON.parse(readFileSync(require.resolve("onnxruntime-node/package.json"), "utf8")) as { version: string }).version;
 }
 
-export interface PrepackedOpenOptions<S> {
+export interface PrepackedOpenOptions {
   /** The cache's folder (created when missing). */
   cacheDir: string;
   /** The session options for the CPU, as for an uncached session (model_external_initializers_file_folder_path included). */
   sessionOptions: ort.InferenceSession.SessionOptions;
   log: (message: string) => void;
-  /** Opens a session (execution-provider.ts CreateSession: on the calling thread or a thread of its own). */
-  create: (model: string | Uint8Array, options: ort.InferenceSession.SessionOptions) => Promise<S>;
 }
 
 /**
@@ -88,12 +86,12 @@ export interface PrepackedOpenOptions<S> {
  * that cannot be read is removed and written again, and one that cannot be written (no room,
  * a read-only folder) leaves a log line and an uncached session.
  */
-export async function openPrepackedSession<S>(source: PrepackedSource, options: PrepackedOpenOptions<S>): Promise<S> {
-  const { cacheDir, sessionOptions, log, create } = options;
+export async function openPrepackedSession(source: PrepackedSource, options: PrepackedOpenOptions): Promise<ort.InferenceSession> {
+  const { cacheDir, sessionOptions, log } = options;
   const started = performance.now();
   const seconds = () => ((performance.now() - started) / 1000).toFixed(1);
   // What every way around the cache falls back to: the session opened as without a cache.
-  const uncached = () => create(source.bytes, sessionOptions);
+  const uncached = () => ort.InferenceSession.create(source.bytes, sessionOptions);
   let name: string;
   try {
     const refusal = unusableCacheDir(cacheDir);
@@ -110,7 +108,7 @@ export async function openPrepackedSession<S>(source: PrepackedSource, options: 
   if (existsSync(join(entry, MODEL_FILE))) {
     try {
       // The entry's graph is optimized already; optimizing it again could also rename the nodes its packed weights are saved under.
-      const session = await create(join(entry, MODEL_FILE), { ...withoutExternalFolder(sessionOptions), graphOptimizationLevel: "disabled" });
+      const session = await ort.InferenceSession.create(join(entry, MODEL_FILE), { ...withoutExternalFolder(sessionOptions), graphOptimizationLevel: "disabled" });
       log(`onnxruntime: prepacked weights read from ${entry} in ${seconds()} s`);
       return session;
     } catch (err) {
@@ -126,12 +124,11 @@ export async function openPrepackedSession<S>(source: PrepackedSource, options: 
     return uncached();
   }
   let building: string | undefined;
-  let session: S;
+  let session: ort.InferenceSession;
   try {
     // A folder of this process's own (mkdtemp): replicas that share the cache never write into one another's.
     building = mkdtempSync(join(cacheDir, `${BUILDING_PREFIX}${name}-`));
-    // A copy: when writing the entry fails, the session is opened from the bytes without it.
-    session = await create(source.bytes.slice(), savingOptions(sessionOptions, join(building, MODEL_FILE)));
+    session = await ort.InferenceSession.create(source.bytes, savingOptions(sessionOptions, join(building, MODEL_FILE)));
   } catch (err) {
     if (building) removeQuietly(building);
     log(`onnxruntime: prepacked cache not written (${(err as Error).message}); opening without it`);

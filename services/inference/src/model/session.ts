@@ -15,8 +15,6 @@ import { float16ArrayToFloat32 } from "#core/math/float16.ts";
 import { logSoftmax } from "#core/math/distribution.ts";
 import type { ExecutionProvider, ModelLocation, OrtSessionOptions } from "./execution-provider.ts";
 import { openOrtSession } from "./execution-provider.ts";
-import type { PlainTensor } from "./session-thread.ts";
-import { SessionRunError, SessionThread } from "./session-thread.ts";
 import { AdapterFitError, AdapterInputs, loraFeeds } from "./lora-inputs.ts";
 import type { LoraAdapter } from "#core/model/lora.ts";
 import type { KvArray } from "./kv-cache.ts";
@@ -60,7 +58,7 @@ const PAD_TOKEN = 0n;
 
 const KV_KINDS = ["key", "value"] as const;
 
-function asFloat32(tensor: PlainTensor): Float32Array {
+function asFloat32(tensor: ort.Tensor): Float32Array {
   if (tensor.type === "float32") return tensor.data as Float32Array;
   if (tensor.type === "float16") return float16ArrayToFloat32(tensor.data as Uint16Array);
   throw new Error(`logits came back as ${tensor.type}`);
@@ -84,8 +82,7 @@ export class CausalLmSession {
   private readonly batchKv: BatchKv;
 
   private constructor(
-    /** On a thread of its own, so a step never holds the caller's event loop (session-thread.ts). */
-    private readonly session: SessionThread,
+    private readonly session: ort.InferenceSession,
     /** The graph's inputs and outputs as read from the model. */
     readonly io: ModelIo,
     /** Where the graph runs: "cuda" or "cpu". */
@@ -101,8 +98,7 @@ export class CausalLmSession {
    */
   static async open(model: string | Uint8Array | ({ bytes: Uint8Array } & ModelLocation), options: OrtSessionOptions = {}): Promise<CausalLmSession> {
     const source = typeof model === "string" ? model : "<in-memory model>";
-    const { session, provider } =
-      typeof model === "string" || model instanceof Uint8Array ? await openOrtSession(model, options, {}, SessionThread.create) : await openOrtSession(model.bytes, options, model, SessionThread.create);
+    const { session, provider } = typeof model === "string" || model instanceof Uint8Array ? await openOrtSession(model, options) : await openOrtSession(model.bytes, options, model);
     try {
       return new CausalLmSession(session, describeModelIo(session, source), provider, source);
     } catch (err) {
@@ -143,9 +139,9 @@ export class CausalLmSession {
     return AdapterInputs.prepare(this.io, adapter);
   }
 
-  /** Ends the trace that the profileFilePrefix option started; ONNX Runtime has written its JSON file when this settles. */
-  async endProfiling(): Promise<void> {
-    await this.session.endProfiling();
+  /** Ends the trace that the profileFilePrefix option started; ONNX Runtime writes its JSON file now. */
+  endProfiling(): void {
+    this.session.endProfiling();
   }
 
   async release(): Promise<void> {
@@ -209,16 +205,9 @@ export class CausalLmSession {
 
     for (const { cache } of requests) cache.busy = true;
     const running = performance.now();
-    // The past's buffers and the step's own arrays go to the session's thread for the run and come back.
-    const lend = [...pastStep.lend, inputIds.buffer, positionIds.buffer, attentionMask.buffer] as ArrayBuffer[];
-    let outputs: Record<string, PlainTensor>;
+    let outputs: ort.InferenceSession.ReturnType;
     try {
-      const ran = await this.session.run(feeds, this.fetches(), lend);
-      this.batchKv.adopt(pastStep, ran.lent.slice(0, pastStep.lend.length));
-      outputs = ran.outputs;
-    } catch (err) {
-      if (err instanceof SessionRunError) this.batchKv.adopt(pastStep, err.lent.slice(0, pastStep.lend.length));
-      throw err;
+      outputs = await this.session.run(feeds, this.fetches());
     } finally {
       for (const { cache } of requests) cache.busy = false;
     }
@@ -257,7 +246,7 @@ export class CausalLmSession {
         data.push(values);
       }
     }
-    return { feeds, slots: past, target: { data, slots: past }, carried: false, shared: false, lend: data.map((a) => a.buffer as ArrayBuffer), lendsStorage: false };
+    return { feeds, slots: past, target: { data, slots: past }, carried: false, shared: false };
   }
 
   /** The outputs to copy back: the caches' new positions, and log_probs, or logits where the graph has no log_probs. */
@@ -269,7 +258,7 @@ export class CausalLmSession {
     return names;
   }
 
-  private results(requests: readonly StepRequest[], outputs: Record<string, PlainTensor>, kept: number): StepResult[] {
+  private results(requests: readonly StepRequest[], outputs: ort.InferenceSession.ReturnType, kept: number): StepResult[] {
     const distribution = outputs.log_probs ?? outputs.logits;
     const rows = distribution.dims[1];
     if (rows !== kept) throw new Error(`${this.source}: the graph returned ${rows} positions per row, ${kept} were kept`);

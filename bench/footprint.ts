@@ -19,7 +19,7 @@ import { readModelConfig } from "#core/model/config.ts";
 import { kvCacheBytes } from "./memory.ts";
 import { serveInference, withEventLoopHold } from "./processes.ts";
 import { runServiceTrajectories } from "./trajectory-client.ts";
-import { option } from "./script-option.ts";
+import { option, prefillBatchTokensOption } from "./script-option.ts";
 
 const MIB = 2 ** 20;
 
@@ -44,8 +44,7 @@ async function main(): Promise<void> {
   const starts = Number(option(args, "--starts", "2"));
   const prepackedCacheDir = args.includes("--prepacked-cache") ? option(args, "--prepacked-cache", "") : undefined;
   if (prepackedCacheDir === "") throw new Error("--prepacked-cache needs a folder");
-  const prefillBatchTokens = args.includes("--prefill-batch-tokens") ? Number(option(args, "--prefill-batch-tokens", "")) : undefined;
-  if (prefillBatchTokens !== undefined && !(Number.isInteger(prefillBatchTokens) && prefillBatchTokens > 0)) throw new Error("--prefill-batch-tokens needs a positive integer");
+  const prefillBatchTokens = prefillBatchTokensOption(args);
   const configs = [readModelConfig(join(expertDir, "config.json")), readModelConfig(join(amateurDir, "config.json"))];
   const weights = weightBytes(expertDir) + weightBytes(amateurDir);
   const vocab = configs[0].vocabSize;

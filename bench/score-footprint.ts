@@ -11,7 +11,7 @@ import { createClient } from "#core/grpc/adapter.ts";
 import { readModelConfig } from "#core/model/config.ts";
 import { DEFAULT_LIMITS } from "#inference/server/limits.ts";
 import { serveInference, withEventLoopHold } from "./processes.ts";
-import { option } from "./script-option.ts";
+import { option, prefillBatchTokensOption } from "./script-option.ts";
 import { randomPrompts } from "./workloads.ts";
 
 const MIB = 2 ** 20;
@@ -23,7 +23,7 @@ async function main(): Promise<void> {
   const tokens = Number(option(args, "--tokens", "1024"));
   const first = Number(option(args, "--first", "1"));
   if (!(Number.isInteger(tokens) && tokens > 0 && Number.isInteger(first) && first >= 1 && first <= tokens)) throw new Error("--tokens needs a positive integer and --first one in [1, tokens]");
-  const prefillBatchTokens = args.includes("--prefill-batch-tokens") ? Number(option(args, "--prefill-batch-tokens", "")) : undefined;
+  const prefillBatchTokens = prefillBatchTokensOption(args);
   const [ids] = randomPrompts(readModelConfig(join(expertDir, "config.json")).vocabSize, 1, tokens, 23);
   const maxNewTokens = Math.max(1, tokens - DEFAULT_LIMITS.maxPromptTokens);
   const served = await serveInference({ expertDir, amateurDir, maxBatchSize: 16, maxNewTokens, prefillBatchTokens });

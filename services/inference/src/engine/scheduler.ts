@@ -223,7 +223,7 @@ export class Scheduler {
     }
     const prefillTokens = this.limits.prefillTokensPerBatch;
     // What each sequence feeds this tick: all its pending tokens, or the next chunk of a long prompt.
-    const fed = new Map(ready.map((s) => [s, this.chunkable(s) ? s.pending.slice(0, prefillTokens) : s.pending]));
+    const fed = new Map(ready.map((s) => [s, s.pending.length > prefillTokens && this.chunkable(s) ? s.pending.slice(0, prefillTokens) : s.pending]));
     const tokensOf = (s: Sequence) => fed.get(s)!;
     for (const [session, group] of sessions) expertBatches.push(...byPhase(group, (s) => s.expertCache!, tokensOf, prefillTokens).map((batch) => ({ session, batch, cacheOf: (s: Sequence) => s.expertCache! })));
     const amateurBatches = byPhase(ready.filter((s) => s.needsAmateur), (s) => s.amateurCache!, tokensOf, prefillTokens).map((batch) => ({ session: this.amateur, batch, cacheOf: (s: Sequence) => s.amateurCache! }));

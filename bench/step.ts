@@ -8,7 +8,7 @@
 import { logSoftmax } from "#core/math/distribution.ts";
 import { SeededRandom } from "#core/math/random.ts";
 import { summarizeStep, summarizeStepInPasses } from "#core/math/sparse-step.ts";
-import type { HalfPrecisionRace, SummaryRace } from "./distributions.ts";
+import type { OneRowRace, SummaryRace } from "./distributions.ts";
 import { raceSummaries, syntheticStep } from "./distributions.ts";
 import type { BenchSettings } from "./settings.ts";
 import type { Measured } from "./stats.ts";
@@ -27,7 +27,9 @@ export interface StepResult {
   /** The single-pass JavaScript summary against the server's ONNX Runtime graph, per stream-step. */
   native: SummaryRace[];
   /** FULL float16 rounding of both rows, JavaScript against the graph's Cast. */
-  float16: HalfPrecisionRace;
+  float16: OneRowRace;
+  /** Temperature sampling of one row, core/math's sampleToken against the graph. */
+  sampling: OneRowRace;
 }
 
 export const STEP_HOW = "milliseconds per call on synthetic LM-like distributions, alternating the two summaries within each repeat";
@@ -62,6 +64,6 @@ export async function runStep(settings: BenchSettings, log: (line: string) => vo
   const summaryInPassesMs = measured(before, "ms");
   const summarySinglePassMs = measured(after, "ms");
   log(`  summary at V=${vocabSize}: ${summaryInPassesMs.median.toFixed(2)} ms in passes, ${summarySinglePassMs.median.toFixed(2)} ms in one pass`);
-  const { summaries: native, float16 } = await raceSummaries({ vocabSize, rows: [1, 16, 64], repeats, alpha, topK }, log);
-  return { how: STEP_HOW, vocabSize, alpha, topK, logSoftmaxMs: measured(softmax, "ms"), summaryInPassesMs, summarySinglePassMs, speedup: ratio(summaryInPassesMs, summarySinglePassMs), native, float16 };
+  const { summaries: native, float16, sampling } = await raceSummaries({ vocabSize, rows: [1, 16, 64], repeats, alpha, topK }, log);
+  return { how: STEP_HOW, vocabSize, alpha, topK, logSoftmaxMs: measured(softmax, "ms"), summaryInPassesMs, summarySinglePassMs, speedup: ratio(summaryInPassesMs, summarySinglePassMs), native, float16, sampling };
 }

@@ -1,8 +1,13 @@
 // A small seeded generator so every random choice (init-model weights, LoRA init, sampling,
 // data generation) is reproducible from a seed across processes and machines.
 
+/** A source of uniform floats in [0, 1): a SeededRandom, or one draw already made. */
+export interface UniformSource {
+  next(): number;
+}
+
 /** xoshiro128** seeded through splitmix32; uniform floats in [0, 1). */
-export class SeededRandom {
+export class SeededRandom implements UniformSource {
   private s = new Uint32Array(4);
   private spareNormal: number | null = null;
 

@@ -3,7 +3,7 @@
 // log pE - log pA, or a tempered draw from it). Every random choice comes from the caller's
 // SeededRandom, one draw per sampled token, so a seed replays a generation exactly.
 import { MethodInputError } from "./errors.ts";
-import type { SeededRandom } from "./random.ts";
+import type { SeededRandom, UniformSource } from "./random.ts";
 import { type LogProbs, assertSameVocabulary, softmax } from "./distribution.ts";
 import { contrastiveScores, gather, plausibleSet } from "./selection.ts";
 
@@ -36,7 +36,7 @@ function validateSampling({ temperature, topP = 1 }: SamplingOptions): void {
  * temperature draws exactly one float, so the rng's state after a step does not depend on
  * the distribution.
  */
-export function sampleToken(logp: LogProbs, options: SamplingOptions, rng: SeededRandom): number {
+export function sampleToken(logp: LogProbs, options: SamplingOptions, rng: UniformSource): number {
   validateSampling(options);
   const { temperature, topP = 1 } = options;
   if (temperature === 0) return argmaxToken(logp);

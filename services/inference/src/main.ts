@@ -16,6 +16,7 @@ import { openModelPair } from "./engine/model-pair.ts";
 import { DEFAULT_BATCH_GATHER, PREFILL_TOKENS_PER_BATCH, Scheduler } from "./engine/scheduler.ts";
 import type { ExecutionProviderChoice } from "./model/execution-provider.ts";
 import { PairSummaryGraph } from "./model/pair-summary-graph.ts";
+import { TemperatureSamplingGraph } from "./model/sampling-graph.ts";
 import { RECOMMENDED_GLIBC_TUNABLES, largeBuffersReused } from "#inference/model/malloc-settings.ts";
 import { InferenceMetrics } from "./metrics.ts";
 import { serveMetrics } from "#core/metrics/http-endpoint.ts";
@@ -98,6 +99,11 @@ export async function startInferenceServer(options: InferenceServerOptions): Pro
     await Promise.all([pair.expert.session.release(), pair.amateur.session.release()]);
     throw err;
   });
+  // Temperature sampling likewise, on one thread, so a sampled draw does not cost the event loop a float64 pass of Math.exp over the vocabulary.
+  const sampling = await TemperatureSamplingGraph.open(pair.expert.vocabSize, { ...sessionOptions, threads: undefined }).catch(async (err: unknown) => {
+    await Promise.all([pair.expert.session.release(), pair.amateur.session.release(), pairGraphs.release()]);
+    throw err;
+  });
   const maxContextTokens = Math.min(pair.expert.description.maxContextTokens, pair.amateur.description.maxContextTokens);
   let scheduler: Scheduler | undefined;
   const metrics = new InferenceMetrics(() => scheduler?.load ?? { running: 0, paused: 0, waiting: 0 });
@@ -113,7 +119,7 @@ export async function startInferenceServer(options: InferenceServerOptions): Pro
     maxContextTokens,
     gather: { fraction: DEFAULT_BATCH_GATHER.fraction, maxMs: options.batchGatherMs ?? DEFAULT_BATCH_GATHER.maxMs },
     prefillTokensPerBatch: prefillBatchTokens,
-  }, metrics.observer());
+  }, metrics.observer(), sampling);
 
   const draining = new AbortController();
   const ctx: ServingContext = {
@@ -148,7 +154,7 @@ export async function startInferenceServer(options: InferenceServerOptions): Pro
     server.forceShutdown();
     await scheduler.shutdown(0);
     await adapters.close();
-    await Promise.all([pair.expert.session.release(), pair.amateur.session.release(), pairGraphs.release()]);
+    await Promise.all([pair.expert.session.release(), pair.amateur.session.release(), pairGraphs.release(), sampling.release()]);
     throw err;
   }
   const dialHost = host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host.includes(":") ? `[${host}]` : host;
@@ -175,7 +181,7 @@ export async function startInferenceServer(options: InferenceServerOptions): Pro
     await metricsEndpoint.close();
     metrics.registry.clear();
     await adapters.close();
-    await Promise.all([pair.expert.session.release(), pair.amateur.session.release(), pairGraphs.release()]);
+    await Promise.all([pair.expert.session.release(), pair.amateur.session.release(), pairGraphs.release(), sampling.release()]);
     logger.info("inference server stopped");
   };
 

@@ -7,6 +7,7 @@
 // is produced faster than it is consumed.
 import type { TextTokenizer } from "#core/formats/tokenizer.ts";
 import type { KvCache } from "#inference/model/kv-cache.ts";
+import type { TemperatureSamplingGraph } from "#inference/model/sampling-graph.ts";
 import type { CausalLmSession, StepResult } from "#inference/model/session.ts";
 import type { AdapterRegistry } from "./adapter-registry.ts";
 import { ACTIVE_ADAPTER } from "./adapter-registry.ts";
@@ -94,6 +95,8 @@ export class Scheduler {
     private readonly tokenizer: TextTokenizer,
     readonly limits: SchedulerLimits,
     private readonly observer: SchedulerObserver = {},
+    /** Where temperature sampling runs (ONNX Runtime); null: core/math on the event loop. */
+    private readonly sampling: TemperatureSamplingGraph | null = null,
   ) {
     this.loopDone = this.loop();
   }
@@ -241,7 +244,7 @@ export class Scheduler {
       try {
         if (error) this.finish(s, "error", error);
         else if (unread > 0) this.readOn(s, unread);
-        else this.advance(s, expertResults.get(s)?.logProbs, amateurResults.get(s)?.logProbs);
+        else await this.advance(s, expertResults.get(s)?.logProbs, amateurResults.get(s)?.logProbs);
       } catch (err) {
         // One sequence's failure (a sink that throws, NaN logits) ends only that sequence.
         this.finish(s, "error", err as Error);
@@ -275,11 +278,13 @@ export class Scheduler {
     }
   }
 
-  private advance(s: Sequence, logpExpert: Float32Array | undefined, logpAmateur: Float32Array | undefined): void {
+  private async advance(s: Sequence, logpExpert: Float32Array | undefined, logpAmateur: Float32Array | undefined): Promise<void> {
     if (s.finished) return;
-    // A sequence cancelled while the step ran does not emit the step's token.
+    // A sequence cancelled while the step ran, or while its token was drawn, does not emit the step's token.
     if (s.cancelled) return this.finish(s, "cancelled");
-    const tokenId = s.choose(logpExpert, logpAmateur);
+    const tokenId = await s.choose(logpExpert, logpAmateur, this.sampling);
+    if (s.finished) return;
+    if (s.cancelled) return this.finish(s, "cancelled");
     const step = s.completion.length;
     s.completion.push(tokenId);
     s.pending = [tokenId];

@@ -11,8 +11,8 @@
 // at the first stream count is what to hold against the weights. Each stream count also
 // gives the longest the service's event loop was held while serving it (a model step holds
 // it); --prefill-batch-tokens <n> passes the service's prefill budget, which bounds the
-// longest prefill step.
-//   npx tsx bench/footprint.ts <expertDir> <amateurDir> [--streams 1,8] [--prompt 64] [--new 32] [--starts 2] [--prepacked-cache <dir>] [--prefill-batch-tokens <n>]
+// longest prefill step. --temperature <t> has the trajectories sample at t instead of greedily.
+//   npx tsx bench/footprint.ts <expertDir> <amateurDir> [--streams 1,8] [--prompt 64] [--new 32] [--starts 2] [--prepacked-cache <dir>] [--prefill-batch-tokens <n>] [--temperature <t>]
 import { readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { readModelConfig } from "#core/model/config.ts";
@@ -45,6 +45,8 @@ async function main(): Promise<void> {
   const prepackedCacheDir = args.includes("--prepacked-cache") ? option(args, "--prepacked-cache", "") : undefined;
   if (prepackedCacheDir === "") throw new Error("--prepacked-cache needs a folder");
   const prefillBatchTokens = prefillBatchTokensOption(args);
+  const temperature = Number(option(args, "--temperature", "0"));
+  if (!(Number.isFinite(temperature) && temperature >= 0)) throw new Error(`--temperature must be a finite number >= 0, got ${option(args, "--temperature", "")}`);
   const configs = [readModelConfig(join(expertDir, "config.json")), readModelConfig(join(amateurDir, "config.json"))];
   const weights = weightBytes(expertDir) + weightBytes(amateurDir);
   const vocab = configs[0].vocabSize;
@@ -71,7 +73,7 @@ async function main(): Promise<void> {
     const rows: { streams: number; peak: number; msPerStep: number; eventLoopHoldMs: number }[] = [];
     for (const n of streams) {
       const { result: run, eventLoopHoldSeconds } = await withEventLoopHold(served.metricsPort, () =>
-        runServiceTrajectories({ address: served.address, prompts: prompts.slice(0, n), newTokens, alpha: 0.1, topK: 20 }),
+        runServiceTrajectories({ address: served.address, prompts: prompts.slice(0, n), newTokens, alpha: 0.1, topK: 20, temperature }),
       );
       rows.push({ streams: n, peak: served.memory().peakRssBytes, msPerStep: (run.seconds * 1000) / newTokens, eventLoopHoldMs: eventLoopHoldSeconds * 1000 });
     }
@@ -94,6 +96,7 @@ async function main(): Promise<void> {
           idleOverWeights: Number((idle.rssBytes / weights).toFixed(2)),
           prepackedCacheDir: prepackedCacheDir ?? null,
           prefillBatchTokens: prefillBatchTokens ?? null,
+          temperature,
           firstPeakOverWeights: Number((first.peak / weights).toFixed(2)),
           byStreams: rows.map((r) => ({ streams: r.streams, peakMiB: Math.round(r.peak / MIB), wallMsPerStep: Number(r.msPerStep.toFixed(1)), eventLoopHoldMs: Math.round(r.eventLoopHoldMs) })),
           perExtraStreamMiB: perStream === null ? null : Number((perStream / MIB).toFixed(2)),

@@ -1,6 +1,7 @@
 // The trainer's side of StreamTrajectories, reduced to what the benchmark times: N trajectories
 // started together on ONE call (as the trainer's sampler multiplexes them), the expert writing
-// greedily, SPARSE distributions with the trainer's defaults, every message read and counted.
+// greedily (or sampling at a temperature, as the SFT baseline's attempts do), SPARSE
+// distributions with the trainer's defaults, every message read and counted.
 import { createClient } from "#core/grpc/adapter.ts";
 import { DistributionEncoding, FinishReason } from "#core/gen/lightreasoner/v1/common_pb.ts";
 import { InferenceService } from "#core/gen/lightreasoner/v1/inference_pb.ts";
@@ -13,11 +14,13 @@ export interface ServiceRunOptions {
   newTokens: number;
   alpha: number;
   topK: number;
+  /** 0 (default): greedy; above: sampled at that temperature, seeded per trajectory. */
+  temperature?: number;
 }
 
 /** Runs the prompts as concurrent trajectories and times them; fails on any trajectory error. */
 export async function runServiceTrajectories(options: ServiceRunOptions): Promise<RunTiming> {
-  const { address, prompts, newTokens, alpha, topK } = options;
+  const { address, prompts, newTokens, alpha, topK, temperature = 0 } = options;
   const client = createClient(InferenceService, address);
   try {
     const started = performance.now();
@@ -54,7 +57,7 @@ export async function runServiceTrajectories(options: ServiceRunOptions): Promis
           case: "start",
           value: {
             prompt: { source: { case: "tokenIds", value: { ids: [...prompts[i]] } } },
-            sampling: { temperature: 0, maxNewTokens: newTokens, seed: i },
+            sampling: { temperature, maxNewTokens: newTokens, seed: i },
             distributions: { encoding: DistributionEncoding.SPARSE, alpha, topK },
           },
         },

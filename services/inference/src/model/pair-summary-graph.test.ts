@@ -4,7 +4,8 @@ import { float32ArrayToFloat16 } from "#core/math/float16.ts";
 import { SeededRandom } from "#core/math/random.ts";
 import { selectStep } from "#core/math/selection.ts";
 import { type SparseStep, selectFromSummary, summarizeStep, validateSparseStep } from "#core/math/sparse-step.ts";
-import { PLAUSIBLE_CANDIDATES, PairSummaryGraph, SUMMARY_TOLERANCE, plausibleFromCandidates, sumChunk, withinSummaryTolerance } from "./pair-summary-graph.ts";
+import { PLAUSIBLE_CANDIDATES, PairSummaryGraph, SUMMARY_TOLERANCE, plausibleFromCandidates, withinSummaryTolerance } from "./pair-summary-graph.ts";
+import { sumChunk } from "./row-chunks.ts";
 
 const logp = (probabilities: number[]) => Float32Array.from(probabilities, Math.log);
 

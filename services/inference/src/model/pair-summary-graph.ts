@@ -21,6 +21,7 @@ import type { ExecutionProvider, OrtSessionOptions } from "./execution-provider.
 import { openOrtSession } from "./execution-provider.ts";
 import { GraphBuilder, ONNX_DATA_TYPE, int } from "#core/formats/onnx-builder.ts";
 import { encodeInline } from "#core/formats/onnx-file.ts";
+import { RowChunks } from "./row-chunks.ts";
 
 /**
  * How far the native sums may stray from core/math's float64 ones, |native - js| <=
@@ -29,7 +30,7 @@ import { encodeInline } from "#core/formats/onnx-file.ts";
  *   term pE * log(1 + 1e-12 / pE) is below 1e-12, so the sum moves by less than vocab * 1e-12
  *   (1.5e-7 at 151,936 tokens); the amateur side keeps the 1e-12 exactly as core/math does;
  * - float32 exp, log and products round each term to about 1e-7 relative, and the sums run
- *   in float32 in two levels (see sumChunk): measured at vocabulary 151,936, about 1e-6
+ *   in float32 in two levels (see row-chunks.ts): measured at vocabulary 151,936, about 1e-6
  *   absolute on KLs of 1-7 nats (pair-summary-graph.test.ts holds every field to this bound).
  * The trainer's beta test on a KL closer than this to beta may go the other way than on FULL.
  */
@@ -63,7 +64,7 @@ export const PLAUSIBLE_CANDIDATES = 64;
  *   neg_entropy = sum pE * expert
  *   expert_mass = sum pE, amateur_mass = sum pA
  *   the top k of each model, larger first, equal values by lower id (as core/math orders them).
- * Both the sums and the top-k work on the row cut into chunks (sumChunk).
+ * Both the sums and the top-k work on the row cut into chunks (row-chunks.ts).
  */
 export function buildPairSummaryGraph(vocabSize: number): GraphBuilder {
   if (!Number.isInteger(vocabSize) || vocabSize < 1) throw new MethodInputError("vocabSize", `must be a positive integer, got ${vocabSize}`);
@@ -72,7 +73,7 @@ export function buildPairSummaryGraph(vocabSize: number): GraphBuilder {
   const amateur = g.input("amateur", "float32", [vocabSize]);
   const kExpert = g.input("k_expert", "int64", [1]);
   const kAmateur = g.input("k_amateur", "int64", [1]);
-  const chunks = new Chunks(g, vocabSize);
+  const chunks = new RowChunks(g, vocabSize);
 
   const pExpert = g.op("Exp", [expert]);
   const pAmateur = g.op("Exp", [amateur]);
@@ -93,53 +94,6 @@ export function buildPairSummaryGraph(vocabSize: number): GraphBuilder {
   return g;
 }
 
-/** A row seen as [count, length] chunks, and the two operations that gain from it. */
-class Chunks {
-  private readonly length: number;
-  private readonly count: number;
-  private readonly grid: string;
-
-  constructor(
-    private readonly g: GraphBuilder,
-    vocabSize: number,
-  ) {
-    this.length = sumChunk(vocabSize);
-    this.count = vocabSize / this.length;
-    this.grid = g.int64([this.count, this.length]);
-  }
-
-  /**
-   * Sum in two levels, each chunk and then the chunks' sums: ONNX Runtime's float32 ReduceSum
-   * over a whole 151,936-token row was measured 6e-5 off on a mass of 1.
-   */
-  sum(x: string): string {
-    const { g } = this;
-    const perChunk = g.op("ReduceSum", [g.op("Reshape", [x, this.grid]), g.int64([1])], { keepdims: int(0) });
-    return g.op("ReduceSum", [perChunk, g.int64([0])], { keepdims: int(0) });
-  }
-
-  /**
-   * TopK of the row without a pass of TopK over all of it: the k best tokens lie in the k
-   * chunks with the best maxima (every chunk ranked above a token's own holds a token that
-   * beats it), so TopK runs over the chunk maxima and then over those chunks' tokens only.
-   * The chunks are taken in id order, so a tie between positions is a tie between ids.
-   */
-  topK(x: string, k: string): { logp: string; ids: string } {
-    const { g } = this;
-    const grid = g.op("Reshape", [x, this.grid]);
-    const maxima = g.op("ReduceMax", [grid, g.int64([1])], { keepdims: int(0) });
-    const chunkK = g.op("Min", [k, g.int64([this.count])]);
-    const [, best] = g.opMulti("TopK", [maxima, chunkK], { axis: int(0), largest: int(1), sorted: int(1) }, { outputs: [2] });
-    // Chunk indices below 2^24 are exact in float32; TopK of the smallest sorts them ascending.
-    const [ascending] = g.opMulti("TopK", [g.op("Cast", [best], { to: int(ONNX_DATA_TYPE.float32) }), chunkK], { axis: int(0), largest: int(0), sorted: int(1) }, { outputs: [2] });
-    const picked = g.op("Cast", [ascending], { to: int(ONNX_DATA_TYPE.int64) });
-    const candidates = g.op("Reshape", [g.op("Gather", [grid, picked], { axis: int(0) }), g.int64([-1])]);
-    const [logp, positions] = g.opMulti("TopK", [candidates, k], { axis: int(0), largest: int(1), sorted: int(1) }, { outputs: [2] });
-    const firstIds = g.op("Mul", [g.op("Unsqueeze", [picked, g.int64([1])]), g.int64([this.length])]);
-    const candidateIds = g.op("Reshape", [g.op("Add", [firstIds, g.int64(Array.from({ length: this.length }, (_, j) => j))]), g.int64([-1])]);
-    return { logp, ids: g.op("Gather", [candidateIds, positions], { axis: int(0) }) };
-  }
-}
 
 /** Both rows of a pair rounded to float16 (ties to even, overflow to infinity), in one run. */
 export function buildHalfPrecisionGraph(vocabSize: number): GraphBuilder {
@@ -152,16 +106,6 @@ export function buildHalfPrecisionGraph(vocabSize: number): GraphBuilder {
   return g;
 }
 
-/**
- * The chunk length of the two-level sums: the largest divisor of the vocabulary up to its
- * square root, so neither level adds up many terms (151,936 = 1,187 chunks of 128). A prime
- * vocabulary has none and is summed in one level.
- */
-export function sumChunk(vocabSize: number): number {
-  let chunk = 1;
-  for (let d = 2; d * d <= vocabSize; d++) if (vocabSize % d === 0) chunk = d;
-  return chunk === 1 ? vocabSize : chunk;
-}
 
 /** One pair to summarize, with what its client asked for. */
 export interface PairSummaryRequest extends SummarizeOptions {

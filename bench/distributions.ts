@@ -7,7 +7,7 @@
 // streams of one scheduler step: core/math's summarizeStep in JavaScript (what the server did
 // before) against the server's ONNX Runtime graph (PairSummaryGraph); and FULL float16's
 // rounding of both rows the same two ways, and temperature sampling of one row (core/math's
-// sampleToken against the server's TemperatureSamplingGraph). Run it alone with
+// sampleToken against the server's SamplingGraph). Run it alone with
 // `npx tsx bench/distributions.ts [--vocab N] [--rows 1,16,64] [--repeats N] [--threads N]`.
 import { pathToFileURL } from "node:url";
 import type { LogProbs } from "#core/math/distribution.ts";
@@ -16,7 +16,7 @@ import { float32ArrayToFloat16 } from "#core/math/float16.ts";
 import { SeededRandom } from "#core/math/random.ts";
 import { sampleToken } from "#core/math/sampling.ts";
 import { summarizeStep } from "#core/math/sparse-step.ts";
-import { TemperatureSamplingGraph } from "#inference/model/sampling-graph.ts";
+import { SamplingGraph } from "#inference/model/sampling-graph.ts";
 import { PairSummaryGraph, SUMMARY_THREADS, withinSummaryTolerance } from "#inference/model/pair-summary-graph.ts";
 import { currentLoad, describeMachine } from "./machine.ts";
 import type { Measured } from "./stats.ts";
@@ -58,7 +58,7 @@ export interface SummaryRace {
   cpuSpeedup: number | null;
 }
 
-/** The same two ways for work on one stream-step alone: FULL float16 (both rows rounded to half precision), temperature sampling of the expert's row. */
+/** The same two ways for work on one stream-step alone: FULL float16 (both rows rounded to half precision), sampling the expert's row. */
 export interface OneRowRace {
   javascriptMs: Measured;
   nativeMs: Measured;
@@ -80,7 +80,7 @@ export interface SummaryRaceOptions {
  * unrecorded warm-up of each; first checks that they agree (ids exactly, sums within
  * SUMMARY_TOLERANCE), so a fast wrong graph cannot post a figure.
  */
-export async function raceSummaries(options: SummaryRaceOptions, log: (line: string) => void = () => {}): Promise<{ summaries: SummaryRace[]; float16: OneRowRace; sampling: OneRowRace }> {
+export async function raceSummaries(options: SummaryRaceOptions, log: (line: string) => void = () => {}): Promise<{ summaries: SummaryRace[]; float16: OneRowRace; sampling: SamplingRace[] }> {
   const { vocabSize, rows, repeats, alpha, topK, threads = SUMMARY_THREADS } = options;
   if (!Number.isInteger(repeats) || repeats < 1) throw new BenchInputError("repeats", `must be a positive integer, got ${repeats}`);
   if (rows.length === 0 || rows.some((r) => !Number.isInteger(r) || r < 1)) throw new BenchInputError("rows", `must be positive integers, got ${rows.join(",")}`);
@@ -138,39 +138,50 @@ export async function raceSummaries(options: SummaryRaceOptions, log: (line: str
       half.native.push((await halfNative()).wall);
     }
     const float16 = { javascriptMs: measured(half.js, "ms"), nativeMs: measured(half.native, "ms"), speedup: ratio(median(half.js), median(half.native)) };
-    return { summaries: out, float16, sampling: await raceSampling(steps, repeats * 10, threads) };
+    const sampling = [];
+    for (const topP of SAMPLING_TOP_P) sampling.push(await raceSampling(steps, repeats * 10, threads, topP));
+    return { summaries: out, float16, sampling };
   } finally {
     await graph.release();
   }
 }
 
-/** Temperature sampling (T 1, top-p 1) of each step's expert row both ways, after checking that they draw the same tokens. */
-async function raceSampling(steps: readonly { logpExpert: Float32Array }[], repeats: number, threads: number): Promise<OneRowRace> {
-  const graph = await TemperatureSamplingGraph.open(steps[0].logpExpert.length, { executionProvider: "cpu", threads });
+/** Sampling at temperature 1 over the whole vocabulary, then over the top-p 0.9 nucleus. */
+const SAMPLING_TOP_P = [1, 0.9];
+
+export interface SamplingRace extends OneRowRace {
+  topP: number;
+}
+
+/** Sampling (T 1) of each step's expert row both ways, after checking that they draw the same tokens and that the graph drew them itself. */
+async function raceSampling(steps: readonly { logpExpert: Float32Array }[], repeats: number, threads: number, topP: number): Promise<SamplingRace> {
+  const graph = await SamplingGraph.open(steps[0].logpExpert.length, { executionProvider: "cpu", threads });
+  const options = { temperature: 1, topP };
   try {
     const u = (i: number) => (i * 0.618034) % 1;
     for (const [i, { logpExpert }] of steps.slice(0, 8).entries()) {
-      const exact = sampleToken(logpExpert, { temperature: 1 }, { next: () => u(i) });
-      const native = await graph.sample(logpExpert, 1, u(i));
+      const exact = sampleToken(logpExpert, options, { next: () => u(i) });
+      const native = await graph.sample(logpExpert, options, u(i));
       if (native !== exact) throw new Error(`the sampling graph drew token ${native} where core/math drew ${exact}; no figure`);
     }
+    if (graph.coreMathDraws > 0) throw new Error(`the sampling graph handed ${graph.coreMathDraws} of 8 draws at top-p ${topP} to core/math; no figure`);
     const times = { js: [] as number[], native: [] as number[] };
     for (let r = 0; r < repeats; r++) {
       const { logpExpert } = steps[r % steps.length];
       let started = performance.now();
-      sampleToken(logpExpert, { temperature: 1 }, { next: () => u(r) });
+      sampleToken(logpExpert, options, { next: () => u(r) });
       times.js.push(performance.now() - started);
       started = performance.now();
-      await graph.sample(logpExpert, 1, u(r));
+      await graph.sample(logpExpert, options, u(r));
       times.native.push(performance.now() - started);
     }
-    return { javascriptMs: measured(times.js, "ms"), nativeMs: measured(times.native, "ms"), speedup: ratio(median(times.js), median(times.native)) };
+    return { topP, javascriptMs: measured(times.js, "ms"), nativeMs: measured(times.native, "ms"), speedup: ratio(median(times.js), median(times.native)) };
   } finally {
     await graph.release();
   }
 }
 
-export function renderSummaryRaces({ summaries: races, float16, sampling }: { summaries: readonly SummaryRace[]; float16: OneRowRace; sampling: OneRowRace }, options: SummaryRaceOptions): string {
+export function renderSummaryRaces({ summaries: races, float16, sampling }: { summaries: readonly SummaryRace[]; float16: OneRowRace; sampling: readonly SamplingRace[] }, options: SummaryRaceOptions): string {
   return [
     `SPARSE step summary at vocabulary ${formatNumber(options.vocabSize)} (ms per stream-step, wall and process CPU; alpha ${options.alpha}, top-k ${options.topK}; rows = stream-steps of one scheduler step; graph on ${options.threads ?? SUMMARY_THREADS} ONNX Runtime thread(s))`,
     renderTable(
@@ -179,8 +190,8 @@ export function renderSummaryRaces({ summaries: races, float16, sampling }: { su
     ),
     "FULL float16, both rows of one stream-step rounded to half precision (ms)",
     renderTable(["rows", "JavaScript float32ArrayToFloat16 (before)", "ONNX Runtime Cast (after)", "speedup"], [["1", formatMeasured(float16.javascriptMs), formatMeasured(float16.nativeMs), formatRatio(float16.speedup)]]),
-    "Temperature sampling of one row, T 1, top-p 1 (ms; the same token both ways)",
-    renderTable(["rows", "JavaScript sampleToken (before)", "ONNX Runtime graph (after)", "speedup"], [["1", formatMeasured(sampling.javascriptMs), formatMeasured(sampling.nativeMs), formatRatio(sampling.speedup)]]),
+    "Sampling one row at temperature 1 (ms; the same token both ways)",
+    renderTable(["top-p", "JavaScript sampleToken (before)", "ONNX Runtime graph (after)", "speedup"], sampling.map((r) => [String(r.topP), formatMeasured(r.javascriptMs), formatMeasured(r.nativeMs), formatRatio(r.speedup)])),
   ].join("\n");
 }
 

@@ -8,7 +8,7 @@
 import { logSoftmax } from "#core/math/distribution.ts";
 import { SeededRandom } from "#core/math/random.ts";
 import { summarizeStep, summarizeStepInPasses } from "#core/math/sparse-step.ts";
-import type { OneRowRace, SummaryRace } from "./distributions.ts";
+import type { OneRowRace, SamplingRace, SummaryRace } from "./distributions.ts";
 import { raceSummaries, syntheticStep } from "./distributions.ts";
 import type { BenchSettings } from "./settings.ts";
 import type { Measured } from "./stats.ts";
@@ -28,8 +28,8 @@ export interface StepResult {
   native: SummaryRace[];
   /** FULL float16 rounding of both rows, JavaScript against the graph's Cast. */
   float16: OneRowRace;
-  /** Temperature sampling of one row, core/math's sampleToken against the graph. */
-  sampling: OneRowRace;
+  /** Sampling one row at temperature 1, whole vocabulary and top-p 0.9, core/math's sampleToken against the graph. */
+  sampling: SamplingRace[];
 }
 
 export const STEP_HOW = "milliseconds per call on synthetic LM-like distributions, alternating the two summaries within each repeat";

@@ -45,7 +45,7 @@ function stepLines(r: BenchReport): string[] {
       s.native.map((n) => [String(n.rows), formatMeasured(n.javascriptMs), formatMeasured(n.javascriptCpuMs), formatMeasured(n.nativeMs), formatMeasured(n.nativeCpuMs), formatRatio(n.speedup), formatRatio(n.cpuSpeedup)]),
     ),
     `FULL float16 rounding of both rows: JavaScript ${formatMeasured(s.float16.javascriptMs)} ms, ONNX Runtime Cast ${formatMeasured(s.float16.nativeMs)} ms (${formatRatio(s.float16.speedup)} faster)`,
-    `temperature sampling of one row (T 1, top-p 1, the same token both ways): JavaScript sampleToken ${formatMeasured(s.sampling.javascriptMs)} ms, ONNX Runtime graph ${formatMeasured(s.sampling.nativeMs)} ms (${formatRatio(s.sampling.speedup)} faster)`,
+    ...s.sampling.map((r) => `sampling one row (T 1, top-p ${r.topP}, the same token both ways): JavaScript sampleToken ${formatMeasured(r.javascriptMs)} ms, ONNX Runtime graph ${formatMeasured(r.nativeMs)} ms (${formatRatio(r.speedup)} faster)`),
   ];
 }
 

@@ -16,7 +16,7 @@ import { openModelPair } from "./engine/model-pair.ts";
 import { DEFAULT_BATCH_GATHER, PREFILL_TOKENS_PER_BATCH, Scheduler } from "./engine/scheduler.ts";
 import type { ExecutionProviderChoice } from "./model/execution-provider.ts";
 import { PairSummaryGraph } from "./model/pair-summary-graph.ts";
-import { TemperatureSamplingGraph } from "./model/sampling-graph.ts";
+import { SamplingGraph } from "./model/sampling-graph.ts";
 import { RECOMMENDED_GLIBC_TUNABLES, largeBuffersReused } from "#inference/model/malloc-settings.ts";
 import { InferenceMetrics } from "./metrics.ts";
 import { serveMetrics } from "#core/metrics/http-endpoint.ts";
@@ -100,7 +100,7 @@ export async function startInferenceServer(options: InferenceServerOptions): Pro
     throw err;
   });
   // Temperature sampling likewise, on one thread, so a sampled draw does not cost the event loop a float64 pass of Math.exp over the vocabulary.
-  const sampling = await TemperatureSamplingGraph.open(pair.expert.vocabSize, { ...sessionOptions, threads: undefined }).catch(async (err: unknown) => {
+  const sampling = await SamplingGraph.open(pair.expert.vocabSize, { ...sessionOptions, threads: undefined }).catch(async (err: unknown) => {
     await Promise.all([pair.expert.session.release(), pair.amateur.session.release(), pairGraphs.release()]);
     throw err;
   });

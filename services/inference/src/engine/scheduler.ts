@@ -7,7 +7,7 @@
 // is produced faster than it is consumed.
 import type { TextTokenizer } from "#core/formats/tokenizer.ts";
 import type { KvCache } from "#inference/model/kv-cache.ts";
-import type { TemperatureSamplingGraph } from "#inference/model/sampling-graph.ts";
+import type { SamplingGraph } from "#inference/model/sampling-graph.ts";
 import type { CausalLmSession, StepResult } from "#inference/model/session.ts";
 import type { AdapterRegistry } from "./adapter-registry.ts";
 import { ACTIVE_ADAPTER } from "./adapter-registry.ts";
@@ -96,7 +96,7 @@ export class Scheduler {
     readonly limits: SchedulerLimits,
     private readonly observer: SchedulerObserver = {},
     /** Where temperature sampling runs (ONNX Runtime); null: core/math on the event loop. */
-    private readonly sampling: TemperatureSamplingGraph | null = null,
+    private readonly sampling: SamplingGraph | null = null,
   ) {
     this.loopDone = this.loop();
   }

@@ -7,7 +7,7 @@ import type { LogProbs } from "#core/math/distribution.ts";
 import { contrastiveScores, gather, plausibleSet } from "#core/math/selection.ts";
 import type { TokenStreamDecoder } from "#core/formats/tokenizer.ts";
 import type { KvCache } from "#inference/model/kv-cache.ts";
-import type { TemperatureSamplingGraph } from "#inference/model/sampling-graph.ts";
+import type { SamplingGraph } from "#inference/model/sampling-graph.ts";
 import type { AdapterChoice, ExpertLease } from "./adapter-registry.ts";
 
 /**
@@ -106,10 +106,10 @@ export class Sequence {
 
   /**
    * The next token from this step's distributions, using only this sequence's sampler.
-   * Temperature sampling over the whole vocabulary runs on `sampling` when given (the same
-   * single draw from the sequence's generator); everything else is core/math's.
+   * Temperature and nucleus sampling run on `sampling` when given (the same single draw from
+   * the sequence's generator); greedy and contrastive choices are core/math's.
    */
-  async choose(logpExpert: LogProbs | undefined, logpAmateur: LogProbs | undefined, sampling: TemperatureSamplingGraph | null = null): Promise<number> {
+  async choose(logpExpert: LogProbs | undefined, logpAmateur: LogProbs | undefined, sampling: SamplingGraph | null = null): Promise<number> {
     const { mode, temperature, topP, alpha } = this.request;
     if (mode === "contrastive") {
       if (temperature === 0 || topP >= 1) return sampleContrastiveToken(logpExpert!, logpAmateur!, { alpha, temperature }, this.rng);
@@ -119,7 +119,7 @@ export class Sequence {
       return ids[sampleToken(scores, { temperature, topP }, this.rng)];
     }
     const logp = mode === "amateur" ? logpAmateur! : logpExpert!;
-    if (sampling && temperature > 0 && topP >= 1) return sampling.sample(logp, temperature, this.rng.next());
+    if (sampling && temperature > 0) return sampling.sample(logp, { temperature, topP }, this.rng.next());
     return sampleToken(logp, { temperature, topP }, this.rng);
   }
 }

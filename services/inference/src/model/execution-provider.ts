@@ -134,3 +134,25 @@ export async function openOrtSession(
   if (choice === "cpu") log(`onnxruntime: CPU execution provider for ${source}`);
   return { session, provider: "cpu" };
 }
+
+/**
+ * Opens small in-memory graphs that work together (a step's distribution work): the first as
+ * `options` say, the rest on the provider it got, so all run in one place. A failure releases
+ * the sessions already opened.
+ */
+export async function openGraphSet(graphs: readonly Uint8Array[], options: OrtSessionOptions): Promise<{ sessions: ort.InferenceSession[]; provider: ExecutionProvider }> {
+  const sessions: ort.InferenceSession[] = [];
+  let provider: ExecutionProvider | undefined;
+  try {
+    for (const graph of graphs) {
+      const opened = await openOrtSession(graph, { ...options, executionProvider: provider ?? options.executionProvider });
+      sessions.push(opened.session);
+      provider = opened.provider;
+    }
+  } catch (err) {
+    await Promise.all(sessions.map((s) => s.release()));
+    throw err;
+  }
+  if (!provider) throw new ExecutionProviderError("openGraphSet needs at least one graph");
+  return { sessions, provider };
+}

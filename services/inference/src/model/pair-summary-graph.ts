@@ -18,7 +18,7 @@ import { plausibleSet, validateAlpha } from "#core/math/selection.ts";
 import type { SparseStep, SummarizeOptions } from "#core/math/sparse-step.ts";
 import { summarizeStep } from "#core/math/sparse-step.ts";
 import type { ExecutionProvider, OrtSessionOptions } from "./execution-provider.ts";
-import { openOrtSession } from "./execution-provider.ts";
+import { openGraphSet } from "./execution-provider.ts";
 import { GraphBuilder, ONNX_DATA_TYPE, int } from "#core/formats/onnx-builder.ts";
 import { encodeInline } from "#core/formats/onnx-file.ts";
 import { RowChunks } from "./row-chunks.ts";
@@ -127,14 +127,8 @@ export class PairSummaryGraph {
     const sessionOptions = { ...options, threads: options.threads ?? SUMMARY_THREADS };
     const summary = encodeInline(buildPairSummaryGraph(vocabSize), { graphName: "pair_summary", docString: "SPARSE step summary of an expert/amateur log-probability pair" });
     const half = encodeInline(buildHalfPrecisionGraph(vocabSize), { graphName: "pair_float16", docString: "FULL float16 encoding of an expert/amateur log-probability pair" });
-    const { session, provider } = await openOrtSession(summary, sessionOptions);
-    try {
-      const { session: halfSession } = await openOrtSession(half, { ...sessionOptions, executionProvider: provider });
-      return new PairSummaryGraph(session, halfSession, vocabSize, provider);
-    } catch (err) {
-      await session.release();
-      throw err;
-    }
+    const { sessions, provider } = await openGraphSet([summary, half], sessionOptions);
+    return new PairSummaryGraph(sessions[0], sessions[1], vocabSize, provider);
   }
 
   /** float32ArrayToFloat16 of both rows, bit for bit (NaN aside: log-probabilities have none). */

@@ -21,7 +21,7 @@ import { RowChunks } from "./row-chunks.ts";
 import { GraphBuilder, ONNX_DATA_TYPE, int } from "#core/formats/onnx-builder.ts";
 import { encodeInline } from "#core/formats/onnx-file.ts";
 import type { OrtSessionOptions } from "./execution-provider.ts";
-import { openOrtSession } from "./execution-provider.ts";
+import { openGraphSet } from "./execution-provider.ts";
 
 /** One thread, the caller's: each kernel is a single pass over the row, too short for a pool to pay. */
 const SAMPLING_THREADS = 1;
@@ -117,14 +117,8 @@ export class SamplingGraph {
     const sessionOptions = { ...options, threads: options.threads ?? SAMPLING_THREADS };
     const whole = encodeInline(buildTemperatureSamplingGraph(vocabSize), { graphName: "temperature_sampling", docString: "temperature sampling of one log-probability row" });
     const nucleus = encodeInline(buildNucleusSamplingGraph(vocabSize), { graphName: "nucleus_sampling", docString: "nucleus sampling of one log-probability row" });
-    const { session, provider } = await openOrtSession(whole, sessionOptions);
-    try {
-      const { session: nucleusSession } = await openOrtSession(nucleus, { ...sessionOptions, executionProvider: provider });
-      return new SamplingGraph(session, nucleusSession, vocabSize);
-    } catch (err) {
-      await session.release();
-      throw err;
-    }
+    const { sessions } = await openGraphSet([whole, nucleus], sessionOptions);
+    return new SamplingGraph(sessions[0], sessions[1], vocabSize);
   }
 
   /**

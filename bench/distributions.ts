@@ -155,7 +155,8 @@ export interface SamplingRace extends OneRowRace {
 
 /** Sampling (T 1) of each step's expert row both ways, after checking that they draw the same tokens and that the graph drew them itself. */
 async function raceSampling(steps: readonly { logpExpert: Float32Array }[], repeats: number, threads: number, topP: number): Promise<SamplingRace> {
-  const graph = await SamplingGraph.open(steps[0].logpExpert.length, { executionProvider: "cpu", threads });
+  let coreMath = 0;
+  const graph = await SamplingGraph.open(steps[0].logpExpert.length, { executionProvider: "cpu", threads }, (by) => void (by === "core_math" && coreMath++));
   const options = { temperature: 1, topP };
   try {
     const u = (i: number) => (i * 0.618034) % 1;
@@ -164,7 +165,7 @@ async function raceSampling(steps: readonly { logpExpert: Float32Array }[], repe
       const native = await graph.sample(logpExpert, options, u(i));
       if (native !== exact) throw new Error(`the sampling graph drew token ${native} where core/math drew ${exact}; no figure`);
     }
-    if (graph.coreMathDraws > 0) throw new Error(`the sampling graph handed ${graph.coreMathDraws} of 8 draws at top-p ${topP} to core/math; no figure`);
+    if (coreMath > 0) throw new Error(`the sampling graph handed ${coreMath} of 8 draws at top-p ${topP} to core/math; no figure`);
     const times = { js: [] as number[], native: [] as number[] };
     for (let r = 0; r < repeats; r++) {
       const { logpExpert } = steps[r % steps.length];

@@ -155,12 +155,15 @@ describe("back-pressure", () => {
 describe("metrics", () => {
   it("a /metrics scrape after the runs above holds every metric with plausible values", async () => {
     await collect(client.inference.generate({ prompt: PROMPT, sampling: { maxNewTokens: 4 }, mode: GenerationMode.AMATEUR }));
+    await collect(client.inference.generate({ prompt: PROMPT, sampling: { temperature: 1, topP: 0.9, seed: 5, maxNewTokens: 4 }, mode: GenerationMode.EXPERT }));
     await statusOf(() => collect(client.inference.generate({ prompt: PROMPT, sampling: { temperature: -1 }, mode: GenerationMode.EXPERT })));
     const s = await scrape(server);
     const m = (name: string, labels: Record<string, string> = {}) => metric(s, `lightreasoner_inference_${name}`, labels);
     expect(m("tokens_streamed_total", { mode: "trajectory" })).toBeGreaterThan(100);
     expect(m("tokens_streamed_total", { mode: "expert" })).toBeGreaterThanOrEqual(5);
     expect(m("tokens_streamed_total", { mode: "amateur" })).toBeGreaterThanOrEqual(1);
+    // The sampled Generate's draws ran on the sampling graph (a built-in row's nucleus always fits its candidates).
+    expect(m("sampled_tokens_total", { by: "graph" })).toBeGreaterThanOrEqual(1);
     expect(m("trajectory_steps_streamed_total", { encoding: "full" })).toBeGreaterThan(100);
     expect(m("trajectory_steps_streamed_total", { encoding: "sparse" })).toBeGreaterThan(3);
     expect(m("active_streams")).toBe(0);

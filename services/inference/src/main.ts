@@ -99,14 +99,15 @@ export async function startInferenceServer(options: InferenceServerOptions): Pro
     await Promise.all([pair.expert.session.release(), pair.amateur.session.release()]);
     throw err;
   });
-  // Temperature sampling likewise, on one thread, so a sampled draw does not cost the event loop a float64 pass of Math.exp over the vocabulary.
-  const sampling = await SamplingGraph.open(pair.expert.vocabSize, { ...sessionOptions, threads: undefined }).catch(async (err: unknown) => {
+  let scheduler: Scheduler | undefined;
+  const metrics = new InferenceMetrics(() => scheduler?.load ?? { running: 0, paused: 0, waiting: 0 });
+  // Temperature and nucleus sampling on the same provider and one thread, so a draw does not
+  // cost the event loop a float64 pass of Math.exp over the vocabulary; the metrics count where each ran.
+  const sampling = await SamplingGraph.open(pair.expert.vocabSize, { ...sessionOptions, threads: undefined }, (by) => metrics.sampledTokens.inc({ by })).catch(async (err: unknown) => {
     await Promise.all([pair.expert.session.release(), pair.amateur.session.release(), pairGraphs.release()]);
     throw err;
   });
   const maxContextTokens = Math.min(pair.expert.description.maxContextTokens, pair.amateur.description.maxContextTokens);
-  let scheduler: Scheduler | undefined;
-  const metrics = new InferenceMetrics(() => scheduler?.load ?? { running: 0, paused: 0, waiting: 0 });
   const adapters = new AdapterRegistry(pair.expert, {
     allowedDirs: options.adapterDirs,
     maxAdapterBytes: limits.maxAdapterBytes,

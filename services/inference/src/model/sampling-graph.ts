@@ -101,24 +101,25 @@ export function buildNucleusSamplingGraph(vocabSize: number): GraphBuilder {
   return g;
 }
 
+/** Where a draw was made: on the graph, or core/math's way (a nucleus beyond the candidates, a row the sums cannot handle). */
+export type DrawnBy = "graph" | "core_math";
+
 /** sampleToken at temperature > 0 on ONNX Runtime sessions (one without a nucleus, one with), for rows of one vocabulary. */
 export class SamplingGraph {
   private constructor(
     private readonly whole: ort.InferenceSession,
     private readonly nucleus: ort.InferenceSession,
     readonly vocabSize: number,
+    private readonly drawn: (by: DrawnBy) => void,
   ) {}
 
-  /** Draws that took core/math's way (a nucleus beyond the candidates, a row the sums cannot handle). */
-  coreMathDraws = 0;
-
-  /** `options.threads` defaults to one here, whatever the models run with. */
-  static async open(vocabSize: number, options: OrtSessionOptions = {}): Promise<SamplingGraph> {
+  /** `options.threads` defaults to one here, whatever the models run with; `drawn` hears where each draw was made. */
+  static async open(vocabSize: number, options: OrtSessionOptions = {}, drawn: (by: DrawnBy) => void = () => {}): Promise<SamplingGraph> {
     const sessionOptions = { ...options, threads: options.threads ?? SAMPLING_THREADS };
     const whole = encodeInline(buildTemperatureSamplingGraph(vocabSize), { graphName: "temperature_sampling", docString: "temperature sampling of one log-probability row" });
     const nucleus = encodeInline(buildNucleusSamplingGraph(vocabSize), { graphName: "nucleus_sampling", docString: "nucleus sampling of one log-probability row" });
     const { sessions } = await openGraphSet([whole, nucleus], sessionOptions);
-    return new SamplingGraph(sessions[0], sessions[1], vocabSize);
+    return new SamplingGraph(sessions[0], sessions[1], vocabSize, drawn);
   }
 
   /**
@@ -141,8 +142,11 @@ export class SamplingGraph {
     const total = (out.total.data as Float64Array)[0];
     const token = (out.token.data as Float32Array)[0];
     const covered = topP >= 1 || (out.covered.data as Uint8Array)[0] === 1;
-    if (Number.isFinite(total) && total > 0 && covered && token < this.vocabSize) return token;
-    this.coreMathDraws++;
+    if (Number.isFinite(total) && total > 0 && covered && token < this.vocabSize) {
+      this.drawn("graph");
+      return token;
+    }
+    this.drawn("core_math");
     return sampleToken(logp, { temperature, topP }, { next: () => u });
   }
 

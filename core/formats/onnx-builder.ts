@@ -167,6 +167,18 @@ export class GraphBuilder {
     return name;
   }
 
+  /** A small float64 constant, shared like int64(). */
+  float64(values: number[], dims: number[] = [values.length]): string {
+    const key = `f64:${dims.join("x")}:${values.join(",")}`;
+    const known = this.constants.get(key);
+    if (known) return known;
+    const name = this.claim(`const_f64_${this.counter++}`);
+    const data = Float64Array.from(values);
+    this.initializers.push({ name, type: "float64", dims, byteLength: data.byteLength, bytes: () => bytesOf(data) });
+    this.constants.set(key, name);
+    return name;
+  }
+
   /**
    * Appends one operator and returns its first output. Output names are generated from
    * `opts.name` (or the op type) unless given; "" in `inputs` skips an optional input.

@@ -15,7 +15,8 @@ import { float16BitsToFloat32, float32ToFloat16Bits } from "#core/math/float16.t
 import { selectFromSummary } from "#core/math/sparse-step.ts";
 import type { SparseStep } from "#core/math/sparse-step.ts";
 import { selectStep } from "#core/math/selection.ts";
-import { argmaxToken } from "#core/math/sampling.ts";
+import { SeededRandom } from "#core/math/random.ts";
+import { argmaxToken, sampleToken } from "#core/math/sampling.ts";
 import type { InferenceServer } from "#inference/main.ts";
 import type { CausalLmSession } from "#inference/model/session.ts";
 import { withinSummaryTolerance } from "#inference/model/pair-summary-graph.ts";
@@ -137,6 +138,13 @@ describe("FULL distributions are exactly the models' full forwards", () => {
 
   it("greedy takes the expert's argmax at every step", () => {
     for (const step of result.byId.get("greedy")!.steps) expect(step.scored.tokenId).toBe(argmaxToken(fullOf(step.scored).expert));
+  });
+
+  it("sampled and nucleus trajectories draw core/math's token from the streamed rows, seed for seed (the server samples on its graph)", () => {
+    for (const [id, seed, temperature, topP] of [["sampled", 7, 1, 1], ["nucleus", 99, 0.7, 0.9]] as const) {
+      const rng = new SeededRandom(seed);
+      for (const step of result.byId.get(id)!.steps) expect(step.scored.tokenId, `${id} step ${step.step}`).toBe(sampleToken(fullOf(step.scored).expert, { temperature, topP }, rng));
+    }
   });
 
   it("Score's single full forward agrees with the incremental steps", async () => {

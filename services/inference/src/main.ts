@@ -101,9 +101,9 @@ export async function startInferenceServer(options: InferenceServerOptions): Pro
   });
   let scheduler: Scheduler | undefined;
   const metrics = new InferenceMetrics(() => scheduler?.load ?? { running: 0, paused: 0, waiting: 0 });
-  // Temperature and nucleus sampling on the same provider and one thread, so a draw does not
-  // cost the event loop a float64 pass of Math.exp over the vocabulary; the metrics count where each ran.
-  const sampling = await SamplingGraph.open(pair.expert.vocabSize, { ...sessionOptions, threads: undefined }, (by) => metrics.sampledTokens.inc({ by })).catch(async (err: unknown) => {
+  // Temperature and nucleus sampling on the CPU (the rows are host arrays), one thread: a draw
+  // still holds the event loop, about 1-2 ms instead of core/math's 3-9; the metrics count where each ran.
+  const sampling = await SamplingGraph.open(pair.expert.vocabSize, { ...sessionOptions, executionProvider: "cpu", threads: undefined }, (by) => metrics.sampledTokens.inc({ by })).catch(async (err: unknown) => {
     await Promise.all([pair.expert.session.release(), pair.amateur.session.release(), pairGraphs.release()]);
     throw err;
   });

@@ -37,7 +37,7 @@ export class InferenceMetrics {
   readonly batchAdapterVersions = new Histogram({ name: `${PREFIX}batch_adapter_versions`, help: "Distinct adapter versions (the base expert counts as one) per batched expert forward pass", buckets: [1, 2, 3, 4, 8, 16], registers: [this.registry] });
   readonly residentAdapters = new Gauge({ name: `${PREFIX}resident_adapters`, help: "Adapters held in memory: loaded ones, and unloaded ones running requests still use", registers: [this.registry] });
   readonly residentAdapterBytes = new Gauge({ name: `${PREFIX}resident_adapter_bytes`, help: "Bytes of LoRA factors those adapters hold (bounded by --max-resident-adapter-bytes)", registers: [this.registry] });
-  readonly sampledTokens = new Counter({ name: `${PREFIX}sampled_tokens_total`, help: 'Tokens drawn at a temperature, by where the draw ran ("graph": ONNX Runtime; "core_math": JavaScript on the event loop, for a nucleus wider than the graph\'s candidates)', labelNames: ["by"], registers: [this.registry] });
+  readonly sampledTokens = new Counter({ name: `${PREFIX}sampled_tokens_total`, help: 'Tokens drawn at a temperature (expert, amateur and lockstep modes), by where the draw ran: "graph", the sampling graph on ONNX Runtime; "core_math", the slower JavaScript way (a nucleus wider than the graph\'s candidates, a draw within rounding of a boundary)', labelNames: ["by"], registers: [this.registry] });
   readonly adapterEvictions = new Counter({ name: `${PREFIX}adapter_evictions_total`, help: "Adapters unloaded to make room for another under the resident bound", registers: [this.registry] });
 
   constructor(load: () => SchedulerLoad) {

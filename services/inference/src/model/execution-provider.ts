@@ -150,7 +150,8 @@ export async function openGraphSet(graphs: readonly Uint8Array[], options: OrtSe
       provider = opened.provider;
     }
   } catch (err) {
-    await Promise.all(sessions.map((s) => s.release()));
+    // The failure to report is the open's, not a release's.
+    await Promise.allSettled(sessions.map((s) => s.release()));
     throw err;
   }
   if (!provider) throw new ExecutionProviderError("openGraphSet needs at least one graph");

@@ -79,13 +79,13 @@ describe("sampling on ONNX Runtime, vocabulary 151,936", () => {
   });
   afterAll(() => graph?.release());
 
-  it("draws core/math's token for peaked and flat rows, four temperatures, three top-p, 24 draws each", async () => {
+  it("draws core/math's token for peaked and flat rows, four temperatures, three top-p, 24 draws each (864)", async () => {
     const rng = new SeededRandom(41);
     let draws = 0;
     const coreMath = new Map<string, number>();
-    for (const spread of [2, 12]) {
-      // Logits with a long tail; spread 12 gives a peaked row, 2 a nearly flat one (whose
-      // nuclei outgrow the candidates and take core/math's way).
+    for (const spread of [2, 5, 12]) {
+      // Logits with a long tail; spread 12 gives a peaked row, 5 a middling one and 2 a nearly
+      // flat one (whose nuclei outgrow the candidates and take core/math's way).
       const logp = logSoftmax(Float32Array.from({ length: vocab }, () => rng.normal() * spread));
       for (const temperature of [0.3, 0.7, 1, 1.5]) {
         for (const topP of [1, 0.95, 0.5]) {
@@ -100,10 +100,18 @@ describe("sampling on ONNX Runtime, vocabulary 151,936", () => {
         }
       }
     }
-    expect(draws).toBe(576);
-    // The graph drew every token of the whole-vocabulary draws and of the peaked row's nuclei;
-    // only the flat row's nuclei above temperature 0.3, thousands of tokens wide, went to core/math.
-    expect(Object.fromEntries(coreMath)).toEqual({ "spread 2, top-p 1": 0, "spread 2, top-p 0.95": 72, "spread 2, top-p 0.5": 72, "spread 12, top-p 1": 0, "spread 12, top-p 0.95": 0, "spread 12, top-p 0.5": 0 });
+    expect(draws).toBe(864);
+    // The graph drew every whole-vocabulary token and the nuclei of up to 256 tokens; the flat
+    // row's nuclei above temperature 0.3 and the middling row's widest, thousands of tokens, went to core/math.
+    expect(Object.fromEntries(coreMath)).toEqual({ "spread 2, top-p 1": 0, "spread 2, top-p 0.95": 72, "spread 2, top-p 0.5": 72, "spread 5, top-p 1": 0, "spread 5, top-p 0.95": 24, "spread 5, top-p 0.5": 0, "spread 12, top-p 1": 0, "spread 12, top-p 0.95": 0, "spread 12, top-p 0.5": 0 });
+  });
+
+  it("hands a nucleus one token wider than the candidates to core/math", async () => {
+    const logp = new Float32Array(vocab).fill(-60);
+    for (let i = 0; i <= NUCLEUS_CANDIDATES; i++) logp[1_000 + i * 37] = -Math.log(NUCLEUS_CANDIDATES + 1);
+    const before = counter.coreMath();
+    for (const u of [0, 0.3, 0.999]) expect(await graph.sample(logp, { temperature: 1, topP: 0.9999 }, u)).toBe(exactDraw(logp, 1, u, 0.9999));
+    expect(counter.coreMath() - before).toBe(3);
   });
 
   it("finds a nucleus of exactly NUCLEUS_CANDIDATES tokens among the candidates", async () => {

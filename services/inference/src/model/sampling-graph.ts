@@ -1,17 +1,16 @@
-// Temperature sampling over the whole vocabulary, computed by ONNX Runtime instead of
-// JavaScript. core/math's sampleToken spends about 2.7 ms of the event loop per draw at a
-// vocabulary of 151,936 (a float64 Math.exp per token), so at 64 streams a tick of sampled
-// trajectories paid ~170 ms for it, beside a ~400 ms model step. Here the exponentials are
-// MLAS's vectorized float32 Exp and the sums float64, one run per draw on the caller's row.
+// Temperature and nucleus sampling, computed by ONNX Runtime instead of JavaScript.
+// core/math's sampleToken spends 2.7-3.8 ms of the event loop per draw at a vocabulary of
+// 151,936 (a Math.exp per token, and a quickselect over the vocabulary for top-p < 1), so at
+// 64 streams a tick of sampled trajectories paid ~170 ms or more for it, beside a ~400 ms model
+// step. Here the same float64 weights are computed by vectorized kernels, one run per draw on
+// the caller's row, with the sequence's same single uniform u.
 //
-// The draw is core/math's: weights exp((logp - max) / T), the token whose cumulative weight
-// (in id order) first exceeds u * total, for the same single uniform u from the sequence's
-// generator. The weights are rounded to float32 (about 1e-7 of each, up to ~1e-6 far in the
-// tail where the exponent is large), so the token can differ from sampleToken's only when u *
-// total falls within that rounding of a boundary between two tokens: about one draw in a
-// million, and never for a given (row, u) from one run to the next. Nucleus sampling (top-p <
-// 1) takes its nucleus from the row's best candidates and falls back to core/math when the
-// nucleus is larger; contrastive sampling stays in core/math.
+// The draw is core/math's: weights exp((logp - max) / T), the nucleus (top-p < 1) the shortest
+// run of the most probable tokens whose weight reaches top-p x total, the token the first whose
+// running weight in id order passes u x the sum it is drawn from. The exps may differ from V8's
+// by an ulp, so a target within SAMPLING_MARGIN of a boundary, a nucleus wider than the
+// NUCLEUS_CANDIDATES best tokens, or a row whose sums are not finite goes to core/math: the
+// token is core/math's token (for exps within an ulp of V8's). Contrastive sampling stays in core/math.
 import * as ort from "onnxruntime-node";
 import type { LogProbs } from "#core/math/distribution.ts";
 import { MethodInputError } from "#core/math/errors.ts";
@@ -29,19 +28,44 @@ const SAMPLING_THREADS = 1;
 /** Above this many tokens in the nucleus, the draw takes core/math's way (a row nearly flat at that temperature). */
 export const NUCLEUS_CANDIDATES = 256;
 
-/** `w` the row's weights, float64(exp((logp - max(logp)) / temperature)) with the exponent in float32, and their running sum in id order. */
-function weightsOf(g: GraphBuilder, logp: string, temperature: string): { weights: string; cumulative: string } {
-  const max = g.op("ReduceMax", [logp], { keepdims: int(0) });
-  const weights = g.op("Cast", [g.op("Exp", [g.op("Div", [g.op("Sub", [logp, max]), temperature])])], { to: int(ONNX_DATA_TYPE.float64) });
-  return { weights, cumulative: g.op("CumSum", [weights, g.int64([0], [])]) };
+/**
+ * How close, as a share of the sum it is cut from, a target may come to a running weight
+ * before the draw goes to core/math. The graph computes every weight as core/math does, in
+ * float64 from the same float64 exponent, except for the exp itself (ONNX Runtime's and V8's
+ * each within about an ulp), and adds them in the same order; a running sum can then move by
+ * a few ulps per token, under 1e-10 of the total at a 151,936-token vocabulary. Further from
+ * every boundary than this, the graph's token is core/math's token.
+ */
+export const SAMPLING_MARGIN = 1e-9;
+
+/** The row's weights exp((logp - max) / temperature) in float64, their running sum in id order as core/math adds them, and its last element, the total. */
+function weightsOf(g: GraphBuilder, logp: string, temperature: string, vocabSize: number): { weights: string; cumulative: string; total: string } {
+  const x = g.op("Cast", [logp], { to: int(ONNX_DATA_TYPE.float64) });
+  const max = g.op("ReduceMax", [x], { keepdims: int(0) });
+  const weights = g.op("Exp", [g.op("Div", [g.op("Sub", [x, max]), temperature])]);
+  const cumulative = g.op("CumSum", [weights, g.int64([0], [])]);
+  return { weights, cumulative, total: g.op("Gather", [cumulative, g.int64([vocabSize - 1])], { axis: int(0) }) };
 }
 
 /**
- * How many of the nondecreasing `cumulative` are <= `target`: the index of the first above it.
- * A count of ones is exact in float32 up to 2^24, and float32 sums measured cheapest.
+ * How many of the nondecreasing `running` lie at or below `target` (below it, when strict):
+ * the index of the first past it, as int64 [1]. A count of ones is exact in float32 up to 2^24
+ * and float32 sums measured cheapest.
  */
-function countAtOrBelow(g: GraphBuilder, cumulative: string, target: string): string {
-  return g.op("ReduceSum", [g.op("Cast", [g.op("LessOrEqual", [cumulative, target])], { to: int(ONNX_DATA_TYPE.float32) })], { keepdims: int(0) });
+function countUpTo(g: GraphBuilder, running: string, target: string, strict = false): string {
+  const ones = g.op("Cast", [g.op(strict ? "Less" : "LessOrEqual", [running, target])], { to: int(ONNX_DATA_TYPE.float32) });
+  return g.op("Cast", [g.op("ReduceSum", [ones, g.int64([0])], { keepdims: int(1) })], { to: int(ONNX_DATA_TYPE.int64) });
+}
+
+/**
+ * True when `target` lies further than SAMPLING_MARGIN x `scale` from the running weights on
+ * either side of it (`count` of them before it, `last` the last index). False for NaN too.
+ */
+function clearOfBoundaries(g: GraphBuilder, running: string, target: string, count: string, last: string, scale: string): string {
+  const at = (index: string) => g.op("Abs", [g.op("Sub", [g.op("Gather", [running, index], { axis: int(0) }), target])]);
+  const below = at(g.op("Max", [g.op("Sub", [count, g.int64([1])]), g.int64([0])]));
+  const above = at(g.op("Min", [count, last]));
+  return g.op("Greater", [g.op("Min", [below, above]), g.op("Mul", [scale, g.float64([SAMPLING_MARGIN])])]);
 }
 
 function checkVocabulary(vocabSize: number): void {
@@ -50,54 +74,61 @@ function checkVocabulary(vocabSize: number): void {
 
 /**
  * Temperature sampling over the whole vocabulary, scalar inputs temperature and u: the token
- * is the first whose running weight (id order) exceeds u * total, the last element of that
- * running sum, as core/math adds the weights up.
+ * is the first whose running weight (id order) exceeds u * total. `clear` is false when u *
+ * total lies within the weights' rounding of a boundary, or the sums are not finite.
  */
 export function buildTemperatureSamplingGraph(vocabSize: number): GraphBuilder {
   checkVocabulary(vocabSize);
   const g = new GraphBuilder();
   const logp = g.input("logp", "float32", [vocabSize]);
   const u = g.input("u", "float64", []);
-  const { cumulative } = weightsOf(g, logp, g.input("temperature", "float32", []));
-  const total = g.op("Gather", [cumulative, g.int64([vocabSize - 1], [])], { axis: int(0) });
-  g.output(countAtOrBelow(g, cumulative, g.op("Mul", [u, total])), "token", "float32", []);
-  g.output(total, "total", "float64", []);
+  const { cumulative, total } = weightsOf(g, logp, g.input("temperature", "float64", []), vocabSize);
+  const target = g.op("Mul", [u, total]);
+  const token = countUpTo(g, cumulative, target);
+  g.output(token, "token", "int64", [1]);
+  g.output(clearOfBoundaries(g, cumulative, target, token, g.int64([vocabSize - 1]), total), "clear", "bool", [1]);
   return g;
 }
 
 /**
  * Nucleus sampling, scalar inputs temperature, top_p and u. The nucleus is the shortest run of
  * the most probable tokens (equal ones by lower id) whose weight reaches top_p * total, found
- * among the NUCLEUS_CANDIDATES best (RowChunks.topK); `covered` says it ended among them. The
- * draw then walks the nucleus in id order, as core/math's does over the weights it zeroed.
+ * among the NUCLEUS_CANDIDATES best (RowChunks.topK); the draw then walks it in id order, as
+ * core/math's does over the weights it zeroed. `clear` is false when the nucleus did not end
+ * among the candidates, or its edge or the draw lies within the weights' rounding of a boundary.
  */
 export function buildNucleusSamplingGraph(vocabSize: number): GraphBuilder {
   checkVocabulary(vocabSize);
   const g = new GraphBuilder();
   const logp = g.input("logp", "float32", [vocabSize]);
-  const temperature = g.input("temperature", "float32", []);
+  const temperature = g.input("temperature", "float64", []);
   const topP = g.input("top_p", "float64", []);
   const u = g.input("u", "float64", []);
-  const { weights, cumulative } = weightsOf(g, logp, temperature);
-  const total = g.op("Gather", [cumulative, g.int64([vocabSize - 1], [])], { axis: int(0) });
+  const { weights, total } = weightsOf(g, logp, temperature, vocabSize);
   const k = Math.min(NUCLEUS_CANDIDATES, vocabSize);
+  const lastCandidate = g.int64([k - 1]);
   const candidates = new RowChunks(g, vocabSize).topK(logp, g.int64([k]));
-  // The nucleus is the candidates up to the first whose running weight reaches top_p * total.
+  // The nucleus: the candidates up to the first whose running weight reaches top_p * total.
   const candidateWeights = g.op("Gather", [weights, candidates.ids], { axis: int(0) });
-  const below = g.op("ReduceSum", [g.op("Cast", [g.op("Less", [g.op("CumSum", [candidateWeights, g.int64([0], [])]), g.op("Mul", [topP, total])])], { to: int(ONNX_DATA_TYPE.float32) })], { keepdims: int(0) });
-  // At most k: a nucleus not covered by the candidates is drawn by core/math (see `covered`).
-  const size = g.op("Min", [g.op("Add", [g.op("Cast", [g.op("Reshape", [below, g.int64([1])])], { to: int(ONNX_DATA_TYPE.int64) }), g.int64([1])]), g.int64([k])]);
+  const candidateRunning = g.op("CumSum", [candidateWeights, g.int64([0], [])]);
+  const edge = g.op("Mul", [topP, total]);
+  const before = countUpTo(g, candidateRunning, edge, true);
+  const covered = g.op("Less", [before, g.int64([k])]);
+  const edgeClear = clearOfBoundaries(g, candidateRunning, edge, before, lastCandidate, total);
+  // At most k tokens: a nucleus that did not end among the candidates is core/math's to draw.
+  const size = g.op("Min", [g.op("Add", [before, g.int64([1])]), g.int64([k])]);
   // Its ids in ascending order (exact in float32 up to 2^24), their weights, their running sum.
   const nucleusIds = g.op("Cast", [g.op("Slice", [candidates.ids, g.int64([0]), size, g.int64([0])])], { to: int(ONNX_DATA_TYPE.float32) });
   const nucleusWeights = g.op("Slice", [candidateWeights, g.int64([0]), size, g.int64([0])]);
   const [ascendingIds, order] = g.opMulti("TopK", [nucleusIds, size], { axis: int(0), largest: int(0), sorted: int(1) }, { outputs: [2] });
   const running = g.op("CumSum", [g.op("Gather", [nucleusWeights, order], { axis: int(0) }), g.int64([0], [])]);
-  const nucleusTotal = g.op("ReduceMax", [running], { keepdims: int(0) });
-  // Past the end only through rounding: core/math then takes the last token it could draw.
-  const position = g.op("Min", [g.op("Cast", [countAtOrBelow(g, running, g.op("Mul", [u, nucleusTotal]))], { to: int(ONNX_DATA_TYPE.int64) }), g.op("Sub", [size, g.int64([1])])]);
-  g.output(g.op("Gather", [ascendingIds, position], { axis: int(0) }), "token", "float32", [1]);
-  g.output(g.op("Less", [below, g.float32([k], [])]), "covered", "bool", []);
-  g.output(total, "total", "float64", []);
+  const last = g.op("Sub", [size, g.int64([1])]);
+  const nucleusTotal = g.op("Gather", [running, last], { axis: int(0) });
+  const target = g.op("Mul", [u, nucleusTotal]);
+  const position = countUpTo(g, running, target);
+  const drawClear = clearOfBoundaries(g, running, target, position, last, nucleusTotal);
+  g.output(g.op("Cast", [g.op("Gather", [ascendingIds, g.op("Min", [position, last])], { axis: int(0) })], { to: int(ONNX_DATA_TYPE.int64) }), "token", "int64", [1]);
+  g.output(g.op("And", [covered, g.op("And", [edgeClear, drawClear])]), "clear", "bool", [1]);
   return g;
 }
 
@@ -124,30 +155,34 @@ export class SamplingGraph {
 
   /**
    * The token sampleToken(logp, { temperature, topP }, rng) draws when rng.next() gives `u`.
-   * A row the sums cannot handle (every token masked, NaN), or whose nucleus holds more than
-   * NUCLEUS_CANDIDATES tokens, takes core/math's way with the same u.
+   * A draw the graph cannot vouch for (a target within SAMPLING_MARGIN of a boundary, a nucleus
+   * wider than NUCLEUS_CANDIDATES, sums that are not finite) or a row that is not float32 takes
+   * core/math's way with the same u.
    */
   async sample(logp: LogProbs, { temperature, topP = 1 }: SamplingOptions, u: number): Promise<number> {
     if (!(Number.isFinite(temperature) && temperature > 0)) throw new MethodInputError("temperature", `must be a finite number > 0 here, got ${temperature}`);
     if (!(topP > 0 && topP <= 1)) throw new MethodInputError("topP", `must be a number in (0, 1], got ${topP}`);
     if (!(u >= 0 && u < 1)) throw new MethodInputError("u", `must be in [0, 1), got ${u}`);
     if (logp.length !== this.vocabSize) throw new MethodInputError("logp", `covers ${logp.length} tokens but the sampling graph was built for ${this.vocabSize}`);
+    if (!(logp instanceof Float32Array)) return this.byCoreMath(logp, { temperature, topP }, u);
     const feeds: Record<string, ort.Tensor> = {
-      logp: new ort.Tensor("float32", logp instanceof Float32Array ? logp : Float32Array.from(logp), [this.vocabSize]),
-      temperature: new ort.Tensor("float32", Float32Array.of(temperature), []),
+      logp: new ort.Tensor("float32", logp, [this.vocabSize]),
+      temperature: new ort.Tensor("float64", Float64Array.of(temperature), []),
       u: new ort.Tensor("float64", Float64Array.of(u), []),
     };
     if (topP < 1) feeds.top_p = new ort.Tensor("float64", Float64Array.of(topP), []);
     const out = await (topP < 1 ? this.nucleus : this.whole).run(feeds);
-    const total = (out.total.data as Float64Array)[0];
-    const token = (out.token.data as Float32Array)[0];
-    const covered = topP >= 1 || (out.covered.data as Uint8Array)[0] === 1;
-    if (Number.isFinite(total) && total > 0 && covered && token < this.vocabSize) {
+    const token = Number((out.token.data as BigInt64Array)[0]);
+    if ((out.clear.data as Uint8Array)[0] === 1 && token < this.vocabSize) {
       this.drawn("graph");
       return token;
     }
+    return this.byCoreMath(logp, { temperature, topP }, u);
+  }
+
+  private byCoreMath(logp: LogProbs, options: SamplingOptions, u: number): number {
     this.drawn("core_math");
-    return sampleToken(logp, { temperature, topP }, { next: () => u });
+    return sampleToken(logp, options, { next: () => u });
   }
 
   async release(): Promise<void> {

@@ -15,13 +15,12 @@ type INodeProto = onnxProto.onnx.INodeProto;
 type IValueInfoProto = onnxProto.onnx.IValueInfoProto;
 
 /** The element types this project puts in graphs, by their ONNX Runtime names. */
-export type ElementType = "float32" | "float16" | "float64" | "int32" | "int64" | "bool";
+export type ElementType = "float32" | "float16" | "float64" | "int64" | "bool";
 
 export const ONNX_DATA_TYPE: Record<ElementType, number> = {
   float32: onnx.TensorProto.DataType.FLOAT,
   float16: onnx.TensorProto.DataType.FLOAT16,
   float64: onnx.TensorProto.DataType.DOUBLE,
-  int32: onnx.TensorProto.DataType.INT32,
   int64: onnx.TensorProto.DataType.INT64,
   bool: onnx.TensorProto.DataType.BOOL,
 };

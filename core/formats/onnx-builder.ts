@@ -144,36 +144,27 @@ export class GraphBuilder {
 
   /** A small int64 constant, shared between all nodes that use the same values. */
   int64(values: number[], dims: number[] = [values.length]): string {
-    const key = `i64:${dims.join("x")}:${values.join(",")}`;
-    const known = this.constants.get(key);
-    if (known) return known;
-    const name = this.claim(`const_i64_${this.counter++}`);
-    const data = BigInt64Array.from(values.map((v) => BigInt(v)));
-    this.initializers.push({ name, type: "int64", dims, byteLength: data.byteLength, bytes: () => bytesOf(data) });
-    this.constants.set(key, name);
-    return name;
+    return this.constant("int64", "i64", values, dims, () => BigInt64Array.from(values.map((v) => BigInt(v))));
   }
 
   /** A small float32 constant, shared like int64(). */
   float32(values: number[], dims: number[] = [values.length]): string {
-    const key = `f32:${dims.join("x")}:${values.join(",")}`;
-    const known = this.constants.get(key);
-    if (known) return known;
-    const name = this.claim(`const_f32_${this.counter++}`);
-    const data = Float32Array.from(values);
-    this.initializers.push({ name, type: "float32", dims, byteLength: data.byteLength, bytes: () => bytesOf(data) });
-    this.constants.set(key, name);
-    return name;
+    return this.constant("float32", "f32", values, dims, () => Float32Array.from(values));
   }
 
   /** A small float64 constant, shared like int64(). */
   float64(values: number[], dims: number[] = [values.length]): string {
-    const key = `f64:${dims.join("x")}:${values.join(",")}`;
+    return this.constant("float64", "f64", values, dims, () => Float64Array.from(values));
+  }
+
+  /** One initializer per distinct (type, shape, values), named `const_<tag>_<n>`. */
+  private constant(type: ElementType, tag: string, values: number[], dims: number[], encode: () => ArrayBufferView): string {
+    const key = `${tag}:${dims.join("x")}:${values.join(",")}`;
     const known = this.constants.get(key);
     if (known) return known;
-    const name = this.claim(`const_f64_${this.counter++}`);
-    const data = Float64Array.from(values);
-    this.initializers.push({ name, type: "float64", dims, byteLength: data.byteLength, bytes: () => bytesOf(data) });
+    const name = this.claim(`const_${tag}_${this.counter++}`);
+    const data = encode();
+    this.initializers.push({ name, type, dims, byteLength: data.byteLength, bytes: () => bytesOf(data) });
     this.constants.set(key, name);
     return name;
   }

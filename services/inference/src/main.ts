@@ -94,103 +94,106 @@ export async function startInferenceServer(options: InferenceServerOptions): Pro
 
   const pair = await openModelPair(options.expertDir, options.amateurDir, sessionOptions);
   logger.info({ expert: pair.expert.dir, amateur: pair.amateur.dir, vocabSize: pair.expert.vocabSize }, "expert and amateur share one tokenizer");
-  // SPARSE summaries and float16 rounding run on the models' execution provider (on CPU, on one thread: SUMMARY_THREADS).
-  const pairGraphs = await PairSummaryGraph.open(pair.expert.vocabSize, { ...sessionOptions, threads: undefined }).catch(async (err: unknown) => {
-    await Promise.all([pair.expert.session.release(), pair.amateur.session.release()]);
-    throw err;
-  });
-  let scheduler: Scheduler | undefined;
-  const metrics = new InferenceMetrics(() => scheduler?.load ?? { running: 0, paused: 0, waiting: 0 });
-  // Temperature and nucleus sampling on the CPU (the rows are host arrays), one thread: a draw
-  // still holds the event loop, about 1-2 ms instead of core/math's 3-9; the metrics count where each ran.
-  const sampling = await SamplingGraph.open(pair.expert.vocabSize, { ...sessionOptions, executionProvider: "cpu", threads: undefined }, (by) => metrics.sampledTokens.inc({ by })).catch(async (err: unknown) => {
-    await Promise.all([pair.expert.session.release(), pair.amateur.session.release(), pairGraphs.release()]);
-    throw err;
-  });
-  const maxContextTokens = Math.min(pair.expert.description.maxContextTokens, pair.amateur.description.maxContextTokens);
-  const adapters = new AdapterRegistry(pair.expert, {
-    allowedDirs: options.adapterDirs,
-    maxAdapterBytes: limits.maxAdapterBytes,
-    maxResidentBytes: limits.maxResidentAdapterBytes,
-    observer: metrics.adapterObserver((version, previous) => logger.info({ version: version || "base", previous: previous || "base" }, "active adapter changed")),
-  });
-  scheduler = new Scheduler(adapters, pair.amateur.session, pair.expert.tokenizer, {
-    maxBatchSize: limits.maxBatchSize,
-    maxSequences: Math.max(limits.maxBatchSize, limits.maxStreams * limits.maxTrajectoriesPerStream),
-    maxContextTokens,
-    gather: { fraction: DEFAULT_BATCH_GATHER.fraction, maxMs: options.batchGatherMs ?? DEFAULT_BATCH_GATHER.maxMs },
-    prefillTokensPerBatch: prefillBatchTokens,
-  }, metrics.observer(), sampling);
-
-  const draining = new AbortController();
-  const ctx: ServingContext = {
-    pair,
-    vocabSize: pair.expert.vocabSize,
-    maxContextTokens,
-    prefillTokens: prefillBatchTokens,
-    scheduler,
-    pairGraphs,
-    adapters,
-    limits,
-    metrics,
-    logger,
-    slots: new CallSlots(limits.maxStreams, (active) => metrics.activeStreams.set(active)),
-    draining: draining.signal,
-  };
-
-  const server = new grpc.Server({ "grpc.max_receive_message_length": MAX_MESSAGE_BYTES, "grpc.max_send_message_length": MAX_MESSAGE_BYTES });
-  const errorLogger = { error: (details: Record<string, unknown>, message: string) => logger.error(details, message), warn: (details: Record<string, unknown>, message: string) => logger.warn(details, message) };
-  addService(server, InferenceService, instrumented(InferenceService, inferenceHandlers(ctx), metrics, logger), errorLogger, access);
-  addService(server, AdapterService, instrumented(AdapterService, adapterHandlers(ctx), metrics, logger), errorLogger, access);
-  const health = addHealthAndReflection(server, [InferenceService, AdapterService]);
-
-  let port: number;
-  let metricsEndpoint: MetricsEndpoint;
+  // What the start has opened, undone newest first if it fails before the server listens.
+  const undo: (() => unknown)[] = [() => pair.expert.session.release(), () => pair.amateur.session.release()];
   try {
-    port = await new Promise<number>((resolve, reject) =>
+    return await listen();
+  } catch (err) {
+    for (const step of undo.reverse()) await Promise.resolve().then(step).catch(() => {});
+    throw err;
+  }
+
+  async function listen(): Promise<InferenceServer> {
+    // SPARSE summaries and float16 rounding run on the models' execution provider (on CPU, on one thread: SUMMARY_THREADS).
+    const pairGraphs = await PairSummaryGraph.open(pair.expert.vocabSize, { ...sessionOptions, threads: undefined });
+    undo.push(() => pairGraphs.release());
+    // The scheduler comes after the metrics it reports to; until then its gauges read zero.
+    let built: Scheduler | undefined;
+    const metrics = new InferenceMetrics(() => built?.load ?? { running: 0, paused: 0, waiting: 0 });
+    // Temperature and nucleus sampling on the CPU (the rows are host arrays), one thread: a draw
+    // still holds the event loop, about 1-2 ms instead of core/math's 3-9; the metrics count where each ran.
+    const sampling = await SamplingGraph.open(pair.expert.vocabSize, { ...sessionOptions, executionProvider: "cpu", threads: undefined }, (by) => metrics.sampledTokens.inc({ by }));
+    undo.push(() => sampling.release());
+    const maxContextTokens = Math.min(pair.expert.description.maxContextTokens, pair.amateur.description.maxContextTokens);
+    const adapters = new AdapterRegistry(pair.expert, {
+      allowedDirs: options.adapterDirs,
+      maxAdapterBytes: limits.maxAdapterBytes,
+      maxResidentBytes: limits.maxResidentAdapterBytes,
+      observer: metrics.adapterObserver((version, previous) => logger.info({ version: version || "base", previous: previous || "base" }, "active adapter changed")),
+    });
+    undo.push(() => adapters.close());
+    const scheduler = new Scheduler(adapters, pair.amateur.session, pair.expert.tokenizer, {
+      maxBatchSize: limits.maxBatchSize,
+      maxSequences: Math.max(limits.maxBatchSize, limits.maxStreams * limits.maxTrajectoriesPerStream),
+      maxContextTokens,
+      gather: { fraction: DEFAULT_BATCH_GATHER.fraction, maxMs: options.batchGatherMs ?? DEFAULT_BATCH_GATHER.maxMs },
+      prefillTokensPerBatch: prefillBatchTokens,
+    }, metrics.observer(), sampling);
+    built = scheduler;
+    undo.push(() => scheduler.shutdown(0));
+
+    const draining = new AbortController();
+    const ctx: ServingContext = {
+      pair,
+      vocabSize: pair.expert.vocabSize,
+      maxContextTokens,
+      prefillTokens: prefillBatchTokens,
+      scheduler,
+      pairGraphs,
+      adapters,
+      limits,
+      metrics,
+      logger,
+      slots: new CallSlots(limits.maxStreams, (active) => metrics.activeStreams.set(active)),
+      draining: draining.signal,
+    };
+
+    const server = new grpc.Server({ "grpc.max_receive_message_length": MAX_MESSAGE_BYTES, "grpc.max_send_message_length": MAX_MESSAGE_BYTES });
+    undo.push(() => server.forceShutdown());
+    const errorLogger = { error: (details: Record<string, unknown>, message: string) => logger.error(details, message), warn: (details: Record<string, unknown>, message: string) => logger.warn(details, message) };
+    addService(server, InferenceService, instrumented(InferenceService, inferenceHandlers(ctx), metrics, logger), errorLogger, access);
+    addService(server, AdapterService, instrumented(AdapterService, adapterHandlers(ctx), metrics, logger), errorLogger, access);
+    const health = addHealthAndReflection(server, [InferenceService, AdapterService]);
+
+    const port = await new Promise<number>((resolve, reject) =>
       server.bindAsync(`${host}:${options.port ?? DEFAULT_GRPC_PORT}`, credentials, (err, bound) => (err ? reject(err) : resolve(bound))),
     );
-    metricsEndpoint = await serveMetrics(metrics.registry, host, options.metricsPort ?? DEFAULT_METRICS_PORT, (authorization) => scrapeRefusal(access, authorization));
-  } catch (err) {
-    server.forceShutdown();
-    await scheduler.shutdown(0);
-    await adapters.close();
-    await Promise.all([pair.expert.session.release(), pair.amateur.session.release(), pairGraphs.release(), sampling.release()]);
-    throw err;
-  }
-  const dialHost = host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host.includes(":") ? `[${host}]` : host;
-  logger.info({ host, port, metricsPort: metricsEndpoint.port, limits, prefillBatchTokens, executionProvider: pair.expert.session.provider, tls: tlsMode(options.tls) }, `inference server listening on ${host}:${port} (metrics on :${metricsEndpoint.port}/metrics)`);
-  if (process.platform === "linux" && !largeBuffersReused()) {
-    logger.info({ recommended: `GLIBC_TUNABLES=${RECOMMENDED_GLIBC_TUNABLES}` }, "glibc gives fresh pages to every buffer above 32 MiB: start the service with the recommended GLIBC_TUNABLES so that each step's large outputs reuse memory (a [64, 151,936] output's trip out of ONNX Runtime 1.63x faster where it was measured; see the README)");
-  }
-  logPolicy(logger, access);
-
-  let closing: Promise<void> | null = null;
-  const close = async (deadlineMs: number) => {
-    logger.info({ deadlineMs, ...scheduler.load }, "shutting down: NOT_SERVING, no new requests, running streams get until the deadline");
-    // Health says NOT_SERVING and handlers refuse new work while the running streams finish.
-    draining.abort();
-    for (const service of ["", InferenceService.typeName, AdapterService.typeName]) health.setStatus(service, "NOT_SERVING");
-    await scheduler.shutdown(deadlineMs);
-    // Every sequence has finished or been cancelled; the calls get a moment to say so.
-    const callsDone = new Promise<"done">((resolve) => server.tryShutdown(() => resolve("done")));
-    const grace = new Promise<"late">((resolve) => setTimeout(() => resolve("late"), 1000).unref());
-    if ((await Promise.race([callsDone, grace])) === "late") {
-      logger.warn("calls still open after the deadline; closing them");
-      server.forceShutdown();
+    const metricsEndpoint: MetricsEndpoint = await serveMetrics(metrics.registry, host, options.metricsPort ?? DEFAULT_METRICS_PORT, (authorization) => scrapeRefusal(access, authorization));
+    undo.push(() => metricsEndpoint.close());
+    const dialHost = host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host.includes(":") ? `[${host}]` : host;
+    logger.info({ host, port, metricsPort: metricsEndpoint.port, limits, prefillBatchTokens, executionProvider: pair.expert.session.provider, tls: tlsMode(options.tls) }, `inference server listening on ${host}:${port} (metrics on :${metricsEndpoint.port}/metrics)`);
+    if (process.platform === "linux" && !largeBuffersReused()) {
+      logger.info({ recommended: `GLIBC_TUNABLES=${RECOMMENDED_GLIBC_TUNABLES}` }, "glibc gives fresh pages to every buffer above 32 MiB: start the service with the recommended GLIBC_TUNABLES so that each step's large outputs reuse memory (a [64, 151,936] output's trip out of ONNX Runtime 1.63x faster where it was measured; see the README)");
     }
-    await metricsEndpoint.close();
-    metrics.registry.clear();
-    await adapters.close();
-    await Promise.all([pair.expert.session.release(), pair.amateur.session.release(), pairGraphs.release(), sampling.release()]);
-    logger.info("inference server stopped");
-  };
+    logPolicy(logger, access);
 
-  return {
-    address: `${dialHost}:${port}`,
-    port,
-    metricsPort: metricsEndpoint.port,
-    limits,
-    close: (deadlineMs = options.shutdownDeadlineMs ?? DEFAULT_SHUTDOWN_DEADLINE_MS) => (closing ??= close(deadlineMs)),
-  };
+    let closing: Promise<void> | null = null;
+    const close = async (deadlineMs: number) => {
+      logger.info({ deadlineMs, ...scheduler.load }, "shutting down: NOT_SERVING, no new requests, running streams get until the deadline");
+      // Health says NOT_SERVING and handlers refuse new work while the running streams finish.
+      draining.abort();
+      for (const service of ["", InferenceService.typeName, AdapterService.typeName]) health.setStatus(service, "NOT_SERVING");
+      await scheduler.shutdown(deadlineMs);
+      // Every sequence has finished or been cancelled; the calls get a moment to say so.
+      const callsDone = new Promise<"done">((resolve) => server.tryShutdown(() => resolve("done")));
+      const grace = new Promise<"late">((resolve) => setTimeout(() => resolve("late"), 1000).unref());
+      if ((await Promise.race([callsDone, grace])) === "late") {
+        logger.warn("calls still open after the deadline; closing them");
+        server.forceShutdown();
+      }
+      await metricsEndpoint.close();
+      metrics.registry.clear();
+      await adapters.close();
+      await Promise.all([pair.expert.session.release(), pair.amateur.session.release(), pairGraphs.release(), sampling.release()]);
+      logger.info("inference server stopped");
+    };
+
+    return {
+      address: `${dialHost}:${port}`,
+      port,
+      metricsPort: metricsEndpoint.port,
+      limits,
+      close: (deadlineMs = options.shutdownDeadlineMs ?? DEFAULT_SHUTDOWN_DEADLINE_MS) => (closing ??= close(deadlineMs)),
+    };
+  }
 }

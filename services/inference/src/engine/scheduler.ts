@@ -95,7 +95,7 @@ export class Scheduler {
     private readonly tokenizer: TextTokenizer,
     readonly limits: SchedulerLimits,
     private readonly observer: SchedulerObserver = {},
-    /** Where temperature sampling runs (ONNX Runtime); null: core/math on the event loop. */
+    /** Where temperature and nucleus sampling run (ONNX Runtime); null: core/math. */
     private readonly sampling: SamplingGraph | null = null,
   ) {
     this.loopDone = this.loop();

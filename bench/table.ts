@@ -44,6 +44,7 @@ function stepLines(r: BenchReport): string[] {
       ["rows", "JavaScript", "JS CPU", "ONNX Runtime graph", "graph CPU", "speedup", "CPU speedup"],
       s.native.map((n) => [String(n.rows), formatMeasured(n.javascriptMs), formatMeasured(n.javascriptCpuMs), formatMeasured(n.nativeMs), formatMeasured(n.nativeCpuMs), formatRatio(n.speedup), formatRatio(n.cpuSpeedup)]),
     ),
+    `one stream-step's summary alone on the graph, its rows out of the caches and no JavaScript work around it: ${formatMeasured(s.aloneColdMs)} ms`,
     `FULL float16 rounding of both rows: JavaScript ${formatMeasured(s.float16.javascriptMs)} ms, ONNX Runtime Cast ${formatMeasured(s.float16.nativeMs)} ms (${formatRatio(s.float16.speedup)} faster)`,
     ...s.sampling.map((r) => `sampling one row (T 1, top-p ${r.topP}, the same token both ways): JavaScript sampleToken ${formatMeasured(r.javascriptMs)} ms, ONNX Runtime graph ${formatMeasured(r.nativeMs)} ms (${formatRatio(r.speedup)} faster)`),
   ];

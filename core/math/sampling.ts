@@ -22,7 +22,8 @@ export function argmaxToken(logp: LogProbs): number {
   return best;
 }
 
-function validateSampling({ temperature, topP = 1 }: SamplingOptions): void {
+/** Throws MethodInputError unless temperature is a finite number >= 0 and topP lies in (0, 1]. */
+export function validateSampling({ temperature, topP = 1 }: SamplingOptions): void {
   if (typeof temperature !== "number" || !Number.isFinite(temperature) || temperature < 0) {
     throw new MethodInputError("temperature", `must be a finite number >= 0, got ${temperature}`);
   }

@@ -15,7 +15,7 @@ import * as ort from "onnxruntime-node";
 import type { LogProbs } from "#core/math/distribution.ts";
 import { MethodInputError } from "#core/math/errors.ts";
 import type { SamplingOptions } from "#core/math/sampling.ts";
-import { sampleToken } from "#core/math/sampling.ts";
+import { sampleToken, validateSampling } from "#core/math/sampling.ts";
 import { RowChunks } from "./row-chunks.ts";
 import { GraphBuilder, ONNX_DATA_TYPE, int } from "#core/formats/onnx-builder.ts";
 import { encodeInline } from "#core/formats/onnx-file.ts";
@@ -160,8 +160,8 @@ export class SamplingGraph {
    * core/math's way with the same u.
    */
   async sample(logp: LogProbs, { temperature, topP = 1 }: SamplingOptions, u: number): Promise<number> {
-    if (!(Number.isFinite(temperature) && temperature > 0)) throw new MethodInputError("temperature", `must be a finite number > 0 here, got ${temperature}`);
-    if (!(topP > 0 && topP <= 1)) throw new MethodInputError("topP", `must be a number in (0, 1], got ${topP}`);
+    validateSampling({ temperature, topP });
+    if (temperature === 0) throw new MethodInputError("temperature", "must be > 0 here: a greedy choice is no draw");
     if (!(u >= 0 && u < 1)) throw new MethodInputError("u", `must be in [0, 1), got ${u}`);
     if (logp.length !== this.vocabSize) throw new MethodInputError("logp", `covers ${logp.length} tokens but the sampling graph was built for ${this.vocabSize}`);
     if (!(logp instanceof Float32Array)) return this.byCoreMath(logp, { temperature, topP }, u);

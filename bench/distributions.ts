@@ -139,8 +139,7 @@ export async function raceSummaries(options: SummaryRaceOptions, log: (line: str
       half.native.push((await halfNative()).wall);
     }
     const float16 = { javascriptMs: measured(half.js, "ms"), nativeMs: measured(half.native, "ms"), speedup: ratio(median(half.js), median(half.native)) };
-    const sampling = [];
-    for (const topP of SAMPLING_TOP_P) sampling.push(await raceSampling(steps, repeats * 10, threads, topP));
+    const sampling = await raceSampling(steps, repeats * 10, threads);
     return { summaries: out, aloneColdMs: await summaryAloneCold(graph, steps, repeats * 8), float16, sampling };
   } finally {
     await graph.release();
@@ -172,30 +171,35 @@ export interface SamplingRace extends OneRowRace {
   topP: number;
 }
 
-/** Sampling (T 1) of each step's expert row both ways, after checking that they draw the same tokens and that the graph drew them itself. */
-async function raceSampling(steps: readonly { logpExpert: Float32Array }[], repeats: number, threads: number, topP: number): Promise<SamplingRace> {
+/** Sampling (T 1, each of SAMPLING_TOP_P) of each step's expert row both ways, after checking that they draw the same tokens and that the graph drew them itself. */
+async function raceSampling(steps: readonly { logpExpert: Float32Array }[], repeats: number, threads: number): Promise<SamplingRace[]> {
   let coreMath = 0;
   const graph = await SamplingGraph.open(steps[0].logpExpert.length, { executionProvider: "cpu", threads }, (by) => void (by === "core_math" && coreMath++));
-  const options = { temperature: 1, topP };
+  const u = (i: number) => (i * 0.618034) % 1;
   try {
-    const u = (i: number) => (i * 0.618034) % 1;
-    for (const [i, { logpExpert }] of steps.slice(0, 8).entries()) {
-      const exact = sampleToken(logpExpert, options, { next: () => u(i) });
-      const native = await graph.sample(logpExpert, options, u(i));
-      if (native !== exact) throw new Error(`the sampling graph drew token ${native} where core/math drew ${exact}; no figure`);
+    const races: SamplingRace[] = [];
+    for (const topP of SAMPLING_TOP_P) {
+      const options = { temperature: 1, topP };
+      coreMath = 0;
+      for (const [i, { logpExpert }] of steps.slice(0, 8).entries()) {
+        const exact = sampleToken(logpExpert, options, { next: () => u(i) });
+        const native = await graph.sample(logpExpert, options, u(i));
+        if (native !== exact) throw new Error(`the sampling graph drew token ${native} where core/math drew ${exact}; no figure`);
+      }
+      if (coreMath > 0) throw new Error(`the sampling graph handed ${coreMath} of 8 draws at top-p ${topP} to core/math; no figure`);
+      const times = { js: [] as number[], native: [] as number[] };
+      for (let r = 0; r < repeats; r++) {
+        const { logpExpert } = steps[r % steps.length];
+        let started = performance.now();
+        sampleToken(logpExpert, options, { next: () => u(r) });
+        times.js.push(performance.now() - started);
+        started = performance.now();
+        await graph.sample(logpExpert, options, u(r));
+        times.native.push(performance.now() - started);
+      }
+      races.push({ topP, javascriptMs: measured(times.js, "ms"), nativeMs: measured(times.native, "ms"), speedup: ratio(median(times.js), median(times.native)) });
     }
-    if (coreMath > 0) throw new Error(`the sampling graph handed ${coreMath} of 8 draws at top-p ${topP} to core/math; no figure`);
-    const times = { js: [] as number[], native: [] as number[] };
-    for (let r = 0; r < repeats; r++) {
-      const { logpExpert } = steps[r % steps.length];
-      let started = performance.now();
-      sampleToken(logpExpert, options, { next: () => u(r) });
-      times.js.push(performance.now() - started);
-      started = performance.now();
-      await graph.sample(logpExpert, options, u(r));
-      times.native.push(performance.now() - started);
-    }
-    return { topP, javascriptMs: measured(times.js, "ms"), nativeMs: measured(times.native, "ms"), speedup: ratio(median(times.js), median(times.native)) };
+    return races;
   } finally {
     await graph.release();
   }

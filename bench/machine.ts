@@ -1,6 +1,7 @@
 // What the benchmark ran on, recorded beside the figures: CPU, cores, memory, the runtimes'
 // versions and how busy the machine was when the run started and ended (a load average above
-// the core count means the figures were shared with something else).
+// the core count means the figures were shared with something else), and on a virtual machine
+// how much CPU time the host took away meanwhile.
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { cpus, loadavg, totalmem } from "node:os";
@@ -20,6 +21,37 @@ export interface MachineInfo {
   /** 1-minute load average when the run started. */
   loadAverageAtStart: number;
   loadAverageAtEnd?: number;
+  /** The machine's CPU time counters when the run started (/proc/stat; null elsewhere). */
+  cpuTimesAtStart: CpuTimes | null;
+  /**
+   * Of all CPU time during the run, the share the hypervisor gave to other guests while this
+   * one wanted to run ("steal"): a virtual machine's figures are slowed by it without any
+   * load of its own showing.
+   */
+  stolenShare?: number | null;
+}
+
+/** The first "cpu" line of /proc/stat, in clock ticks: all time, and the time stolen. */
+export interface CpuTimes {
+  total: number;
+  steal: number;
+}
+
+/** The machine's CPU time counters now; null where /proc/stat is absent (not Linux). */
+export function cpuTimes(): CpuTimes | null {
+  try {
+    const fields = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
+    // user nice system idle iowait irq softirq steal [guest guest_nice, already counted in user and nice]
+    return { total: fields.slice(0, 8).reduce((a, b) => a + b, 0), steal: fields[7] ?? 0 };
+  } catch {
+    return null;
+  }
+}
+
+/** The stolen share of CPU time between two readings; null without both or without time between. */
+export function stolenShare(from: CpuTimes | null, to: CpuTimes | null): number | null {
+  if (!from || !to || to.total <= from.total) return null;
+  return (to.steal - from.steal) / (to.total - from.total);
 }
 
 const require = createRequire(import.meta.url);
@@ -65,6 +97,7 @@ export function describeMachine(): MachineInfo {
     tfjs: packageVersion("@tensorflow/tfjs"),
     glibcTunables: process.env.GLIBC_TUNABLES ?? null,
     loadAverageAtStart: loadavg()[0],
+    cpuTimesAtStart: cpuTimes(),
   };
 }
 

@@ -2,6 +2,7 @@
 // it (`lightreasoner serve inference`) and the benchmark's own helper processes
 // (`lightreasoner bench-worker ...`). Their memory is read with #core/metrics/process-memory.ts.
 import { spawn } from "node:child_process";
+import { readFileSync, readdirSync } from "node:fs";
 import type { ChildProcess } from "node:child_process";
 import { CLI_ENTRY, REPO_ROOT } from "./paths.ts";
 import type { ProcessMemory } from "#core/metrics/process-memory.ts";
@@ -74,6 +75,30 @@ export function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}): JsonLines
       check();
     });
   return { child, pid: child.pid!, lines, stderr, exited, waitFor };
+}
+
+/**
+ * CPU seconds a process's threads have run so far: the sum of /proc/<pid>/task/<tid>/schedstat
+ * over its threads (nanoseconds on the CPU, per thread), which unlike the clock-tick counts of
+ * /proc/<pid>/stat is exact for runs of a fraction of a second. Threads that have exited are not counted; a
+ * Node process keeps its threads for its lifetime.
+ */
+export function cpuSeconds(pid: number): number {
+  let tasks: string[];
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`);
+  } catch (err) {
+    throw new BenchProcessError(`/proc/${pid}/task: cannot list the process's threads (${(err as Error).message}); CPU time needs Linux`);
+  }
+  let nanoseconds = 0;
+  for (const task of tasks) {
+    try {
+      nanoseconds += Number(readFileSync(`/proc/${pid}/task/${task}/schedstat`, "utf8").split(" ")[0]);
+    } catch {
+      // The thread exited between the listing and the read: its time is gone either way.
+    }
+  }
+  return nanoseconds / 1e9;
 }
 
 /** Sends SIGTERM and waits for the exit; SIGKILL after `graceMs`. */

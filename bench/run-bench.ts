@@ -13,7 +13,7 @@ import { runDecode } from "./decode.ts";
 import type { LimitsResult, MatmulLibrary, Roofline } from "./limits.ts";
 import { bestRateAtRows, bestRateOn, roofline, runLimits } from "./limits.ts";
 import type { MachineInfo } from "./machine.ts";
-import { currentLoad, describeMachine } from "./machine.ts";
+import { cpuTimes, currentLoad, describeMachine, stolenShare } from "./machine.ts";
 import type { MemoryResult } from "./memory.ts";
 import { runMemory } from "./memory.ts";
 import type { SamplingResult } from "./sampling.ts";
@@ -234,6 +234,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
   const save = () => {
     report.wallSeconds = (performance.now() - started) / 1000;
     report.machine.loadAverageAtEnd = currentLoad();
+    report.machine.stolenShare = stolenShare(report.machine.cpuTimesAtStart, cpuTimes());
     report.derived.ceilingFractions = ceilingFractions(report.limits, report.sampling);
     report.derived.endToEndCeiling = endToEndCeilings(report.limits, report.amateur);
     report.derived.amateurHeadBounds = amateurHeadBounds(report.limits, report.amateur);

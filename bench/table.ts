@@ -17,7 +17,8 @@ const params = (n: number) => (n >= 1e6 ? `${formatNumber(n / 1e6)}M` : formatNu
 
 function machineLines(r: BenchReport): string[] {
   const m = r.machine;
-  const load = `load ${formatNumber(m.loadAverageAtStart)} at start, ${formatNumber(m.loadAverageAtEnd)} at end`;
+  const stolen = m.stolenShare === undefined || m.stolenShare === null ? "" : `, ${formatPercent(m.stolenShare)} of CPU time stolen by the host`;
+  const load = `load ${formatNumber(m.loadAverageAtStart)} at start, ${formatNumber(m.loadAverageAtEnd)} at end${stolen}`;
   const sections = r.sections.map((s) => `${s} ${formatNumber(r.sectionSeconds[s])} s`).join(", ");
   return [
     `lightreasoner bench${r.quick ? " --quick" : ""}: ${formatNumber(r.wallSeconds)} s (${sections})`,
@@ -242,6 +243,22 @@ function transportLines(r: BenchReport): string[] {
         formatMeasured(row.serializeMsPerStep),
         formatMeasured(row.frameCopyMsPerStep),
         formatMeasured(row.parseMsPerStep),
+      ]),
+    ),
+    "  the same layers in CPU time (ms per step, every thread of the server and the client together; each variant's least repeat, since a disturbance only adds time; then the median and spread of the project's client and of TCP): the work each layer adds, which repeats across runs where the rates above swing with scheduling",
+    renderTable(
+      ["encoding", "raw TCP", "+ HTTP/2", "+ grpc-js", "+ protobuf", "= project's client", "64 KiB window adds", "project's client", "raw TCP", "TCP / project's client"],
+      t.rows.map((row) => [
+        row.encoding,
+        ms(row.cpuBreakdown.tcpMs),
+        ms(row.cpuBreakdown.http2Ms),
+        ms(row.cpuBreakdown.grpcJsMs),
+        ms(row.cpuBreakdown.protobufMs),
+        ms(row.cpuBreakdown.clientMs),
+        ms(row.cpuBreakdown.defaultWindowMs),
+        formatMeasured(row.cpuMsPerStep.grpcWide),
+        formatMeasured(row.cpuMsPerStep.tcp),
+        formatPercent(row.cpuBreakdown.tcpMs / row.cpuBreakdown.clientMs),
       ]),
     ),
   ];

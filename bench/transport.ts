@@ -18,7 +18,7 @@ import { FinishReason } from "#core/gen/lightreasoner/v1/common_pb.ts";
 import { InferenceService, StreamTrajectoriesResponseSchema } from "#core/gen/lightreasoner/v1/inference_pb.ts";
 import { encodeDistributions } from "#inference/server/distributions.ts";
 import { syntheticStep } from "./distributions.ts";
-import { BenchProcessError, spawnCli, stopChild } from "./processes.ts";
+import { BenchProcessError, cpuSeconds, spawnCli, stopChild } from "./processes.ts";
 import type { BenchSettings } from "./settings.ts";
 import type { Measured } from "./stats.ts";
 import { measured, ratio, repeat } from "./stats.ts";
@@ -54,15 +54,33 @@ export interface TransportRow {
   parseMsPerStep: Measured;
   /** Where a step's time goes, in ms per step, from the medians above (see breakdown()). */
   breakdown: TransportBreakdown;
+  /** CPU milliseconds per step of both processes together (server and client, every thread), per variant. */
+  cpuMsPerStep: Record<keyof VariantMs, Measured>;
+  /**
+   * The same layers in CPU time, from the least of each variant's repeats: a disturbed repeat
+   * (a neighbour on the host, a collection) only ever adds CPU time to the same work, so the
+   * least is the work itself, and it repeats across runs where medians do not.
+   */
+  cpuBreakdown: TransportBreakdown;
+}
+
+/** Per-step cost of each variant the breakdown compares, in milliseconds (wall time from a rate, or CPU time). */
+export interface VariantMs {
+  tcp: number;
+  http2Wide: number;
+  rawGrpcWide: number;
+  grpcWide: number;
+  grpc: number;
 }
 
 /**
- * Differences of measured per-step times (1 / rate), each the cost one layer adds over the
- * one below it, all at the project's client window: the raw socket, then plain HTTP/2, then
- * grpc-js, then protobuf on top (the project's adapter), which sum to the project's client;
- * beside them, what grpc-js's own 64 KiB window would add to that (the naive client).
- * Server and client work overlap in time (two processes), so these need not add up to the
- * CPU costs timed alone; a negative difference means the layer cost less than the noise.
+ * Differences of measured per-step costs, each the cost one layer adds over the one below
+ * it, all at the project's client window: the raw socket, then plain HTTP/2, then grpc-js,
+ * then protobuf on top (the project's adapter), which sum to the project's client; beside
+ * them, what grpc-js's own 64 KiB window would add to that (the naive client). The same
+ * differences serve for wall time (1 / rate: server and client overlap in time, so a layer's
+ * wall cost need not equal its CPU work) and for CPU time of both processes (which counts all
+ * the work, overlapped or not); a negative difference means the layer cost less than the noise.
  */
 export interface TransportBreakdown {
   tcpMs: number;
@@ -75,16 +93,21 @@ export interface TransportBreakdown {
   defaultWindowMs: number;
 }
 
-export function breakdown(rates: { tcp: number; http2Wide: number; rawGrpcWide: number; grpcWide: number; grpc: number }): TransportBreakdown {
-  const ms = (rate: number) => 1000 / rate;
+export function breakdown(ms: VariantMs): TransportBreakdown {
   return {
-    tcpMs: ms(rates.tcp),
-    http2Ms: ms(rates.http2Wide) - ms(rates.tcp),
-    grpcJsMs: ms(rates.rawGrpcWide) - ms(rates.http2Wide),
-    protobufMs: ms(rates.grpcWide) - ms(rates.rawGrpcWide),
-    clientMs: ms(rates.grpcWide),
-    defaultWindowMs: ms(rates.grpc) - ms(rates.grpcWide),
+    tcpMs: ms.tcp,
+    http2Ms: ms.http2Wide - ms.tcp,
+    grpcJsMs: ms.rawGrpcWide - ms.http2Wide,
+    protobufMs: ms.grpcWide - ms.rawGrpcWide,
+    clientMs: ms.grpcWide,
+    defaultWindowMs: ms.grpc - ms.grpcWide,
   };
+}
+
+/** Wall milliseconds per step from steps per second. */
+export function msPerStep(rates: VariantMs): VariantMs {
+  const ms = (rate: number) => 1000 / rate;
+  return { tcp: ms(rates.tcp), http2Wide: ms(rates.http2Wide), rawGrpcWide: ms(rates.rawGrpcWide), grpcWide: ms(rates.grpcWide), grpc: ms(rates.grpc) };
 }
 
 export interface TransportResult {
@@ -104,7 +127,8 @@ export const TRANSPORT_HOW =
   "(one step message per token, distributions encoded once by the service's encoder), a plain TCP socket writing the same " +
   "serialized bytes, a plain Node HTTP/2 stream carrying them, and a bytes-only gRPC method (identity codecs); the benchmark process reads each, " +
   "every variant once per repeat in turn; the HTTP/2 and gRPC variants at the client's default 64 KiB window and at 8 MiB; " +
-  "encode = encodeDistributions + toBinary, and toBinary, the 5-byte-prefix copy and fromBinary alone, in the benchmark process";
+  "encode = encodeDistributions + toBinary, and toBinary, the 5-byte-prefix copy and fromBinary alone, in the benchmark process; " +
+  "CPU per step = the CPU time of every thread of both processes over a run (/proc/<pid>/task/<tid>/schedstat) over its steps";
 
 /** Streams `steps` step messages over one StreamTrajectories call; returns steps per second. */
 async function grpcRun(address: string, encoding: TransportEncoding, steps: number, settings: BenchSettings["transport"], window: number): Promise<number> {
@@ -258,11 +282,20 @@ export async function runTransport(settings: BenchSettings, log: (line: string) 
       type Variant = keyof typeof variants;
       const names = Object.keys(variants) as Variant[];
       const rates = Object.fromEntries(names.map((n) => [n, [] as number[]])) as Record<Variant, number[]>;
+      const cpuMs = Object.fromEntries(names.map((n) => [n, [] as number[]])) as Record<Variant, number[]>;
+      // Both processes' CPU time around a run: what the step costs in work, which a busy
+      // moment or where the scheduler puts the two processes changes far less than the rate.
+      const bothCpuSeconds = () => cpuSeconds(process.pid) + cpuSeconds(peer.pid);
+      const runOnce = async (n: Variant) => {
+        const before = bothCpuSeconds();
+        rates[n].push(await variants[n]());
+        cpuMs[n].push(((bothCpuSeconds() - before) * 1000) / steps);
+      };
       await grpcRun(address, encoding, Math.ceil(steps / 4), t, GRPC_JS_DEFAULT_WINDOW_BYTES);
       await rawGrpcRun(address, encoding, Math.ceil(steps / 4));
       await http2Run(ready.http2Port, encoding, Math.ceil(steps / 4), bytes + 4);
       await tcpRun(ready.tcpPort, encoding, Math.ceil(steps / 4), bytes + 4);
-      for (let r = 0; r < t.repeats; r++) for (const n of names) rates[n].push(await variants[n]());
+      for (let r = 0; r < t.repeats; r++) for (const n of names) await runOnce(n);
       const perRepeat = (over: Variant) => measured(rates[over].map((v, i) => v / rates.tcp[i]), "fraction");
       const grpcStepsPerSecond = measured(rates.grpc, "steps/s");
       const grpcWideWindowStepsPerSecond = measured(rates.grpcWide, "steps/s");
@@ -271,6 +304,13 @@ export async function runTransport(settings: BenchSettings, log: (line: string) 
       const http2WideWindowStepsPerSecond = measured(rates.http2Wide, "steps/s");
       const rawGrpcStepsPerSecond = measured(rates.rawGrpc, "steps/s");
       const rawGrpcWideWindowStepsPerSecond = measured(rates.rawGrpcWide, "steps/s");
+      const cpuMsPerStep = {
+        tcp: measured(cpuMs.tcp, "ms"),
+        http2Wide: measured(cpuMs.http2Wide, "ms"),
+        rawGrpcWide: measured(cpuMs.rawGrpcWide, "ms"),
+        grpcWide: measured(cpuMs.grpcWide, "ms"),
+        grpc: measured(cpuMs.grpc, "ms"),
+      };
       const encodeMsPerStep = await encodeCost(encoding, t, t.repeats);
       const work = await messageWork(encoding, t, t.repeats);
       rows.push({
@@ -292,9 +332,11 @@ export async function runTransport(settings: BenchSettings, log: (line: string) 
         serializeMsPerStep: work.serialize,
         frameCopyMsPerStep: work.frameCopy,
         parseMsPerStep: work.parse,
-        breakdown: breakdown({ tcp: tcpStepsPerSecond.median, http2Wide: http2WideWindowStepsPerSecond.median, rawGrpcWide: rawGrpcWideWindowStepsPerSecond.median, grpcWide: grpcWideWindowStepsPerSecond.median, grpc: grpcStepsPerSecond.median }),
+        breakdown: breakdown(msPerStep({ tcp: tcpStepsPerSecond.median, http2Wide: http2WideWindowStepsPerSecond.median, rawGrpcWide: rawGrpcWideWindowStepsPerSecond.median, grpcWide: grpcWideWindowStepsPerSecond.median, grpc: grpcStepsPerSecond.median })),
+        cpuMsPerStep,
+        cpuBreakdown: breakdown({ tcp: cpuMsPerStep.tcp.min, http2Wide: cpuMsPerStep.http2Wide.min, rawGrpcWide: cpuMsPerStep.rawGrpcWide.min, grpcWide: cpuMsPerStep.grpcWide.min, grpc: cpuMsPerStep.grpc.min }),
       });
-      log(`  ${encoding}: ${bytes} B/step, gRPC ${grpcWideWindowStepsPerSecond.median.toFixed(0)} steps/s through the project's client (${grpcStepsPerSecond.median.toFixed(0)} at grpc-js's window), TCP ${tcpStepsPerSecond.median.toFixed(0)} steps/s, encode ${encodeMsPerStep.median.toFixed(2)} ms`);
+      log(`  ${encoding}: ${bytes} B/step, gRPC ${grpcWideWindowStepsPerSecond.median.toFixed(0)} steps/s through the project's client (${grpcStepsPerSecond.median.toFixed(0)} at grpc-js's window), TCP ${tcpStepsPerSecond.median.toFixed(0)} steps/s, encode ${encodeMsPerStep.median.toFixed(2)} ms; CPU per step at least ${cpuMsPerStep.grpcWide.min.toFixed(3)} ms against TCP's ${cpuMsPerStep.tcp.min.toFixed(3)}`);
     }
   } finally {
     await stopChild(peer, 5000);

@@ -1,7 +1,7 @@
 // The new benchmark sections' arithmetic, with hand-computed expectations: the positions the
 // amateur runs over each way, where a transport step's time goes, the end-to-end fraction
 // of the ceiling, the best MatMul across libraries, what a loaded BLAS is, and the logits
-// comparison behind the decode race.
+// comparison behind the decode race, and the share of CPU time the host stole.
 import { describe, expect, it } from "vitest";
 import { rowAdapters } from "#bench/adapters.ts";
 import { amateurPositions } from "#bench/amateur.ts";
@@ -11,7 +11,9 @@ import type { LimitsResult, MatmulRate, PeerMatmul } from "#bench/limits.ts";
 import { blasKind, peakOf, peakReadOf } from "#bench/limits.ts";
 import { endToEndCeilings } from "#bench/run-bench.ts";
 import { BenchInputError, measured } from "#bench/stats.ts";
-import { breakdown } from "#bench/transport.ts";
+import { breakdown, msPerStep } from "#bench/transport.ts";
+import { cpuTimes, stolenShare } from "#bench/machine.ts";
+import { cpuSeconds } from "#bench/processes.ts";
 
 describe("amateur positions per trajectory", () => {
   it("lockstep: the prompt once, then one per step; re-encoding: the whole prefix every step", () => {
@@ -33,11 +35,15 @@ describe("amateur positions per trajectory", () => {
 describe("transport breakdown", () => {
   it("is the per-step time each layer adds, from the rates", () => {
     // At the wide window: 1 ms per step over TCP, 1.25 ms plain HTTP/2, 2 ms bytes-only gRPC, 2.5 ms through the adapter; 5 ms at grpc-js's window.
-    expect(breakdown({ tcp: 1000, http2Wide: 800, rawGrpcWide: 500, grpcWide: 400, grpc: 200 })).toEqual({ tcpMs: 1, http2Ms: 0.25, grpcJsMs: 0.75, protobufMs: 0.5, clientMs: 2.5, defaultWindowMs: 2.5 });
+    expect(breakdown(msPerStep({ tcp: 1000, http2Wide: 800, rawGrpcWide: 500, grpcWide: 400, grpc: 200 }))).toEqual({ tcpMs: 1, http2Ms: 0.25, grpcJsMs: 0.75, protobufMs: 0.5, clientMs: 2.5, defaultWindowMs: 2.5 });
+  });
+
+  it("takes CPU milliseconds per step as they are", () => {
+    expect(breakdown({ tcp: 0.5, http2Wide: 0.75, rawGrpcWide: 1.5, grpcWide: 2, grpc: 2.25 })).toEqual({ tcpMs: 0.5, http2Ms: 0.25, grpcJsMs: 0.75, protobufMs: 0.5, clientMs: 2, defaultWindowMs: 0.25 });
   });
 
   it("shows a layer faster than noise as a negative difference rather than hiding it", () => {
-    expect(breakdown({ tcp: 1000, http2Wide: 500, rawGrpcWide: 500, grpcWide: 500, grpc: 1000 }).defaultWindowMs).toBe(-1);
+    expect(breakdown(msPerStep({ tcp: 1000, http2Wide: 500, rawGrpcWide: 500, grpcWide: 500, grpc: 1000 })).defaultWindowMs).toBe(-1);
   });
 });
 
@@ -132,5 +138,27 @@ describe("adapters section rows", () => {
     expect(rowAdapters(["a", "b", "c"], 7, true)).toEqual(["a", "b", "c", "a", "b", "c", "a"]);
     expect(() => rowAdapters([], 2, true)).toThrow(/adapters: must hold at least one adapter/);
     expect(() => rowAdapters(["a"], 0, true)).toThrow(/rows: must be a positive integer, got 0/);
+  });
+});
+
+describe("CPU time the benchmark reads", () => {
+  it("the stolen share is stolen ticks over all ticks between two readings", () => {
+    // 1,000 ticks passed, 50 of them stolen.
+    expect(stolenShare({ total: 10_000, steal: 200 }, { total: 11_000, steal: 250 })).toBe(0.05);
+    expect(stolenShare(null, { total: 1, steal: 0 })).toBeNull();
+    expect(stolenShare({ total: 5, steal: 0 }, { total: 5, steal: 0 })).toBeNull();
+  });
+
+  it.runIf(process.platform === "linux")("reads this machine's counters and this process's threads' CPU time, which grows with work", () => {
+    const times = cpuTimes();
+    expect(times).not.toBeNull();
+    expect(times!.steal).toBeGreaterThanOrEqual(0);
+    expect(times!.total).toBeGreaterThan(times!.steal);
+    const before = cpuSeconds(process.pid);
+    const until = performance.now() + 30;
+    while (performance.now() < until);
+    const spent = cpuSeconds(process.pid) - before;
+    expect(spent).toBeGreaterThan(0.01);
+    expect(() => cpuSeconds(2 ** 22 + 1)).toThrow(/CPU time needs Linux/);
   });
 });

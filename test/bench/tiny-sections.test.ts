@@ -25,7 +25,7 @@ const base = benchSettings({ quick: true });
 const tiny = (overrides: Partial<BenchSettings>): BenchSettings => ({ ...base, ...overrides });
 /** The printed table of a report holding only `sections`. */
 const printed = (sections: Partial<BenchReport>) =>
-  renderReport({ quick: true, sections: [], sectionSeconds: {}, wallSeconds: 1, machine: { cpuModel: "Test CPU", cores: 2, vectorFeatures: [], memoryGiB: 1, platform: "", node: "", onnxruntimeNode: "", tfjs: "", glibcTunables: null, loadAverageAtStart: 0 }, derived: { ceilingFractions: [], endToEndCeiling: [], amateurHeadBounds: [], decodeRooflines: [] }, ...sections } as BenchReport);
+  renderReport({ quick: true, sections: [], sectionSeconds: {}, wallSeconds: 1, machine: { cpuModel: "Test CPU", cores: 2, vectorFeatures: [], memoryGiB: 1, platform: "", node: "", onnxruntimeNode: "", tfjs: "", glibcTunables: null, loadAverageAtStart: 0, cpuTimesAtStart: null }, derived: { ceilingFractions: [], endToEndCeiling: [], amateurHeadBounds: [], decodeRooflines: [] }, ...sections } as BenchReport);
 
 describe("amateur section at the built-in pair's shape", () => {
   it("lockstep, re-encoding and re-encoding with the head at every position compute the same distribution before every token", async () => {
@@ -170,6 +170,11 @@ describe("transport section at a tiny vocabulary", () => {
       expect(b.tcpMs + b.http2Ms + b.grpcJsMs + b.protobufMs).toBeCloseTo(b.clientMs, 10);
       expect(b.clientMs + b.defaultWindowMs).toBeCloseTo(1000 / row.grpcStepsPerSecond.median, 10);
       expect(row.serializeMsPerStep.median).toBeGreaterThan(0);
+      // Every step costs some CPU, each variant's readings are its own, and the CPU layers sum the same way.
+      for (const m of Object.values(row.cpuMsPerStep)) expect(m.repeats.every((v) => v > 0)).toBe(true);
+      const c = row.cpuBreakdown;
+      expect(c.clientMs).toBe(row.cpuMsPerStep.grpcWide.min);
+      expect(c.tcpMs + c.http2Ms + c.grpcJsMs + c.protobufMs).toBeCloseTo(c.clientMs, 10);
     }
     // float32: two vectors of 2,000 values, 16,000 bytes of payload plus the message's framing.
     expect(result.rows[0].bytesPerStep).toBeGreaterThan(16_000);
@@ -177,6 +182,7 @@ describe("transport section at a tiny vocabulary", () => {
     const table = printed({ transport: result });
     expect(table).toContain("Transport on loopback on Test CPU, vocabulary 2,000");
     expect(table).toMatch(/where a step's time goes/);
+    expect(table).toMatch(/the same layers in CPU time/);
   });
 });
 

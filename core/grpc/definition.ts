@@ -1,13 +1,15 @@
 // A protobuf-es service descriptor seen as a grpc-js service definition: the method paths,
-// which side streams, and (de)serialisation through toBinary/fromBinary, so no message ever
-// needs a hand-written serializer. A request that does not decode is the client's fault, but
+// which side streams, and (de)serialisation through toBinary (serializeMessage, which writes
+// large nested bytes fields once) and fromBinary, so no message ever needs a hand-written
+// serializer. A request that does not decode is the client's fault, but
 // grpc-js answers a throwing deserializer with INTERNAL; so the request deserializer hands over
 // an UndecodableRequest instead, and the handler adapter (server.ts) answers INVALID_ARGUMENT.
 import type { DescMessage, DescMethod, DescService } from "@bufbuild/protobuf";
-import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import { fromBinary } from "@bufbuild/protobuf";
 import type { GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import type { MethodDefinition, ServiceDefinition } from "@grpc/grpc-js";
 import { GrpcError, Status } from "./errors.ts";
+import { serializeMessage } from "./message-encoding.ts";
 
 /** What the adapter needs to know about one method of a generated service. */
 export type MethodShape = GenServiceMethods[string];
@@ -22,7 +24,7 @@ const asBuffer = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffs
 
 function codec(schema: DescMessage) {
   return {
-    serialize: (message: unknown) => asBuffer(toBinary(schema, message as never)),
+    serialize: (message: unknown) => asBuffer(serializeMessage(schema, message as object)),
     deserialize: (bytes: Buffer) => fromBinary(schema, bytes),
   };
 }

@@ -7,7 +7,7 @@
 // layer the time goes to: a bench-only gRPC method streaming the same pre-serialized bytes
 // with identity codecs on both ends (HTTP/2 and grpc-js, no protobuf), and a plain Node
 // HTTP/2 server writing the TCP frames on one stream (HTTP/2 alone, no grpc-js).
-import { create, toBinary } from "@bufbuild/protobuf";
+import { create } from "@bufbuild/protobuf";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { createServer as createHttp2Server } from "node:http2";
@@ -15,6 +15,7 @@ import type { Http2Server } from "node:http2";
 import { createServer } from "node:net";
 import type { Server, Socket } from "node:net";
 import { addService, GrpcError, Status } from "#core/grpc/adapter.ts";
+import { serializeMessage } from "#core/grpc/message-encoding.ts";
 import { DistributionEncoding, FinishReason, FloatDtype } from "#core/gen/lightreasoner/v1/common_pb.ts";
 import type { DistributionRequest, DistributionRequestSchema } from "#core/gen/lightreasoner/v1/common_pb.ts";
 import { InferenceService, StreamTrajectoriesResponseSchema } from "#core/gen/lightreasoner/v1/inference_pb.ts";
@@ -120,9 +121,9 @@ function grpcPeer(messages: Record<TransportEncoding, Response>): grpc.Server {
   return server;
 }
 
-/** Serialized step bytes per encoding, as both the TCP socket and the raw gRPC method send them. */
+/** Serialized step bytes per encoding as the service's serializer writes them: what the TCP socket and the raw gRPC method send. */
 function serializedSteps(messages: Record<TransportEncoding, Response>): Record<TransportEncoding, Uint8Array> {
-  return Object.fromEntries(TRANSPORT_ENCODINGS.map((e) => [e, toBinary(StreamTrajectoriesResponseSchema, create(StreamTrajectoriesResponseSchema, messages[e]))])) as Record<TransportEncoding, Uint8Array>;
+  return Object.fromEntries(TRANSPORT_ENCODINGS.map((e) => [e, serializeMessage(StreamTrajectoriesResponseSchema, create(StreamTrajectoriesResponseSchema, messages[e]))])) as Record<TransportEncoding, Uint8Array>;
 }
 
 /** Streams `steps` copies of the pre-serialized step, waiting for "drain" as the adapter's sender does. */

@@ -14,6 +14,7 @@ import * as grpc from "@grpc/grpc-js";
 import { connect as connectHttp2 } from "node:http2";
 import { connect } from "node:net";
 import { CLIENT_FLOW_CONTROL_WINDOW_BYTES, createClient } from "#core/grpc/adapter.ts";
+import { serializeMessage } from "#core/grpc/message-encoding.ts";
 import { FinishReason } from "#core/gen/lightreasoner/v1/common_pb.ts";
 import { InferenceService, StreamTrajectoriesResponseSchema } from "#core/gen/lightreasoner/v1/inference_pb.ts";
 import { encodeDistributions } from "#inference/server/distributions.ts";
@@ -50,6 +51,8 @@ export interface TransportRow {
   encodeMsPerStep: Measured;
   /** Per-message CPU work timed alone in this process: protobuf serialization of the built message, grpc-js's 5-byte-prefix copy, protobuf parsing. */
   serializeMsPerStep: Measured;
+  /** The same message through protobuf-es's toBinary, the naive way serializeMessage replaces. */
+  toBinaryMsPerStep: Measured;
   frameCopyMsPerStep: Measured;
   parseMsPerStep: Measured;
   /** Where a step's time goes, in ms per step, from the medians above (see breakdown()). */
@@ -127,7 +130,7 @@ export const TRANSPORT_HOW =
   "(one step message per token, distributions encoded once by the service's encoder), a plain TCP socket writing the same " +
   "serialized bytes, a plain Node HTTP/2 stream carrying them, and a bytes-only gRPC method (identity codecs); the benchmark process reads each, " +
   "every variant once per repeat in turn; the HTTP/2 and gRPC variants at the client's default 64 KiB window and at 8 MiB; " +
-  "encode = encodeDistributions + toBinary, and toBinary, the 5-byte-prefix copy and fromBinary alone, in the benchmark process; " +
+  "encode = encodeDistributions + serializeMessage (the service's serializer), and serializeMessage, protobuf-es's toBinary, the 5-byte-prefix copy and fromBinary alone, in the benchmark process; " +
   "CPU per step = the CPU time of every thread of both processes over a run (/proc/<pid>/task/<tid>/schedstat) over its steps";
 
 /** Streams `steps` step messages over one StreamTrajectories call; returns steps per second. */
@@ -207,10 +210,14 @@ function msPerCall(calls: number, work: () => unknown): number {
   return (performance.now() - started) / calls;
 }
 
-/** The per-message CPU work of the gRPC path, each timed alone. */
-async function messageWork(encoding: TransportEncoding, settings: BenchSettings["transport"], repeats: number): Promise<{ serialize: Measured; frameCopy: Measured; parse: Measured }> {
+/**
+ * The per-message CPU work of the gRPC path, each timed alone: serializing the step as the
+ * service does (serializeMessage) and as protobuf-es's toBinary would (the naive way), grpc-js's
+ * 5-byte-prefix copy, and parsing what the service sends.
+ */
+async function messageWork(encoding: TransportEncoding, settings: BenchSettings["transport"], repeats: number): Promise<Record<MessageWork, Measured>> {
   const message = create(StreamTrajectoriesResponseSchema, stepMessages({ vocabSize: settings.vocabSize, alpha: settings.alpha, topK: settings.topK })[encoding]);
-  const bytes = toBinary(StreamTrajectoriesResponseSchema, message);
+  const bytes = serializeMessage(StreamTrajectoriesResponseSchema, message);
   const calls = encoding === "sparse" ? 2000 : 40;
   // grpc-js's serializeMessage: a new buffer of 5 + n bytes, the prefix, then a copy of the message.
   const frameCopy = () => {
@@ -220,12 +227,20 @@ async function messageWork(encoding: TransportEncoding, settings: BenchSettings[
     framed.set(bytes, 5);
     return framed;
   };
-  const work = { serialize: () => toBinary(StreamTrajectoriesResponseSchema, message), frameCopy, parse: () => fromBinary(StreamTrajectoriesResponseSchema, bytes) };
-  const out = { serialize: [] as number[], frameCopy: [] as number[], parse: [] as number[] };
-  for (const name of ["serialize", "frameCopy", "parse"] as const) msPerCall(3, work[name]);
-  for (let r = 0; r < repeats; r++) for (const name of ["serialize", "frameCopy", "parse"] as const) out[name].push(msPerCall(calls, work[name]));
-  return { serialize: measured(out.serialize, "ms"), frameCopy: measured(out.frameCopy, "ms"), parse: measured(out.parse, "ms") };
+  const work: Record<MessageWork, () => unknown> = {
+    serialize: () => serializeMessage(StreamTrajectoriesResponseSchema, message),
+    toBinary: () => toBinary(StreamTrajectoriesResponseSchema, message),
+    frameCopy,
+    parse: () => fromBinary(StreamTrajectoriesResponseSchema, bytes),
+  };
+  const names = Object.keys(work) as MessageWork[];
+  const out = Object.fromEntries(names.map((n) => [n, [] as number[]])) as Record<MessageWork, number[]>;
+  for (const name of names) msPerCall(3, work[name]);
+  for (let r = 0; r < repeats; r++) for (const name of names) out[name].push(msPerCall(calls, work[name]));
+  return Object.fromEntries(names.map((n) => [n, measured(out[n], "ms")])) as Record<MessageWork, Measured>;
 }
+
+type MessageWork = "serialize" | "toBinary" | "frameCopy" | "parse";
 
 /** Reads `steps` length-prefixed frames from the peer's TCP socket; returns steps per second. */
 function tcpRun(port: number, encoding: TransportEncoding, steps: number, frameBytes: number): Promise<number> {
@@ -252,7 +267,7 @@ async function encodeCost(encoding: TransportEncoding, settings: BenchSettings["
     const started = performance.now();
     for (let i = 0; i < calls; i++) {
       const distributions = encodeDistributions(logpExpert, logpAmateur, spec);
-      toBinary(StreamTrajectoriesResponseSchema, create(StreamTrajectoriesResponseSchema, { requestId: "t0", event: { case: "step", value: { step: i, scored: { distributions } } } }));
+      serializeMessage(StreamTrajectoriesResponseSchema, create(StreamTrajectoriesResponseSchema, { requestId: "t0", event: { case: "step", value: { step: i, scored: { distributions } } } }));
     }
     return (performance.now() - started) / calls;
   });
@@ -330,6 +345,7 @@ export async function runTransport(settings: BenchSettings, log: (line: string) 
         grpcWideWindowOverTcpPerRepeat: perRepeat("grpcWide"),
         encodeMsPerStep,
         serializeMsPerStep: work.serialize,
+        toBinaryMsPerStep: work.toBinary,
         frameCopyMsPerStep: work.frameCopy,
         parseMsPerStep: work.parse,
         breakdown: breakdown(msPerStep({ tcp: tcpStepsPerSecond.median, http2Wide: http2WideWindowStepsPerSecond.median, rawGrpcWide: rawGrpcWideWindowStepsPerSecond.median, grpcWide: grpcWideWindowStepsPerSecond.median, grpc: grpcStepsPerSecond.median })),

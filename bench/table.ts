@@ -4,6 +4,7 @@
 import type { BenchReport } from "./run-bench.ts";
 import { blasKind as blasKindOf } from "./limits.ts";
 import type { ServiceMemory } from "./memory.ts";
+import type { TransportBreakdown } from "./transport.ts";
 import { formatBytes, formatMeasured, formatNumber, formatPercent, formatRatio } from "./stats.ts";
 import type { Measured } from "./stats.ts";
 import { describeLoraScale } from "./lora-scale.ts";
@@ -209,7 +210,8 @@ function adaptersLines(r: BenchReport): string[] {
 function transportLines(r: BenchReport): string[] {
   const t = r.transport;
   if (!t) return [];
-  const ms = (v: number) => formatNumber(v);
+  // The breakdown's columns, in the order the two tables name them.
+  const layers = (b: TransportBreakdown) => [b.tcpMs, b.http2Ms, b.grpcJsMs, b.protobufMs, b.clientMs, b.defaultWindowMs].map(formatNumber);
   const pct = (m: { median: number; min: number; max: number }) => `${formatPercent(m.median)} (${formatPercent(m.min)}-${formatPercent(m.max)})`;
   return [
     `Transport on loopback${on(r)}, vocabulary ${formatNumber(t.vocabSize)} (steps per second; one step = both models' distributions)`,
@@ -232,12 +234,7 @@ function transportLines(r: BenchReport): string[] {
       ["encoding", "raw TCP", "+ HTTP/2", "+ grpc-js", "+ protobuf", "= project's client", "64 KiB window adds", "HTTP/2 steps/s (64 KiB / 8 MiB)", "bytes-only gRPC steps/s (64 KiB / 8 MiB)", "alone: serializeMessage / toBinary", "5-byte prefix copy", "fromBinary"],
       t.rows.map((row) => [
         row.encoding,
-        ms(row.breakdown.tcpMs),
-        ms(row.breakdown.http2Ms),
-        ms(row.breakdown.grpcJsMs),
-        ms(row.breakdown.protobufMs),
-        ms(row.breakdown.clientMs),
-        ms(row.breakdown.defaultWindowMs),
+        ...layers(row.breakdown),
         `${formatMeasured(row.http2StepsPerSecond)} / ${formatMeasured(row.http2WideWindowStepsPerSecond)}`,
         `${formatMeasured(row.rawGrpcStepsPerSecond)} / ${formatMeasured(row.rawGrpcWideWindowStepsPerSecond)}`,
         `${formatMeasured(row.serializeMsPerStep)} / ${formatMeasured(row.toBinaryMsPerStep)}`,
@@ -250,12 +247,7 @@ function transportLines(r: BenchReport): string[] {
       ["encoding", "raw TCP", "+ HTTP/2", "+ grpc-js", "+ protobuf", "= project's client", "64 KiB window adds", "project's client", "raw TCP", "TCP / project's client"],
       t.rows.map((row) => [
         row.encoding,
-        ms(row.cpuBreakdown.tcpMs),
-        ms(row.cpuBreakdown.http2Ms),
-        ms(row.cpuBreakdown.grpcJsMs),
-        ms(row.cpuBreakdown.protobufMs),
-        ms(row.cpuBreakdown.clientMs),
-        ms(row.cpuBreakdown.defaultWindowMs),
+        ...layers(row.cpuBreakdown),
         formatMeasured(row.cpuMsPerStep.grpcWide),
         formatMeasured(row.cpuMsPerStep.tcp),
         formatPercent(row.cpuBreakdown.tcpMs / row.cpuBreakdown.clientMs),

@@ -6,7 +6,8 @@
 // and written after its output, each wrapped in the tags and lengths of the messages on its
 // path, computed from the sizes: the payload is copied once. The wire format makes the two
 // parts one message: a parser merges a message field met twice and keeps the last value of a
-// bytes field, so every decoder reads the same message as toBinary's bytes.
+// bytes field, so every decoder reads the same message as toBinary's bytes. Bytes under a
+// repeated or map field stay with toBinary: met twice, those add an element instead of merging.
 import type { DescField, DescMessage } from "@bufbuild/protobuf";
 import { ScalarType, toBinary } from "@bufbuild/protobuf";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";

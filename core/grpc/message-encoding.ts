@@ -6,8 +6,10 @@
 // and written after its output, each wrapped in the tags and lengths of the messages on its
 // path, computed from the sizes: the payload is copied once. The wire format makes the two
 // parts one message: a parser merges a message field met twice and keeps the last value of a
-// bytes field, so every decoder reads the same message as toBinary's bytes. Bytes under a
-// repeated or map field stay with toBinary: met twice, those add an element instead of merging.
+// bytes field (the protobuf conformance tests hold runtimes to it; protobuf-es and Python's
+// are tested here), so it reads the same message as toBinary's bytes. A runtime that replaced
+// the message instead of merging it would lose fields; the README names that restriction.
+// Bytes under a repeated or map field stay with toBinary: met twice, those add an element.
 import type { DescField, DescMessage } from "@bufbuild/protobuf";
 import { ScalarType, toBinary } from "@bufbuild/protobuf";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
@@ -48,14 +50,13 @@ function valueOf(message: Fields, field: DescField): unknown {
   return oneof.case === field.localName ? oneof.value : undefined;
 }
 
-function setValue(message: Fields, field: DescField, value: unknown): void {
-  if (field.oneof) (message[field.oneof.localName] as { value: unknown }).value = value;
-  else message[field.localName] = value;
+/** Sets a field of a copy; a oneof gets a new case object, so the original's is not touched. */
+function setValue(copy: Fields, field: DescField, value: unknown): void {
+  if (field.oneof) copy[field.oneof.localName] = { case: field.localName, value };
+  else copy[field.localName] = value;
 }
 
 interface LargeField {
-  /** The message holding the field, and the field. */
-  holder: Fields;
   path: BytesPath;
   bytes: Uint8Array;
 }
@@ -67,9 +68,40 @@ function largeFields(schema: DescMessage, message: Fields): LargeField[] {
     for (let i = 0; i < path.length - 1 && holder !== undefined; i++) holder = valueOf(holder as Fields, path[i]);
     if (holder === undefined) continue;
     const bytes = valueOf(holder as Fields, path[path.length - 1]);
-    if (bytes instanceof Uint8Array && bytes.byteLength >= LARGE_BYTES) large.push({ holder: holder as Fields, path, bytes });
+    if (bytes instanceof Uint8Array && bytes.byteLength >= LARGE_BYTES) large.push({ path, bytes });
   }
   return large;
+}
+
+/**
+ * The message with every large field empty: shallow copies of the messages on the fields'
+ * paths, the rest shared. The caller's message is never written to, so a sub-message it also
+ * holds elsewhere (under a repeated field, say) is still serialized whole there.
+ */
+function withoutLargeFields(message: Fields, large: LargeField[]): Fields {
+  const copies = new Map<Fields, Fields>();
+  const copyOf = (original: Fields): Fields => {
+    let copy = copies.get(original);
+    if (!copy) {
+      copy = Object.assign(Object.create(Object.getPrototypeOf(original)) as Fields, original);
+      copies.set(original, copy);
+    }
+    return copy;
+  };
+  const root = copyOf(message);
+  const empty = new Uint8Array(0);
+  for (const { path } of large) {
+    let original = message;
+    let copy = root;
+    for (const field of path.slice(0, -1)) {
+      original = valueOf(original, field) as Fields;
+      const child = copyOf(original);
+      setValue(copy, field, child);
+      copy = child;
+    }
+    setValue(copy, path[path.length - 1], empty);
+  }
+  return root;
 }
 
 /** The tags and length prefixes of `path`, outermost first, for a payload of `payloadBytes` in its last field. */
@@ -95,15 +127,7 @@ function pathHeader(path: BytesPath, payloadBytes: number): Uint8Array {
 export function serializeMessage(schema: DescMessage, message: object): Uint8Array {
   const large = largeFields(schema, message as Fields);
   if (large.length === 0) return toBinary(schema, message as never);
-  // Serialize the rest with those fields empty, then put them back: nothing else runs between.
-  const empty = new Uint8Array(0);
-  for (const f of large) setValue(f.holder, f.path[f.path.length - 1], empty);
-  let rest: Uint8Array;
-  try {
-    rest = toBinary(schema, message as never);
-  } finally {
-    for (const f of large) setValue(f.holder, f.path[f.path.length - 1], f.bytes);
-  }
+  const rest = toBinary(schema, withoutLargeFields(message as Fields, large) as never);
   const headers = large.map((f) => pathHeader(f.path, f.bytes.byteLength));
   const out = new Uint8Array(rest.byteLength + large.reduce((n, f, i) => n + headers[i].byteLength + f.bytes.byteLength, 0));
   out.set(rest, 0);

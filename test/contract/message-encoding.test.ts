@@ -7,7 +7,8 @@ import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { create, equals, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { create, createFileRegistry, equals, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { FieldDescriptorProto_Label, FieldDescriptorProto_Type, FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import type { DescMessage } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -105,6 +106,70 @@ describe("serializeMessage", () => {
       expect(bytes.byteLength - plain.byteLength).toBe(size === LARGE_BYTES ? 2 : 0);
       expect(equals(UploadAdapterRequestSchema, fromBinary(UploadAdapterRequestSchema, bytes), message)).toBe(true);
     }
+  });
+});
+
+/**
+ * A schema of this test's own for the shapes the contract does not have yet: a sub-message
+ * reachable both on a lifted path and under a repeated field, proto3 `optional bytes`, a oneof
+ * with a bytes member, and a type that holds itself.
+ *   message Leaf { bytes data = 1; }
+ *   message Holder { Leaf single = 1; repeated Leaf many = 2; optional bytes opt = 3;
+ *                    oneof choice { Leaf inner = 4; bytes raw = 5; } Holder self = 6; }
+ */
+function testSchemas() {
+  const { OPTIONAL: optional, REPEATED: repeated } = FieldDescriptorProto_Label;
+  const { BYTES: bytes, MESSAGE: message } = FieldDescriptorProto_Type;
+  const file = create(FileDescriptorProtoSchema, {
+    name: "encoding_test.proto",
+    package: "encoding_test",
+    syntax: "proto3",
+    messageType: [
+      { name: "Leaf", field: [{ name: "data", number: 1, label: optional, type: bytes, jsonName: "data" }] },
+      {
+        name: "Holder",
+        field: [
+          { name: "single", number: 1, label: optional, type: message, typeName: ".encoding_test.Leaf", jsonName: "single" },
+          { name: "many", number: 2, label: repeated, type: message, typeName: ".encoding_test.Leaf", jsonName: "many" },
+          { name: "opt", number: 3, label: optional, type: bytes, jsonName: "opt", oneofIndex: 1, proto3Optional: true },
+          { name: "inner", number: 4, label: optional, type: message, typeName: ".encoding_test.Leaf", jsonName: "inner", oneofIndex: 0 },
+          { name: "raw", number: 5, label: optional, type: bytes, jsonName: "raw", oneofIndex: 0 },
+          { name: "self", number: 6, label: optional, type: message, typeName: ".encoding_test.Holder", jsonName: "self" },
+        ],
+        oneofDecl: [{ name: "choice" }, { name: "_opt" }],
+      },
+    ],
+  });
+  const registry = createFileRegistry(file, () => undefined);
+  return { Leaf: registry.getMessage("encoding_test.Leaf")!, Holder: registry.getMessage("encoding_test.Holder")! };
+}
+
+describe("serializeMessage on shapes beyond today's contract", () => {
+  const { Leaf, Holder } = testSchemas();
+  const big = (seed: number) => new Uint8Array(LARGE_BYTES + 1000).map((_, i) => (i * seed) % 251);
+  const same = (message: object) => {
+    const read = fromBinary(Holder, serializeMessage(Holder, message));
+    expect(equals(Holder, read, message as never)).toBe(true);
+  };
+
+  it("a sub-message on a lifted path and under a repeated field keeps its bytes in both places", () => {
+    const leaf = create(Leaf, { data: big(3) });
+    same(create(Holder, { single: leaf, many: [leaf, create(Leaf, { data: big(5) })] }));
+  });
+
+  it("optional bytes, a oneof's bytes member and a oneof's message member", () => {
+    same(create(Holder, { opt: big(7), choice: { case: "raw", value: big(11) } }));
+    same(create(Holder, { opt: new Uint8Array(0), choice: { case: "inner", value: create(Leaf, { data: big(13) }) } }));
+  });
+
+  it("a type that holds itself: what lies below the first level stays with toBinary", () => {
+    same(create(Holder, { single: create(Leaf, { data: big(17) }), self: create(Holder, { single: create(Leaf, { data: big(19) }), opt: big(23) }) }));
+  });
+
+  it("a frozen message serializes as it is: nothing is written to the caller's objects", () => {
+    const leaf = Object.freeze(create(Leaf, { data: big(29) }));
+    const holder = Object.freeze(create(Holder, { single: leaf, choice: Object.freeze({ case: "inner" as const, value: leaf }) }));
+    same(holder);
   });
 });
 

@@ -24,9 +24,10 @@ export interface MachineInfo {
   /** The machine's CPU time counters when the run started (/proc/stat; null elsewhere). */
   cpuTimesAtStart: CpuTimes | null;
   /**
-   * Of all CPU time during the run, the share the hypervisor gave to other guests while this
-   * one wanted to run ("steal"): a virtual machine's figures are slowed by it without any
-   * load of its own showing.
+   * Of all CPU time during the run (idle included), the share the hypervisor gave to other
+   * guests while this one wanted to run ("steal"): a virtual machine's figures are slowed by
+   * it without any load of its own showing. Idle time in the total makes it smaller than
+   * what a busy vCPU lost.
    */
   stolenShare?: number | null;
 }

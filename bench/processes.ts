@@ -98,6 +98,9 @@ export function cpuSeconds(pid: number): number {
       // The thread exited between the listing and the read: its time is gone either way.
     }
   }
+  // A running process has spent some time on a CPU; none read means no schedstat here (a
+  // kernel without CONFIG_SCHED_INFO reads 0), not a process that cost nothing.
+  if (!(nanoseconds > 0)) throw new BenchProcessError(`/proc/${pid}/task/<tid>/schedstat: no CPU time readable for the process's threads; CPU time needs Linux with scheduler statistics`);
   return nanoseconds / 1e9;
 }
 

@@ -242,9 +242,9 @@ function transportLines(r: BenchReport): string[] {
         formatMeasured(row.parseMsPerStep),
       ]),
     ),
-    "  the same layers in CPU time (ms per step, every thread of the server and the client together; each variant's least repeat, since a disturbance only adds time; then the median and spread of the project's client and of TCP): the work each layer adds, which repeats across runs where the rates above swing with scheduling",
+    "  the same layers in CPU time (ms per step, every thread of the server and the client together; each variant's least repeat, since a disturbance only adds time; then the median and spread of the project's client and of TCP): the work each layer adds; the totals repeat across runs where the rates above swing with scheduling, the single layers less so",
     renderTable(
-      ["encoding", "raw TCP", "+ HTTP/2", "+ grpc-js", "+ protobuf", "= project's client", "64 KiB window adds", "project's client", "raw TCP", "TCP / project's client"],
+      ["encoding", "raw TCP", "+ HTTP/2", "+ grpc-js", "+ protobuf", "= project's client", "64 KiB window adds", "project's client, median (range)", "raw TCP, median (range)", "TCP / project's client"],
       t.rows.map((row) => [
         row.encoding,
         ...layers(row.cpuBreakdown),

@@ -17,7 +17,8 @@ import { CLIENT_FLOW_CONTROL_WINDOW_BYTES, createClient } from "#core/grpc/adapt
 import { serializeMessage } from "#core/grpc/message-encoding.ts";
 import { FinishReason } from "#core/gen/lightreasoner/v1/common_pb.ts";
 import { InferenceService, StreamTrajectoriesResponseSchema } from "#core/gen/lightreasoner/v1/inference_pb.ts";
-import { encodeDistributions } from "#inference/server/distributions.ts";
+import { PairSummaryGraph } from "#inference/model/pair-summary-graph.ts";
+import { encodeStepDistributions } from "#inference/server/distributions.ts";
 import { syntheticStep } from "./distributions.ts";
 import { BenchProcessError, cpuSeconds, spawnCli, stopChild } from "./processes.ts";
 import type { BenchSettings } from "./settings.ts";
@@ -47,7 +48,7 @@ export interface TransportRow {
   /** The same share within each repeat (gRPC and TCP run back to back), so its spread shows stability. */
   grpcOverTcpPerRepeat: Measured;
   grpcWideWindowOverTcpPerRepeat: Measured;
-  /** Server-side cost of one step before the wire: encodeDistributions + protobuf serialization. */
+  /** Server-side cost of one step before the wire: the service's encoder (encodeStepDistributions) + serialization. */
   encodeMsPerStep: Measured;
   /** Per-message CPU work timed alone in this process: protobuf serialization of the built message, grpc-js's 5-byte-prefix copy, protobuf parsing. */
   serializeMsPerStep: Measured;
@@ -130,7 +131,7 @@ export const TRANSPORT_HOW =
   "(one step message per token, distributions encoded once by the service's encoder), a plain TCP socket writing the same " +
   "serialized bytes, a plain Node HTTP/2 stream carrying them, and a bytes-only gRPC method (identity codecs); the benchmark process reads each, " +
   "every variant once per repeat in turn; the HTTP/2 and gRPC variants at the client's default 64 KiB window and at 8 MiB; " +
-  "encode = encodeDistributions + serializeMessage (the service's serializer), and serializeMessage, protobuf-es's toBinary, the 5-byte-prefix copy and fromBinary alone, in the benchmark process; " +
+  "encode = encodeStepDistributions + serializeMessage, as the service encodes a step (SPARSE and FULL float16 on its ONNX Runtime graphs), and serializeMessage, protobuf-es's toBinary, the 5-byte-prefix copy and fromBinary alone, in the benchmark process; " +
   "CPU per step = the CPU time of every thread of both processes over a run (/proc/<pid>/task/<tid>/schedstat) over its steps";
 
 /** Streams `steps` step messages over one StreamTrajectories call; returns steps per second. */
@@ -258,15 +259,19 @@ function tcpRun(port: number, encoding: TransportEncoding, steps: number, frameB
   });
 }
 
-/** Milliseconds the server spends turning one step's two distributions into wire bytes. */
-async function encodeCost(encoding: TransportEncoding, settings: BenchSettings["transport"], repeats: number): Promise<Measured> {
+/**
+ * Milliseconds the server spends turning one step's two distributions into wire bytes, as the
+ * service does it: SPARSE summarized and FULL float16 rounded on its ONNX Runtime graphs, then
+ * serialized.
+ */
+async function encodeCost(encoding: TransportEncoding, settings: BenchSettings["transport"], repeats: number, pairGraphs: PairSummaryGraph): Promise<Measured> {
   const { logpExpert, logpAmateur } = syntheticStep(settings.vocabSize, 3);
   const spec = specOf(encoding, settings.alpha, settings.topK);
-  const calls = encoding === "sparse" ? 20 : 50;
-  return repeat({ repeats, warmup: 1, unit: "ms" }, () => {
+  const calls = 50;
+  return repeat({ repeats, warmup: 1, unit: "ms" }, async () => {
     const started = performance.now();
     for (let i = 0; i < calls; i++) {
-      const distributions = encodeDistributions(logpExpert, logpAmateur, spec);
+      const distributions = await encodeStepDistributions(logpExpert, logpAmateur, spec, pairGraphs);
       serializeMessage(StreamTrajectoriesResponseSchema, create(StreamTrajectoriesResponseSchema, { requestId: "t0", event: { case: "step", value: { step: i, scored: { distributions } } } }));
     }
     return (performance.now() - started) / calls;
@@ -276,6 +281,7 @@ async function encodeCost(encoding: TransportEncoding, settings: BenchSettings["
 export async function runTransport(settings: BenchSettings, log: (line: string) => void): Promise<TransportResult> {
   const t = settings.transport;
   const input: TransportPeerInput = { vocabSize: t.vocabSize, alpha: t.alpha, topK: t.topK };
+  const pairGraphs = await PairSummaryGraph.open(t.vocabSize, { executionProvider: "cpu" });
   const peer = spawnCli(["bench-worker", "transport-peer", JSON.stringify(input)]);
   const rows: TransportRow[] = [];
   try {
@@ -326,7 +332,7 @@ export async function runTransport(settings: BenchSettings, log: (line: string) 
         grpcWide: measured(cpuMs.grpcWide, "ms"),
         grpc: measured(cpuMs.grpc, "ms"),
       };
-      const encodeMsPerStep = await encodeCost(encoding, t, t.repeats);
+      const encodeMsPerStep = await encodeCost(encoding, t, t.repeats, pairGraphs);
       const work = await messageWork(encoding, t, t.repeats);
       rows.push({
         encoding,
@@ -356,6 +362,7 @@ export async function runTransport(settings: BenchSettings, log: (line: string) 
     }
   } finally {
     await stopChild(peer, 5000);
+    await pairGraphs.release();
   }
   return { how: TRANSPORT_HOW, vocabSize: t.vocabSize, rows };
 }

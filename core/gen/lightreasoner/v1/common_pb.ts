@@ -311,7 +311,10 @@ export const DistributionRequestSchema: GenMessage<DistributionRequest> = /*@__P
 
 /**
  * FULL encoding: both models' next-token log-probabilities (log-softmax of the logits,
- * computed in float32) over the whole vocabulary, for the identical token prefix.
+ * computed in float32) over the whole vocabulary, for the identical token prefix. The server
+ * writes byte fields of 64 KiB or more after the rest of the response, each inside its own
+ * copy of the enclosing messages' tags, which protobuf's merge rule makes one message: decode
+ * with a runtime that merges a message field met twice, as the conformance tests require.
  *
  * @generated from message lightreasoner.v1.FullDistributions
  */

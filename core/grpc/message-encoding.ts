@@ -1,15 +1,15 @@
 // Serializing a message whose large bytes fields sit inside nested messages (a FULL step's two
 // 600 KB log-probability vectors, three messages deep). protobuf-es writes a message into one
-// growing buffer and, closing each enclosing message, shifts the payload to widen that
-// message's length prefix, so such a vector is moved about eight times (0.47-0.82 ms a FULL float32
-// step, most of what protobuf adds to the stream). Here those fields are left out of toBinary
-// and written after its output, each wrapped in the tags and lengths of the messages on its
-// path, computed from the sizes: the payload is copied once. The wire format makes the two
-// parts one message: a parser merges a message field met twice and keeps the last value of a
-// bytes field (the protobuf conformance tests hold runtimes to it; protobuf-es and Python's
-// are tested here), so it reads the same message as toBinary's bytes. A runtime that replaced
-// the message instead of merging it would lose fields; the README names that restriction.
-// Bytes under a repeated or map field stay with toBinary: met twice, those add an element.
+// growing buffer and, closing each enclosing message, shifts the payload to widen that message's
+// length prefix, so such a vector is moved about eight times (0.47-0.82 ms a FULL float32 step,
+// most of what protobuf adds to the stream). Here those fields are left out of toBinary and
+// written after its output, each wrapped in the tags and lengths of the messages on its path,
+// computed from the sizes: the payload is copied once. The wire format makes the two parts one
+// message: a parser merges a message field met twice and keeps the last value of a bytes field
+// (the protobuf conformance tests hold runtimes to it; protobuf-es and Python's are tested here),
+// so it reads the same message as toBinary's bytes. A runtime that replaced the message instead
+// of merging it would lose fields; the README names that restriction. Bytes under a repeated or
+// map field stay with toBinary: met twice, those add an element.
 import type { DescField, DescMessage } from "@bufbuild/protobuf";
 import { ScalarType, toBinary } from "@bufbuild/protobuf";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";

@@ -50,7 +50,7 @@ export interface TransportRow {
   grpcWideWindowOverTcpPerRepeat: Measured;
   /** Server-side cost of one step before the wire: the service's encoder (encodeStepDistributions) + serialization. */
   encodeMsPerStep: Measured;
-  /** Per-message CPU work timed alone in this process: protobuf serialization of the built message, grpc-js's 5-byte-prefix copy, protobuf parsing. */
+  /** Per-message CPU work timed alone in this process: the service's serialization of the built message (serializeMessage), grpc-js's 5-byte-prefix copy, protobuf parsing. */
   serializeMsPerStep: Measured;
   /** The same message through protobuf-es's toBinary, the naive way serializeMessage replaces. */
   toBinaryMsPerStep: Measured;
@@ -63,7 +63,8 @@ export interface TransportRow {
   /**
    * The same layers in CPU time, from the least of each variant's repeats: a disturbed repeat
    * (a neighbour on the host, a collection) only ever adds CPU time to the same work, so the
-   * least is the work itself, and it repeats across runs where medians do not.
+   * least is the work itself; the totals repeat across runs where the rates do not, the single
+   * layers (differences of minima from different repeats) less so.
    */
   cpuBreakdown: TransportBreakdown;
 }

@@ -119,12 +119,17 @@ describe("back-pressure", () => {
     // steps (FULL float32, about 3 KiB each, 3 MB) and hide whether the server waits.
     const narrow = createClient(InferenceService, server.address, { channelOptions: { "grpc-node.flow_control_window": 65_535 } });
     onTestFinished(() => narrow.close());
+    // The counter is the server's total: the earlier tests' FULL steps (how many depends on
+    // their timing) are taken off, so what is compared is this trajectory's own.
+    const streamedBefore = metric(await scrape(server), "lightreasoner_inference_trajectory_steps_streamed_total", { encoding: "full" });
     const call = narrow.streamTrajectories();
+    // A failed check would leave the trajectory paused on the only batch slot: cancel it.
+    onTestFinished(() => call.cancel());
     await call.write({ requestId: "slow", action: { case: "start", value: long(FULL32) } });
     call.end();
     const iterator = call[Symbol.asyncIterator]();
     await iterator.next();
-    const streamed = async () => metric(await scrape(server), "lightreasoner_inference_trajectory_steps_streamed_total", { encoding: "full" });
+    const streamed = async () => metric(await scrape(server), "lightreasoner_inference_trajectory_steps_streamed_total", { encoding: "full" }) - streamedBefore;
     let previous = -1;
     await eventually(async () => {
       const now = await streamed();
@@ -202,10 +207,13 @@ describe("graceful shutdown", () => {
   it("health goes NOT_SERVING, new work is refused, running streams finish within the deadline", async () => {
     const own = await startServer(pair);
     const ownClient = clients(own);
+    // HTTP/2's own 64 KiB window: under the 8 MiB the project's client opens, all 200 FULL steps
+    // (about 3 KiB each) could be sent unread and the server be gone before it is looked at.
+    const narrow = createClient(InferenceService, own.address, { channelOptions: { "grpc-node.flow_control_window": 65_535 } });
     try {
       expect(await healthStatus(own.address, "")).toBe(SERVING);
       expect(await healthStatus(own.address, "lightreasoner.v1.InferenceService")).toBe(SERVING);
-      const call = ownClient.inference.streamTrajectories();
+      const call = narrow.streamTrajectories();
       // FULL steps and a reader that waits: the trajectory stays running while we look at the draining server.
       await call.write({ requestId: "finishing", action: { case: "start", value: { prompt: PROMPT, sampling: { temperature: 1, seed: 9, maxNewTokens: 200 }, distributions: FULL32 } } });
       call.end();
@@ -228,6 +236,7 @@ describe("graceful shutdown", () => {
       expect(t.steps.length).toBe(t.finished.end!.usage!.completionTokens);
       await expect(ownClient.inference.getModelInfo({}, { timeoutMs: 1000 })).rejects.toMatchObject({ code: expect.any(Number) });
     } finally {
+      narrow.close();
       ownClient.close();
       await own.close();
     }

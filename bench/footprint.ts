@@ -13,11 +13,11 @@
 // it); --prefill-batch-tokens <n> passes the service's prefill budget, which bounds the
 // longest prefill step. --temperature <t> has the trajectories sample at t instead of greedily.
 //   npx tsx bench/footprint.ts <expertDir> <amateurDir> [--streams 1,8] [--prompt 64] [--new 32] [--starts 2] [--prepacked-cache <dir>] [--prefill-batch-tokens <n>] [--temperature <t>]
-import { readFileSync, statSync } from "node:fs";
+import { statSync } from "node:fs";
 import { join } from "node:path";
 import { readModelConfig } from "#core/model/config.ts";
 import { kvCacheBytes } from "./memory.ts";
-import { serveInference, withEventLoopHold } from "./processes.ts";
+import { processCpuSeconds, serveInference, withEventLoopHold } from "./processes.ts";
 import { runServiceTrajectories } from "./trajectory-client.ts";
 import { option, prefillBatchTokensOption } from "./script-option.ts";
 
@@ -26,12 +26,6 @@ const MIB = 2 ** 20;
 /** float32 bytes of the weights, from the safetensors files' sizes (headers are a few KiB). */
 function weightBytes(dir: string): number {
   return statSync(join(dir, "model.safetensors")).size;
-}
-
-/** CPU seconds (user + system) a process has used so far: every thread, or (`/task/<pid>`) its main thread alone. */
-function cpuSeconds(pid: number, mainThreadOnly = false): number {
-  const fields = readFileSync(mainThreadOnly ? `/proc/${pid}/task/${pid}/stat` : `/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
 async function main(): Promise<void> {
@@ -65,10 +59,10 @@ async function main(): Promise<void> {
   startSeconds.push(served.startSeconds);
   try {
     // CPU time is what start-up costs on a machine shared with other work, where wall time is not.
-    const startCpuSeconds = cpuSeconds(served.pid);
+    const startCpuSeconds = processCpuSeconds(served.pid);
     // The main thread builds the graphs, runs ONNX Runtime's prepacking and the tokenizer: on an
     // idle machine it sets the time to listening, whatever other threads do beside it.
-    const startMainThreadCpuSeconds = cpuSeconds(served.pid, true);
+    const startMainThreadCpuSeconds = processCpuSeconds(served.pid, true);
     const idle = served.memory();
     const rows: { streams: number; peak: number; msPerStep: number; eventLoopHoldMs: number }[] = [];
     for (const n of streams) {

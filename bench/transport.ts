@@ -20,7 +20,7 @@ import { InferenceService, StreamTrajectoriesResponseSchema } from "#core/gen/li
 import { PairSummaryGraph } from "#inference/model/pair-summary-graph.ts";
 import { encodeStepDistributions } from "#inference/server/distributions.ts";
 import { syntheticStep } from "./distributions.ts";
-import { BenchProcessError, cpuSeconds, spawnCli, stopChild } from "./processes.ts";
+import { BenchProcessError, liveThreadsCpuSeconds, spawnCli, stopChild } from "./processes.ts";
 import type { BenchSettings } from "./settings.ts";
 import type { Measured } from "./stats.ts";
 import { measured, ratio, repeat } from "./stats.ts";
@@ -307,7 +307,7 @@ export async function runTransport(settings: BenchSettings, log: (line: string) 
       const cpuMs = Object.fromEntries(names.map((n) => [n, [] as number[]])) as Record<Variant, number[]>;
       // Both processes' CPU time around a run: what the step costs in work, which a busy
       // moment or where the scheduler puts the two processes changes far less than the rate.
-      const bothCpuSeconds = () => cpuSeconds(process.pid) + cpuSeconds(peer.pid);
+      const bothCpuSeconds = () => liveThreadsCpuSeconds(process.pid) + liveThreadsCpuSeconds(peer.pid);
       const runOnce = async (n: Variant) => {
         const before = bothCpuSeconds();
         rates[n].push(await variants[n]());

@@ -94,12 +94,20 @@ export async function startInferenceServer(options: InferenceServerOptions): Pro
 
   const pair = await openModelPair(options.expertDir, options.amateurDir, sessionOptions);
   logger.info({ expert: pair.expert.dir, amateur: pair.amateur.dir, vocabSize: pair.expert.vocabSize }, "expert and amateur share one tokenizer");
-  // What the start has opened, undone newest first if it fails before the server listens.
+  // What the start has opened, released newest first: by a start that fails before the server
+  // listens, and by close() once it has drained.
   const undo: (() => unknown)[] = [() => pair.expert.session.release(), () => pair.amateur.session.release()];
+  /** Runs every undo step, newest first, each even if one before it failed; returns the failures. */
+  const unwind = async (): Promise<unknown[]> => {
+    const failures: unknown[] = [];
+    for (const step of undo.splice(0).reverse()) await Promise.resolve().then(step).catch((err: unknown) => failures.push(err));
+    return failures;
+  };
   try {
     return await listen();
   } catch (err) {
-    for (const step of undo.reverse()) await Promise.resolve().then(step).catch(() => {});
+    // The failure to report is the start's, not a release's.
+    await unwind();
     throw err;
   }
 
@@ -181,10 +189,10 @@ export async function startInferenceServer(options: InferenceServerOptions): Pro
         logger.warn("calls still open after the deadline; closing them");
         server.forceShutdown();
       }
-      await metricsEndpoint.close();
+      // The scheduler and the server are down; release what the start opened.
+      const failures = await unwind();
       metrics.registry.clear();
-      await adapters.close();
-      await Promise.all([pair.expert.session.release(), pair.amateur.session.release(), pairGraphs.release(), sampling.release()]);
+      if (failures.length > 0) throw failures[0];
       logger.info("inference server stopped");
     };
 

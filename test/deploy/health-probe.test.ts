@@ -10,9 +10,7 @@ import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { InferenceServer } from "#inference/main.ts";
-import { startServer, writeTinyPair } from "#test/inference/helpers.ts";
-import type { TinyPair } from "#test/inference/helpers.ts";
+import { servedTinyPair } from "#test/inference/helpers.ts";
 import { makeCa } from "#test/security/helpers.ts";
 import { freePort, root } from "./processes.ts";
 
@@ -102,18 +100,10 @@ describe("the probe over mutual TLS", () => {
 });
 
 describe("the probe against the inference server", () => {
-  let pair: TinyPair;
-  let inference: InferenceServer;
-  beforeAll(async () => {
-    pair = writeTinyPair();
-    inference = await startServer(pair);
-  });
-  afterAll(async () => {
-    await inference?.close(0);
-    pair?.remove();
-  });
+  const served = servedTinyPair(0);
 
   it("finds it SERVING under the service name the HEALTHCHECK and the readiness probe use", async () => {
+    const inference = served.server;
     const r = await probe("--addr", inference.address, "--service", "lightreasoner.v1.InferenceService");
     expect(r).toEqual({ code: 0, output: `grpc-health-probe: ${inference.address} service "lightreasoner.v1.InferenceService": SERVING\n` });
   });

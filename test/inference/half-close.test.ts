@@ -4,11 +4,9 @@
 // to the transport; before, a benchmark with 0.5B-shaped models saw a call end with messages
 // still queued (the client then waited forever). This test did not reproduce that race on the
 // tiny pair here; it checks the behaviour the fix guarantees.
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { InferenceServer } from "#inference/main.ts";
+import { describe, expect, it } from "vitest";
 import type { StreamTrajectoriesResponse } from "#core/gen/lightreasoner/v1/inference_pb.ts";
-import { byRequest, clients, FULL32, idsPrompt, sleep, startServer, writeTinyPair } from "./helpers.ts";
-import type { TinyPair } from "./helpers.ts";
+import { byRequest, clients, FULL32, idsPrompt, servedTinyPair, sleep } from "./helpers.ts";
 
 /** Every message of the call, or a failure after `ms` instead of a hang. */
 async function collectWithin(stream: AsyncIterable<StreamTrajectoriesResponse>, ms: number): Promise<StreamTrajectoriesResponse[]> {
@@ -24,20 +22,11 @@ async function collectWithin(stream: AsyncIterable<StreamTrajectoriesResponse>, 
 }
 
 describe("StreamTrajectories after the client half-closes", () => {
-  let pair: TinyPair;
-  let server: InferenceServer;
-  beforeAll(async () => {
-    pair = writeTinyPair();
-    server = await startServer(pair);
-  });
-  afterAll(async () => {
-    await server?.close(1000);
-    pair?.remove();
-  });
+  const served = servedTinyPair(1000);
 
   it("delivers the finished messages of many trajectories that end in the same tick, and of refused ones", async () => {
     for (let attempt = 0; attempt < 5; attempt++) {
-      const c = clients(server);
+      const c = clients(served.server);
       const call = c.inference.streamTrajectories();
       await call.write({ requestId: "long", action: { case: "start", value: { prompt: idsPrompt([5, 6, 7]), sampling: { maxNewTokens: 24, seed: 1 }, distributions: FULL32 } } });
       await sleep(10);

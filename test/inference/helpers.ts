@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
-import { expect } from "vitest";
+import { afterAll, beforeAll, expect } from "vitest";
 import { createClient, GrpcError } from "#core/grpc/adapter.ts";
 import type { ServiceClient } from "#core/grpc/adapter.ts";
 import { AdapterService } from "#core/gen/lightreasoner/v1/adapter_pb.ts";
@@ -70,6 +70,24 @@ export function startServer(pair: Pick<TinyPair, "expertDir" | "amateurDir">, op
     access: { allowUnauthenticated: true },
     ...options,
   });
+}
+
+/**
+ * A tiny pair served to the tests of the enclosing describe block (or file): written and
+ * started before them, closed (running streams get `closeMs`) and removed after. Read
+ * `pair` and `server` inside the tests, once the hooks have run.
+ */
+export function servedTinyPair(closeMs = 1000): { readonly pair: TinyPair; readonly server: InferenceServer } {
+  const served = {} as { pair: TinyPair; server: InferenceServer };
+  beforeAll(async () => {
+    served.pair = writeTinyPair();
+    served.server = await startServer(served.pair);
+  });
+  afterAll(async () => {
+    await served.server?.close(closeMs);
+    served.pair?.remove();
+  });
+  return served;
 }
 
 export function clients(server: InferenceServer): { inference: ServiceClient<InferenceMethods>; adapters: ServiceClient<AdapterMethods>; close(): void } {

@@ -1,11 +1,12 @@
 // The amateur section's end-to-end loop alone (expert greedy + amateur lockstep + the SPARSE
 // summary graph every step, opened as bench/amateur.ts opens it, with the bench's summary
 // settings), without the minutes of re-encoding around it: one warm-up and one timed run, the
-// decode step split into its parts, and the GLIBC_TUNABLES it ran under, so two runs with and
-// without them compare.
+// decode step split into its parts, and the GLIBC_TUNABLES and Node flags it ran under, so two
+// runs with and without them compare (`node --single-threaded-gc --import tsx bench/end-to-end.ts ...`).
 //   npx tsx bench/end-to-end.ts <expertDir> <amateurDir> [--streams 64] [--prompt 64] [--new 128] [--prefill-group 8]
 import { join } from "node:path";
 import { readModelConfig } from "#core/model/config.ts";
+import { recommendedNodeFlagsIn } from "#inference/model/process-settings.ts";
 import { decodeStepMs, decodeTokensPerSecond, openLockstepPair, tokensPerSecond } from "./engine-lockstep.ts";
 import { option } from "./script-option.ts";
 import { benchSettings } from "./settings.ts";
@@ -34,6 +35,7 @@ try {
       promptTokens,
       newTokens,
       glibcTunables: process.env.GLIBC_TUNABLES ?? null,
+      nodeFlags: recommendedNodeFlagsIn(),
       tokensPerSecond: round(tokensPerSecond(timing)),
       decodeTokensPerSecond: round(decodeTokensPerSecond(timing)),
       decodeStepMs: { step: round(ms.step), expert: round(ms.expert), amateur: round(ms.amateur), summaries: round(ms.summary) },

@@ -5,6 +5,7 @@
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { cpus, loadavg, totalmem } from "node:os";
+import { recommendedNodeFlagsIn } from "#inference/model/process-settings.ts";
 
 export interface MachineInfo {
   cpuModel: string;
@@ -16,8 +17,10 @@ export interface MachineInfo {
   node: string;
   onnxruntimeNode: string;
   tfjs: string;
-  /** GLIBC_TUNABLES the run started with (null: glibc's defaults); see malloc-settings.ts. */
+  /** GLIBC_TUNABLES the run started with (null: glibc's defaults); see process-settings.ts. */
   glibcTunables: string | null;
+  /** The recommended Node flags the run started with (process-settings.ts; its services get the same). */
+  nodeFlags: string[];
   /** 1-minute load average when the run started. */
   loadAverageAtStart: number;
   loadAverageAtEnd?: number;
@@ -97,6 +100,7 @@ export function describeMachine(): MachineInfo {
     onnxruntimeNode: packageVersion("onnxruntime-node"),
     tfjs: packageVersion("@tensorflow/tfjs"),
     glibcTunables: process.env.GLIBC_TUNABLES ?? null,
+    nodeFlags: recommendedNodeFlagsIn(),
     loadAverageAtStart: loadavg()[0],
     cpuTimesAtStart: cpuTimes(),
   };

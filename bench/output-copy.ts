@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 import * as ort from "onnxruntime-node";
 import { GraphBuilder } from "#core/formats/onnx-builder.ts";
 import { encodeInline } from "#core/formats/onnx-file.ts";
-import { RECOMMENDED_GLIBC_TUNABLES } from "#inference/model/malloc-settings.ts";
+import { RECOMMENDED_GLIBC_TUNABLES } from "#inference/model/process-settings.ts";
 import { option } from "./script-option.ts";
 
 const args = process.argv.slice(2);

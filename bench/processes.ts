@@ -7,6 +7,7 @@ import type { ChildProcess } from "node:child_process";
 import { CLI_ENTRY, REPO_ROOT } from "./paths.ts";
 import type { ProcessMemory } from "#core/metrics/process-memory.ts";
 import { processMemory } from "#core/metrics/process-memory.ts";
+import { recommendedNodeFlagsIn } from "#inference/model/process-settings.ts";
 
 export class BenchProcessError extends Error {
   constructor(message: string) {
@@ -26,9 +27,9 @@ export interface JsonLinesChild {
   waitFor(match: (line: Record<string, unknown>) => boolean, timeoutMs: number, what: string): Promise<Record<string, unknown>>;
 }
 
-/** Runs `lightreasoner <args>` as a child process of this one. */
+/** Runs `lightreasoner <args>` as a child process of this one, with the recommended Node flags this one has (process-settings.ts). */
 export function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}): JsonLinesChild {
-  const child = spawn(process.execPath, [CLI_ENTRY, ...args], { cwd: REPO_ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
+  const child = spawn(process.execPath, [...recommendedNodeFlagsIn(), CLI_ENTRY, ...args], { cwd: REPO_ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
   const lines: Record<string, unknown>[] = [];
   const stderrChunks: string[] = [];
   const waiters = new Set<() => void>();

@@ -23,7 +23,7 @@ function machineLines(r: BenchReport): string[] {
   const sections = r.sections.map((s) => `${s} ${formatNumber(r.sectionSeconds[s])} s`).join(", ");
   return [
     `lightreasoner bench${r.quick ? " --quick" : ""}: ${formatNumber(r.wallSeconds)} s (${sections})`,
-    `machine: ${m.cpuModel}, ${m.cores} cores [${m.vectorFeatures.join(" ")}], ${m.memoryGiB} GiB, ${m.platform}, node ${m.node}, onnxruntime-node ${m.onnxruntimeNode}, tfjs ${m.tfjs}, GLIBC_TUNABLES ${m.glibcTunables ?? "unset"}; ${load}`,
+    `machine: ${m.cpuModel}, ${m.cores} cores [${m.vectorFeatures.join(" ")}], ${m.memoryGiB} GiB, ${m.platform}, node ${m.node}, onnxruntime-node ${m.onnxruntimeNode}, tfjs ${m.tfjs}, GLIBC_TUNABLES ${m.glibcTunables ?? "unset"}, node flags ${m.nodeFlags?.join(" ") || "none"}; ${load}`,
     "figures: median (min-max) over repeats; ratios are of medians measured in this run",
   ];
 }

@@ -43,7 +43,8 @@ COPY deploy/docker/grpc-health-probe.mjs /app/deploy/docker/grpc-health-probe.mj
 FROM ${CUDA_IMAGE} AS gpu
 ENV NODE_ENV=production
 # Each step's large outputs (the [batch, vocabulary] log-probabilities) reuse heap memory
-# instead of fresh pages: services/inference/src/model/malloc-settings.ts.
+# instead of fresh pages, and V8 collects garbage on the main thread, between model steps
+# (ENTRYPOINT): services/inference/src/model/process-settings.ts.
 ENV GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=2147483648
 COPY --from=deps-gpu /usr/local/bin/node /usr/local/bin/node
 RUN groupadd --gid 10001 lightreasoner && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin lightreasoner
@@ -54,7 +55,7 @@ USER 10001:10001
 EXPOSE 50051 9464
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
   CMD ["node", "/app/deploy/docker/grpc-health-probe.mjs", "--addr", "127.0.0.1:50051", "--service", "lightreasoner.v1.InferenceService"]
-ENTRYPOINT ["node", "/app/bin/lightreasoner.mjs"]
+ENTRYPOINT ["node", "--single-threaded-gc", "/app/bin/lightreasoner.mjs"]
 # --execution-provider cuda fails at start when CUDA cannot be used, rather than falling back
 # to the CPU unseen.
 CMD ["serve", "inference", "--host", "0.0.0.0", "--expert", "/app/models/expert", "--amateur", "/app/models/amateur", "--port", "50051", "--metrics-port", "9464", "--execution-provider", "cuda"]
@@ -62,7 +63,8 @@ CMD ["serve", "inference", "--host", "0.0.0.0", "--expert", "/app/models/expert"
 FROM ${NODE_IMAGE} AS cpu
 ENV NODE_ENV=production
 # Each step's large outputs (the [batch, vocabulary] log-probabilities) reuse heap memory
-# instead of fresh pages: services/inference/src/model/malloc-settings.ts.
+# instead of fresh pages, and V8 collects garbage on the main thread, between model steps
+# (ENTRYPOINT): services/inference/src/model/process-settings.ts.
 ENV GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=2147483648
 RUN groupadd --gid 10001 lightreasoner && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin lightreasoner
 WORKDIR /app
@@ -72,5 +74,5 @@ USER 10001:10001
 EXPOSE 50051 9464
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
   CMD ["node", "/app/deploy/docker/grpc-health-probe.mjs", "--addr", "127.0.0.1:50051", "--service", "lightreasoner.v1.InferenceService"]
-ENTRYPOINT ["node", "/app/bin/lightreasoner.mjs"]
+ENTRYPOINT ["node", "--single-threaded-gc", "/app/bin/lightreasoner.mjs"]
 CMD ["serve", "inference", "--host", "0.0.0.0", "--expert", "/app/models/expert", "--amateur", "/app/models/amateur", "--port", "50051", "--metrics-port", "9464", "--execution-provider", "cpu"]

@@ -25,7 +25,7 @@ const base = benchSettings({ quick: true });
 const tiny = (overrides: Partial<BenchSettings>): BenchSettings => ({ ...base, ...overrides });
 /** The printed table of a report holding only `sections`. */
 const printed = (sections: Partial<BenchReport>) =>
-  renderReport({ quick: true, sections: [], sectionSeconds: {}, wallSeconds: 1, machine: { cpuModel: "Test CPU", cores: 2, vectorFeatures: [], memoryGiB: 1, platform: "", node: "", onnxruntimeNode: "", tfjs: "", glibcTunables: null, loadAverageAtStart: 0, cpuTimesAtStart: null }, derived: { ceilingFractions: [], endToEndCeiling: [], amateurHeadBounds: [], decodeRooflines: [] }, ...sections } as BenchReport);
+  renderReport({ quick: true, sections: [], sectionSeconds: {}, wallSeconds: 1, machine: { cpuModel: "Test CPU", cores: 2, vectorFeatures: [], memoryGiB: 1, platform: "", node: "", onnxruntimeNode: "", tfjs: "", glibcTunables: null, nodeFlags: [], loadAverageAtStart: 0, cpuTimesAtStart: null }, derived: { ceilingFractions: [], endToEndCeiling: [], amateurHeadBounds: [], decodeRooflines: [] }, ...sections } as BenchReport);
 
 describe("amateur section at the built-in pair's shape", () => {
   it("lockstep, re-encoding and re-encoding with the head at every position compute the same distribution before every token", async () => {

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { validate } from "dockerfile-utils";
 import { describe, expect, it } from "vitest";
 import { deployDir, flagValue, root } from "./deploy-files.ts";
-import { RECOMMENDED_GLIBC_TUNABLES } from "#inference/model/malloc-settings.ts";
+import { RECOMMENDED_GLIBC_TUNABLES, RECOMMENDED_NODE_FLAGS } from "#inference/model/process-settings.ts";
 
 interface Instruction {
   keyword: string;
@@ -88,7 +88,8 @@ describe.each(Object.entries(files))("deploy/docker/%s.Dockerfile", (service, fi
     const last = s.instructions[s.instructions.length - 1];
     expect(user[0].line).toBeLessThan(last.line);
     const cmd = exec(find(s, "CMD")[0].args);
-    expect(exec(find(s, "ENTRYPOINT")[0].args)).toEqual(["node", "/app/bin/lightreasoner.mjs"]);
+    const nodeFlags = service === "inference" ? RECOMMENDED_NODE_FLAGS : [];
+    expect(exec(find(s, "ENTRYPOINT")[0].args)).toEqual(["node", ...nodeFlags, "/app/bin/lightreasoner.mjs"]);
     expect(cmd.slice(0, 2)).toEqual(["serve", service]);
     // A container's port is reached from outside it: the service's loopback default would hide it.
     expect(flagValue(cmd, "--host")).toBe("0.0.0.0");
@@ -133,10 +134,10 @@ describe.each(Object.entries(files))("deploy/docker/%s.Dockerfile", (service, fi
       expect(text).toMatch(/^ARG CUDA_IMAGE=nvidia\/cuda:12\.\S+-cudnn-runtime-/m);
     });
 
-    it("starts both runtime images with the glibc tunables the service recommends, as npm run bench does", () => {
+    it("starts both runtime images with the glibc tunables and Node flags the service recommends, as npm run bench does", () => {
       for (const name of ["gpu", "cpu"]) expect(find(stage(name), "ENV").map((e) => e.args)).toContain(`GLIBC_TUNABLES=${RECOMMENDED_GLIBC_TUNABLES}`);
       const scripts = (JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { scripts: Record<string, string> }).scripts;
-      expect(scripts.bench).toContain(`GLIBC_TUNABLES=${RECOMMENDED_GLIBC_TUNABLES} `);
+      expect(scripts.bench).toContain(`GLIBC_TUNABLES=${RECOMMENDED_GLIBC_TUNABLES} node ${RECOMMENDED_NODE_FLAGS.join(" ")} bin/lightreasoner.mjs bench`);
     });
   } else {
     it("gpu: installs tfjs-node-gpu (failing the build if npm skipped it) and forces that backend", () => {

@@ -1,0 +1,30 @@
+// Settings a process reads only when it starts, so they are set where the service is started
+// (the inference image, `npm run bench`), not here; the service logs the recommended ones it
+// was started without.
+
+// glibc's malloc serves each allocation above its mmap threshold (which adapts, to at most 32
+// MiB) with fresh pages from the kernel and unmaps them on free. A decode step's log-probability
+// output at batch 64 and vocabulary 151,936 is 39 MB, and onnxruntime-node copies every output
+// into a new JavaScript buffer: each step faulted ~9,500 fresh pages in, per model. With these
+// tunables such buffers come from the heap and are reused (bench/output-copy.ts measures one
+// output's trip both ways).
+export const RECOMMENDED_GLIBC_TUNABLES = "glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=2147483648";
+
+/** Whether this process started with a raised mmap threshold (glibc on Linux only). */
+export function largeBuffersReused(env: NodeJS.ProcessEnv = process.env): boolean {
+  return env.GLIBC_TUNABLES?.includes("glibc.malloc.mmap_threshold=") ?? false;
+}
+
+// Those fresh output buffers set off a garbage collection every few model steps, and V8 marks
+// and sweeps on helper threads beside the main one. ONNX Runtime's thread pool already keeps
+// every core busy during a step, so on a machine with few cores the helpers take turns with
+// it and a step's parallel loops wait for whichever thread was preempted. With one GC thread
+// the collection runs on the main thread, between steps (the README's "One GC thread" gives
+// the figures). Node accepts this flag on its command line only (not in NODE_OPTIONS, and
+// v8.setFlagsFromString aborts the process once V8 has started).
+export const RECOMMENDED_NODE_FLAGS: readonly string[] = ["--single-threaded-gc"];
+
+/** The recommended Node flags this process was started with. */
+export function recommendedNodeFlagsIn(execArgv: readonly string[] = process.execArgv): string[] {
+  return RECOMMENDED_NODE_FLAGS.filter((flag) => execArgv.includes(flag));
+}

@@ -1,0 +1,67 @@
+// What V8's garbage-collector helper threads cost the model steps: the amateur section's
+// lockstep scoring (the amateur alone, a batch of 64-token prompts and 128-token continuations,
+// bench/amateur.ts scoreTrajectories) in child processes started without and with
+// RECOMMENDED_NODE_FLAGS, alternated round by round so that both see the same machine. One
+// bench run times each way once, and this machine's runs scatter by more than the difference;
+// here the medians of several rounds are compared.
+//   npx tsx bench/gc-threads.ts <amateurDir> [--rounds 4] [--streams 16] [--prompt 64] [--new 128]
+import { execFileSync } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { RECOMMENDED_NODE_FLAGS } from "#inference/model/process-settings.ts";
+import { scoreTrajectories } from "./amateur.ts";
+import { openServedSession } from "./engine-lockstep.ts";
+import { option } from "./script-option.ts";
+import { BenchInputError } from "./stats.ts";
+import { randomPrompts } from "./workloads.ts";
+
+const args = process.argv.slice(2);
+const dir = args[0];
+if (!dir || dir.startsWith("--")) throw new BenchInputError("amateurDir", "usage: gc-threads.ts <amateurDir> [--rounds 4] [--streams 16] [--prompt 64] [--new 128]");
+const count = (name: string, fallback: number) => {
+  const value = Number(option(args, name, String(fallback)));
+  if (!Number.isInteger(value) || value < 1) throw new BenchInputError(name, `must be a positive integer, got ${option(args, name, "")}`);
+  return value;
+};
+const rounds = count("--rounds", 4);
+const streams = count("--streams", 16);
+const promptTokens = count("--prompt", 64);
+const newTokens = count("--new", 128);
+
+/** Seconds for one lockstep pass over the batch, after a two-token warm-up. */
+async function lockstepSeconds(): Promise<number> {
+  const amateur = await openServedSession(dir, "amateur");
+  try {
+    const vocab = amateur.io.vocabSize;
+    if (vocab === null) throw new BenchInputError("amateurDir", `${dir}: the graph does not say its vocabulary size`);
+    const prompts = randomPrompts(vocab, streams, promptTokens, 23);
+    const continuations = randomPrompts(vocab, streams, newTokens, 29);
+    await scoreTrajectories(amateur, prompts, continuations.map((c) => c.slice(0, 2)), "lockstep");
+    return await scoreTrajectories(amateur, prompts, continuations, "lockstep");
+  } finally {
+    await amateur.release();
+  }
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+if (args.includes("--child")) {
+  console.log(JSON.stringify({ seconds: await lockstepSeconds() }));
+} else {
+  const self = fileURLToPath(import.meta.url);
+  const timed = (nodeFlags: readonly string[]) => {
+    const out = execFileSync(process.execPath, [...nodeFlags, ...process.execArgv, self, ...args, "--child"], { encoding: "utf8" });
+    return (JSON.parse(out.trim().split("\n").pop()!) as { seconds: number }).seconds;
+  };
+  const without: number[] = [];
+  const withFlags: number[] = [];
+  for (let r = 0; r < rounds; r++) {
+    without.push(timed([]));
+    withFlags.push(timed(RECOMMENDED_NODE_FLAGS));
+    console.log(`round ${r + 1}: ${without[r].toFixed(2)} s without, ${withFlags[r].toFixed(2)} s with ${RECOMMENDED_NODE_FLAGS.join(" ")}`);
+  }
+  const a = median(without);
+  const b = median(withFlags);
+  console.log(`lockstep, ${streams} streams of ${promptTokens} + ${newTokens} tokens, median of ${rounds} (GLIBC_TUNABLES ${process.env.GLIBC_TUNABLES ?? "unset"}):`);
+  console.log(`  without: ${a.toFixed(2)} s (${Math.min(...without).toFixed(2)}-${Math.max(...without).toFixed(2)})`);
+  console.log(`  with ${RECOMMENDED_NODE_FLAGS.join(" ")}: ${b.toFixed(2)} s (${Math.min(...withFlags).toFixed(2)}-${Math.max(...withFlags).toFixed(2)}), ${(a / b).toFixed(2)}x`);
+}

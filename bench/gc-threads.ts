@@ -11,7 +11,7 @@ import { RECOMMENDED_NODE_FLAGS } from "#inference/model/process-settings.ts";
 import { scoreTrajectories } from "./amateur.ts";
 import { openServedSession } from "./engine-lockstep.ts";
 import { option } from "./script-option.ts";
-import { BenchInputError } from "./stats.ts";
+import { BenchInputError, median } from "./stats.ts";
 import { randomPrompts } from "./workloads.ts";
 
 const args = process.argv.slice(2);
@@ -42,14 +42,14 @@ async function lockstepSeconds(): Promise<number> {
   }
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-
 if (args.includes("--child")) {
   console.log(JSON.stringify({ seconds: await lockstepSeconds() }));
 } else {
   const self = fileURLToPath(import.meta.url);
+  // The flags under test come only from here, whatever this process was started with.
+  const loaderFlags = process.execArgv.filter((flag) => !RECOMMENDED_NODE_FLAGS.includes(flag));
   const timed = (nodeFlags: readonly string[]) => {
-    const out = execFileSync(process.execPath, [...nodeFlags, ...process.execArgv, self, ...args, "--child"], { encoding: "utf8" });
+    const out = execFileSync(process.execPath, [...nodeFlags, ...loaderFlags, self, ...args, "--child"], { encoding: "utf8" });
     return (JSON.parse(out.trim().split("\n").pop()!) as { seconds: number }).seconds;
   };
   const without: number[] = [];

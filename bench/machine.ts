@@ -19,8 +19,8 @@ export interface MachineInfo {
   tfjs: string;
   /** GLIBC_TUNABLES the run started with (null: glibc's defaults); see process-settings.ts. */
   glibcTunables: string | null;
-  /** The recommended Node flags the run started with (process-settings.ts; its services get the same). */
-  nodeFlags: string[];
+  /** The recommended Node flags the run started with (process-settings.ts; its services get the same); absent from reports older than the field. */
+  nodeFlags?: string[];
   /** 1-minute load average when the run started. */
   loadAverageAtStart: number;
   loadAverageAtEnd?: number;

@@ -28,6 +28,7 @@ import type { ServiceProcess } from "#cli/run/service-processes.ts";
 import { printSummary } from "#cli/run/summary.ts";
 import { parseIntegerOption, parseListOption, parseNumberOption, UsageError } from "#cli/options.ts";
 import { TOKEN_ENV } from "#cli/security-flags.ts";
+import { recommendedNodeFlagsIn } from "#inference/model/process-settings.ts";
 
 /**
  * The default round's settings, chosen on the built-in world's validation split (never on
@@ -233,7 +234,9 @@ export async function runRound(flags: RunFlags): Promise<RunReport> {
   process.once("SIGINT", interrupted);
   process.once("SIGTERM", interrupted);
   try {
-    const inference = await startService("inference", ["inference", "--expert", flags.expert, "--amateur", flags.amateur, "--threads", "1"], credential);
+    // The inference service gets the Node flags this process was started with (npm start's),
+    // as its image starts it; the trainer's were never measured and it starts plainly.
+    const inference = await startService("inference", ["inference", "--expert", flags.expert, "--amateur", flags.amateur, "--threads", "1"], credential, recommendedNodeFlagsIn());
     services.push(inference);
     const trainer = await startService("trainer", ["trainer", "--inference", inference.address, "--expert", flags.expert, "--runs-dir", join(reportDir, "trainer")], credential);
     services.push(trainer);

@@ -8,7 +8,6 @@ import type { ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { createInterface } from "node:readline";
 import { processMemory } from "#core/metrics/process-memory.ts";
-import { recommendedNodeFlagsIn } from "#inference/model/process-settings.ts";
 
 const BIN = fileURLToPath(new URL("../../bin/lightreasoner.mjs", import.meta.url));
 const START_TIMEOUT_MS = 120_000;
@@ -26,12 +25,12 @@ export interface ServiceProcess {
 }
 
 /**
- * Starts `lightreasoner serve <args>` on 127.0.0.1 with OS-chosen ports, and the recommended Node
- * flags this process has (process-settings.ts); warnings and errors go to stderr. `env` is
- * added to this process's environment (the token, see security-flags.ts).
+ * Starts `node <nodeFlags> lightreasoner serve <args>` on 127.0.0.1 with OS-chosen ports;
+ * warnings and errors go to stderr. `env` is added to this process's environment (the token,
+ * see security-flags.ts).
  */
-export async function startService(name: string, args: string[], env: Record<string, string> = {}): Promise<ServiceProcess> {
-  const child = spawn(process.execPath, [...recommendedNodeFlagsIn(), BIN, "serve", ...args, "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0", "--log-level", "info"], {
+export async function startService(name: string, args: string[], env: Record<string, string> = {}, nodeFlags: readonly string[] = []): Promise<ServiceProcess> {
+  const child = spawn(process.execPath, [...nodeFlags, BIN, "serve", ...args, "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0", "--log-level", "info"], {
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, ...env },
   });

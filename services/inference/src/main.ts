@@ -17,7 +17,7 @@ import { DEFAULT_BATCH_GATHER, PREFILL_TOKENS_PER_BATCH, Scheduler } from "./eng
 import type { ExecutionProviderChoice } from "./model/execution-provider.ts";
 import { PairSummaryGraph } from "./model/pair-summary-graph.ts";
 import { SamplingGraph } from "./model/sampling-graph.ts";
-import { RECOMMENDED_GLIBC_TUNABLES, RECOMMENDED_NODE_FLAGS, largeBuffersReused, recommendedNodeFlagsIn } from "#inference/model/process-settings.ts";
+import { RECOMMENDED_GLIBC_TUNABLES, RECOMMENDED_NODE_FLAGS, largeBuffersReused } from "#inference/model/process-settings.ts";
 import { InferenceMetrics } from "./metrics.ts";
 import { serveMetrics } from "#core/metrics/http-endpoint.ts";
 import type { MetricsEndpoint } from "#core/metrics/http-endpoint.ts";
@@ -173,7 +173,7 @@ export async function startInferenceServer(options: InferenceServerOptions): Pro
     if (process.platform === "linux" && !largeBuffersReused()) {
       logger.info({ recommended: `GLIBC_TUNABLES=${RECOMMENDED_GLIBC_TUNABLES}` }, "glibc gives fresh pages to every buffer above 32 MiB: start the service with the recommended GLIBC_TUNABLES so that each step's large outputs reuse memory (a [64, 151,936] output's trip out of ONNX Runtime 1.63x faster where it was measured; see the README)");
     }
-    const missingFlags = RECOMMENDED_NODE_FLAGS.filter((flag) => !recommendedNodeFlagsIn().includes(flag));
+    const missingFlags = RECOMMENDED_NODE_FLAGS.filter((flag) => !process.execArgv.includes(flag));
     if (missingFlags.length > 0) {
       logger.info({ recommended: `node ${missingFlags.join(" ")} bin/lightreasoner.mjs ...` }, "V8's garbage collector helper threads take turns with ONNX Runtime's on the cores: start node with the recommended flags (as the inference image does) so that collections run between model steps (see the README's \"One GC thread\")");
     }

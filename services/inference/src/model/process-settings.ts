@@ -1,6 +1,6 @@
-// Settings a process reads only when it starts, so they are set where the service is started
-// (the inference image, `npm run bench`), not here; the service logs the recommended ones it
-// was started without.
+// Settings a process reads only when it starts, so they are set where the inference service is
+// started (its image; `npm run bench` and `npm start`, whose child services inherit them), not
+// here; the service logs the recommended ones it was started without.
 
 // glibc's malloc serves each allocation above its mmap threshold (which adapts, to at most 32
 // MiB) with fresh pages from the kernel and unmaps them on free. A decode step's log-probability

@@ -18,7 +18,7 @@ import type { OrtSessionOptions } from "#inference/model/execution-provider.ts";
 import { stepInGroups } from "./engine-lockstep.ts";
 import { BenchInputError } from "./stats.ts";
 import { randomPrompts } from "./workloads.ts";
-import { option } from "./script-option.ts";
+import { option, positiveInteger } from "./script-option.ts";
 
 interface TraceEvent {
   cat: string;
@@ -26,12 +26,6 @@ interface TraceEvent {
   ts: number;
   dur: number;
   args?: { op_name?: string; output_size?: string; activation_size?: string };
-}
-
-function positiveInteger(args: string[], name: string, fallback: number): number {
-  const value = Number(option(args, name, String(fallback)));
-  if (!Number.isInteger(value) || value < 1) throw new BenchInputError(name, `must be a positive integer, got ${option(args, name, "")}`);
-  return value;
 }
 
 /** Kernel microseconds summed by `key` over the node events inside the given runs. */

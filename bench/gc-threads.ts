@@ -10,22 +10,17 @@ import { fileURLToPath } from "node:url";
 import { RECOMMENDED_NODE_FLAGS } from "#inference/model/process-settings.ts";
 import { scoreTrajectories } from "./amateur.ts";
 import { openServedSession } from "./engine-lockstep.ts";
-import { option } from "./script-option.ts";
+import { positiveInteger } from "./script-option.ts";
 import { BenchInputError, median } from "./stats.ts";
 import { randomPrompts } from "./workloads.ts";
 
 const args = process.argv.slice(2);
 const dir = args[0];
 if (!dir || dir.startsWith("--")) throw new BenchInputError("amateurDir", "usage: gc-threads.ts <amateurDir> [--rounds 4] [--streams 16] [--prompt 64] [--new 128]");
-const count = (name: string, fallback: number) => {
-  const value = Number(option(args, name, String(fallback)));
-  if (!Number.isInteger(value) || value < 1) throw new BenchInputError(name, `must be a positive integer, got ${option(args, name, "")}`);
-  return value;
-};
-const rounds = count("--rounds", 4);
-const streams = count("--streams", 16);
-const promptTokens = count("--prompt", 64);
-const newTokens = count("--new", 128);
+const rounds = positiveInteger(args, "--rounds", 4);
+const streams = positiveInteger(args, "--streams", 16);
+const promptTokens = positiveInteger(args, "--prompt", 64);
+const newTokens = positiveInteger(args, "--new", 128);
 
 /** Seconds for one lockstep pass over the batch, after a two-token warm-up. */
 async function lockstepSeconds(): Promise<number> {

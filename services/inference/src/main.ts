@@ -17,7 +17,7 @@ import { DEFAULT_BATCH_GATHER, PREFILL_TOKENS_PER_BATCH, Scheduler } from "./eng
 import type { ExecutionProviderChoice } from "./model/execution-provider.ts";
 import { PairSummaryGraph } from "./model/pair-summary-graph.ts";
 import { SamplingGraph } from "./model/sampling-graph.ts";
-import { RECOMMENDED_GLIBC_TUNABLES, RECOMMENDED_NODE_FLAGS, largeBuffersReused } from "#inference/model/process-settings.ts";
+import { missingProcessSettings } from "#inference/model/process-settings.ts";
 import { InferenceMetrics } from "./metrics.ts";
 import { serveMetrics } from "#core/metrics/http-endpoint.ts";
 import type { MetricsEndpoint } from "#core/metrics/http-endpoint.ts";
@@ -170,13 +170,7 @@ export async function startInferenceServer(options: InferenceServerOptions): Pro
     undo.push(() => metricsEndpoint.close());
     const dialHost = host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host.includes(":") ? `[${host}]` : host;
     logger.info({ host, port, metricsPort: metricsEndpoint.port, limits, prefillBatchTokens, executionProvider: pair.expert.session.provider, tls: tlsMode(options.tls) }, `inference server listening on ${host}:${port} (metrics on :${metricsEndpoint.port}/metrics)`);
-    if (process.platform === "linux" && !largeBuffersReused()) {
-      logger.info({ recommended: `GLIBC_TUNABLES=${RECOMMENDED_GLIBC_TUNABLES}` }, "glibc gives fresh pages to every buffer above 32 MiB: start the service with the recommended GLIBC_TUNABLES so that each step's large outputs reuse memory (a [64, 151,936] output's trip out of ONNX Runtime 1.63x faster where it was measured; see the README)");
-    }
-    const missingFlags = RECOMMENDED_NODE_FLAGS.filter((flag) => !process.execArgv.includes(flag));
-    if (missingFlags.length > 0) {
-      logger.info({ recommended: `node ${missingFlags.join(" ")} bin/lightreasoner.mjs ...` }, "V8's garbage collector helper threads take turns with ONNX Runtime's on the cores: start node with the recommended flags (as the inference image does) so that collections run between model steps (see the README's \"One GC thread\")");
-    }
+    for (const { recommended, why } of missingProcessSettings()) logger.info({ recommended }, why);
     logPolicy(logger, access);
 
     let closing: Promise<void> | null = null;

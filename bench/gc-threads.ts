@@ -5,11 +5,11 @@
 // bench run times each way once, and this machine's runs scatter by more than the difference;
 // here the medians of several rounds are compared.
 //   npx tsx bench/gc-threads.ts <amateurDir> [--rounds 4] [--streams 16] [--prompt 64] [--new 128]
-import { execFileSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { RECOMMENDED_NODE_FLAGS } from "#inference/model/process-settings.ts";
 import { scoreTrajectories } from "./amateur.ts";
 import { openServedSession } from "./engine-lockstep.ts";
+import { runScriptChild } from "./processes.ts";
 import { positiveInteger } from "./script-option.ts";
 import { BenchInputError, median } from "./stats.ts";
 import { randomPrompts } from "./workloads.ts";
@@ -42,11 +42,7 @@ if (args.includes("--child")) {
 } else {
   const self = fileURLToPath(import.meta.url);
   // The flags under test come only from here, whatever this process was started with.
-  const loaderFlags = process.execArgv.filter((flag) => !RECOMMENDED_NODE_FLAGS.includes(flag));
-  const timed = (nodeFlags: readonly string[]) => {
-    const out = execFileSync(process.execPath, [...nodeFlags, ...loaderFlags, self, ...args, "--child"], { encoding: "utf8" });
-    return (JSON.parse(out.trim().split("\n").pop()!) as { seconds: number }).seconds;
-  };
+  const timed = (nodeFlags: readonly string[]) => runScriptChild<{ seconds: number }>(self, args, { nodeFlags }).seconds;
   const without: number[] = [];
   const withFlags: number[] = [];
   for (let r = 0; r < rounds; r++) {

@@ -4,12 +4,12 @@
 // threshold that buffer is fresh pages every run. The script runs itself twice, with glibc's
 // defaults and with RECOMMENDED_GLIBC_TUNABLES, and prints both and their ratio.
 //   npx tsx bench/output-copy.ts [--rows 64] [--vocab 151936]
-import { execFileSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import * as ort from "onnxruntime-node";
 import { GraphBuilder } from "#core/formats/onnx-builder.ts";
 import { encodeInline } from "#core/formats/onnx-file.ts";
 import { RECOMMENDED_GLIBC_TUNABLES } from "#inference/model/process-settings.ts";
+import { runScriptChild } from "./processes.ts";
 import { option } from "./script-option.ts";
 
 const args = process.argv.slice(2);
@@ -40,8 +40,7 @@ if (args.includes("--child")) {
     const env = { ...process.env };
     if (tunables === undefined) delete env.GLIBC_TUNABLES;
     else env.GLIBC_TUNABLES = tunables;
-    const out = execFileSync(process.execPath, [...process.execArgv, self, ...args, "--child"], { env, encoding: "utf8" });
-    return (JSON.parse(out.trim().split("\n").pop()!) as { ms: number }).ms;
+    return runScriptChild<{ ms: number }>(self, args, { env }).ms;
   };
   const defaults = measure(undefined);
   const tuned = measure(RECOMMENDED_GLIBC_TUNABLES);

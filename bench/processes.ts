@@ -1,13 +1,13 @@
 // Child processes of the benchmark: the inference service started exactly as a user starts
 // it (`lightreasoner serve inference`) and the benchmark's own helper processes
 // (`lightreasoner bench-worker ...`). Their memory is read with #core/metrics/process-memory.ts.
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { readFileSync, readdirSync } from "node:fs";
 import type { ChildProcess } from "node:child_process";
 import { CLI_ENTRY, REPO_ROOT } from "./paths.ts";
 import type { ProcessMemory } from "#core/metrics/process-memory.ts";
 import { processMemory } from "#core/metrics/process-memory.ts";
-import { recommendedNodeFlagsIn } from "#inference/model/process-settings.ts";
+import { RECOMMENDED_NODE_FLAGS, recommendedNodeFlagsIn } from "#inference/model/process-settings.ts";
 
 export class BenchProcessError extends Error {
   constructor(message: string) {
@@ -115,6 +115,19 @@ export function liveThreadsCpuSeconds(pid: number): number {
   // kernel without CONFIG_SCHED_INFO reads 0), not a process that cost nothing.
   if (!(nanoseconds > 0)) throw new BenchProcessError(`/proc/${pid}/task/<tid>/schedstat: no CPU time readable for the process's threads; CPU time needs Linux with scheduler statistics`);
   return nanoseconds / 1e9;
+}
+
+/**
+ * Runs a standalone bench script's measuring half, `node <flags> <script> <args> --child`, and
+ * returns the JSON object it printed last. The child gets this process's loader flags (tsx),
+ * `nodeFlags` in place of its recommended ones (by default the same ones), and `env`: how a
+ * script compares start-up settings (output-copy.ts, gc-threads.ts).
+ */
+export function runScriptChild<T>(script: string, args: readonly string[], start: { nodeFlags?: readonly string[]; env?: NodeJS.ProcessEnv } = {}): T {
+  const loaderFlags = process.execArgv.filter((flag) => !RECOMMENDED_NODE_FLAGS.includes(flag));
+  const nodeFlags = start.nodeFlags ?? recommendedNodeFlagsIn();
+  const out = execFileSync(process.execPath, [...nodeFlags, ...loaderFlags, script, ...args, "--child"], { env: start.env ?? process.env, encoding: "utf8" });
+  return JSON.parse(out.trim().split("\n").pop()!) as T;
 }
 
 /** Sends SIGTERM and waits for the exit; SIGKILL after `graceMs`. */
